@@ -1,0 +1,7 @@
+//! vswitch: a userspace virtual switch for containers.
+//!
+//! See ARCHITECTURE in the README for the shape: `wire` and `switch` are the pure core;
+//! `ports`, `dataplane`, `sandbox`, `control` and `state` are the shell around it.
+
+pub mod wire;
+pub mod switch;

@@ -1,0 +1,250 @@
+//! The MAC learning table of one network: bounded, aged, with counted moves and evictions.
+
+use std::collections::HashMap;
+
+use super::PortId;
+use crate::wire::MacAddr;
+
+/// How many entries a full table samples to pick the least recently seen one to evict
+/// (approximate LRU: constant work per learn even under a MAC flood).
+const EVICTION_SAMPLE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    port: PortId,
+    last_seen: u64,
+}
+
+/// What `learn` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// The entry existed on the same port; its age was refreshed.
+    Refreshed,
+    /// A new entry.
+    New,
+    /// The MAC moved from the given port.
+    Moved(PortId),
+    /// A new entry that pushed out another one.
+    NewEvicting,
+}
+
+/// Counters of one table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FdbCounters {
+    pub learned: u64,
+    pub moved: u64,
+    pub evicted: u64,
+    pub expired: u64,
+}
+
+/// A learned entry as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub port: PortId,
+    pub age_ms: u64,
+}
+
+/// A per-network MAC table.
+#[derive(Debug)]
+pub struct Fdb {
+    map: HashMap<MacAddr, Entry>,
+    limit: usize,
+    aging_ms: u64,
+    pub counters: FdbCounters,
+}
+
+impl Fdb {
+    pub fn new(limit: usize, aging_ms: u64) -> Fdb {
+        Fdb {
+            // Reserve a modest start; the map grows to `limit` and then stays put (no allocation
+            // in the steady state).
+            map: HashMap::with_capacity(limit.min(1024)),
+            limit: limit.max(1),
+            aging_ms,
+            counters: FdbCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn aging_ms(&self) -> u64 {
+        self.aging_ms
+    }
+
+    fn expired(&self, e: &Entry, now: u64) -> bool {
+        now.saturating_sub(e.last_seen) >= self.aging_ms
+    }
+
+    /// Records that `mac` was seen on `port` at `now`.
+    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: u64) -> Learned {
+        if let Some(e) = self.map.get_mut(&mac) {
+            e.last_seen = now;
+            if e.port == port {
+                return Learned::Refreshed;
+            }
+            let old = e.port;
+            e.port = port;
+            self.counters.moved += 1;
+            return Learned::Moved(old);
+        }
+        let mut result = Learned::New;
+        if self.map.len() >= self.limit {
+            self.evict_one(now);
+            result = Learned::NewEvicting;
+        }
+        self.map.insert(mac, Entry { port, last_seen: now });
+        self.counters.learned += 1;
+        result
+    }
+
+    fn evict_one(&mut self, now: u64) {
+        let victim = self
+            .map
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .max_by_key(|(_, e)| now.saturating_sub(e.last_seen))
+            .map(|(mac, e)| (*mac, self.expired(e, now)));
+        if let Some((mac, expired)) = victim {
+            self.map.remove(&mac);
+            if expired {
+                self.counters.expired += 1;
+            } else {
+                self.counters.evicted += 1;
+            }
+        }
+    }
+
+    /// The port `mac` was last seen on, unless the entry has aged out.
+    #[inline]
+    pub fn lookup(&self, mac: &MacAddr, now: u64) -> Option<PortId> {
+        match self.map.get(mac) {
+            Some(e) if !self.expired(e, now) => Some(e.port),
+            _ => None,
+        }
+    }
+
+    /// Removes aged-out entries; returns how many.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let before = self.map.len();
+        let aging = self.aging_ms;
+        self.map
+            .retain(|_, e| now.saturating_sub(e.last_seen) < aging);
+        let n = before - self.map.len();
+        self.counters.expired += n as u64;
+        n
+    }
+
+    /// Forgets every entry pointing at `port` (the port left the network).
+    pub fn flush_port(&mut self, port: PortId) {
+        self.map.retain(|_, e| e.port != port);
+    }
+
+    /// The live entries, oldest age last.
+    pub fn entries(&self, now: u64) -> Vec<FdbEntry> {
+        let mut v: Vec<FdbEntry> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !self.expired(e, now))
+            .map(|(mac, e)| FdbEntry {
+                mac: *mac,
+                port: e.port,
+                age_ms: now.saturating_sub(e.last_seen),
+            })
+            .collect();
+        v.sort_by_key(|e| (e.port, e.mac));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn learn_lookup_refresh() {
+        let mut f = Fdb::new(16, 300_000);
+        assert_eq!(f.learn(mac(1), PortId(1), 0), Learned::New);
+        assert_eq!(f.lookup(&mac(1), 10), Some(PortId(1)));
+        assert_eq!(f.learn(mac(1), PortId(1), 10), Learned::Refreshed);
+        assert_eq!(f.lookup(&mac(2), 10), None);
+        assert_eq!(f.counters.learned, 1);
+    }
+
+    #[test]
+    fn aging() {
+        let mut f = Fdb::new(16, 1000);
+        f.learn(mac(1), PortId(1), 0);
+        f.learn(mac(2), PortId(2), 500);
+        assert_eq!(f.lookup(&mac(1), 999), Some(PortId(1)));
+        assert_eq!(f.lookup(&mac(1), 1000), None, "aged out at exactly the aging time");
+        assert_eq!(f.entries(1000).len(), 1);
+        assert_eq!(f.expire(1000), 1);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.counters.expired, 1);
+        // Seeing the MAC again refreshes it.
+        f.learn(mac(2), PortId(2), 1400);
+        assert_eq!(f.lookup(&mac(2), 2300), Some(PortId(2)));
+    }
+
+    #[test]
+    fn moves() {
+        let mut f = Fdb::new(16, 1000);
+        f.learn(mac(1), PortId(1), 0);
+        assert_eq!(f.learn(mac(1), PortId(2), 1), Learned::Moved(PortId(1)));
+        assert_eq!(f.lookup(&mac(1), 2), Some(PortId(2)));
+        assert_eq!(f.counters.moved, 1);
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn limit_evicts_and_counts() {
+        let mut f = Fdb::new(100, 1_000_000);
+        for i in 0..100 {
+            assert_eq!(f.learn(mac(i), PortId(1), u64::from(i)), Learned::New);
+        }
+        for i in 100..1000 {
+            assert_eq!(f.learn(mac(i), PortId(1), u64::from(i)), Learned::NewEvicting);
+            assert_eq!(f.len(), 100, "never grows past its limit");
+        }
+        assert_eq!(f.counters.evicted, 900);
+        // The newest entry is always present.
+        assert_eq!(f.lookup(&mac(999), 1000), Some(PortId(1)));
+    }
+
+    #[test]
+    fn eviction_prefers_expired_and_counts_them_as_expired() {
+        let mut f = Fdb::new(4, 100);
+        for i in 0..4 {
+            f.learn(mac(i), PortId(1), 0);
+        }
+        f.learn(mac(10), PortId(1), 500);
+        assert_eq!(f.counters.expired, 1);
+        assert_eq!(f.counters.evicted, 0);
+    }
+
+    #[test]
+    fn flush_port() {
+        let mut f = Fdb::new(16, 1000);
+        f.learn(mac(1), PortId(1), 0);
+        f.learn(mac(2), PortId(2), 0);
+        f.flush_port(PortId(1));
+        assert_eq!(f.lookup(&mac(1), 1), None);
+        assert_eq!(f.lookup(&mac(2), 1), Some(PortId(2)));
+    }
+}

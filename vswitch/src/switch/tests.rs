@@ -1,0 +1,205 @@
+//! Pipeline tests with frames built by etherparse.
+
+use super::*;
+use crate::wire::MacAddr;
+use etherparse::PacketBuilder;
+
+const A: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0, 2];
+const B: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0, 3];
+const C: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0, 4];
+const D: [u8; 6] = [0x02, 0x42, 0x0a, 0x00, 0, 2];
+
+fn udp(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src, dst)
+        .ipv4([172, 17, 0, 2], [172, 17, 0, 3], 64)
+        .udp(4000, 5000);
+    let payload = b"hello";
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
+fn params() -> NetworkParams {
+    NetworkParams {
+        fdb_limit: 8192,
+        aging_ms: 300_000,
+    }
+}
+
+/// Network 0 with ports 0, 1, 2; network 1 with ports 3, 4.
+fn two_networks() -> Pipeline {
+    let mut p = Pipeline::new();
+    p.add_network(NetId(0), params());
+    p.add_network(NetId(1), params());
+    for i in 0..3 {
+        assert!(p.add_port(PortId(i), NetId(0)));
+    }
+    for i in 3..5 {
+        assert!(p.add_port(PortId(i), NetId(1)));
+    }
+    p
+}
+
+fn run(p: &mut Pipeline, now: u64, port: u32, frame: &[u8]) -> Actions {
+    let mut a = Actions::with_capacity(8);
+    p.process(now, PortId(port), frame, &mut a);
+    a
+}
+
+#[test]
+fn unknown_unicast_floods_within_network_only() {
+    let mut p = two_networks();
+    let a = run(&mut p, 0, 0, &udp(A, B));
+    assert!(a.flooded);
+    assert_eq!(a.out, vec![PortId(1), PortId(2)], "never back out of ingress, never to net 1");
+    assert_eq!(a.drop, None);
+}
+
+#[test]
+fn broadcast_and_multicast_flood() {
+    let mut p = two_networks();
+    for dst in [[0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1]] {
+        let a = run(&mut p, 0, 1, &udp(A, dst));
+        assert!(a.flooded);
+        assert_eq!(a.out, vec![PortId(0), PortId(2)]);
+    }
+    // Even a learned "multicast" address (impossible as a source) never becomes unicast.
+    let a = run(&mut p, 0, 4, &udp(D, [0xff; 6]));
+    assert_eq!(a.out, vec![PortId(3)]);
+}
+
+#[test]
+fn known_unicast_goes_to_one_port() {
+    let mut p = two_networks();
+    run(&mut p, 0, 1, &udp(B, A)); // learns B on port 1
+    let a = run(&mut p, 1, 0, &udp(A, B));
+    assert!(!a.flooded);
+    assert_eq!(a.out, vec![PortId(1)]);
+    // And the reply back to A, learned from the first frame.
+    let a = run(&mut p, 2, 1, &udp(B, A));
+    assert_eq!(a.out, vec![PortId(0)]);
+}
+
+#[test]
+fn networks_do_not_share_learned_macs() {
+    let mut p = two_networks();
+    run(&mut p, 0, 3, &udp(B, D)); // B learned on net 1, port 3
+    let a = run(&mut p, 1, 0, &udp(A, B));
+    assert!(a.flooded, "B is unknown on net 0");
+    assert_eq!(a.out, vec![PortId(1), PortId(2)]);
+}
+
+#[test]
+fn mac_move_updates_entry() {
+    let mut p = two_networks();
+    run(&mut p, 0, 1, &udp(B, A));
+    run(&mut p, 1, 2, &udp(B, A)); // B moved to port 2
+    let a = run(&mut p, 2, 0, &udp(A, B));
+    assert_eq!(a.out, vec![PortId(2)]);
+    assert_eq!(p.network(NetId(0)).unwrap().fdb.counters.moved, 1);
+}
+
+#[test]
+fn aged_entry_floods_again() {
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            fdb_limit: 16,
+            aging_ms: 1000,
+        },
+    );
+    for i in 0..3 {
+        p.add_port(PortId(i), NetId(0));
+    }
+    run(&mut p, 0, 1, &udp(B, A));
+    assert_eq!(run(&mut p, 999, 0, &udp(A, B)).out, vec![PortId(1)]);
+    let a = run(&mut p, 1000, 0, &udp(A, B));
+    assert!(a.flooded);
+    p.expire(5000);
+    assert_eq!(p.network(NetId(0)).unwrap().fdb.len(), 0);
+}
+
+#[test]
+fn hairpin_is_dropped_and_counted() {
+    let mut p = two_networks();
+    run(&mut p, 0, 0, &udp(B, C));
+    let a = run(&mut p, 1, 0, &udp(A, B));
+    assert_eq!(a.drop, Some(DropReason::Hairpin));
+    assert!(a.out.is_empty());
+    assert_eq!(p.port_counters(PortId(0)).unwrap().drops[DropReason::Hairpin as usize], 1);
+}
+
+#[test]
+fn malformed_frames_are_counted_by_reason() {
+    let mut p = two_networks();
+    assert_eq!(run(&mut p, 0, 0, &[0u8; 10]).drop, Some(DropReason::Runt));
+    assert_eq!(run(&mut p, 0, 0, &[]).drop, Some(DropReason::Runt));
+    let mut bad = udp(A, B);
+    bad[12..14].copy_from_slice(&1400u16.to_be_bytes());
+    assert_eq!(run(&mut p, 0, 0, &bad).drop, Some(DropReason::BadLength));
+    assert_eq!(run(&mut p, 0, 0, &udp([0xff; 6], B)).drop, Some(DropReason::InvalidSource));
+    assert_eq!(run(&mut p, 0, 0, &udp([0; 6], B)).drop, Some(DropReason::InvalidSource));
+    assert_eq!(run(&mut p, 0, 0, &udp([0x01, 0, 0, 0, 0, 1], B)).drop, Some(DropReason::InvalidSource));
+    let c = p.port_counters(PortId(0)).unwrap();
+    assert_eq!(c.drops[DropReason::Runt as usize], 2);
+    assert_eq!(c.drops[DropReason::BadLength as usize], 1);
+    assert_eq!(c.drops[DropReason::InvalidSource as usize], 3);
+    assert_eq!(c.rx_packets, 6);
+    // Nothing was learned from any of them.
+    assert_eq!(p.network(NetId(0)).unwrap().fdb.len(), 0);
+}
+
+#[test]
+fn lone_port_flood_is_no_destination() {
+    let mut p = Pipeline::new();
+    p.add_network(NetId(7), params());
+    p.add_port(PortId(9), NetId(7));
+    let a = run(&mut p, 0, 9, &udp(A, B));
+    assert_eq!(a.drop, Some(DropReason::NoDestination));
+}
+
+#[test]
+fn unknown_and_removed_ports() {
+    let mut p = two_networks();
+    assert_eq!(run(&mut p, 0, 42, &udp(A, B)).drop, Some(DropReason::UnknownPort));
+    run(&mut p, 0, 1, &udp(B, A));
+    let counters = p.remove_port(PortId(1)).unwrap();
+    assert_eq!(counters.rx_packets, 1);
+    assert_eq!(run(&mut p, 1, 1, &udp(B, A)).drop, Some(DropReason::UnknownPort));
+    // B's entry went with the port: traffic to B floods to the remaining port.
+    let a = run(&mut p, 2, 0, &udp(A, B));
+    assert_eq!(a.out, vec![PortId(2)]);
+    p.remove_network(NetId(0));
+    assert_eq!(run(&mut p, 3, 0, &udp(A, B)).drop, Some(DropReason::UnknownPort));
+}
+
+#[test]
+fn full_table_keeps_forwarding() {
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            fdb_limit: 64,
+            aging_ms: 300_000,
+        },
+    );
+    p.add_port(PortId(0), NetId(0));
+    p.add_port(PortId(1), NetId(0));
+    for i in 0..1000u32 {
+        let b = i.to_be_bytes();
+        run(&mut p, u64::from(i), 0, &udp([0x02, 0, b[0], b[1], b[2], b[3]], B));
+    }
+    let fdb = &p.network(NetId(0)).unwrap().fdb;
+    assert_eq!(fdb.len(), 64);
+    assert_eq!(fdb.counters.evicted, 1000 - 64);
+    let _ = MacAddr::ZERO;
+}
+
+#[test]
+fn drop_reason_names_are_unique() {
+    let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), DropReason::COUNT);
+}

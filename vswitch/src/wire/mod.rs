@@ -1,0 +1,12 @@
+//! Parsing and building frames.
+//!
+//! The fast path only needs the Ethernet header (destination, source, type/length), so that view
+//! is written by hand here as a zero-copy `Frame<T: AsRef<[u8]>>` in the smoltcp style: one small
+//! `mod field` holds the offsets and nothing else touches raw offsets. Protocols the switch answers
+//! itself (ARP, DHCP, DNS) use maintained codecs (etherparse, dhcproto, hickory-proto).
+
+pub mod ethernet;
+pub mod mac;
+
+pub use ethernet::{EtherType, Frame};
+pub use mac::MacAddr;
