@@ -1,1 +1,312 @@
-fn main() {}
+//! vswitchctl: the command-line client of vswitchd. A thin front end over `vswitch::api`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vswitch::api::*;
+
+#[derive(Parser, Debug)]
+#[command(name = "vswitchctl", version, about = "Control vswitchd, the userspace virtual switch")]
+struct Cli {
+    /// vswitchd's control socket.
+    #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach a container (a network namespace) to a network through a new interface.
+    AddPort(AddPortArgs),
+    /// Remove a port and its interface.
+    DelPort { port: String },
+    /// The whole picture: networks, ports, namespaces, MACs, addresses.
+    Show,
+    /// MAC learning tables.
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Port counters.
+    #[command(subcommand)]
+    Port(PortCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        /// IPv4 subnet, e.g. 10.1.0.0/24.
+        #[arg(long)]
+        subnet: String,
+        /// Gateway address [default: the subnet's first address].
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Network driver.
+        #[arg(long, default_value = "bridge")]
+        driver: String,
+        /// Seconds a learned MAC stays without traffic [default: 300].
+        #[arg(long)]
+        mac_aging: Option<u32>,
+        /// Most MACs the network's table holds [default: 8192].
+        #[arg(long)]
+        fdb_limit: Option<u32>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one network.
+    Inspect { name: String },
+    /// Remove a network (refused while ports are attached, unless --force).
+    #[command(alias = "remove")]
+    Rm {
+        name: String,
+        /// Delete its ports too.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct AddPortArgs {
+    /// Network to attach to.
+    network: String,
+    /// Namespace: an `ip netns` name, a path such as /proc/PID/ns/net, or a pid.
+    #[arg(long)]
+    netns: String,
+    /// Interface name inside the namespace [default: eth0].
+    #[arg(long)]
+    ifname: Option<String>,
+    /// MAC address [default: 02:42 followed by the IPv4 address, Docker-style].
+    #[arg(long)]
+    mac: Option<String>,
+    /// Address, e.g. 172.17.0.2 or 172.17.0.2/16; a default route via the gateway is added.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Interface MTU [default: 1500].
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Port name [default: NETNS-IFNAME].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum FdbCmd {
+    /// Learned MACs with their port and age.
+    Show { network: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCmd {
+    /// rx/tx packets and bytes, and drops by reason.
+    Stats { port: Option<String> },
+}
+
+fn op_of(cmd: Cmd) -> Op {
+    match cmd {
+        Cmd::Network(NetworkCmd::Create {
+            name,
+            subnet,
+            gateway,
+            driver,
+            mac_aging,
+            fdb_limit,
+        }) => Op::NetworkCreate(NetworkCreate {
+            name,
+            subnet,
+            gateway,
+            driver: Some(driver),
+            mac_aging_secs: mac_aging,
+            fdb_limit,
+        }),
+        Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
+        Cmd::Network(NetworkCmd::Inspect { name }) => Op::NetworkInspect { name },
+        Cmd::Network(NetworkCmd::Rm { name, force }) => Op::NetworkRemove { name, force },
+        Cmd::AddPort(a) => Op::PortAdd(PortAdd {
+            network: a.network,
+            netns: a.netns,
+            ifname: a.ifname,
+            mac: a.mac,
+            ip: a.ip,
+            mtu: a.mtu,
+            name: a.name,
+        }),
+        Cmd::DelPort { port } => Op::PortDelete { name: port },
+        Cmd::Show => Op::Show,
+        Cmd::Fdb(FdbCmd::Show { network }) => Op::FdbShow { network },
+        Cmd::Port(PortCmd::Stats { port }) => Op::PortStats { port },
+    }
+}
+
+/// Left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn print_network(n: &NetworkInfo) {
+    println!("network {}", n.name);
+    println!("  driver:     {}", n.driver);
+    println!("  subnet:     {}", n.subnet);
+    println!("  gateway:    {}", n.gateway);
+    println!("  mac aging:  {}s", n.mac_aging_secs);
+    println!("  fdb limit:  {}", n.fdb_limit);
+    println!("  ports:      {}", if n.ports.is_empty() { "-".into() } else { n.ports.join(", ") });
+}
+
+fn print_port(p: &PortInfo, indent: &str) {
+    let status = match &p.detail {
+        Some(d) => format!("{} ({d})", p.status),
+        None => p.status.clone(),
+    };
+    println!("{indent}port {}: {}", p.name, status);
+    println!("{indent}    type: {}  netns: {}  interface: {}", p.kind, p.netns, p.ifname);
+    println!(
+        "{indent}    mac: {}  ip: {}  mtu: {}",
+        p.mac,
+        p.ip.as_deref().unwrap_or("-"),
+        p.mtu
+    );
+}
+
+fn print_human(reply: &Reply) {
+    match reply {
+        Reply::Done => {}
+        Reply::Network(n) => print_network(n),
+        Reply::Port(p) => print_port(p, ""),
+        Reply::Networks(ns) => {
+            let rows: Vec<Vec<String>> = ns
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.name.clone(),
+                        n.driver.clone(),
+                        n.subnet.clone(),
+                        n.gateway.clone(),
+                        n.ports.len().to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["NAME", "DRIVER", "SUBNET", "GATEWAY", "PORTS"], &rows));
+        }
+        Reply::Show(s) => {
+            let d = &s.daemon;
+            println!(
+                "vswitchd {} (protocol {}) pid {}, up {}s, socket {}, state {}",
+                d.version, d.protocol, d.pid, d.uptime_secs, d.socket, d.state_dir
+            );
+            for n in &s.networks {
+                println!(
+                    "  network {} ({}): subnet {} gateway {}",
+                    n.name, n.driver, n.subnet, n.gateway
+                );
+                for p in s.ports.iter().filter(|p| p.network == n.name) {
+                    print_port(p, "      ");
+                }
+            }
+        }
+        Reply::Fdb(tables) => {
+            for t in tables {
+                println!(
+                    "network {}: {} of {} entries, aging {}s (learned {}, moved {}, evicted {}, expired {})",
+                    t.network,
+                    t.entries.len(),
+                    t.limit,
+                    t.mac_aging_secs,
+                    t.counters.learned,
+                    t.counters.moved,
+                    t.counters.evicted,
+                    t.counters.expired
+                );
+                let rows: Vec<Vec<String>> = t
+                    .entries
+                    .iter()
+                    .map(|e| vec![e.port.clone(), e.mac.clone(), format!("{:.0}", e.age_secs)])
+                    .collect();
+                print!("{}", table(&["  PORT", "MAC", "AGE"], &rows.iter().map(|r| {
+                    let mut r = r.clone();
+                    r[0] = format!("  {}", r[0]);
+                    r
+                }).collect::<Vec<_>>()));
+            }
+        }
+        Reply::Stats(stats) => {
+            for s in stats {
+                println!("port {} (network {}, {}):", s.port, s.network, s.status);
+                println!("  rx: {} packets, {} bytes", s.rx_packets, s.rx_bytes);
+                println!("  tx: {} packets, {} bytes", s.tx_packets, s.tx_bytes);
+                let drops: Vec<String> = s
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(r, n)| format!("{r}={n}"))
+                    .collect();
+                println!(
+                    "  drops: {}",
+                    if drops.is_empty() { "none".into() } else { drops.join(" ") }
+                );
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = Client::connect(&cli.socket).and_then(|mut c| c.call(op_of(cli.cmd)));
+    match result {
+        Ok(reply) => {
+            if json {
+                match serde_json::to_string_pretty(&reply) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("vswitchctl: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print_human(&reply);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                if let ClientError::Api(api) = &e {
+                    if let Ok(s) = serde_json::to_string_pretty(&Response::Error(api.clone())) {
+                        println!("{s}");
+                    }
+                }
+            }
+            eprintln!("vswitchctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

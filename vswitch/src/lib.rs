@@ -5,3 +5,9 @@
 
 pub mod wire;
 pub mod switch;
+pub mod ports;
+pub mod sandbox;
+pub mod api;
+pub mod dataplane;
+pub mod state;
+pub mod control;

@@ -1,1 +1,139 @@
-fn main() {}
+//! vswitchd: the vswitch daemon. Runs in the foreground; SIGTERM or SIGINT stops it cleanly.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+use vswitch::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use vswitch::control::{self, Manager};
+use vswitch::state::{ConfigFile, Store};
+
+#[derive(Parser, Debug)]
+#[command(name = "vswitchd", version, about = "vswitch daemon: a userspace virtual switch for containers")]
+struct Args {
+    /// Config file (TOML): daemon settings and the networks that always exist.
+    #[arg(long, env = "VSWITCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Control socket path [default: /run/vswitch/vswitchd.sock].
+    #[arg(long, env = "VSWITCH_SOCKET")]
+    socket: Option<PathBuf>,
+    /// State directory [default: /var/lib/vswitch].
+    #[arg(long, env = "VSWITCH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Log level or filter (error, warn, info, debug, trace) [default: info].
+    #[arg(long, env = "VSWITCH_LOG")]
+    log_level: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vswitchd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => ConfigFile::default(),
+    };
+    let level = args
+        .log_level
+        .clone()
+        .or(config.daemon.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = match tracing_subscriber::EnvFilter::try_new(&level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vswitchd: invalid --log-level {level:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let socket = args
+        .socket
+        .or(config.daemon.socket.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let state_dir = args
+        .state_dir
+        .or(config.daemon.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+
+    match run(config, &socket, &state_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds the control socket, refusing when a live daemon answers on it.
+fn bind_socket(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another vswitchd is already listening on {}; stop it or use --socket",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot set mode of {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String> {
+    // Signals first, so a SIGTERM during start-up is handled as a clean stop.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let store = Store::open(state_dir).map_err(|e| e.to_string())?;
+    let listener = bind_socket(socket)?;
+    let manager = match Manager::start(store, config.networks, socket.to_path_buf()) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(socket);
+            return Err(e);
+        }
+    };
+    for (port, why) in manager.detached_ports() {
+        warn!(%port, reason = %why, "port could not be restored");
+    }
+    let manager = Arc::new(Mutex::new(manager));
+    {
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || control::serve(listener, manager))
+            .map_err(|e| format!("cannot start control thread: {e}"))?;
+    }
+    info!(socket = %socket.display(), state_dir = %state_dir.display(), "vswitchd ready");
+
+    let sig = signals.forever().next();
+    info!(signal = ?sig, "stopping");
+    let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
+    m.shutdown();
+    let _ = std::fs::remove_file(socket);
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The control protocol: what vswitchctl, the benchmark and later the Docker and CNI front ends
+//! speak to vswitchd. JSON, one request per line and one response per line, over a Unix socket.
+//!
+//! A request is `{"version": 1, "op": "network-create", ...fields}`; a response is either
+//! `{"ok": REPLY}` or `{"error": {"code": "network_exists", "message": "..."}}`. User-typed
+//! values (CIDRs, MACs) travel as strings so the daemon can say precisely what is wrong with them.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::switch::fdb::FdbCounters;
+
+/// Bumped on incompatible changes; the daemon refuses other versions with `unsupported_version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest request line the daemon reads.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Where vswitchd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/vswitch/vswitchd.sock";
+/// Where vswitchd keeps its state unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vswitch";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    pub fn new(op: Op) -> Request {
+        Request {
+            version: PROTOCOL_VERSION,
+            op,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    NetworkCreate(NetworkCreate),
+    NetworkList,
+    NetworkInspect {
+        name: String,
+    },
+    NetworkRemove {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    PortAdd(PortAdd),
+    PortDelete {
+        name: String,
+    },
+    Show,
+    FdbShow {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    PortStats {
+        #[serde(default)]
+        port: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetworkCreate {
+    pub name: String,
+    /// IPv4 CIDR, e.g. "10.1.0.0/24".
+    pub subnet: String,
+    /// Defaults to the first address of the subnet.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Only "bridge" for now.
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub mac_aging_secs: Option<u32>,
+    #[serde(default)]
+    pub fdb_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PortAdd {
+    pub network: String,
+    /// `ip netns` name, namespace path, or pid.
+    pub netns: String,
+    #[serde(default)]
+    pub ifname: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// "172.17.0.2/16" or "172.17.0.2" (prefix from the subnet).
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    Ok(Reply),
+    Error(ApiError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Done,
+    Network(NetworkInfo),
+    Networks(Vec<NetworkInfo>),
+    Port(PortInfo),
+    Show(ShowInfo),
+    Fdb(Vec<FdbTable>),
+    Stats(Vec<PortStatsInfo>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub mac_aging_secs: u32,
+    pub fdb_limit: u32,
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortInfo {
+    pub name: String,
+    pub network: String,
+    pub kind: String,
+    pub netns: String,
+    pub ifname: String,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub mtu: u32,
+    /// "up", or "detached" when its namespace or interface is gone.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub socket: String,
+    pub state_dir: String,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShowInfo {
+    pub daemon: DaemonInfo,
+    pub networks: Vec<NetworkInfo>,
+    pub ports: Vec<PortInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FdbRow {
+    pub mac: String,
+    pub port: String,
+    pub age_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FdbTable {
+    pub network: String,
+    pub limit: u32,
+    pub mac_aging_secs: u32,
+    pub counters: FdbCounters,
+    pub entries: Vec<FdbRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortStatsInfo {
+    pub port: String,
+    pub network: String,
+    pub status: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by reason (all reasons listed, zeros included, so scripts can rely on the keys).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Stable error codes: scripts match on these, people read the message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    RequestTooLarge,
+    UnsupportedVersion,
+    InvalidArgument,
+    NetworkExists,
+    NetworkNotFound,
+    NetworkInUse,
+    SubnetOverlap,
+    PortExists,
+    PortNotFound,
+    AddressInUse,
+    MacInUse,
+    NetnsNotFound,
+    IfnameTaken,
+    Busy,
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach vswitchd at {path} ({source}); is it running? (see --socket / VSWITCH_SOCKET)")]
+    Connect { path: String, source: io::Error },
+    #[error("lost the connection to vswitchd: {0}")]
+    Io(#[from] io::Error),
+    #[error("vswitchd sent a response this client does not understand: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Api(#[from] ApiError),
+}
+
+/// A connection to vswitchd.
+pub struct Client {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Client {
+            writer: stream,
+            reader,
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn call(&mut self, op: Op) -> Result<Reply, ClientError> {
+        let mut line = serde_json::to_vec(&Request::new(op))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        let mut resp = String::new();
+        let n = (&mut self.reader)
+            .take(64 << 20)
+            .read_line(&mut resp)?;
+        if n == 0 {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "vswitchd closed the connection",
+            )));
+        }
+        match serde_json::from_str::<Response>(&resp) {
+            Ok(Response::Ok(reply)) => Ok(reply),
+            Ok(Response::Error(e)) => Err(ClientError::Api(e)),
+            Err(e) => Err(ClientError::Decode(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let r = Request::new(Op::NetworkRemove {
+            name: "web".into(),
+            force: true,
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"version":1,"op":"network-remove","name":"web","force":true}"#);
+        let back: Request = serde_json::from_str(r#"{"op":"network-remove","name":"web","version":1}"#).unwrap();
+        assert_eq!(back.op, Op::NetworkRemove { name: "web".into(), force: false });
+        let e = Response::Error(ApiError::new(ErrorCode::NetworkExists, "x"));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"error":{"code":"network_exists","message":"x"}}"#
+        );
+        assert_eq!(serde_json::to_string(&Response::Ok(Reply::Done)).unwrap(), r#"{"ok":"done"}"#);
+    }
+}

@@ -1,0 +1,762 @@
+//! The control plane's state machine: validates requests, drives the sandbox and the dataplane,
+//! and persists every change. A request either fully happens (and is saved) or changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
+
+use crate::api::*;
+use crate::dataplane::{self, Command, Snapshot};
+use crate::ports::Port;
+use crate::sandbox::{self, InterfaceSetup, NetnsSpec, SandboxError};
+use crate::state::{
+    NetworkConfig, PortConfig, State, Store, DEFAULT_FDB_LIMIT, DEFAULT_MAC_AGING_SECS,
+    DEFAULT_MTU,
+};
+use crate::switch::{DropReason, NetId, NetworkParams, PortId};
+use crate::wire::MacAddr;
+
+pub const MIN_MTU: u32 = 68;
+pub const MAX_MTU: u32 = 65521;
+pub const MAX_FDB_LIMIT: u32 = 1 << 20;
+pub const MAX_AGING_SECS: u32 = 1_000_000;
+const MAX_NAME: usize = 64;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, msg)
+}
+
+fn internal(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Internal, msg)
+}
+
+/// Names of networks and ports: what Docker accepts for names.
+fn check_name(kind: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid {kind} name {name:?}: use 1 to {MAX_NAME} letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )))
+    }
+}
+
+struct PortRt {
+    /// Present while the port is attached to the dataplane.
+    id: Option<PortId>,
+    /// Why the port is not attached (restore failed).
+    detail: Option<String>,
+}
+
+/// The control plane's view of the switch.
+pub struct Manager {
+    state: State,
+    store: Store,
+    dp: dataplane::Handle,
+    /// Networks declared in the config file: always present, never removed by request.
+    declared: HashSet<String>,
+    nets: HashMap<String, NetId>,
+    ports: HashMap<String, PortRt>,
+    started: Instant,
+    socket: PathBuf,
+}
+
+impl Manager {
+    /// Starts from the saved state plus the networks the config declares, re-creating every port
+    /// whose namespace still exists. Ports that cannot be restored stay in the state as detached.
+    pub fn start(
+        store: Store,
+        declared: Vec<NetworkConfig>,
+        socket: PathBuf,
+    ) -> Result<Manager, String> {
+        let saved = store.load().map_err(|e| e.to_string())?;
+        let dp = dataplane::Handle::spawn().map_err(|e| format!("cannot start dataplane: {e}"))?;
+        let mut m = Manager {
+            state: State::default(),
+            store,
+            dp,
+            declared: declared.iter().map(|n| n.name.clone()).collect(),
+            nets: HashMap::new(),
+            ports: HashMap::new(),
+            started: Instant::now(),
+            socket,
+        };
+        let saved = saved.unwrap_or_default();
+        for net in saved.networks {
+            m.attach_network(&net).map_err(|e| e.to_string())?;
+            m.state.networks.push(net);
+        }
+        for net in declared {
+            if m.nets.contains_key(&net.name) {
+                continue;
+            }
+            let req = NetworkCreate {
+                name: net.name.clone(),
+                subnet: net.subnet.to_string(),
+                gateway: Some(net.gateway.to_string()),
+                driver: Some(net.driver.clone()),
+                mac_aging_secs: Some(net.mac_aging_secs),
+                fdb_limit: Some(net.fdb_limit),
+            };
+            let cfg = m
+                .validate_network(&req)
+                .map_err(|e| format!("config network {:?}: {}", net.name, e.message))?;
+            m.attach_network(&cfg).map_err(|e| e.to_string())?;
+            m.state.networks.push(cfg);
+        }
+        for port in saved.ports {
+            let detail = match m.attach_port(&port) {
+                Ok(id) => {
+                    info!(port = %port.name, netns = %port.netns, "port restored");
+                    m.ports.insert(port.name.clone(), PortRt { id: Some(id), detail: None });
+                    None
+                }
+                Err(e) => {
+                    warn!(port = %port.name, netns = %port.netns, error = %e.message, "port not restored; kept as detached");
+                    Some(e.message)
+                }
+            };
+            if let Some(detail) = detail {
+                m.ports.insert(port.name.clone(), PortRt { id: None, detail: Some(detail) });
+            }
+            m.state.ports.push(port);
+        }
+        m.save().map_err(|e| e.message)?;
+        Ok(m)
+    }
+
+    /// Names of ports that could not be restored, with the reason.
+    pub fn detached_ports(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = self
+            .ports
+            .iter()
+            .filter_map(|(n, p)| p.detail.clone().map(|d| (n.clone(), d)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stops the dataplane, which closes every port (their interfaces leave the namespaces).
+    /// The saved state keeps them, so the next start re-creates them.
+    pub fn shutdown(&mut self) {
+        self.dp.shutdown();
+    }
+
+    pub fn handle(&mut self, op: Op) -> ApiResult<Reply> {
+        match op {
+            Op::NetworkCreate(req) => self.network_create(req),
+            Op::NetworkList => Ok(Reply::Networks(self.network_infos())),
+            Op::NetworkInspect { name } => {
+                self.net_config(&name)?;
+                let info = self.network_infos().into_iter().find(|n| n.name == name);
+                info.map(Reply::Network)
+                    .ok_or_else(|| internal("network vanished"))
+            }
+            Op::NetworkRemove { name, force } => self.network_remove(&name, force),
+            Op::PortAdd(req) => self.port_add(req),
+            Op::PortDelete { name } => self.port_delete(&name),
+            Op::Show => self.show(),
+            Op::FdbShow { network } => self.fdb_show(network.as_deref()),
+            Op::PortStats { port } => self.port_stats(port.as_deref()),
+        }
+    }
+
+    fn save(&self) -> ApiResult<()> {
+        self.store.save(&self.state).map_err(|e| {
+            internal(format!(
+                "cannot save state to {}: {e}; the change was rolled back",
+                self.store.dir().display()
+            ))
+        })
+    }
+
+    fn dp_call<R>(&self, make: impl FnOnce(crossbeam_channel::Sender<R>) -> Command) -> ApiResult<R> {
+        self.dp
+            .call(make)
+            .map_err(|e| internal(format!("dataplane: {e}")))
+    }
+
+    fn snapshot(&self) -> ApiResult<Snapshot> {
+        self.dp_call(|reply| Command::Snapshot { reply })
+    }
+
+    fn net_config(&self, name: &str) -> ApiResult<&NetworkConfig> {
+        self.state
+            .networks
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NetworkNotFound,
+                    format!("network {name:?} not found; `vswitchctl network ls` lists them"),
+                )
+            })
+    }
+
+    fn port_config(&self, name: &str) -> ApiResult<&PortConfig> {
+        self.state.ports.iter().find(|p| p.name == name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::PortNotFound,
+                format!("port {name:?} not found; `vswitchctl show` lists them"),
+            )
+        })
+    }
+
+    // ---- networks ----
+
+    fn validate_network(&self, req: &NetworkCreate) -> ApiResult<NetworkConfig> {
+        check_name("network", &req.name)?;
+        if let Some(existing) = self.state.networks.iter().find(|n| n.name == req.name) {
+            return Err(ApiError::new(
+                ErrorCode::NetworkExists,
+                format!(
+                    "network {:?} already exists (subnet {})",
+                    req.name, existing.subnet
+                ),
+            ));
+        }
+        let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(invalid(format!(
+                "driver {driver:?} is not supported; use --driver bridge"
+            )));
+        }
+        let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {
+            invalid(format!(
+                "invalid subnet {:?}: expected an IPv4 CIDR like 10.1.0.0/24",
+                req.subnet
+            ))
+        })?;
+        if subnet.trunc() != subnet {
+            return Err(invalid(format!(
+                "invalid subnet {subnet}: it has host bits set; did you mean {}?",
+                subnet.trunc()
+            )));
+        }
+        if subnet.prefix_len() > 30 || subnet.prefix_len() < 8 {
+            return Err(invalid(format!(
+                "subnet {subnet} must have a prefix length between /8 and /30"
+            )));
+        }
+        if let Some(other) = self.state.networks.iter().find(|n| {
+            n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
+        }) {
+            return Err(ApiError::new(
+                ErrorCode::SubnetOverlap,
+                format!(
+                    "subnet {subnet} overlaps network {:?} ({}); choose a disjoint subnet",
+                    other.name, other.subnet
+                ),
+            ));
+        }
+        let gateway = match &req.gateway {
+            None => subnet.hosts().next().ok_or_else(|| invalid("subnet has no hosts"))?,
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().map_err(|_| {
+                    invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+                })?;
+                if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                    return Err(invalid(format!(
+                        "gateway {g} must be a host address inside subnet {subnet}"
+                    )));
+                }
+                g
+            }
+        };
+        let mac_aging_secs = req.mac_aging_secs.unwrap_or(DEFAULT_MAC_AGING_SECS);
+        if !(1..=MAX_AGING_SECS).contains(&mac_aging_secs) {
+            return Err(invalid(format!(
+                "MAC aging {mac_aging_secs}s is out of range (1 to {MAX_AGING_SECS} seconds)"
+            )));
+        }
+        let fdb_limit = req.fdb_limit.unwrap_or(DEFAULT_FDB_LIMIT);
+        if !(1..=MAX_FDB_LIMIT).contains(&fdb_limit) {
+            return Err(invalid(format!(
+                "FDB limit {fdb_limit} is out of range (1 to {MAX_FDB_LIMIT})"
+            )));
+        }
+        Ok(NetworkConfig {
+            name: req.name.clone(),
+            driver,
+            subnet,
+            gateway,
+            mac_aging_secs,
+            fdb_limit,
+        })
+    }
+
+    fn free_id<'a>(used: impl Iterator<Item = &'a u32>) -> u32 {
+        let mut used: Vec<u32> = used.copied().collect();
+        used.sort_unstable();
+        let mut next = 0;
+        for u in used {
+            if u == next {
+                next += 1;
+            } else if u > next {
+                break;
+            }
+        }
+        next
+    }
+
+    fn attach_network(&mut self, net: &NetworkConfig) -> ApiResult<NetId> {
+        let id = NetId(Self::free_id(self.nets.values().map(|n| &n.0)));
+        let params = NetworkParams {
+            fdb_limit: net.fdb_limit as usize,
+            aging_ms: u64::from(net.mac_aging_secs) * 1000,
+        };
+        self.dp_call(|done| Command::AddNetwork { id, params, done })?;
+        self.nets.insert(net.name.clone(), id);
+        Ok(id)
+    }
+
+    fn network_create(&mut self, req: NetworkCreate) -> ApiResult<Reply> {
+        let cfg = self.validate_network(&req)?;
+        let id = self.attach_network(&cfg)?;
+        self.state.networks.push(cfg.clone());
+        if let Err(e) = self.save() {
+            self.state.networks.pop();
+            self.nets.remove(&cfg.name);
+            let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
+            return Err(e);
+        }
+        info!(network = %cfg.name, subnet = %cfg.subnet, "network created");
+        Ok(Reply::Network(self.network_info(&cfg)))
+    }
+
+    fn network_remove(&mut self, name: &str, force: bool) -> ApiResult<Reply> {
+        self.net_config(name)?;
+        if self.declared.contains(name) {
+            return Err(invalid(format!(
+                "network {name:?} is declared in the config file and cannot be removed; remove it there"
+            )));
+        }
+        let ports: Vec<String> = self
+            .state
+            .ports
+            .iter()
+            .filter(|p| p.network == name)
+            .map(|p| p.name.clone())
+            .collect();
+        if !ports.is_empty() && !force {
+            return Err(ApiError::new(
+                ErrorCode::NetworkInUse,
+                format!(
+                    "network {name:?} has {} port(s) attached ({}); delete them first or use --force",
+                    ports.len(),
+                    ports.join(", ")
+                ),
+            ));
+        }
+        let saved = self.state.clone();
+        self.state.ports.retain(|p| p.network != name);
+        self.state.networks.retain(|n| n.name != name);
+        if let Err(e) = self.save() {
+            self.state = saved;
+            return Err(e);
+        }
+        for p in &ports {
+            if let Some(PortRt { id: Some(id), .. }) = self.ports.remove(p) {
+                self.dp_call(|done| Command::RemovePort { id, done })?;
+            }
+        }
+        if let Some(id) = self.nets.remove(name) {
+            self.dp_call(|done| Command::RemoveNetwork { id, done })?;
+        }
+        info!(network = %name, ports = ports.len(), "network removed");
+        Ok(Reply::Done)
+    }
+
+    fn network_info(&self, n: &NetworkConfig) -> NetworkInfo {
+        let mut ports: Vec<String> = self
+            .state
+            .ports
+            .iter()
+            .filter(|p| p.network == n.name)
+            .map(|p| p.name.clone())
+            .collect();
+        ports.sort();
+        NetworkInfo {
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            subnet: n.subnet.to_string(),
+            gateway: n.gateway.to_string(),
+            mac_aging_secs: n.mac_aging_secs,
+            fdb_limit: n.fdb_limit,
+            ports,
+        }
+    }
+
+    fn network_infos(&self) -> Vec<NetworkInfo> {
+        let mut v: Vec<NetworkInfo> = self
+            .state
+            .networks
+            .iter()
+            .map(|n| self.network_info(n))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    // ---- ports ----
+
+    fn validate_port(&self, req: &PortAdd) -> ApiResult<PortConfig> {
+        let net = self.net_config(&req.network)?.clone();
+        let spec = NetnsSpec::parse(&req.netns).map_err(|e| invalid(e.to_string()))?;
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+        if !sandbox::valid_ifname(&ifname) {
+            return Err(invalid(format!(
+                "invalid interface name {ifname:?}: use 1 to 15 printable characters without '/', ':' or spaces"
+            )));
+        }
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => {
+                let ns = match &spec {
+                    NetnsSpec::Name(n) => n.clone(),
+                    NetnsSpec::Pid(pid) => format!("pid{pid}"),
+                    NetnsSpec::Path(p) => p
+                        .to_string_lossy()
+                        .trim_start_matches('/')
+                        .replace('/', "_"),
+                };
+                format!("{ns}-{ifname}")
+            }
+        };
+        check_name("port", &name)?;
+        if self.ports.contains_key(&name) {
+            return Err(ApiError::new(
+                ErrorCode::PortExists,
+                format!("port {name:?} already exists; choose another --name"),
+            ));
+        }
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(invalid(format!(
+                "MTU {mtu} is out of range ({MIN_MTU} to {MAX_MTU})"
+            )));
+        }
+        let peers: Vec<&PortConfig> = self
+            .state
+            .ports
+            .iter()
+            .filter(|p| p.network == net.name)
+            .collect();
+        let ip = match &req.ip {
+            None => None,
+            Some(s) => Some(self.validate_ip(s, &net, &peers)?),
+        };
+        let mac = match &req.mac {
+            Some(s) => {
+                let mac: MacAddr = s.parse().map_err(|e: crate::wire::mac::ParseMacError| invalid(e.to_string()))?;
+                if !mac.is_valid_source() {
+                    return Err(invalid(format!(
+                        "MAC {mac} is a multicast or zero address; a port needs a unicast MAC"
+                    )));
+                }
+                if let Some(p) = peers.iter().find(|p| p.mac == mac) {
+                    return Err(ApiError::new(
+                        ErrorCode::MacInUse,
+                        format!("MAC {mac} is already used by port {:?} on network {:?}", p.name, net.name),
+                    ));
+                }
+                mac
+            }
+            None => Self::default_mac(&name, ip.map(|n| n.addr()), &peers),
+        };
+        Ok(PortConfig {
+            name,
+            network: net.name.clone(),
+            netns: req.netns.clone(),
+            ifname,
+            mac,
+            ip,
+            mtu,
+        })
+    }
+
+    fn validate_ip(&self, s: &str, net: &NetworkConfig, peers: &[&PortConfig]) -> ApiResult<Ipv4Net> {
+        let bad = || {
+            invalid(format!(
+                "invalid address {s:?}: expected an IPv4 address like {} or {}/{}",
+                net.gateway,
+                net.gateway,
+                net.subnet.prefix_len()
+            ))
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (
+                a.parse::<Ipv4Addr>().map_err(|_| bad())?,
+                Some(p.parse::<u8>().map_err(|_| bad())?),
+            ),
+            None => (s.parse::<Ipv4Addr>().map_err(|_| bad())?, None),
+        };
+        if let Some(p) = prefix {
+            if p != net.subnet.prefix_len() {
+                return Err(invalid(format!(
+                    "address {s} has prefix /{p} but network {:?} is {}; use /{} or no prefix",
+                    net.name,
+                    net.subnet,
+                    net.subnet.prefix_len()
+                )));
+            }
+        }
+        if !net.subnet.contains(&addr) {
+            return Err(invalid(format!(
+                "address {addr} is outside network {:?} ({})",
+                net.name, net.subnet
+            )));
+        }
+        if addr == net.subnet.network() || addr == net.subnet.broadcast() {
+            return Err(invalid(format!(
+                "address {addr} is the network or broadcast address of {}",
+                net.subnet
+            )));
+        }
+        if addr == net.gateway {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!("address {addr} is the gateway of network {:?}", net.name),
+            ));
+        }
+        if let Some(p) = peers.iter().find(|p| p.ip.map(|i| i.addr()) == Some(addr)) {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!("address {addr} is already used by port {:?}", p.name),
+            ));
+        }
+        Ipv4Net::new(addr, net.subnet.prefix_len()).map_err(|_| bad())
+    }
+
+    /// Docker's scheme: 02:42 followed by the IPv4 address; without an address, a hash of the
+    /// port name. Bumped until unique on the network.
+    fn default_mac(name: &str, ip: Option<Ipv4Addr>, peers: &[&PortConfig]) -> MacAddr {
+        let mut tail: u32 = match ip {
+            Some(ip) => u32::from(ip),
+            None => name.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            }),
+        };
+        loop {
+            let mac = MacAddr::docker_style(tail.to_be_bytes());
+            if !peers.iter().any(|p| p.mac == mac) {
+                return mac;
+            }
+            tail = tail.wrapping_add(1);
+        }
+    }
+
+    /// Creates the port's interface in its namespace and hands the port to the dataplane.
+    fn attach_port(&mut self, cfg: &PortConfig) -> ApiResult<PortId> {
+        let net = self.net_config(&cfg.network)?.clone();
+        let net_id = *self
+            .nets
+            .get(&cfg.network)
+            .ok_or_else(|| internal("network has no dataplane id"))?;
+        let spec = NetnsSpec::parse(&cfg.netns).map_err(|e| invalid(e.to_string()))?;
+        let ns = spec.open().map_err(|e| sandbox_error(&e))?;
+        let setup = InterfaceSetup {
+            ifname: cfg.ifname.clone(),
+            mac: cfg.mac,
+            mtu: cfg.mtu,
+            ip: cfg.ip.map(|n| (n.addr(), n.prefix_len())),
+            gateway: Some(net.gateway),
+        };
+        let (tap, report) =
+            sandbox::create_tap_interface(&ns, &spec, &setup).map_err(|e| sandbox_error(&e))?;
+        if report.kept_existing_default_route {
+            info!(port = %cfg.name, "namespace already has a default route; kept it");
+        }
+        let id = PortId(Self::free_id(
+            self.ports.values().filter_map(|p| p.id.as_ref()).map(|p| &p.0),
+        ));
+        let port: Box<dyn Port> = Box::new(tap);
+        self.dp_call(|done| Command::AddPort {
+            id,
+            network: net_id,
+            port,
+            done,
+        })?
+        .map_err(|e| internal(format!("dataplane refused the port: {e}")))?;
+        Ok(id)
+    }
+
+    fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
+        let cfg = self.validate_port(&req)?;
+        let id = self.attach_port(&cfg)?;
+        self.ports.insert(cfg.name.clone(), PortRt { id: Some(id), detail: None });
+        self.state.ports.push(cfg.clone());
+        if let Err(e) = self.save() {
+            self.state.ports.pop();
+            self.ports.remove(&cfg.name);
+            let _ = self.dp_call(|done| Command::RemovePort { id, done });
+            return Err(e);
+        }
+        info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname, "port added");
+        let snap = self.snapshot()?;
+        Ok(Reply::Port(self.port_info(&cfg, &snap)))
+    }
+
+    fn port_delete(&mut self, name: &str) -> ApiResult<Reply> {
+        self.port_config(name)?;
+        let saved = self.state.clone();
+        self.state.ports.retain(|p| p.name != name);
+        if let Err(e) = self.save() {
+            self.state = saved;
+            return Err(e);
+        }
+        if let Some(PortRt { id: Some(id), .. }) = self.ports.remove(name) {
+            self.dp_call(|done| Command::RemovePort { id, done })?;
+        }
+        info!(port = %name, "port deleted");
+        Ok(Reply::Done)
+    }
+
+    fn port_info(&self, p: &PortConfig, snap: &Snapshot) -> PortInfo {
+        let rt = self.ports.get(&p.name);
+        let dp = rt
+            .and_then(|r| r.id)
+            .and_then(|id| snap.ports.iter().find(|s| s.id == id));
+        let (status, detail) = match (rt, dp) {
+            (_, Some(s)) if s.down.is_some() => ("down", s.down.clone()),
+            (_, Some(_)) => ("up", None),
+            (Some(r), None) => ("detached", r.detail.clone()),
+            (None, None) => ("detached", None),
+        };
+        PortInfo {
+            name: p.name.clone(),
+            network: p.network.clone(),
+            kind: dp.map(|s| s.kind).unwrap_or("tap").to_string(),
+            netns: p.netns.clone(),
+            ifname: p.ifname.clone(),
+            mac: p.mac.to_string(),
+            ip: p.ip.map(|n| n.to_string()),
+            mtu: p.mtu,
+            status: status.to_string(),
+            detail,
+        }
+    }
+
+    fn show(&self) -> ApiResult<Reply> {
+        let snap = self.snapshot()?;
+        let mut ports: Vec<PortInfo> = self
+            .state
+            .ports
+            .iter()
+            .map(|p| self.port_info(p, &snap))
+            .collect();
+        ports.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+        Ok(Reply::Show(ShowInfo {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: PROTOCOL_VERSION,
+                pid: std::process::id(),
+                socket: self.socket.display().to_string(),
+                state_dir: self.store.dir().display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+            },
+            networks: self.network_infos(),
+            ports,
+        }))
+    }
+
+    fn port_names_by_id(&self) -> HashMap<PortId, String> {
+        self.ports
+            .iter()
+            .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
+            .collect()
+    }
+
+    fn fdb_show(&self, network: Option<&str>) -> ApiResult<Reply> {
+        if let Some(n) = network {
+            self.net_config(n)?;
+        }
+        let snap = self.snapshot()?;
+        let names = self.port_names_by_id();
+        let mut tables = Vec::new();
+        for net in self.network_infos() {
+            if network.is_some_and(|n| n != net.name) {
+                continue;
+            }
+            let Some(id) = self.nets.get(&net.name) else { continue };
+            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else { continue };
+            tables.push(FdbTable {
+                network: net.name.clone(),
+                limit: net.fdb_limit,
+                mac_aging_secs: net.mac_aging_secs,
+                counters: ns.counters,
+                entries: ns
+                    .entries
+                    .iter()
+                    .map(|e| FdbRow {
+                        mac: e.mac.to_string(),
+                        port: names
+                            .get(&e.port)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{}", e.port.0)),
+                        age_secs: e.age_ms as f64 / 1000.0,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Reply::Fdb(tables))
+    }
+
+    fn port_stats(&self, port: Option<&str>) -> ApiResult<Reply> {
+        if let Some(p) = port {
+            self.port_config(p)?;
+        }
+        let snap = self.snapshot()?;
+        let mut out = Vec::new();
+        for p in &self.state.ports {
+            if port.is_some_and(|n| n != p.name) {
+                continue;
+            }
+            let info = self.port_info(p, &snap);
+            let counters = self
+                .ports
+                .get(&p.name)
+                .and_then(|r| r.id)
+                .and_then(|id| snap.ports.iter().find(|s| s.id == id))
+                .map(|s| s.counters)
+                .unwrap_or_default();
+            out.push(PortStatsInfo {
+                port: p.name.clone(),
+                network: p.network.clone(),
+                status: info.status,
+                rx_packets: counters.rx_packets,
+                rx_bytes: counters.rx_bytes,
+                tx_packets: counters.tx_packets,
+                tx_bytes: counters.tx_bytes,
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), counters.drops[*r as usize]))
+                    .collect::<BTreeMap<_, _>>(),
+            });
+        }
+        out.sort_by(|a, b| a.port.cmp(&b.port));
+        Ok(Reply::Stats(out))
+    }
+}
+
+fn sandbox_error(e: &SandboxError) -> ApiError {
+    let code = match e {
+        SandboxError::BadSpec(_) => ErrorCode::InvalidArgument,
+        SandboxError::NotFound { .. } | SandboxError::NotANetns(..) => ErrorCode::NetnsNotFound,
+        SandboxError::IfnameTaken { .. } => ErrorCode::IfnameTaken,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, e.to_string())
+}

@@ -1,0 +1,451 @@
+//! The polling dataplane: one thread that owns every port fd and the pipeline's tables.
+//!
+//! Loop: poll (mio) → for each ready port, read a batch until EAGAIN or the batch is full → run
+//! every frame through the pure pipeline → queue (egress port, frame slot) pairs → write the
+//! queue port by port. Buffers, the queue and the action list are allocated once and reused.
+//! The control thread reaches it only through a crossbeam channel plus a mio `Waker`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, info, warn};
+
+use crate::ports::Port;
+use crate::switch::fdb::{FdbCounters, FdbEntry};
+use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
+
+/// Frames read from one port before the others get their turn.
+pub const RX_BATCH: usize = 64;
+/// Receive buffer per frame slot: the largest frame a TAP with the largest MTU can deliver.
+pub const FRAME_BUF: usize = 65536;
+/// How often aged MAC entries are swept out.
+const EXPIRE_EVERY_MS: u64 = 1000;
+const WAKER: Token = Token(0);
+
+/// A request from the control thread.
+pub enum Command {
+    AddNetwork {
+        id: NetId,
+        params: NetworkParams,
+        done: Sender<()>,
+    },
+    RemoveNetwork {
+        id: NetId,
+        done: Sender<()>,
+    },
+    AddPort {
+        id: PortId,
+        network: NetId,
+        port: Box<dyn Port>,
+        done: Sender<io::Result<()>>,
+    },
+    /// Closes the port's fd (which removes a TAP from its namespace) and forgets it.
+    RemovePort {
+        id: PortId,
+        done: Sender<()>,
+    },
+    Snapshot {
+        reply: Sender<Snapshot>,
+    },
+}
+
+/// A port as the dataplane sees it, for `show` and `port stats`.
+#[derive(Debug, Clone)]
+pub struct PortSnapshot {
+    pub id: PortId,
+    pub kind: &'static str,
+    /// Why the port stopped working, if it did.
+    pub down: Option<String>,
+    pub counters: PortCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkSnapshot {
+    pub id: NetId,
+    pub entries: Vec<FdbEntry>,
+    pub counters: FdbCounters,
+}
+
+/// A consistent copy of the dataplane's tables and counters.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ports: Vec<PortSnapshot>,
+    pub networks: Vec<NetworkSnapshot>,
+}
+
+struct PortSlot {
+    /// `None` once the port went down and its fd was closed.
+    port: Option<Box<dyn Port>>,
+    kind: &'static str,
+    down: Option<String>,
+    /// Counters frozen when the port went down.
+    final_counters: Option<PortCounters>,
+    queued: bool,
+}
+
+/// The handle the control thread keeps.
+pub struct Handle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Starts the dataplane thread.
+    pub fn spawn() -> io::Result<Handle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("dataplane".into())
+            .spawn(move || Dataplane::new(poll, rx).run())?;
+        Ok(Handle {
+            tx,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a command built around a fresh reply channel and waits for the reply.
+    pub fn call<R>(&self, make: impl FnOnce(Sender<R>) -> Command) -> io::Result<R> {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let lost = || io::Error::other("the dataplane thread has stopped");
+        self.tx.send(make(done_tx)).map_err(|_| lost())?;
+        self.waker.wake()?;
+        done_rx.recv().map_err(|_| lost())
+    }
+
+    /// Stops the thread; every port fd is closed on the way out.
+    pub fn shutdown(&mut self) {
+        let (tx, _) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.tx, tx));
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Dataplane {
+    poll: Poll,
+    commands: Receiver<Command>,
+    pipeline: Pipeline,
+    ports: Vec<Option<PortSlot>>,
+    ready: VecDeque<PortId>,
+    rx_bufs: Vec<Box<[u8]>>,
+    rx_lens: [usize; RX_BATCH],
+    /// (egress port, frame slot) pairs of the current batch.
+    txq: Vec<(PortId, u16)>,
+    actions: Actions,
+    clock: Instant,
+    last_expire: u64,
+}
+
+fn token(id: PortId) -> Token {
+    Token(id.idx() + 1)
+}
+
+impl Dataplane {
+    fn new(poll: Poll, commands: Receiver<Command>) -> Dataplane {
+        Dataplane {
+            poll,
+            commands,
+            pipeline: Pipeline::new(),
+            ports: Vec::new(),
+            ready: VecDeque::new(),
+            rx_bufs: (0..RX_BATCH)
+                .map(|_| vec![0u8; FRAME_BUF].into_boxed_slice())
+                .collect(),
+            rx_lens: [0; RX_BATCH],
+            txq: Vec::with_capacity(RX_BATCH * 4),
+            actions: Actions::with_capacity(64),
+            clock: Instant::now(),
+            last_expire: 0,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        info!("dataplane running");
+        loop {
+            let timeout = if self.ready.is_empty() {
+                Duration::from_millis(EXPIRE_EVERY_MS)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!(error = %e, "poll failed");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let id = PortId((ev.token().0 - 1) as u32);
+                self.enqueue(id);
+            }
+            if !self.drain_commands() {
+                break;
+            }
+            // Each port that is ready gets one batch per round, in turn.
+            for _ in 0..self.ready.len() {
+                let Some(id) = self.ready.pop_front() else { break };
+                if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
+                    slot.queued = false;
+                }
+                self.service(id);
+            }
+            let now = self.now_ms();
+            if now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
+                self.pipeline.expire(now);
+                self.last_expire = now;
+            }
+        }
+        info!("dataplane stopped; closing {} ports", self.ports.iter().flatten().count());
+    }
+
+    fn enqueue(&mut self, id: PortId) {
+        if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
+            if !slot.queued && slot.port.is_some() {
+                slot.queued = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Applies pending commands. Returns false when the control side has gone (shut down).
+    fn drain_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.apply(cmd),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddNetwork { id, params, done } => {
+                self.pipeline.add_network(id, params);
+                let _ = done.send(());
+            }
+            Command::RemoveNetwork { id, done } => {
+                let members = self
+                    .pipeline
+                    .network(id)
+                    .map(|n| n.members.clone())
+                    .unwrap_or_default();
+                for p in members {
+                    self.remove_port(p);
+                }
+                self.pipeline.remove_network(id);
+                let _ = done.send(());
+            }
+            Command::AddPort {
+                id,
+                network,
+                port,
+                done,
+            } => {
+                let fd = port.raw_fd();
+                let res = self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token(id), Interest::READABLE)
+                    .and_then(|()| {
+                        if self.pipeline.add_port(id, network) {
+                            Ok(())
+                        } else {
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                            Err(io::Error::other("network unknown to the dataplane"))
+                        }
+                    });
+                if res.is_ok() {
+                    if self.ports.len() <= id.idx() {
+                        self.ports.resize_with(id.idx() + 1, || None);
+                    }
+                    self.ports[id.idx()] = Some(PortSlot {
+                        kind: port.kind(),
+                        port: Some(port),
+                        down: None,
+                        final_counters: None,
+                        queued: false,
+                    });
+                    // Frames may have arrived before registration (edge-triggered poll).
+                    self.enqueue(id);
+                }
+                let _ = done.send(res);
+            }
+            Command::RemovePort { id, done } => {
+                self.remove_port(id);
+                let _ = done.send(());
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        if let Some(slot) = self.ports.get_mut(id.idx()).and_then(Option::take) {
+            if let Some(port) = slot.port {
+                let fd = port.raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                drop(port);
+            }
+        }
+        self.pipeline.remove_port(id);
+        self.ready.retain(|p| *p != id);
+        debug!(port = id.0, "port removed");
+    }
+
+    /// Takes a port out of service after its device vanished: the fd is closed, the pipeline
+    /// forgets it, its counters are kept for `port stats`.
+    fn mark_down(&mut self, id: PortId, why: String) {
+        let Some(Some(slot)) = self.ports.get_mut(id.idx()) else {
+            return;
+        };
+        if let Some(port) = slot.port.take() {
+            let fd = port.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        warn!(port = id.0, reason = %why, "port down");
+        slot.down = Some(why);
+        slot.final_counters = self.pipeline.remove_port(id);
+    }
+
+    /// Reads one batch from `id`, forwards it, and requeues the port if it may have more.
+    fn service(&mut self, id: PortId) {
+        let mut n = 0;
+        let mut more = true;
+        let mut failure = None;
+        {
+            let Some(Some(PortSlot { port: Some(port), .. })) = self.ports.get_mut(id.idx()) else {
+                return;
+            };
+            while n < RX_BATCH {
+                match port.recv(&mut self.rx_bufs[n]) {
+                    Ok(len) => {
+                        self.rx_lens[n] = len;
+                        n += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        more = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        failure = Some(e);
+                        more = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            self.forward(id, n);
+        }
+        if let Some(e) = failure {
+            self.mark_down(id, format!("receive failed: {e} (interface or namespace gone?)"));
+        } else if more {
+            self.enqueue(id);
+        }
+    }
+
+    /// Runs `n` received frames through the pipeline and sends them on, port by port.
+    fn forward(&mut self, in_port: PortId, n: usize) {
+        let now = self.now_ms();
+        self.txq.clear();
+        for i in 0..n {
+            let len = self.rx_lens[i];
+            if len >= FRAME_BUF {
+                if let Some(c) = self.pipeline.port_counters_mut(in_port) {
+                    c.rx_packets += 1;
+                    c.count_drop(DropReason::Truncated);
+                }
+                continue;
+            }
+            self.pipeline
+                .process(now, in_port, &self.rx_bufs[i][..len], &mut self.actions);
+            for out in &self.actions.out {
+                self.txq.push((*out, i as u16));
+            }
+        }
+        // Group by egress port, keeping each port's frames in arrival order.
+        self.txq.sort_unstable();
+        let mut vanished: Option<(PortId, io::Error)> = None;
+        for &(out, slot) in &self.txq {
+            let frame = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
+            let Some(Some(PortSlot { port: Some(port), .. })) = self.ports.get_mut(out.idx()) else {
+                continue;
+            };
+            let sent = port.send(frame);
+            let Some(c) = self.pipeline.port_counters_mut(out) else {
+                continue;
+            };
+            match sent {
+                Ok(_) => {
+                    c.tx_packets += 1;
+                    c.tx_bytes += frame.len() as u64;
+                }
+                Err(e) => {
+                    c.count_drop(DropReason::TxError);
+                    if e.raw_os_error() == Some(libc::EBADFD) && vanished.is_none() {
+                        vanished = Some((out, e));
+                    }
+                }
+            }
+        }
+        if let Some((out, e)) = vanished {
+            self.mark_down(out, format!("send failed: {e} (interface or namespace gone)"));
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = self.now_ms();
+        let ports = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (PortId(i as u32), s)))
+            .map(|(id, s)| PortSnapshot {
+                id,
+                kind: s.kind,
+                down: s.down.clone(),
+                counters: s
+                    .final_counters
+                    .or_else(|| self.pipeline.port_counters(id).copied())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let networks = self
+            .pipeline
+            .networks()
+            .map(|(id, n)| NetworkSnapshot {
+                id,
+                entries: n.fdb.entries(now),
+                counters: n.fdb.counters,
+            })
+            .collect();
+        Snapshot { ports, networks }
+    }
+}

@@ -1,0 +1,289 @@
+//! Network namespaces and the interfaces the switch puts in them, all through netlink.
+//!
+//! Work inside a namespace runs on a short-lived thread that has `setns`'d into it, so the rest of
+//! the daemon never changes namespace; a TAP created on that thread is born inside the namespace
+//! and its fd works from any thread afterwards.
+
+pub mod netlink;
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::ports::tap::{Tap, TapError};
+use crate::wire::MacAddr;
+use netlink::{LinkChange, Netlink};
+
+/// How a user names a network namespace: by `ip netns` name, by path, or by a process's pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsSpec {
+    Name(String),
+    Path(PathBuf),
+    Pid(u32),
+}
+
+/// Why something inside a namespace failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid namespace {0:?}: give an `ip netns` name, a path like /proc/PID/ns/net, or a pid")]
+    BadSpec(String),
+    #[error("network namespace {spec} does not exist ({path}: {source}); create it first, e.g. `ip netns add NAME`")]
+    NotFound {
+        spec: String,
+        path: String,
+        source: io::Error,
+    },
+    #[error("{0} is not a network namespace ({1})")]
+    NotANetns(String, io::Error),
+    #[error("interface {ifname:?} already exists in namespace {spec}; choose another --ifname")]
+    IfnameTaken { ifname: String, spec: String },
+    #[error("{0}")]
+    Tap(#[from] TapError),
+    #[error("netlink {op} failed in namespace {spec}: {source}")]
+    Netlink {
+        op: &'static str,
+        spec: String,
+        source: io::Error,
+    },
+    #[error("worker thread for namespace {0} panicked")]
+    Thread(String),
+}
+
+impl fmt::Display for NetnsSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetnsSpec::Name(n) => write!(f, "{n:?}"),
+            NetnsSpec::Path(p) => write!(f, "{}", p.display()),
+            NetnsSpec::Pid(pid) => write!(f, "of pid {pid}"),
+        }
+    }
+}
+
+impl NetnsSpec {
+    pub fn parse(s: &str) -> Result<NetnsSpec, SandboxError> {
+        let bad = || SandboxError::BadSpec(s.to_string());
+        if s.is_empty() || s.len() > 4096 || s.contains('\0') {
+            return Err(bad());
+        }
+        if s.starts_with('/') {
+            return Ok(NetnsSpec::Path(PathBuf::from(s)));
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse().map(NetnsSpec::Pid).map_err(|_| bad());
+        }
+        if s == "." || s == ".." || s.contains('/') || s.len() > 255 {
+            return Err(bad());
+        }
+        Ok(NetnsSpec::Name(s.to_string()))
+    }
+
+    pub fn path(&self) -> PathBuf {
+        match self {
+            NetnsSpec::Name(n) => PathBuf::from("/run/netns").join(n),
+            NetnsSpec::Path(p) => p.clone(),
+            NetnsSpec::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+        }
+    }
+
+    /// Opens the namespace file (a handle that keeps it alive while held).
+    pub fn open(&self) -> Result<File, SandboxError> {
+        let path = self.path();
+        File::open(&path).map_err(|source| SandboxError::NotFound {
+            spec: self.to_string(),
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Is `name` acceptable to the kernel as an interface name?
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+/// Runs `f` on a thread that has joined the network namespace `ns`.
+pub fn in_netns<R: Send>(
+    ns: &File,
+    spec: &NetnsSpec,
+    f: impl FnOnce() -> Result<R, SandboxError> + Send,
+) -> Result<R, SandboxError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: `ns` is an open file; setns only reads the fd and changes the namespace of
+            // this (scoped, short-lived) thread, never the rest of the process.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc < 0 {
+                return Err(SandboxError::NotANetns(
+                    spec.to_string(),
+                    io::Error::last_os_error(),
+                ));
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(SandboxError::Thread(spec.to_string())))
+    })
+}
+
+/// What a container interface should look like.
+#[derive(Debug, Clone)]
+pub struct InterfaceSetup {
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// Address and prefix length to configure, if any.
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// Default route to add when `ip` is set (skipped if the namespace has one already).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What `create_tap_interface` did besides creating the TAP.
+#[derive(Debug, Clone, Default)]
+pub struct InterfaceReport {
+    /// The namespace already had a default route, so none was added.
+    pub kept_existing_default_route: bool,
+}
+
+/// A name for a TAP's short stay in the daemon's own namespace: unique per process and call.
+fn transit_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+    format!("v{:x}.{n:x}", std::process::id() & 0xff_ffff)
+}
+
+/// Creates a TAP, moves it into the namespace as `setup.ifname` and configures it. On any error
+/// the TAP is closed again, which removes it: nothing is left behind.
+///
+/// The TAP is opened in the daemon's namespace and then moved: a tun fd holds a reference to the
+/// namespace it was opened in, so opening it inside the container's namespace would keep that
+/// namespace alive after the container is gone.
+pub fn create_tap_interface(
+    ns: &File,
+    spec: &NetnsSpec,
+    setup: &InterfaceSetup,
+) -> Result<(Tap, InterfaceReport), SandboxError> {
+    let nl_err = |op: &'static str| {
+        let spec = spec.to_string();
+        move |source| SandboxError::Netlink { op, spec, source }
+    };
+    let taken = || SandboxError::IfnameTaken {
+        ifname: setup.ifname.clone(),
+        spec: spec.to_string(),
+    };
+    // Refuse early (before creating anything) when the name is taken in the namespace.
+    in_netns(ns, spec, || {
+        let mut nl = Netlink::open().map_err(nl_err("open"))?;
+        match nl.link_index(&setup.ifname).map_err(nl_err("get link"))? {
+            Some(_) => Err(taken()),
+            None => Ok(()),
+        }
+    })?;
+
+    let transit = transit_name();
+    let tap = Tap::create(&transit)?;
+    {
+        let mut nl = Netlink::open().map_err(nl_err("open"))?;
+        let index = nl
+            .link_index(&transit)
+            .map_err(nl_err("get link"))?
+            .ok_or_else(|| nl_err("get link")(io::Error::from(io::ErrorKind::NotFound)))?;
+        let moved = nl.set_link(
+            index,
+            &LinkChange {
+                name: Some(setup.ifname.clone()),
+                netns_fd: Some(ns.as_raw_fd()),
+                ..Default::default()
+            },
+        );
+        match moved {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(taken()),
+            Err(e) => return Err(nl_err("move link into namespace")(e)),
+        }
+    }
+
+    let report = in_netns(ns, spec, || {
+        let mut nl = Netlink::open().map_err(nl_err("open"))?;
+        let index = nl
+            .link_index(&setup.ifname)
+            .map_err(nl_err("get link"))?
+            .ok_or_else(|| {
+                nl_err("get link")(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "interface vanished right after it was moved in",
+                ))
+            })?;
+        nl.set_link(
+            index,
+            &LinkChange {
+                mac: Some(setup.mac),
+                mtu: Some(setup.mtu),
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(nl_err("set link"))?;
+        if let Some(lo) = nl.link_index("lo").map_err(nl_err("get link lo"))? {
+            nl.set_link(
+                lo,
+                &LinkChange {
+                    up: Some(true),
+                    ..Default::default()
+                },
+            )
+            .map_err(nl_err("set lo up"))?;
+        }
+        let mut report = InterfaceReport::default();
+        if let Some((ip, prefix)) = setup.ip {
+            nl.add_address(index, ip, prefix)
+                .map_err(nl_err("add address"))?;
+            if let Some(gw) = setup.gateway {
+                match nl.add_default_route(index, gw) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        report.kept_existing_default_route = true;
+                    }
+                    Err(e) => return Err(nl_err("add default route")(e)),
+                }
+            }
+        }
+        Ok(report)
+    })?;
+    Ok((tap, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(NetnsSpec::parse("c1").unwrap(), NetnsSpec::Name("c1".into()));
+        assert_eq!(NetnsSpec::parse("1234").unwrap(), NetnsSpec::Pid(1234));
+        assert_eq!(NetnsSpec::parse("1234").unwrap().path(), PathBuf::from("/proc/1234/ns/net"));
+        assert_eq!(NetnsSpec::parse("/proc/1/ns/net").unwrap().path(), PathBuf::from("/proc/1/ns/net"));
+        for bad in ["", "..", "a/b", "99999999999999999999"] {
+            assert!(NetnsSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ifnames() {
+        assert!(valid_ifname("eth0"));
+        assert!(valid_ifname("a234567890abcde"));
+        assert!(!valid_ifname("a234567890abcdef"));
+        for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
+            assert!(!valid_ifname(bad), "{bad}");
+        }
+    }
+}

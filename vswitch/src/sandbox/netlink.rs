@@ -1,0 +1,179 @@
+//! A small synchronous rtnetlink client over netlink-packet-route: exactly the link, address and
+//! route operations the daemon needs, in whatever namespace the calling thread is in.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::wire::MacAddr;
+
+/// An rtnetlink socket bound in the current thread's network namespace.
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// What to change on a link; `None` leaves a field alone.
+#[derive(Debug, Default, Clone)]
+pub struct LinkChange {
+    pub name: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    pub up: Option<bool>,
+    /// Move the link into the network namespace of this fd (renamed to `name` on the way).
+    pub netns_fd: Option<std::os::fd::RawFd>,
+}
+
+impl Netlink {
+    pub fn open() -> io::Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// Sends one request and collects the replies until the ACK (or the error).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags | NLM_F_REQUEST | NLM_F_ACK;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+
+        let mut replies = Vec::new();
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let bytes = &self.buf[offset..n];
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink: zero-length message"));
+                }
+                offset += len;
+                if reply.header.sequence_number != self.seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(replies),
+                            Some(_) => Err(e.to_io()),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(m) => replies.push(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The index of the link called `name`, or `None` when there is none.
+    pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renames, re-addresses, resizes and/or brings a link up or down.
+    pub fn set_link(&mut self, index: u32, change: &LinkChange) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if let Some(fd) = change.netns_fd {
+            msg.attributes.push(LinkAttribute::NetNsFd(fd));
+        }
+        if let Some(name) = &change.name {
+            msg.attributes.push(LinkAttribute::IfName(name.clone()));
+        }
+        if let Some(mac) = change.mac {
+            msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(mtu) = change.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(up) = change.up {
+            msg.header.change_mask = LinkFlags::Up;
+            if up {
+                msg.header.flags = LinkFlags::Up;
+            }
+        }
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(|_| ())
+    }
+
+    /// Adds `ip/prefix_len` to a link.
+    pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix_len;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        if prefix_len < 31 {
+            let host_mask = u32::MAX >> prefix_len;
+            let bcast = Ipv4Addr::from(u32::from(ip) | host_mask);
+            msg.attributes.push(AddressAttribute::Broadcast(bcast));
+        }
+        self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(|_| ())
+    }
+
+    /// Adds a default route via `gateway` out of the link. Fails with EEXIST when the namespace
+    /// already has one (its first network keeps it, as in Docker).
+    pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.attributes.push(RouteAttribute::Oif(index));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(|_| ())
+    }
+
+    /// Deletes a link.
+    pub fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(msg), 0).map(|_| ())
+    }
+}

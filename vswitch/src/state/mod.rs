@@ -1,0 +1,258 @@
+//! The configuration model, the daemon's config file, and its persistence in the state dir.
+//!
+//! Every change is written atomically: a temp file is written and fsync'd, renamed over
+//! `state.json`, and the directory is fsync'd. A lock file keeps a second daemon out.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::MacAddr;
+
+pub const STATE_FORMAT: u32 = 1;
+pub const DEFAULT_MAC_AGING_SECS: u32 = 300;
+pub const DEFAULT_FDB_LIMIT: u32 = 8192;
+pub const DEFAULT_MTU: u32 = 1500;
+
+fn default_driver() -> String {
+    "bridge".into()
+}
+fn default_aging() -> u32 {
+    DEFAULT_MAC_AGING_SECS
+}
+fn default_fdb_limit() -> u32 {
+    DEFAULT_FDB_LIMIT
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub name: String,
+    #[serde(default = "default_driver")]
+    pub driver: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    #[serde(default = "default_aging")]
+    pub mac_aging_secs: u32,
+    #[serde(default = "default_fdb_limit")]
+    pub fdb_limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortConfig {
+    pub name: String,
+    pub network: String,
+    /// As the user gave it: a name, a path or a pid.
+    pub netns: String,
+    pub ifname: String,
+    pub mac: MacAddr,
+    /// Address with prefix length, when the port has one.
+    pub ip: Option<Ipv4Net>,
+    pub mtu: u32,
+}
+
+/// Everything that must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub format: u32,
+    pub networks: Vec<NetworkConfig>,
+    pub ports: Vec<PortConfig>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            format: STATE_FORMAT,
+            networks: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+/// The `[daemon]` table of the config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+/// The config file (`configs/default.toml`): daemon settings and networks that always exist.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default, rename = "network")]
+    pub networks: Vec<NetworkConfig>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, String> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {} is invalid: {e}", path.display()))
+    }
+}
+
+/// Why the state dir could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use state dir {dir}: {source}")]
+    Io { dir: String, source: io::Error },
+    #[error("state dir {0} is in use by another vswitchd (its lock file is held); stop that one or use --state-dir")]
+    Locked(String),
+    #[error("state file {path} is corrupt ({reason}); move it away to start empty")]
+    Corrupt { path: String, reason: String },
+}
+
+/// The state dir, locked for this process.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let io_err = |source| StoreError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .map_err(io_err)?;
+        // SAFETY: flock on an fd we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                StoreError::Locked(dir.display().to_string())
+            } else {
+                io_err(e)
+            });
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// The saved state, or `None` on first start.
+    pub fn load(&self) -> Result<Option<State>, StoreError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    dir: self.dir.display().to_string(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Writes `state` atomically: temp file, fsync, rename, fsync of the directory.
+    pub fn save(&self, state: &State) -> io::Result<()> {
+        let tmp = self.dir.join("state.json.tmp");
+        let data = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&data)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.path())?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vswitch-state-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn save_load_roundtrip_and_lock() {
+        let dir = tempdir("rt");
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut s = State::default();
+        s.networks.push(NetworkConfig {
+            name: "web".into(),
+            driver: "bridge".into(),
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
+            mac_aging_secs: 300,
+            fdb_limit: 8192,
+        });
+        s.ports.push(PortConfig {
+            name: "c1".into(),
+            network: "web".into(),
+            netns: "c1".into(),
+            ifname: "eth0".into(),
+            mac: "02:42:0a:01:00:02".parse().unwrap(),
+            ip: Some("10.1.0.2/24".parse().unwrap()),
+            mtu: 1500,
+        });
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap(), Some(s));
+        assert!(matches!(Store::open(&dir), Err(StoreError::Locked(_))));
+        drop(store);
+        fs::write(dir.join("state.json"), "{not json").unwrap();
+        let store = Store::open(&dir).unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn default_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/default.toml");
+        let cfg = ConfigFile::load(&path).unwrap();
+        let bridge = &cfg.networks[0];
+        assert_eq!(bridge.name, "bridge");
+        assert_eq!(bridge.subnet, "172.17.0.0/16".parse::<Ipv4Net>().unwrap());
+        assert_eq!(bridge.gateway, "172.17.0.1".parse::<Ipv4Addr>().unwrap());
+    }
+}
