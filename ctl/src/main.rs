@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use vswitch::api::*;
 
 #[derive(Parser, Debug)]
-#[command(name = "vswitchctl", version, about = "Control vswitchd, the userspace virtual switch")]
+#[command(
+    name = "vswitchctl",
+    version,
+    about = "Control vswitchd, the userspace virtual switch"
+)]
 struct Cli {
     /// vswitchd's control socket.
     #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -179,7 +183,14 @@ fn print_network(n: &NetworkInfo) {
     println!("  gateway:    {}", n.gateway);
     println!("  mac aging:  {}s", n.mac_aging_secs);
     println!("  fdb limit:  {}", n.fdb_limit);
-    println!("  ports:      {}", if n.ports.is_empty() { "-".into() } else { n.ports.join(", ") });
+    println!(
+        "  ports:      {}",
+        if n.ports.is_empty() {
+            "-".into()
+        } else {
+            n.ports.join(", ")
+        }
+    );
 }
 
 fn print_port(p: &PortInfo, indent: &str) {
@@ -188,7 +199,10 @@ fn print_port(p: &PortInfo, indent: &str) {
         None => p.status.clone(),
     };
     println!("{indent}port {}: {}", p.name, status);
-    println!("{indent}    type: {}  netns: {}  interface: {}", p.kind, p.netns, p.ifname);
+    println!(
+        "{indent}    type: {}  netns: {}  interface: {}",
+        p.kind, p.netns, p.ifname
+    );
     println!(
         "{indent}    mac: {}  ip: {}  mtu: {}",
         p.mac,
@@ -215,7 +229,10 @@ fn print_human(reply: &Reply) {
                     ]
                 })
                 .collect();
-            print!("{}", table(&["NAME", "DRIVER", "SUBNET", "GATEWAY", "PORTS"], &rows));
+            print!(
+                "{}",
+                table(&["NAME", "DRIVER", "SUBNET", "GATEWAY", "PORTS"], &rows)
+            );
         }
         Reply::Show(s) => {
             let d = &s.daemon;
@@ -251,11 +268,20 @@ fn print_human(reply: &Reply) {
                     .iter()
                     .map(|e| vec![e.port.clone(), e.mac.clone(), format!("{:.0}", e.age_secs)])
                     .collect();
-                print!("{}", table(&["  PORT", "MAC", "AGE"], &rows.iter().map(|r| {
-                    let mut r = r.clone();
-                    r[0] = format!("  {}", r[0]);
-                    r
-                }).collect::<Vec<_>>()));
+                print!(
+                    "{}",
+                    table(
+                        &["  PORT", "MAC", "AGE"],
+                        &rows
+                            .iter()
+                            .map(|r| {
+                                let mut r = r.clone();
+                                r[0] = format!("  {}", r[0]);
+                                r
+                            })
+                            .collect::<Vec<_>>()
+                    )
+                );
             }
         }
         Reply::Stats(stats) => {
@@ -271,7 +297,11 @@ fn print_human(reply: &Reply) {
                     .collect();
                 println!(
                     "  drops: {}",
-                    if drops.is_empty() { "none".into() } else { drops.join(" ") }
+                    if drops.is_empty() {
+                        "none".into()
+                    } else {
+                        drops.join(" ")
+                    }
                 );
             }
         }
@@ -285,7 +315,18 @@ fn main() -> ExitCode {
     match result {
         Ok(reply) => {
             if json {
-                match serde_json::to_string_pretty(&reply) {
+                // The reply's payload alone: `{"networks": [...]}` prints as `[...]`.
+                let value = match serde_json::to_value(&reply) {
+                    Ok(serde_json::Value::Object(mut m)) if m.len() == 1 => {
+                        m.values_mut().next().map(|v| v.take()).unwrap_or_default()
+                    }
+                    Ok(_) => serde_json::json!({ "ok": true }),
+                    Err(e) => {
+                        eprintln!("vswitchctl: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match serde_json::to_string_pretty(&value) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("vswitchctl: {e}");

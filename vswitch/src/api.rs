@@ -273,9 +273,7 @@ impl Client {
         line.push(b'\n');
         self.writer.write_all(&line)?;
         let mut resp = String::new();
-        let n = (&mut self.reader)
-            .take(64 << 20)
-            .read_line(&mut resp)?;
+        let n = (&mut self.reader).take(64 << 20).read_line(&mut resp)?;
         if n == 0 {
             return Err(ClientError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -301,14 +299,27 @@ mod tests {
             force: true,
         });
         let s = serde_json::to_string(&r).unwrap();
-        assert_eq!(s, r#"{"version":1,"op":"network-remove","name":"web","force":true}"#);
-        let back: Request = serde_json::from_str(r#"{"op":"network-remove","name":"web","version":1}"#).unwrap();
-        assert_eq!(back.op, Op::NetworkRemove { name: "web".into(), force: false });
+        assert_eq!(
+            s,
+            r#"{"version":1,"op":"network-remove","name":"web","force":true}"#
+        );
+        let back: Request =
+            serde_json::from_str(r#"{"op":"network-remove","name":"web","version":1}"#).unwrap();
+        assert_eq!(
+            back.op,
+            Op::NetworkRemove {
+                name: "web".into(),
+                force: false
+            }
+        );
         let e = Response::Error(ApiError::new(ErrorCode::NetworkExists, "x"));
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"error":{"code":"network_exists","message":"x"}}"#
         );
-        assert_eq!(serde_json::to_string(&Response::Ok(Reply::Done)).unwrap(), r#"{"ok":"done"}"#);
+        assert_eq!(
+            serde_json::to_string(&Response::Ok(Reply::Done)).unwrap(),
+            r#"{"ok":"done"}"#
+        );
     }
 }

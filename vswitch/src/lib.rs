@@ -3,11 +3,11 @@
 //! See ARCHITECTURE in the README for the shape: `wire` and `switch` are the pure core;
 //! `ports`, `dataplane`, `sandbox`, `control` and `state` are the shell around it.
 
-pub mod wire;
-pub mod switch;
+pub mod api;
+pub mod control;
+pub mod dataplane;
 pub mod ports;
 pub mod sandbox;
-pub mod api;
-pub mod dataplane;
 pub mod state;
-pub mod control;
+pub mod switch;
+pub mod wire;

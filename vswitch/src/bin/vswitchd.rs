@@ -16,7 +16,11 @@ use vswitch::control::{self, Manager};
 use vswitch::state::{ConfigFile, Store};
 
 #[derive(Parser, Debug)]
-#[command(name = "vswitchd", version, about = "vswitch daemon: a userspace virtual switch for containers")]
+#[command(
+    name = "vswitchd",
+    version,
+    about = "vswitch daemon: a userspace virtual switch for containers"
+)]
 struct Args {
     /// Config file (TOML): daemon settings and the networks that always exist.
     #[arg(long, env = "VSWITCH_CONFIG")]
@@ -105,8 +109,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
 
 fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let listener = bind_socket(socket)?;
     let manager = match Manager::start(store, config.networks, socket.to_path_buf()) {

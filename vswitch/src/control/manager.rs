@@ -14,8 +14,7 @@ use crate::dataplane::{self, Command, Snapshot};
 use crate::ports::Port;
 use crate::sandbox::{self, InterfaceSetup, NetnsSpec, SandboxError};
 use crate::state::{
-    NetworkConfig, PortConfig, State, Store, DEFAULT_FDB_LIMIT, DEFAULT_MAC_AGING_SECS,
-    DEFAULT_MTU,
+    NetworkConfig, PortConfig, State, Store, DEFAULT_FDB_LIMIT, DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
 };
 use crate::switch::{DropReason, NetId, NetworkParams, PortId};
 use crate::wire::MacAddr;
@@ -120,7 +119,13 @@ impl Manager {
             let detail = match m.attach_port(&port) {
                 Ok(id) => {
                     info!(port = %port.name, netns = %port.netns, "port restored");
-                    m.ports.insert(port.name.clone(), PortRt { id: Some(id), detail: None });
+                    m.ports.insert(
+                        port.name.clone(),
+                        PortRt {
+                            id: Some(id),
+                            detail: None,
+                        },
+                    );
                     None
                 }
                 Err(e) => {
@@ -129,7 +134,13 @@ impl Manager {
                 }
             };
             if let Some(detail) = detail {
-                m.ports.insert(port.name.clone(), PortRt { id: None, detail: Some(detail) });
+                m.ports.insert(
+                    port.name.clone(),
+                    PortRt {
+                        id: None,
+                        detail: Some(detail),
+                    },
+                );
             }
             m.state.ports.push(port);
         }
@@ -182,7 +193,10 @@ impl Manager {
         })
     }
 
-    fn dp_call<R>(&self, make: impl FnOnce(crossbeam_channel::Sender<R>) -> Command) -> ApiResult<R> {
+    fn dp_call<R>(
+        &self,
+        make: impl FnOnce(crossbeam_channel::Sender<R>) -> Command,
+    ) -> ApiResult<R> {
         self.dp
             .call(make)
             .map_err(|e| internal(format!("dataplane: {e}")))
@@ -206,12 +220,16 @@ impl Manager {
     }
 
     fn port_config(&self, name: &str) -> ApiResult<&PortConfig> {
-        self.state.ports.iter().find(|p| p.name == name).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::PortNotFound,
-                format!("port {name:?} not found; `vswitchctl show` lists them"),
-            )
-        })
+        self.state
+            .ports
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::PortNotFound,
+                    format!("port {name:?} not found; `vswitchctl show` lists them"),
+                )
+            })
     }
 
     // ---- networks ----
@@ -250,9 +268,11 @@ impl Manager {
                 "subnet {subnet} must have a prefix length between /8 and /30"
             )));
         }
-        if let Some(other) = self.state.networks.iter().find(|n| {
-            n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
-        }) {
+        if let Some(other) =
+            self.state.networks.iter().find(|n| {
+                n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
+            })
+        {
             return Err(ApiError::new(
                 ErrorCode::SubnetOverlap,
                 format!(
@@ -262,7 +282,10 @@ impl Manager {
             ));
         }
         let gateway = match &req.gateway {
-            None => subnet.hosts().next().ok_or_else(|| invalid("subnet has no hosts"))?,
+            None => subnet
+                .hosts()
+                .next()
+                .ok_or_else(|| invalid("subnet has no hosts"))?,
             Some(g) => {
                 let g: Ipv4Addr = g.parse().map_err(|_| {
                     invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
@@ -460,7 +483,9 @@ impl Manager {
         };
         let mac = match &req.mac {
             Some(s) => {
-                let mac: MacAddr = s.parse().map_err(|e: crate::wire::mac::ParseMacError| invalid(e.to_string()))?;
+                let mac: MacAddr = s
+                    .parse()
+                    .map_err(|e: crate::wire::mac::ParseMacError| invalid(e.to_string()))?;
                 if !mac.is_valid_source() {
                     return Err(invalid(format!(
                         "MAC {mac} is a multicast or zero address; a port needs a unicast MAC"
@@ -469,7 +494,10 @@ impl Manager {
                 if let Some(p) = peers.iter().find(|p| p.mac == mac) {
                     return Err(ApiError::new(
                         ErrorCode::MacInUse,
-                        format!("MAC {mac} is already used by port {:?} on network {:?}", p.name, net.name),
+                        format!(
+                            "MAC {mac} is already used by port {:?} on network {:?}",
+                            p.name, net.name
+                        ),
                     ));
                 }
                 mac
@@ -487,7 +515,12 @@ impl Manager {
         })
     }
 
-    fn validate_ip(&self, s: &str, net: &NetworkConfig, peers: &[&PortConfig]) -> ApiResult<Ipv4Net> {
+    fn validate_ip(
+        &self,
+        s: &str,
+        net: &NetworkConfig,
+        peers: &[&PortConfig],
+    ) -> ApiResult<Ipv4Net> {
         let bad = || {
             invalid(format!(
                 "invalid address {s:?}: expected an IPv4 address like {} or {}/{}",
@@ -580,7 +613,10 @@ impl Manager {
             info!(port = %cfg.name, "namespace already has a default route; kept it");
         }
         let id = PortId(Self::free_id(
-            self.ports.values().filter_map(|p| p.id.as_ref()).map(|p| &p.0),
+            self.ports
+                .values()
+                .filter_map(|p| p.id.as_ref())
+                .map(|p| &p.0),
         ));
         let port: Box<dyn Port> = Box::new(tap);
         self.dp_call(|done| Command::AddPort {
@@ -596,7 +632,13 @@ impl Manager {
     fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
         let cfg = self.validate_port(&req)?;
         let id = self.attach_port(&cfg)?;
-        self.ports.insert(cfg.name.clone(), PortRt { id: Some(id), detail: None });
+        self.ports.insert(
+            cfg.name.clone(),
+            PortRt {
+                id: Some(id),
+                detail: None,
+            },
+        );
         self.state.ports.push(cfg.clone());
         if let Err(e) = self.save() {
             self.state.ports.pop();
@@ -690,8 +732,12 @@ impl Manager {
             if network.is_some_and(|n| n != net.name) {
                 continue;
             }
-            let Some(id) = self.nets.get(&net.name) else { continue };
-            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else { continue };
+            let Some(id) = self.nets.get(&net.name) else {
+                continue;
+            };
+            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
+                continue;
+            };
             tables.push(FdbTable {
                 network: net.name.clone(),
                 limit: net.fdb_limit,

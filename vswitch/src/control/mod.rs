@@ -23,8 +23,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Decodes one request line; a bad line gets the error to send back.
 pub fn decode_request(line: &[u8]) -> Result<Request, ApiError> {
     let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| bad(format!("request is not valid JSON: {e}")))?;
     match value.get("version").map(|v| v.as_u64()) {
         None => return Err(bad("request has no \"version\" field".into())),
         Some(Some(v)) if v == u64::from(PROTOCOL_VERSION) => {}

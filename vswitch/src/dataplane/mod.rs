@@ -207,7 +207,9 @@ impl Dataplane {
             }
             // Each port that is ready gets one batch per round, in turn.
             for _ in 0..self.ready.len() {
-                let Some(id) = self.ready.pop_front() else { break };
+                let Some(id) = self.ready.pop_front() else {
+                    break;
+                };
                 if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
                     slot.queued = false;
                 }
@@ -219,7 +221,10 @@ impl Dataplane {
                 self.last_expire = now;
             }
         }
-        info!("dataplane stopped; closing {} ports", self.ports.iter().flatten().count());
+        info!(
+            "dataplane stopped; closing {} ports",
+            self.ports.iter().flatten().count()
+        );
     }
 
     fn enqueue(&mut self, id: PortId) {
@@ -339,7 +344,10 @@ impl Dataplane {
         let mut more = true;
         let mut failure = None;
         {
-            let Some(Some(PortSlot { port: Some(port), .. })) = self.ports.get_mut(id.idx()) else {
+            let Some(Some(PortSlot {
+                port: Some(port), ..
+            })) = self.ports.get_mut(id.idx())
+            else {
                 return;
             };
             while n < RX_BATCH {
@@ -365,7 +373,10 @@ impl Dataplane {
             self.forward(id, n);
         }
         if let Some(e) = failure {
-            self.mark_down(id, format!("receive failed: {e} (interface or namespace gone?)"));
+            self.mark_down(
+                id,
+                format!("receive failed: {e} (interface or namespace gone?)"),
+            );
         } else if more {
             self.enqueue(id);
         }
@@ -395,7 +406,10 @@ impl Dataplane {
         let mut vanished: Option<(PortId, io::Error)> = None;
         for &(out, slot) in &self.txq {
             let frame = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
-            let Some(Some(PortSlot { port: Some(port), .. })) = self.ports.get_mut(out.idx()) else {
+            let Some(Some(PortSlot {
+                port: Some(port), ..
+            })) = self.ports.get_mut(out.idx())
+            else {
                 continue;
             };
             let sent = port.send(frame);
@@ -416,7 +430,10 @@ impl Dataplane {
             }
         }
         if let Some((out, e)) = vanished {
-            self.mark_down(out, format!("send failed: {e} (interface or namespace gone)"));
+            self.mark_down(
+                out,
+                format!("send failed: {e} (interface or namespace gone)"),
+            );
         }
     }
 

@@ -29,7 +29,9 @@ pub enum NetnsSpec {
 /// Why something inside a namespace failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("invalid namespace {0:?}: give an `ip netns` name, a path like /proc/PID/ns/net, or a pid")]
+    #[error(
+        "invalid namespace {0:?}: give an `ip netns` name, a path like /proc/PID/ns/net, or a pid"
+    )]
     BadSpec(String),
     #[error("network namespace {spec} does not exist ({path}: {source}); create it first, e.g. `ip netns add NAME`")]
     NotFound {
@@ -268,10 +270,19 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(NetnsSpec::parse("c1").unwrap(), NetnsSpec::Name("c1".into()));
+        assert_eq!(
+            NetnsSpec::parse("c1").unwrap(),
+            NetnsSpec::Name("c1".into())
+        );
         assert_eq!(NetnsSpec::parse("1234").unwrap(), NetnsSpec::Pid(1234));
-        assert_eq!(NetnsSpec::parse("1234").unwrap().path(), PathBuf::from("/proc/1234/ns/net"));
-        assert_eq!(NetnsSpec::parse("/proc/1/ns/net").unwrap().path(), PathBuf::from("/proc/1/ns/net"));
+        assert_eq!(
+            NetnsSpec::parse("1234").unwrap().path(),
+            PathBuf::from("/proc/1234/ns/net")
+        );
+        assert_eq!(
+            NetnsSpec::parse("/proc/1/ns/net").unwrap().path(),
+            PathBuf::from("/proc/1/ns/net")
+        );
         for bad in ["", "..", "a/b", "99999999999999999999"] {
             assert!(NetnsSpec::parse(bad).is_err(), "{bad}");
         }

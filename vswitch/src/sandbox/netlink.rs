@@ -74,7 +74,10 @@ impl Netlink {
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let len = reply.header.length as usize;
                 if len == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink: zero-length message"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink: zero-length message",
+                    ));
                 }
                 offset += len;
                 if reply.header.sequence_number != self.seq {
@@ -131,7 +134,8 @@ impl Netlink {
                 msg.header.flags = LinkFlags::Up;
             }
         }
-        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(|_| ())
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+            .map(|_| ())
     }
 
     /// Adds `ip/prefix_len` to a link.
@@ -141,7 +145,8 @@ impl Netlink {
         msg.header.prefix_len = prefix_len;
         msg.header.index = index;
         msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(ip)));
         if prefix_len < 31 {
             let host_mask = u32::MAX >> prefix_len;
             let bcast = Ipv4Addr::from(u32::from(ip) | host_mask);
@@ -166,14 +171,18 @@ impl Netlink {
         msg.attributes
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
         msg.attributes.push(RouteAttribute::Oif(index));
-        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .map(|_| ())
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(|_| ())
     }
 
     /// Deletes a link.
     pub fn del_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        self.request(RouteNetlinkMessage::DelLink(msg), 0).map(|_| ())
+        self.request(RouteNetlinkMessage::DelLink(msg), 0)
+            .map(|_| ())
     }
 }

@@ -103,7 +103,13 @@ impl Fdb {
             self.evict_one(now);
             result = Learned::NewEvicting;
         }
-        self.map.insert(mac, Entry { port, last_seen: now });
+        self.map.insert(
+            mac,
+            Entry {
+                port,
+                last_seen: now,
+            },
+        );
         self.counters.learned += 1;
         result
     }
@@ -192,7 +198,11 @@ mod tests {
         f.learn(mac(1), PortId(1), 0);
         f.learn(mac(2), PortId(2), 500);
         assert_eq!(f.lookup(&mac(1), 999), Some(PortId(1)));
-        assert_eq!(f.lookup(&mac(1), 1000), None, "aged out at exactly the aging time");
+        assert_eq!(
+            f.lookup(&mac(1), 1000),
+            None,
+            "aged out at exactly the aging time"
+        );
         assert_eq!(f.entries(1000).len(), 1);
         assert_eq!(f.expire(1000), 1);
         assert_eq!(f.len(), 1);
@@ -219,7 +229,10 @@ mod tests {
             assert_eq!(f.learn(mac(i), PortId(1), u64::from(i)), Learned::New);
         }
         for i in 100..1000 {
-            assert_eq!(f.learn(mac(i), PortId(1), u64::from(i)), Learned::NewEvicting);
+            assert_eq!(
+                f.learn(mac(i), PortId(1), u64::from(i)),
+                Learned::NewEvicting
+            );
             assert_eq!(f.len(), 100, "never grows past its limit");
         }
         assert_eq!(f.counters.evicted, 900);

@@ -182,7 +182,11 @@ impl Pipeline {
 
     /// Attaches a port to a network. Returns false when the network does not exist.
     pub fn add_port(&mut self, id: PortId, network: NetId) -> bool {
-        let Some(net) = self.networks.get_mut(network.idx()).and_then(Option::as_mut) else {
+        let Some(net) = self
+            .networks
+            .get_mut(network.idx())
+            .and_then(Option::as_mut)
+        else {
             return false;
         };
         net.members.push(id);
@@ -196,7 +200,11 @@ impl Pipeline {
     /// Detaches a port, forgetting the MACs learned on it. Returns its final counters.
     pub fn remove_port(&mut self, id: PortId) -> Option<PortCounters> {
         let entry = self.ports.get_mut(id.idx()).and_then(Option::take)?;
-        if let Some(net) = self.networks.get_mut(entry.network.idx()).and_then(Option::as_mut) {
+        if let Some(net) = self
+            .networks
+            .get_mut(entry.network.idx())
+            .and_then(Option::as_mut)
+        {
             net.members.retain(|p| *p != id);
             net.fdb.flush_port(id);
         }
@@ -204,7 +212,10 @@ impl Pipeline {
     }
 
     pub fn port_counters(&self, id: PortId) -> Option<&PortCounters> {
-        self.ports.get(id.idx()).and_then(Option::as_ref).map(|p| &p.counters)
+        self.ports
+            .get(id.idx())
+            .and_then(Option::as_ref)
+            .map(|p| &p.counters)
     }
 
     pub fn port_counters_mut(&mut self, id: PortId) -> Option<&mut PortCounters> {
@@ -251,7 +262,11 @@ impl Pipeline {
             actions.drop = Some(DropReason::InvalidSource);
             return;
         }
-        let Some(net) = self.networks.get_mut(port.network.idx()).and_then(Option::as_mut) else {
+        let Some(net) = self
+            .networks
+            .get_mut(port.network.idx())
+            .and_then(Option::as_mut)
+        else {
             counters.count_drop(DropReason::UnknownPort);
             actions.drop = Some(DropReason::UnknownPort);
             return;

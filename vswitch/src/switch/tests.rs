@@ -51,7 +51,11 @@ fn unknown_unicast_floods_within_network_only() {
     let mut p = two_networks();
     let a = run(&mut p, 0, 0, &udp(A, B));
     assert!(a.flooded);
-    assert_eq!(a.out, vec![PortId(1), PortId(2)], "never back out of ingress, never to net 1");
+    assert_eq!(
+        a.out,
+        vec![PortId(1), PortId(2)],
+        "never back out of ingress, never to net 1"
+    );
     assert_eq!(a.drop, None);
 }
 
@@ -127,7 +131,10 @@ fn hairpin_is_dropped_and_counted() {
     let a = run(&mut p, 1, 0, &udp(A, B));
     assert_eq!(a.drop, Some(DropReason::Hairpin));
     assert!(a.out.is_empty());
-    assert_eq!(p.port_counters(PortId(0)).unwrap().drops[DropReason::Hairpin as usize], 1);
+    assert_eq!(
+        p.port_counters(PortId(0)).unwrap().drops[DropReason::Hairpin as usize],
+        1
+    );
 }
 
 #[test]
@@ -138,9 +145,18 @@ fn malformed_frames_are_counted_by_reason() {
     let mut bad = udp(A, B);
     bad[12..14].copy_from_slice(&1400u16.to_be_bytes());
     assert_eq!(run(&mut p, 0, 0, &bad).drop, Some(DropReason::BadLength));
-    assert_eq!(run(&mut p, 0, 0, &udp([0xff; 6], B)).drop, Some(DropReason::InvalidSource));
-    assert_eq!(run(&mut p, 0, 0, &udp([0; 6], B)).drop, Some(DropReason::InvalidSource));
-    assert_eq!(run(&mut p, 0, 0, &udp([0x01, 0, 0, 0, 0, 1], B)).drop, Some(DropReason::InvalidSource));
+    assert_eq!(
+        run(&mut p, 0, 0, &udp([0xff; 6], B)).drop,
+        Some(DropReason::InvalidSource)
+    );
+    assert_eq!(
+        run(&mut p, 0, 0, &udp([0; 6], B)).drop,
+        Some(DropReason::InvalidSource)
+    );
+    assert_eq!(
+        run(&mut p, 0, 0, &udp([0x01, 0, 0, 0, 0, 1], B)).drop,
+        Some(DropReason::InvalidSource)
+    );
     let c = p.port_counters(PortId(0)).unwrap();
     assert_eq!(c.drops[DropReason::Runt as usize], 2);
     assert_eq!(c.drops[DropReason::BadLength as usize], 1);
@@ -162,16 +178,25 @@ fn lone_port_flood_is_no_destination() {
 #[test]
 fn unknown_and_removed_ports() {
     let mut p = two_networks();
-    assert_eq!(run(&mut p, 0, 42, &udp(A, B)).drop, Some(DropReason::UnknownPort));
+    assert_eq!(
+        run(&mut p, 0, 42, &udp(A, B)).drop,
+        Some(DropReason::UnknownPort)
+    );
     run(&mut p, 0, 1, &udp(B, A));
     let counters = p.remove_port(PortId(1)).unwrap();
     assert_eq!(counters.rx_packets, 1);
-    assert_eq!(run(&mut p, 1, 1, &udp(B, A)).drop, Some(DropReason::UnknownPort));
+    assert_eq!(
+        run(&mut p, 1, 1, &udp(B, A)).drop,
+        Some(DropReason::UnknownPort)
+    );
     // B's entry went with the port: traffic to B floods to the remaining port.
     let a = run(&mut p, 2, 0, &udp(A, B));
     assert_eq!(a.out, vec![PortId(2)]);
     p.remove_network(NetId(0));
-    assert_eq!(run(&mut p, 3, 0, &udp(A, B)).drop, Some(DropReason::UnknownPort));
+    assert_eq!(
+        run(&mut p, 3, 0, &udp(A, B)).drop,
+        Some(DropReason::UnknownPort)
+    );
 }
 
 #[test]
@@ -188,7 +213,12 @@ fn full_table_keeps_forwarding() {
     p.add_port(PortId(1), NetId(0));
     for i in 0..1000u32 {
         let b = i.to_be_bytes();
-        run(&mut p, u64::from(i), 0, &udp([0x02, 0, b[0], b[1], b[2], b[3]], B));
+        run(
+            &mut p,
+            u64::from(i),
+            0,
+            &udp([0x02, 0, b[0], b[1], b[2], b[3]], B),
+        );
     }
     let fdb = &p.network(NetId(0)).unwrap().fdb;
     assert_eq!(fdb.len(), 64);

@@ -146,12 +146,21 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(Frame::new_checked(&ARP_REQUEST[..13]).unwrap_err(), FrameError::Runt);
+        assert_eq!(
+            Frame::new_checked(&ARP_REQUEST[..13]).unwrap_err(),
+            FrameError::Runt
+        );
         let mut f = ARP_REQUEST;
         f[12..14].copy_from_slice(&100u16.to_be_bytes()); // 802.3 length beyond the 28 bytes held
-        assert_eq!(Frame::new_checked(&f[..]).unwrap_err(), FrameError::BadLength);
+        assert_eq!(
+            Frame::new_checked(&f[..]).unwrap_err(),
+            FrameError::BadLength
+        );
         f[12..14].copy_from_slice(&1510u16.to_be_bytes()); // neither a length nor a type
-        assert_eq!(Frame::new_checked(&f[..]).unwrap_err(), FrameError::BadLength);
+        assert_eq!(
+            Frame::new_checked(&f[..]).unwrap_err(),
+            FrameError::BadLength
+        );
         f[12..14].copy_from_slice(&20u16.to_be_bytes());
         assert!(Frame::new_checked(&f[..]).is_ok());
     }

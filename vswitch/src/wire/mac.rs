@@ -113,7 +113,13 @@ mod tests {
         assert_eq!(m.0, [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
         assert_eq!(m.to_string(), "02:42:ac:11:00:02");
         assert!(m.is_valid_source());
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:02:03", "zz:42:ac:11:00:02", "002:42:ac:11:00:02"] {
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "zz:42:ac:11:00:02",
+            "002:42:ac:11:00:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

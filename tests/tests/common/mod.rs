@@ -1,0 +1,343 @@
+//! Shared test scaffolding: namespaces and daemons that clean up after themselves (Drop guards),
+//! names unique per test process and call so tests run in parallel without colliding.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique name: `vt<pid><n><tag>`.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("vt{}x{n}{tag}", std::process::id() % 100_000)
+}
+
+pub fn require_root() {
+    assert_eq!(
+        must("id", &["-u"]).trim(),
+        "0",
+        "integration tests need root (network namespaces, TAP devices)"
+    );
+}
+
+/// A binary of this workspace, built by `cargo build --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` before the tests (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+pub fn sh(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+pub fn must(cmd: &str, args: &[&str]) -> String {
+    let out = sh(cmd, args);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = unique(tag);
+        must("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        // Quiet namespaces: no IPv6 chatter (router solicitations, DAD) to disturb counters.
+        ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        ns
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "in {}: {args:?} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `count` pings to `ip`; true when all of them were answered.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        let c = count.to_string();
+        self.exec(&["ping", "-c", &c, "-i", "0.2", "-W", "1", "-q", ip])
+            .status
+            .success()
+    }
+
+    /// True when at least one of `count` pings was answered.
+    pub fn ping_any(&self, ip: &str, count: u32) -> bool {
+        let c = count.to_string();
+        let out = self.exec(&["ping", "-c", &c, "-i", "0.2", "-W", "1", "-q", ip]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        !text.contains(" 0 received") && text.contains("received")
+    }
+
+    pub fn has_link(&self, ifname: &str) -> bool {
+        sh("ip", &["-n", &self.name, "link", "show", "dev", ifname])
+            .status
+            .success()
+    }
+
+    /// Names of all links in the namespace.
+    pub fn links(&self) -> Vec<String> {
+        must("ip", &["-n", &self.name, "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A vswitchd of our own with a private socket and state dir; killed (by PID) and removed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon whose config declares a `bridge` network on a subnet unique to the test
+    /// (so parallel tests never overlap in spirit), and waits until it answers.
+    pub fn start() -> Daemon {
+        let dir = std::env::temp_dir().join(unique("d"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("vswitchd.toml");
+        std::fs::write(
+            &config,
+            "[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\ngateway = \"172.17.0.1\"\n",
+        )
+        .unwrap();
+        let mut d = Daemon {
+            child: None,
+            socket: dir.join("vswitchd.sock"),
+            state_dir: dir.join("state"),
+            config,
+            dir,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("vswitchd.log"))
+            .unwrap();
+        let child = Command::new(bin("vswitchd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start vswitchd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.ctl(&["show"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("vswitchd exited during start ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vswitchd did not answer:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the daemon and waits for it to exit.
+    pub fn stop_with(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = child.id().to_string();
+        let sig = format!("-{signal}");
+        must("kill", &[&sig, &pid]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vswitchd did not exit on signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run vswitchctl")
+    }
+
+    /// Runs vswitchctl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vswitchctl {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a read command with --json.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("vswitchctl --json prints JSON")
+    }
+
+    /// Runs vswitchctl expecting failure; returns (error code, message).
+    pub fn err(&self, args: &[&str]) -> (String, String) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl(&a);
+        assert!(
+            !out.status.success(),
+            "vswitchctl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "no JSON error for {args:?}: stdout {:?} stderr {:?}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let e = &v["error"];
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = e["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            stderr.contains(&msg),
+            "the message is printed on stderr too"
+        );
+        (e["code"].as_str().unwrap_or_default().to_string(), msg)
+    }
+
+    /// `show` without the parts that change by themselves (uptime).
+    pub fn show_stable(&self) -> Value {
+        let mut v = self.json(&["show"]);
+        v["daemon"]["uptime_secs"] = Value::Null;
+        v
+    }
+
+    /// Counters of one port.
+    pub fn stats(&self, port: &str) -> Value {
+        self.json(&["port", "stats", port])[0].clone()
+    }
+
+    /// Sends raw bytes on a fresh connection and returns the first response line.
+    pub fn raw(&self, bytes: &[u8]) -> Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line:?}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- vswitchd log ({}) ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` until it is true or `secs` pass.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}

@@ -1,0 +1,918 @@
+//! Foundation: TAP ports, L2 learning per network, the control socket, vswitchctl, state.
+//! Every test builds its own namespaces and its own vswitchd, and cleans up on drop.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn rx_tx(d: &Daemon, port: &str) -> (u64, u64) {
+    let s = d.stats(port);
+    (
+        s["rx_packets"].as_u64().unwrap(),
+        s["tx_packets"].as_u64().unwrap(),
+    )
+}
+
+/// A daemon with network `net` (10.77.0.0/24 unless told) and `n` namespaces attached as
+/// ports `p1..pn` with addresses .2, .3, ...
+fn setup(n: usize, subnet_prefix: &str) -> (Daemon, Vec<Netns>) {
+    require_root();
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "net",
+        "--subnet",
+        &format!("{subnet_prefix}.0/24"),
+    ]);
+    let mut nss = Vec::new();
+    for i in 0..n {
+        let ns = Netns::new(&format!("p{}", i + 1));
+        d.ok(&[
+            "add-port",
+            "net",
+            "--netns",
+            &ns.name,
+            "--ip",
+            &format!("{subnet_prefix}.{}", i + 2),
+            "--name",
+            &format!("p{}", i + 1),
+        ]);
+        nss.push(ns);
+    }
+    (d, nss)
+}
+
+#[test]
+fn two_namespaces_ping_each_other_both_ways() {
+    let (d, ns) = setup(2, "10.77.1");
+    assert!(ns[0].ping("10.77.1.3", 3), "p1 -> p2");
+    assert!(ns[1].ping("10.77.1.2", 3), "p2 -> p1");
+    // The interface looks as asked: name, Docker-style MAC, address, default route.
+    let link = ns[0].exec_ok(&["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("02:42:0a:4d:01:02"), "{link}");
+    assert!(link.contains("mtu 1500"), "{link}");
+    let addr = ns[0].exec_ok(&["ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains("10.77.1.2/24"), "{addr}");
+    let route = ns[0].exec_ok(&["ip", "route", "show", "default"]);
+    assert!(route.contains("via 10.77.1.1 dev eth0"), "{route}");
+    let lo = ns[0].exec_ok(&["ip", "-o", "link", "show", "lo"]);
+    assert!(lo.contains("UP"), "lo is up: {lo}");
+    let (rx, tx) = rx_tx(&d, "p1");
+    assert!(rx >= 6 && tx >= 6, "counters moved: rx {rx} tx {tx}");
+}
+
+#[test]
+fn custom_ifname_mac_mtu_and_pid_namespace() {
+    require_root();
+    let d = Daemon::start();
+    d.ok(&["network", "create", "net", "--subnet", "10.77.2.0/24"]);
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    d.ok(&[
+        "add-port",
+        "net",
+        "--netns",
+        &a.name,
+        "--ifname",
+        "data0",
+        "--mac",
+        "02:00:00:aa:bb:01",
+        "--ip",
+        "10.77.2.10/24",
+        "--mtu",
+        "9000",
+    ]);
+    // Name b's namespace by the pid of a process living in it.
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", &b.name, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    // `ip netns exec` execs sleep in place, so the pid is the sleeper's once it is in the netns.
+    assert!(wait_until(5, || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+            != std::fs::read_link("/proc/self/ns/net").ok()
+    }));
+    d.ok(&[
+        "add-port",
+        "net",
+        "--netns",
+        &pid,
+        "--ip",
+        "10.77.2.11",
+        "--name",
+        "bypid",
+    ]);
+    let link = a.exec_ok(&["ip", "-o", "link", "show", "data0"]);
+    assert!(
+        link.contains("02:00:00:aa:bb:01") && link.contains("mtu 9000"),
+        "{link}"
+    );
+    assert!(a.ping("10.77.2.11", 2));
+    let show = d.json(&["show"]);
+    let port = show["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bypid")
+        .unwrap()
+        .clone();
+    assert_eq!(port["netns"], Value::String(pid.clone()));
+    assert_eq!(port["status"], "up");
+    assert_eq!(port["kind"], "tap");
+    let default_name = show["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == format!("{}-data0", a.name));
+    assert!(default_name, "default port name is NETNS-IFNAME: {show}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+#[test]
+fn learning_flooding_and_known_unicast() {
+    let (d, ns) = setup(3, "10.77.3");
+    // Traffic between p1 and p2 teaches the switch both MACs.
+    assert!(ns[0].ping("10.77.3.3", 2));
+    let fdb = d.json(&["fdb", "show", "net"]);
+    let entries = fdb[0]["entries"].as_array().unwrap();
+    let has = |mac: &str, port: &str| entries.iter().any(|e| e["mac"] == mac && e["port"] == port);
+    assert!(has("02:42:0a:4d:03:02", "p1"), "{fdb}");
+    assert!(has("02:42:0a:4d:03:03", "p2"), "{fdb}");
+    assert!(fdb[0]["counters"]["learned"].as_u64().unwrap() >= 2);
+
+    // Known unicast p1 -> p2 reaches only p2: p3 sees none of it.
+    let (_, p3_tx0) = rx_tx(&d, "p3");
+    let (_, p2_tx0) = rx_tx(&d, "p2");
+    assert!(ns[0].ping("10.77.3.3", 10));
+    let (_, p3_tx1) = rx_tx(&d, "p3");
+    let (_, p2_tx1) = rx_tx(&d, "p2");
+    assert!(p2_tx1 - p2_tx0 >= 10, "p2 got the echo requests");
+    assert_eq!(p3_tx1, p3_tx0, "known unicast must not leak to p3");
+
+    // Unknown unicast floods: frames to a MAC nobody has reach p2 and p3.
+    ns[0].exec_ok(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.77.3.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    let (_, p2_a) = rx_tx(&d, "p2");
+    let (_, p3_a) = rx_tx(&d, "p3");
+    assert!(!ns[0].ping_any("10.77.3.99", 5));
+    let (_, p2_b) = rx_tx(&d, "p2");
+    let (_, p3_b) = rx_tx(&d, "p3");
+    assert!(
+        p2_b - p2_a >= 5,
+        "unknown unicast flooded to p2: {p2_a} -> {p2_b}"
+    );
+    assert!(
+        p3_b - p3_a >= 5,
+        "unknown unicast flooded to p3: {p3_a} -> {p3_b}"
+    );
+    // And it was never sent back out of p1.
+    let s = d.stats("p1");
+    assert_eq!(s["drops"]["hairpin"], 0);
+}
+
+#[test]
+fn mac_move_updates_the_entry() {
+    let (d, ns) = setup(2, "10.77.4");
+    let c = Netns::new("c");
+    d.ok(&[
+        "add-port",
+        "net",
+        "--netns",
+        &c.name,
+        "--ip",
+        "10.77.4.4",
+        "--name",
+        "p3",
+    ]);
+    assert!(ns[0].ping("10.77.4.3", 1));
+    // p2's MAC now shows up on p3 (a migrated container): delete p2, give p3 its MAC.
+    d.ok(&["del-port", "p3"]);
+    d.ok(&["del-port", "p2"]);
+    d.ok(&[
+        "add-port",
+        "net",
+        "--netns",
+        &c.name,
+        "--ip",
+        "10.77.4.3",
+        "--name",
+        "p3",
+        "--mac",
+        "02:42:0a:4d:04:03",
+    ]);
+    assert!(ns[0].ping("10.77.4.3", 2));
+    let fdb = d.json(&["fdb", "show"]);
+    let net = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["network"] == "net")
+        .unwrap();
+    let e = net["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == "02:42:0a:4d:04:03")
+        .unwrap();
+    assert_eq!(e["port"], "p3");
+}
+
+#[test]
+fn networks_are_isolated() {
+    require_root();
+    let d = Daemon::start();
+    d.ok(&["network", "create", "red", "--subnet", "10.77.5.0/24"]);
+    d.ok(&["network", "create", "blue", "--subnet", "10.77.6.0/24"]);
+    let r1 = Netns::new("r1");
+    let r2 = Netns::new("r2");
+    let b1 = Netns::new("b1");
+    d.ok(&[
+        "add-port",
+        "red",
+        "--netns",
+        &r1.name,
+        "--ip",
+        "10.77.5.2",
+        "--name",
+        "r1",
+    ]);
+    d.ok(&[
+        "add-port",
+        "red",
+        "--netns",
+        &r2.name,
+        "--ip",
+        "10.77.5.3",
+        "--name",
+        "r2",
+    ]);
+    d.ok(&[
+        "add-port",
+        "blue",
+        "--netns",
+        &b1.name,
+        "--ip",
+        "10.77.6.2",
+        "--name",
+        "b1",
+    ]);
+    assert!(r1.ping("10.77.5.3", 2), "same network works");
+    // Make r1 treat blue's subnet as on-link, so it ARPs for b1 directly on its wire.
+    r1.exec_ok(&["ip", "route", "add", "10.77.6.0/24", "dev", "eth0"]);
+    b1.exec_ok(&["ip", "route", "add", "10.77.5.0/24", "dev", "eth0"]);
+    let (_, b1_tx0) = rx_tx(&d, "b1");
+    assert!(!r1.ping_any("10.77.6.2", 3), "red must not reach blue");
+    assert!(!b1.ping_any("10.77.5.2", 3), "blue must not reach red");
+    let (_, b1_tx1) = rx_tx(&d, "b1");
+    assert_eq!(
+        b1_tx0, b1_tx1,
+        "nothing from red was delivered to blue's port"
+    );
+    let fdb = d.json(&["fdb", "show", "blue"]);
+    let macs: Vec<&str> = fdb[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["mac"].as_str().unwrap())
+        .collect();
+    assert!(
+        !macs.contains(&"02:42:0a:4d:05:02"),
+        "red's MAC not in blue's table: {macs:?}"
+    );
+}
+
+#[test]
+fn del_port_and_network_rm_rules() {
+    let (d, ns) = setup(2, "10.77.7");
+    assert!(ns[0].has_link("eth0"));
+    d.ok(&["del-port", "p1"]);
+    assert!(!ns[0].has_link("eth0"), "del-port removes the interface");
+    assert!(!ns[1].ping_any("10.77.7.2", 2));
+    let (code, msg) = d.err(&["del-port", "p1"]);
+    assert_eq!(code, "port_not_found", "{msg}");
+
+    let (code, msg) = d.err(&["network", "rm", "net"]);
+    assert_eq!(code, "network_in_use");
+    assert!(msg.contains("p2") && msg.contains("--force"), "{msg}");
+    assert!(ns[1].has_link("eth0"), "a refused rm changes nothing");
+    let (code, _) = d.err(&["network", "rm", "nope"]);
+    assert_eq!(code, "network_not_found");
+    let (code, msg) = d.err(&["network", "rm", "bridge"]);
+    assert_eq!(
+        code, "invalid_argument",
+        "the config's network stays: {msg}"
+    );
+
+    d.ok(&["network", "rm", "net", "--force"]);
+    assert!(
+        !ns[1].has_link("eth0"),
+        "--force removes the ports' interfaces"
+    );
+    let nets = d.json(&["network", "ls"]);
+    assert_eq!(nets.as_array().unwrap().len(), 1, "{nets}");
+    assert_eq!(d.json(&["show"])["ports"].as_array().unwrap().len(), 0);
+    // An empty network goes without --force.
+    d.ok(&["network", "create", "empty", "--subnet", "10.77.8.0/24"]);
+    d.ok(&["network", "rm", "empty"]);
+}
+
+#[test]
+fn restart_restores_networks_and_ports() {
+    let (mut d, ns) = setup(2, "10.77.9");
+    d.ok(&[
+        "network",
+        "create",
+        "other",
+        "--subnet",
+        "10.78.0.0/16",
+        "--gateway",
+        "10.78.0.254",
+        "--mac-aging",
+        "60",
+        "--fdb-limit",
+        "100",
+    ]);
+    assert!(ns[0].ping("10.77.9.3", 1));
+    let before = d.show_stable();
+
+    // Clean stop: the interfaces leave the namespaces, the configuration stays.
+    let status = d.stop_with(15);
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    assert!(
+        !ns[0].has_link("eth0") && !ns[1].has_link("eth0"),
+        "ports removed on exit"
+    );
+    assert!(!d.socket.exists(), "socket removed on exit");
+    d.restart();
+    let mut after = d.show_stable();
+    after["daemon"]["pid"] = before["daemon"]["pid"].clone();
+    assert_eq!(before["networks"], after["networks"]);
+    assert_eq!(before["ports"], after["ports"]);
+    assert!(
+        ns[0].ping("10.77.9.3", 2),
+        "traffic flows after SIGTERM restart"
+    );
+    let link = ns[0].exec_ok(&["ip", "-o", "link", "show", "eth0"]);
+    assert!(
+        link.contains("02:42:0a:4d:09:02"),
+        "same MAC after restart: {link}"
+    );
+
+    // kill -9: nothing is cleaned up by the daemon, and nothing is lost.
+    d.stop_with(9);
+    d.restart();
+    let after = d.show_stable();
+    assert_eq!(before["networks"], after["networks"]);
+    assert_eq!(before["ports"], after["ports"]);
+    assert!(
+        ns[1].ping("10.77.9.2", 2),
+        "traffic flows after kill -9 restart"
+    );
+    let other = d.json(&["network", "inspect", "other"]);
+    assert_eq!(other["gateway"], "10.78.0.254");
+    assert_eq!(other["mac_aging_secs"], 60);
+    assert_eq!(other["fdb_limit"], 100);
+}
+
+#[test]
+fn restart_reports_ports_whose_namespace_is_gone() {
+    let (mut d, mut ns) = setup(2, "10.77.10");
+    d.stop_with(15);
+    let gone = ns.pop().unwrap();
+    let gone_name = gone.name.clone();
+    drop(gone);
+    d.restart();
+    let show = d.json(&["show"]);
+    let p2 = show["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p2")
+        .unwrap()
+        .clone();
+    assert_eq!(p2["status"], "detached", "{p2}");
+    assert!(p2["detail"].as_str().unwrap().contains(&gone_name), "{p2}");
+    assert!(d.log().contains("could not be restored"));
+    // The rest works, and the detached port can be deleted.
+    let p1 = show["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p1")
+        .unwrap()
+        .clone();
+    assert_eq!(p1["status"], "up");
+    d.ok(&["del-port", "p2"]);
+    assert!(ns[0].has_link("eth0"));
+}
+
+#[test]
+fn namespace_vanishing_at_runtime_marks_port_down() {
+    let (d, mut ns) = setup(3, "10.77.11");
+    assert!(ns[0].ping("10.77.11.4", 1));
+    let gone = ns.remove(2);
+    drop(gone); // `ip netns del`: the TAP goes with the namespace
+                // Traffic towards it (flooded ARP) or its own fd reports the loss.
+    ns[0].exec_ok(&["ip", "neigh", "flush", "all"]);
+    let _ = ns[0].ping_any("10.77.11.4", 2);
+    assert!(
+        wait_until(10, || d.stats("p3")["status"] == "down"),
+        "p3 marked down: {}",
+        d.stats("p3")
+    );
+    assert!(ns[0].ping("10.77.11.3", 2), "the others keep working");
+    assert!(d.ok(&["show"]).contains("down"));
+    d.ok(&["del-port", "p3"]);
+}
+
+#[test]
+fn mac_aging_and_table_limit() {
+    require_root();
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "net",
+        "--subnet",
+        "10.77.12.0/24",
+        "--mac-aging",
+        "2",
+        "--fdb-limit",
+        "2",
+    ]);
+    let ns: Vec<Netns> = (0..3).map(|i| Netns::new(&format!("a{i}"))).collect();
+    for (i, n) in ns.iter().enumerate() {
+        d.ok(&[
+            "add-port",
+            "net",
+            "--netns",
+            &n.name,
+            "--ip",
+            &format!("10.77.12.{}", i + 2),
+            "--name",
+            &format!("p{i}"),
+        ]);
+    }
+    assert!(ns[0].ping("10.77.12.3", 1));
+    assert!(ns[0].ping("10.77.12.4", 1));
+    let fdb = d.json(&["fdb", "show", "net"]);
+    assert!(
+        fdb[0]["entries"].as_array().unwrap().len() <= 2,
+        "never more than the limit: {fdb}"
+    );
+    assert!(
+        fdb[0]["counters"]["evicted"].as_u64().unwrap() >= 1,
+        "evictions counted: {fdb}"
+    );
+    // Entries age out after 2 s of silence, and the periodic sweep counts them.
+    assert!(
+        wait_until(10, || {
+            let t = &d.json(&["fdb", "show", "net"])[0];
+            t["entries"].as_array().unwrap().is_empty()
+                && t["counters"]["expired"].as_u64().unwrap() >= 1
+        }),
+        "entries age out: {}",
+        d.json(&["fdb", "show", "net"])
+    );
+    // Forwarding still works after aging (it floods and relearns).
+    assert!(ns[1].ping("10.77.12.2", 1));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let (d, ns) = setup(1, "10.77.13");
+    let spare = Netns::new("sp");
+    spare.exec_ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer",
+    ]);
+    let before = d.show_stable();
+    let links_before = spare.links();
+    let n = &spare.name;
+
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["network", "create", "net", "--subnet", "10.99.0.0/24"],
+            "network_exists",
+            "10.77.13.0/24",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.99.13.5/24"],
+            "invalid_argument",
+            "host bits",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.77.13.128/25"],
+            "subnet_overlap",
+            "net",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.77.0.0/16"],
+            "subnet_overlap",
+            "net",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "172.17.5.0/24"],
+            "subnet_overlap",
+            "bridge",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "10.0.0.0/33"],
+            "invalid_argument",
+            "CIDR",
+        ),
+        (
+            vec!["network", "create", "x", "--subnet", "banana"],
+            "invalid_argument",
+            "banana",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.98.0.0/24",
+                "--gateway",
+                "10.97.0.1",
+            ],
+            "invalid_argument",
+            "gateway",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.98.0.0/24",
+                "--driver",
+                "overlay",
+            ],
+            "invalid_argument",
+            "driver",
+        ),
+        (
+            vec!["network", "create", "bad/name", "--subnet", "10.98.0.0/24"],
+            "invalid_argument",
+            "name",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.98.0.0/24",
+                "--fdb-limit",
+                "0",
+            ],
+            "invalid_argument",
+            "FDB",
+        ),
+        (
+            vec!["network", "inspect", "nope"],
+            "network_not_found",
+            "nope",
+        ),
+        (
+            vec!["add-port", "nope", "--netns", n],
+            "network_not_found",
+            "nope",
+        ),
+        (
+            vec!["add-port", "net", "--netns", n, "--name", "p1"],
+            "port_exists",
+            "p1",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--mac",
+                "zz:00:00:00:00:01",
+            ],
+            "invalid_argument",
+            "MAC",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--mac",
+                "01:00:5e:00:00:01",
+            ],
+            "invalid_argument",
+            "multicast",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--mac",
+                "02:42:0a:4d:0d:02",
+            ],
+            "mac_in_use",
+            "p1",
+        ),
+        (
+            vec![
+                "add-port", "net", "--netns", n, "--ifname", "eth1", "--mtu", "20",
+            ],
+            "invalid_argument",
+            "MTU",
+        ),
+        (
+            vec![
+                "add-port", "net", "--netns", n, "--ifname", "eth1", "--mtu", "70000",
+            ],
+            "invalid_argument",
+            "MTU",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.78.0.5",
+            ],
+            "invalid_argument",
+            "outside",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.77.13.2",
+            ],
+            "address_in_use",
+            "p1",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.77.13.1",
+            ],
+            "address_in_use",
+            "gateway",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.77.13.255",
+            ],
+            "invalid_argument",
+            "broadcast",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.77.13.9/16",
+            ],
+            "invalid_argument",
+            "prefix",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "eth1",
+                "--ip",
+                "10.77.13.300",
+            ],
+            "invalid_argument",
+            "address",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                "vt-no-such-ns",
+                "--ip",
+                "10.77.13.9",
+            ],
+            "netns_not_found",
+            "vt-no-such-ns",
+        ),
+        (
+            vec!["add-port", "net", "--netns", "/nonexistent/ns"],
+            "netns_not_found",
+            "nonexistent",
+        ),
+        (
+            vec!["add-port", "net", "--netns", "/etc/hostname", "--name", "q"],
+            "netns_not_found",
+            "not a network namespace",
+        ),
+        (
+            vec!["add-port", "net", "--netns", "999999999"],
+            "netns_not_found",
+            "999999999",
+        ),
+        (
+            vec!["add-port", "net", "--netns", "a/b"],
+            "invalid_argument",
+            "namespace",
+        ),
+        (
+            vec!["add-port", "net", "--netns", n, "--ip", "10.77.13.9"],
+            "ifname_taken",
+            "eth0",
+        ),
+        (
+            vec![
+                "add-port",
+                "net",
+                "--netns",
+                n,
+                "--ifname",
+                "much-too-long-name0",
+            ],
+            "invalid_argument",
+            "interface name",
+        ),
+        (vec!["del-port", "nope"], "port_not_found", "nope"),
+        (vec!["port", "stats", "nope"], "port_not_found", "nope"),
+        (vec!["fdb", "show", "nope"], "network_not_found", "nope"),
+    ];
+    for (args, code, needle) in &cases {
+        let (got, msg) = d.err(args);
+        assert_eq!(&got, code, "{args:?}: {msg}");
+        assert!(
+            msg.contains(needle),
+            "{args:?}: message {msg:?} should mention {needle:?}"
+        );
+    }
+    assert_eq!(d.show_stable(), before, "no bad request changed anything");
+    assert_eq!(spare.links(), links_before, "no interface was left behind");
+    assert!(ns[0].has_link("eth0"));
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_the_daemon() {
+    require_root();
+    let d = Daemon::start();
+    let before = d.show_stable();
+
+    let v = d.raw(b"this is not json\n");
+    assert_eq!(v["error"]["code"], "bad_request");
+    let v = d.raw(b"{\"op\":\"show\"}\n");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    let v = d.raw(b"{\"version\":7,\"op\":\"show\"}\n");
+    assert_eq!(v["error"]["code"], "unsupported_version");
+    let v = d.raw(b"{\"version\":1,\"op\":\"format-disk\"}\n");
+    assert_eq!(v["error"]["code"], "bad_request");
+    let v = d.raw(
+        b"{\"version\":1,\"op\":\"network-create\",\"name\":[1,2],\"subnet\":\"10.1.0.0/24\"}\n",
+    );
+    assert_eq!(v["error"]["code"], "bad_request");
+    let v = d.raw(b"\xff\xfe\x00garbage\n");
+    assert_eq!(v["error"]["code"], "bad_request");
+    // Oversized: 2 MiB without a newline.
+    let big = vec![b'{'; 2 << 20];
+    let v = d.raw(&big);
+    assert_eq!(v["error"]["code"], "request_too_large");
+
+    // Clients that connect and never send (or send half a line) do not block others.
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    let mut half = UnixStream::connect(&d.socket).unwrap();
+    half.write_all(b"{\"version\":1,\"op\":").unwrap();
+    for _ in 0..3 {
+        d.ok(&["network", "ls"]);
+    }
+    // A request pipelined on one connection gets answers in order.
+    let v = d.raw(b"{\"version\":1,\"op\":\"network-list\"}\n{\"version\":1,\"op\":\"show\"}\n");
+    assert!(v["ok"]["networks"].is_array(), "{v}");
+    drop(idle);
+    drop(half);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(d.show_stable(), before);
+    assert!(d.ok(&["show"]).contains("bridge"));
+}
+
+#[test]
+fn second_instance_is_refused() {
+    require_root();
+    let d = Daemon::start();
+    let out = std::process::Command::new(bin("vswitchd"))
+        .arg("--socket")
+        .arg(d.dir.join("other.sock"))
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another vswitchd"));
+    let other_state = d.dir.join("other-state");
+    let out = std::process::Command::new(bin("vswitchd"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("--state-dir")
+        .arg(&other_state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
+    // The first one is unharmed.
+    d.ok(&["show"]);
+    let mode = std::fs::metadata(&d.socket)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
+    assert_eq!(mode, 0o660, "socket mode");
+}
+
+#[test]
+fn json_on_every_read_command() {
+    let (d, _ns) = setup(1, "10.77.14");
+    for args in [
+        vec!["show"],
+        vec!["network", "ls"],
+        vec!["network", "inspect", "net"],
+        vec!["fdb", "show"],
+        vec!["fdb", "show", "net"],
+        vec!["port", "stats"],
+        vec!["port", "stats", "p1"],
+    ] {
+        let v = d.json(&args);
+        assert!(v.is_object() || v.is_array(), "{args:?}: {v}");
+    }
+    let stats = d.stats("p1");
+    for reason in [
+        "runt",
+        "bad_length",
+        "invalid_source",
+        "hairpin",
+        "no_destination",
+        "tx_error",
+    ] {
+        assert!(
+            stats["drops"][reason].is_u64(),
+            "drop reason {reason} listed: {stats}"
+        );
+    }
+    // Human output too.
+    assert!(d.ok(&["network", "ls"]).contains("10.77.14.0/24"));
+    assert!(d.ok(&["port", "stats", "p1"]).contains("rx:"));
+}
