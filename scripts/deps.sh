@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what vswitch needs to build and to be tested, on a Debian-like machine, as root.
+# Idempotent: apt runs only when something is missing, or always with VSWITCH_APT=always (CI).
+set -euo pipefail
+
+# Tools the daemon and the integration tests use: ip/netns (iproute2), ping (iputils-ping),
+# sysctl (procps), modprobe (kmod), and a C toolchain for crates that build C.
+PACKAGES=(iproute2 iputils-ping procps kmod gcc pkg-config ca-certificates curl)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${VSWITCH_APT:-}" = always ] || [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+fi
+
+# TUN/TAP device node.
+if [ ! -c /dev/net/tun ]; then
+  modprobe tun 2>/dev/null || true
+  if [ ! -c /dev/net/tun ]; then
+    mkdir -p /dev/net
+    mknod /dev/net/tun c 10 200
+    chmod 0666 /dev/net/tun
+  fi
+fi
+mkdir -p /run/netns
+
+# Rust toolchain: machines of this kind have one; install rustup's stable otherwise.
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
