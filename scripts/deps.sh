@@ -4,8 +4,8 @@
 set -euo pipefail
 
 # Tools the daemon and the integration tests use: ip/netns (iproute2), ping (iputils-ping),
-# sysctl (procps), modprobe (kmod), and a C toolchain for crates that build C.
-PACKAGES=(iproute2 iputils-ping procps kmod gcc pkg-config ca-certificates curl)
+# sysctl (procps), modprobe (kmod), python3 (raw frames in tests), and a C toolchain for crates that build C.
+PACKAGES=(iproute2 iputils-ping procps kmod python3 gcc pkg-config ca-certificates curl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2

@@ -395,7 +395,8 @@ fn restart_restores_networks_and_ports() {
 #[test]
 fn restart_reports_ports_whose_namespace_is_gone() {
     let (mut d, mut ns) = setup(2, "10.77.10");
-    d.stop_with(15);
+    assert!(d.stop_with(2).success(), "SIGINT is a clean exit too");
+    assert!(!ns[0].has_link("eth0"));
     let gone = ns.pop().unwrap();
     let gone_name = gone.name.clone();
     drop(gone);
@@ -915,4 +916,55 @@ fn json_on_every_read_command() {
     // Human output too.
     assert!(d.ok(&["network", "ls"]).contains("10.77.14.0/24"));
     assert!(d.ok(&["port", "stats", "p1"]).contains("rx:"));
+}
+
+/// Sends raw Ethernet frames (hex strings) out of `ifname` in `ns` through an AF_PACKET socket.
+fn send_raw(ns: &Netns, ifname: &str, frames: &[String]) {
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\ns.bind(({ifname:?}, 0))\nfor f in {frames:?}:\n    s.send(bytes.fromhex(f))\n"
+    );
+    ns.exec_ok(&["python3", "-c", &script]);
+}
+
+#[test]
+fn malformed_frames_from_a_container_are_counted_not_forwarded() {
+    let (d, ns) = setup(2, "10.77.15");
+    assert!(ns[0].ping("10.77.15.3", 1));
+    let (_, p2_tx0) = rx_tx(&d, "p2");
+    let dst = "ffffffffffff";
+    let payload = "00".repeat(46);
+    let frames = vec![
+        // 802.3 length field claiming 1000 bytes in a 60-byte frame.
+        format!("{dst}020000000001{:04x}{payload}", 1000),
+        // Neither a length nor an EtherType (1501..1535).
+        format!("{dst}020000000001{:04x}{payload}", 1510),
+        // Multicast source MAC.
+        format!("{dst}01005e000001{:04x}{payload}", 0x0800),
+        // All-zero source MAC.
+        format!("{dst}000000000000{:04x}{payload}", 0x0800),
+    ];
+    send_raw(&ns[0], "eth0", &frames);
+    assert!(
+        wait_until(5, || {
+            let s = d.stats("p1");
+            s["drops"]["bad_length"] == 2 && s["drops"]["invalid_source"] == 2
+        }),
+        "drops counted by reason: {}",
+        d.stats("p1")
+    );
+    let (_, p2_tx1) = rx_tx(&d, "p2");
+    assert_eq!(p2_tx0, p2_tx1, "none of them reached p2");
+    let fdb = d.json(&["fdb", "show", "net"]);
+    let macs: Vec<&str> = fdb[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["mac"].as_str().unwrap())
+        .collect();
+    assert!(
+        !macs.contains(&"02:00:00:00:00:01") && !macs.contains(&"01:00:5e:00:00:01"),
+        "{macs:?}"
+    );
+    // A valid frame after them is still switched.
+    assert!(ns[0].ping("10.77.15.3", 1));
 }
