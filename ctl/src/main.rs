@@ -40,6 +40,24 @@ enum Cmd {
     /// Port counters.
     #[command(subcommand)]
     Port(PortCmd),
+    /// The gateways' neighbour tables (container addresses and MACs) and counters.
+    #[command(subcommand)]
+    Arp(ArpCmd),
+    /// DHCP leases.
+    #[command(subcommand)]
+    Dhcp(DhcpCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ArpCmd {
+    /// Neighbours known to each network's gateway.
+    Show { network: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+enum DhcpCmd {
+    /// Active leases.
+    Leases { network: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,6 +80,24 @@ enum NetworkCmd {
         /// Most MACs the network's table holds [default: 8192].
         #[arg(long)]
         fdb_limit: Option<u32>,
+        /// Allocate addresses (IPAM and DHCP) from this CIDR inside the subnet.
+        #[arg(long)]
+        ip_range: Option<String>,
+        /// Turn the network's DHCP server off.
+        #[arg(long)]
+        no_dhcp: bool,
+        /// Do not resolve container names (like Docker's default bridge).
+        #[arg(long)]
+        no_dns: bool,
+        /// Do not answer ARP on behalf of known containers.
+        #[arg(long)]
+        no_arp_suppress: bool,
+        /// DNS search domain handed out by DHCP [default: NAME.vswitch].
+        #[arg(long)]
+        domain: Option<String>,
+        /// DHCP lease time in seconds [default: 3600].
+        #[arg(long)]
+        lease_time: Option<u32>,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -100,6 +136,12 @@ struct AddPortArgs {
     /// Port name [default: NETNS-IFNAME].
     #[arg(long)]
     name: Option<String>,
+    /// Leave the interface unconfigured; the container gets its address with its own DHCP client.
+    #[arg(long)]
+    dhcp: bool,
+    /// Extra DNS names of the port, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    alias: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,6 +165,12 @@ fn op_of(cmd: Cmd) -> Op {
             driver,
             mac_aging,
             fdb_limit,
+            ip_range,
+            no_dhcp,
+            no_dns,
+            no_arp_suppress,
+            domain,
+            lease_time,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -130,6 +178,12 @@ fn op_of(cmd: Cmd) -> Op {
             driver: Some(driver),
             mac_aging_secs: mac_aging,
             fdb_limit,
+            ip_range,
+            dhcp: Some(!no_dhcp),
+            dns: Some(!no_dns),
+            arp_suppress: Some(!no_arp_suppress),
+            domain,
+            lease_secs: lease_time,
         }),
         Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
         Cmd::Network(NetworkCmd::Inspect { name }) => Op::NetworkInspect { name },
@@ -142,11 +196,15 @@ fn op_of(cmd: Cmd) -> Op {
             ip: a.ip,
             mtu: a.mtu,
             name: a.name,
+            dhcp: a.dhcp,
+            aliases: a.alias,
         }),
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
         Cmd::Fdb(FdbCmd::Show { network }) => Op::FdbShow { network },
         Cmd::Port(PortCmd::Stats { port }) => Op::PortStats { port },
+        Cmd::Arp(ArpCmd::Show { network }) => Op::ArpShow { network },
+        Cmd::Dhcp(DhcpCmd::Leases { network }) => Op::DhcpLeases { network },
     }
 }
 
@@ -283,6 +341,60 @@ fn print_human(reply: &Reply) {
                     )
                 );
             }
+        }
+        Reply::Arp(tables) => {
+            for t in tables {
+                let c = &t.counters;
+                println!(
+                    "network {}: gateway {} at {}, ARP suppression {} (replies {}, suppressed {}, ICMP {}, DHCP {}/{}, DNS {}/{})",
+                    t.network,
+                    t.gateway,
+                    t.gateway_mac,
+                    if t.arp_suppress { "on" } else { "off" },
+                    c.arp_replies,
+                    c.arp_suppressed,
+                    c.icmp_replies,
+                    c.dhcp_replies,
+                    c.dhcp_requests,
+                    c.dns_replies,
+                    c.dns_queries
+                );
+                let rows: Vec<Vec<String>> = t
+                    .neighbors
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            format!("  {}", n.ip),
+                            n.mac.clone(),
+                            n.port.clone(),
+                            n.kind.clone(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["  ADDRESS", "MAC", "PORT", "KIND"], &rows));
+            }
+        }
+        Reply::Leases(leases) => {
+            let rows: Vec<Vec<String>> = leases
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.network.clone(),
+                        l.ip.clone(),
+                        l.mac.clone(),
+                        l.hostname.clone().unwrap_or_else(|| "-".into()),
+                        l.port.clone().unwrap_or_else(|| "-".into()),
+                        format!("{}s", l.expires_in_secs),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["NETWORK", "ADDRESS", "MAC", "HOSTNAME", "PORT", "EXPIRES"],
+                    &rows
+                )
+            );
         }
         Reply::Stats(stats) => {
             for s in stats {

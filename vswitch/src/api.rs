@@ -66,6 +66,15 @@ pub enum Op {
         #[serde(default)]
         port: Option<String>,
     },
+    /// The gateways' neighbour tables and counters.
+    ArpShow {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    DhcpLeases {
+        #[serde(default)]
+        network: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -83,6 +92,22 @@ pub struct NetworkCreate {
     pub mac_aging_secs: Option<u32>,
     #[serde(default)]
     pub fdb_limit: Option<u32>,
+    /// Allocate addresses from this sub-range of the subnet (CIDR).
+    #[serde(default)]
+    pub ip_range: Option<String>,
+    /// DHCP server on the gateway [default: on].
+    #[serde(default)]
+    pub dhcp: Option<bool>,
+    /// Resolve container names [default: on].
+    #[serde(default)]
+    pub dns: Option<bool>,
+    /// Answer ARP for known containers [default: on].
+    #[serde(default)]
+    pub arp_suppress: Option<bool>,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub lease_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -101,6 +126,12 @@ pub struct PortAdd {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Leave the interface unconfigured: the container runs its own DHCP client.
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Extra DNS names of the port on its network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -120,6 +151,38 @@ pub enum Reply {
     Show(ShowInfo),
     Fdb(Vec<FdbTable>),
     Stats(Vec<PortStatsInfo>),
+    Arp(Vec<ArpTable>),
+    Leases(Vec<LeaseInfo>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NeighborRow {
+    pub ip: String,
+    pub mac: String,
+    pub port: String,
+    /// "static", "dhcp" or "learned".
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArpTable {
+    pub network: String,
+    pub gateway: String,
+    pub gateway_mac: String,
+    pub arp_suppress: bool,
+    pub counters: crate::switch::gateway::GatewayCounters,
+    pub neighbors: Vec<NeighborRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaseInfo {
+    pub network: String,
+    pub mac: String,
+    pub ip: String,
+    pub hostname: Option<String>,
+    pub expires_in_secs: u32,
+    /// The port the MAC belongs to, if it is one of the switch's ports.
+    pub port: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +193,13 @@ pub struct NetworkInfo {
     pub gateway: String,
     pub mac_aging_secs: u32,
     pub fdb_limit: u32,
+    pub ip_range: String,
+    pub gateway_mac: String,
+    pub dhcp: bool,
+    pub dns: bool,
+    pub arp_suppress: bool,
+    pub domain: String,
+    pub lease_secs: u32,
     pub ports: Vec<String>,
 }
 
@@ -143,6 +213,8 @@ pub struct PortInfo {
     pub mac: String,
     pub ip: Option<String>,
     pub mtu: u32,
+    pub dhcp: bool,
+    pub aliases: Vec<String>,
     /// "up", or "detached" when its namespace or interface is gone.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +282,7 @@ pub enum ErrorCode {
     PortExists,
     PortNotFound,
     AddressInUse,
+    AddressPoolExhausted,
     MacInUse,
     NetnsNotFound,
     IfnameTaken,

@@ -113,7 +113,8 @@ fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let listener = bind_socket(socket)?;
-    let manager = match Manager::start(store, config.networks, socket.to_path_buf()) {
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    let manager = match Manager::start(store, config.networks, socket.to_path_buf(), events_tx) {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(socket);
@@ -130,6 +131,21 @@ fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String
             .name("control".into())
             .spawn(move || control::serve(listener, manager))
             .map_err(|e| format!("cannot start control thread: {e}"))?;
+    }
+    {
+        // Gateway events (DHCP leases) are persisted by the control plane.
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || {
+                for ev in events_rx {
+                    manager
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_event(ev);
+                }
+            })
+            .map_err(|e| format!("cannot start event thread: {e}"))?;
     }
     info!(socket = %socket.display(), state_dir = %state_dir.display(), "vswitchd ready");
 

@@ -10,12 +10,15 @@ use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 use crate::api::*;
+use crate::control::resolv;
 use crate::dataplane::{self, Command, Snapshot};
 use crate::ports::Port;
 use crate::sandbox::{self, InterfaceSetup, NetnsSpec, SandboxError};
 use crate::state::{
-    NetworkConfig, PortConfig, State, Store, DEFAULT_FDB_LIMIT, DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
+    NetworkConfig, PortConfig, State, Store, StoredLease, DEFAULT_FDB_LIMIT, DEFAULT_LEASE_SECS,
+    DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
 };
+use crate::switch::gateway::{DhcpConfig, Endpoint, Event, GatewayConfig, LeaseRecord};
 use crate::switch::{DropReason, NetId, NetworkParams, PortId};
 use crate::wire::MacAddr;
 
@@ -70,6 +73,33 @@ pub struct Manager {
     ports: HashMap<String, PortRt>,
     started: Instant,
     socket: PathBuf,
+    /// DHCP leases, persisted in the state dir.
+    leases: Vec<StoredLease>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The gateway's own MAC: Docker-style from its address (no port can have that address).
+pub fn gateway_mac(gw: Ipv4Addr) -> MacAddr {
+    MacAddr::docker_style(gw.octets())
+}
+
+/// A DNS name a port may be known by: dot-separated labels of letters, digits and '-'.
+fn valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 impl Manager {
@@ -79,9 +109,14 @@ impl Manager {
         store: Store,
         declared: Vec<NetworkConfig>,
         socket: PathBuf,
+        events: crossbeam_channel::Sender<Event>,
     ) -> Result<Manager, String> {
         let saved = store.load().map_err(|e| e.to_string())?;
-        let dp = dataplane::Handle::spawn().map_err(|e| format!("cannot start dataplane: {e}"))?;
+        let now = unix_now();
+        let mut leases = store.load_leases().map_err(|e| e.to_string())?;
+        leases.retain(|l| l.expires > now);
+        let dp =
+            dataplane::Handle::spawn(events).map_err(|e| format!("cannot start dataplane: {e}"))?;
         let mut m = Manager {
             state: State::default(),
             store,
@@ -91,6 +126,7 @@ impl Manager {
             ports: HashMap::new(),
             started: Instant::now(),
             socket,
+            leases,
         };
         let saved = saved.unwrap_or_default();
         for net in saved.networks {
@@ -108,6 +144,12 @@ impl Manager {
                 driver: Some(net.driver.clone()),
                 mac_aging_secs: Some(net.mac_aging_secs),
                 fdb_limit: Some(net.fdb_limit),
+                ip_range: net.ip_range.map(|r| r.to_string()),
+                dhcp: Some(net.dhcp),
+                dns: Some(net.dns),
+                arp_suppress: Some(net.arp_suppress),
+                domain: net.domain.clone(),
+                lease_secs: Some(net.lease_secs),
             };
             let cfg = m
                 .validate_network(&req)
@@ -181,6 +223,8 @@ impl Manager {
             Op::Show => self.show(),
             Op::FdbShow { network } => self.fdb_show(network.as_deref()),
             Op::PortStats { port } => self.port_stats(port.as_deref()),
+            Op::ArpShow { network } => self.arp_show(network.as_deref()),
+            Op::DhcpLeases { network } => self.dhcp_leases(network.as_deref()),
         }
     }
 
@@ -310,6 +354,35 @@ impl Manager {
                 "FDB limit {fdb_limit} is out of range (1 to {MAX_FDB_LIMIT})"
             )));
         }
+        let ip_range = match &req.ip_range {
+            None => None,
+            Some(r) => {
+                let r: Ipv4Net = r.parse().map_err(|_| {
+                    invalid(format!(
+                        "invalid --ip-range {r:?}: expected a CIDR inside {subnet}"
+                    ))
+                })?;
+                if r.trunc() != r || !subnet.contains(&r) {
+                    return Err(invalid(format!(
+                        "--ip-range {r} must be a CIDR (no host bits) inside subnet {subnet}"
+                    )));
+                }
+                Some(r)
+            }
+        };
+        let lease_secs = req.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+        if !(60..=MAX_AGING_SECS).contains(&lease_secs) {
+            return Err(invalid(format!(
+                "lease time {lease_secs}s is out of range (60 to {MAX_AGING_SECS} seconds)"
+            )));
+        }
+        if let Some(d) = &req.domain {
+            if !valid_dns_name(d) {
+                return Err(invalid(format!(
+                    "invalid domain {d:?}: expected a DNS name like web.example"
+                )));
+            }
+        }
         Ok(NetworkConfig {
             name: req.name.clone(),
             driver,
@@ -317,6 +390,12 @@ impl Manager {
             gateway,
             mac_aging_secs,
             fdb_limit,
+            ip_range,
+            dhcp: req.dhcp.unwrap_or(true),
+            dns: req.dns.unwrap_or(true),
+            arp_suppress: req.arp_suppress.unwrap_or(true),
+            domain: req.domain.as_ref().map(|d| d.to_ascii_lowercase()),
+            lease_secs,
         })
     }
 
@@ -336,12 +415,47 @@ impl Manager {
 
     fn attach_network(&mut self, net: &NetworkConfig) -> ApiResult<NetId> {
         let id = NetId(Self::free_id(self.nets.values().map(|n| &n.0)));
+        let pool = net.pool();
+        let gateway = GatewayConfig {
+            ip: net.gateway,
+            mac: gateway_mac(net.gateway),
+            subnet: net.subnet,
+            arp_suppress: net.arp_suppress,
+            dhcp: net.dhcp.then(|| DhcpConfig {
+                range_start: pool.network(),
+                range_end: pool.broadcast(),
+                lease_secs: net.lease_secs,
+                mtu: 1500,
+            }),
+            dns_names: net.dns,
+            domain: net.domain(),
+        };
         let params = NetworkParams {
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
+            gateway: Some(gateway),
         };
         self.dp_call(|done| Command::AddNetwork { id, params, done })?;
         self.nets.insert(net.name.clone(), id);
+        let now = unix_now();
+        let leases: Vec<LeaseRecord> = self
+            .leases
+            .iter()
+            .filter(|l| l.network == net.name && l.expires > now)
+            .map(|l| LeaseRecord {
+                mac: l.mac,
+                ip: l.ip,
+                hostname: l.hostname.clone(),
+                remaining_secs: (l.expires - now).min(u64::from(u32::MAX)) as u32,
+            })
+            .collect();
+        if !leases.is_empty() {
+            self.dp_call(|done| Command::RestoreLeases {
+                network: id,
+                leases,
+                done,
+            })?;
+        }
         Ok(id)
     }
 
@@ -385,11 +499,19 @@ impl Manager {
         }
         let saved = self.state.clone();
         self.state.ports.retain(|p| p.network != name);
+        if let Some(net) = saved.networks.iter().find(|n| n.name == name) {
+            for p in saved.ports.iter().filter(|p| p.network == name) {
+                self.forget_port(p);
+            }
+            let _ = net;
+        }
         self.state.networks.retain(|n| n.name != name);
         if let Err(e) = self.save() {
             self.state = saved;
             return Err(e);
         }
+        self.leases.retain(|l| l.network != name);
+        self.save_leases();
         for p in &ports {
             if let Some(PortRt { id: Some(id), .. }) = self.ports.remove(p) {
                 self.dp_call(|done| Command::RemovePort { id, done })?;
@@ -418,6 +540,13 @@ impl Manager {
             gateway: n.gateway.to_string(),
             mac_aging_secs: n.mac_aging_secs,
             fdb_limit: n.fdb_limit,
+            ip_range: n.pool().to_string(),
+            gateway_mac: gateway_mac(n.gateway).to_string(),
+            dhcp: n.dhcp,
+            dns: n.dns,
+            arp_suppress: n.arp_suppress,
+            domain: n.domain(),
+            lease_secs: n.lease_secs,
             ports,
         }
     }
@@ -477,8 +606,20 @@ impl Manager {
             .iter()
             .filter(|p| p.network == net.name)
             .collect();
+        let mut aliases = Vec::new();
+        for a in &req.aliases {
+            let a = a.trim().to_ascii_lowercase();
+            if !valid_dns_name(&a) {
+                return Err(invalid(format!(
+                    "invalid alias {a:?}: use letters, digits and '-' in dot-separated labels"
+                )));
+            }
+            if !aliases.contains(&a) {
+                aliases.push(a);
+            }
+        }
         let ip = match &req.ip {
-            None => None,
+            None => Some(self.allocate_ip(&net, &peers, req.mac.as_deref())?),
             Some(s) => Some(self.validate_ip(s, &net, &peers)?),
         };
         let mac = match &req.mac {
@@ -504,6 +645,16 @@ impl Manager {
             }
             None => Self::default_mac(&name, ip.map(|n| n.addr()), &peers),
         };
+        if let Some(ip) = ip {
+            if let Some(l) = self.leases.iter().find(|l| {
+                l.network == net.name && l.ip == ip.addr() && l.mac != mac && l.expires > unix_now()
+            }) {
+                return Err(ApiError::new(
+                    ErrorCode::AddressInUse,
+                    format!("address {} is leased by DHCP to {}", ip.addr(), l.mac),
+                ));
+            }
+        }
         Ok(PortConfig {
             name,
             network: net.name.clone(),
@@ -512,7 +663,106 @@ impl Manager {
             mac,
             ip,
             mtu,
+            dhcp: req.dhcp,
+            aliases,
         })
+    }
+
+    /// IPAM: the first free address of the network's range.
+    fn allocate_ip(
+        &self,
+        net: &NetworkConfig,
+        peers: &[&PortConfig],
+        mac: Option<&str>,
+    ) -> ApiResult<Ipv4Net> {
+        let now = unix_now();
+        let mac: Option<MacAddr> = mac.and_then(|m| m.parse().ok());
+        let pool = net.pool();
+        let taken = |ip: Ipv4Addr| {
+            ip == net.gateway
+                || ip == net.subnet.network()
+                || ip == net.subnet.broadcast()
+                || peers.iter().any(|p| p.ip.map(|i| i.addr()) == Some(ip))
+                || self.leases.iter().any(|l| {
+                    l.network == net.name && l.ip == ip && l.expires > now && Some(l.mac) != mac
+                })
+        };
+        let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
+        (start..=end)
+            .map(Ipv4Addr::from)
+            .find(|ip| !taken(*ip))
+            .map(|ip| Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::AddressPoolExhausted,
+                    format!(
+                        "no free address left in {} of network {:?}; remove ports or widen --ip-range",
+                        pool, net.name
+                    ),
+                )
+            })
+    }
+
+    /// What the gateway should know about a port: its MAC, address and DNS names (port name,
+    /// the namespace's name when it has one, aliases).
+    fn endpoint(cfg: &PortConfig) -> Endpoint {
+        let mut names = vec![cfg.name.to_ascii_lowercase()];
+        if let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&cfg.netns) {
+            names.push(ns.to_ascii_lowercase());
+        }
+        names.extend(cfg.aliases.iter().cloned());
+        names.retain(|n| valid_dns_name(n));
+        names.dedup();
+        Endpoint {
+            mac: cfg.mac,
+            ip: cfg.ip.map(|n| n.addr()),
+            names,
+        }
+    }
+
+    /// A DHCP lease changed in the dataplane: keep the persisted copy in step.
+    pub fn on_event(&mut self, ev: Event) {
+        let net_name = |id| {
+            self.nets
+                .iter()
+                .find(|(_, n)| **n == id)
+                .map(|(name, _)| name.clone())
+        };
+        match ev {
+            Event::Lease { network, lease } => {
+                let Some(network) = net_name(network) else {
+                    return;
+                };
+                self.leases.retain(|l| {
+                    !(l.network == network && (l.mac == lease.mac || l.ip == lease.ip))
+                });
+                info!(%network, mac = %lease.mac, ip = %lease.ip, "DHCP lease");
+                self.leases.push(StoredLease {
+                    network,
+                    mac: lease.mac,
+                    ip: lease.ip,
+                    hostname: lease.hostname,
+                    expires: unix_now() + u64::from(lease.remaining_secs),
+                });
+            }
+            Event::Released { network, mac } => {
+                let Some(network) = net_name(network) else {
+                    return;
+                };
+                info!(%network, %mac, "DHCP lease released");
+                self.leases
+                    .retain(|l| !(l.network == network && l.mac == mac));
+            }
+        }
+        self.save_leases();
+    }
+
+    fn save_leases(&mut self) {
+        let now = unix_now();
+        self.leases.retain(|l| l.expires > now);
+        if let Err(e) = self.store.save_leases(&self.leases) {
+            warn!(error = %e, "cannot save DHCP leases");
+        }
     }
 
     fn validate_ip(
@@ -604,7 +854,12 @@ impl Manager {
             ifname: cfg.ifname.clone(),
             mac: cfg.mac,
             mtu: cfg.mtu,
-            ip: cfg.ip.map(|n| (n.addr(), n.prefix_len())),
+            // With --dhcp the container's own client configures the address.
+            ip: if cfg.dhcp {
+                None
+            } else {
+                cfg.ip.map(|n| (n.addr(), n.prefix_len()))
+            },
             gateway: Some(net.gateway),
         };
         let (tap, report) =
@@ -619,10 +874,12 @@ impl Manager {
                 .map(|p| &p.0),
         ));
         let port: Box<dyn Port> = Box::new(tap);
+        let endpoint = Some(Self::endpoint(cfg));
         self.dp_call(|done| Command::AddPort {
             id,
             network: net_id,
             port,
+            endpoint,
             done,
         })?
         .map_err(|e| internal(format!("dataplane refused the port: {e}")))?;
@@ -647,8 +904,26 @@ impl Manager {
             return Err(e);
         }
         info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname, "port added");
+        self.write_resolv(&cfg);
         let snap = self.snapshot()?;
         Ok(Reply::Port(self.port_info(&cfg, &snap)))
+    }
+
+    /// For a named namespace on a network that resolves names, points the namespace's resolver
+    /// (`/etc/netns/NS/resolv.conf`, which `ip netns exec` mounts) at the gateway.
+    fn write_resolv(&self, cfg: &PortConfig) {
+        let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&cfg.netns) else {
+            return;
+        };
+        let Some(net) = self.state.networks.iter().find(|n| n.name == cfg.network) else {
+            return;
+        };
+        if !net.dns {
+            return;
+        }
+        if let Err(e) = resolv::add(&ns, net.gateway, &net.domain()) {
+            warn!(netns = %ns, error = %e, "cannot write resolv.conf");
+        }
     }
 
     fn port_delete(&mut self, name: &str) -> ApiResult<Reply> {
@@ -662,8 +937,122 @@ impl Manager {
         if let Some(PortRt { id: Some(id), .. }) = self.ports.remove(name) {
             self.dp_call(|done| Command::RemovePort { id, done })?;
         }
+        if let Some(port) = saved.ports.iter().find(|p| p.name == name) {
+            self.forget_port(port);
+        }
         info!(port = %name, "port deleted");
         Ok(Reply::Done)
+    }
+
+    /// Cleans up what a port leaves outside the state: its leases and resolv.conf entry.
+    fn forget_port(&mut self, port: &PortConfig) {
+        let before = self.leases.len();
+        self.leases
+            .retain(|l| !(l.network == port.network && l.mac == port.mac));
+        if self.leases.len() != before {
+            self.save_leases();
+        }
+        if let (Ok(NetnsSpec::Name(ns)), Some(net)) = (
+            NetnsSpec::parse(&port.netns),
+            self.state.networks.iter().find(|n| n.name == port.network),
+        ) {
+            let still_used = self
+                .state
+                .ports
+                .iter()
+                .any(|p| p.netns == port.netns && p.network == port.network);
+            if !still_used {
+                if let Err(e) = resolv::remove(&ns, net.gateway, &net.domain()) {
+                    warn!(netns = %ns, error = %e, "cannot update resolv.conf");
+                }
+            }
+        }
+    }
+
+    fn arp_show(&self, network: Option<&str>) -> ApiResult<Reply> {
+        if let Some(n) = network {
+            self.net_config(n)?;
+        }
+        let snap = self.snapshot()?;
+        let names = self.port_names_by_id();
+        let mut tables = Vec::new();
+        for net in &self.state.networks {
+            if network.is_some_and(|n| n != net.name) {
+                continue;
+            }
+            let Some(id) = self.nets.get(&net.name) else {
+                continue;
+            };
+            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
+                continue;
+            };
+            let mut neighbors: Vec<NeighborRow> = ns
+                .neighbors
+                .iter()
+                .map(|(ip, n)| NeighborRow {
+                    ip: ip.to_string(),
+                    mac: n.mac.to_string(),
+                    port: names
+                        .get(&n.port)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{}", n.port.0)),
+                    kind: serde_json::to_value(n.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            neighbors.sort_by_key(|r| r.ip.parse::<Ipv4Addr>().ok());
+            tables.push(ArpTable {
+                network: net.name.clone(),
+                gateway: net.gateway.to_string(),
+                gateway_mac: gateway_mac(net.gateway).to_string(),
+                arp_suppress: net.arp_suppress,
+                counters: ns.gateway.unwrap_or_default(),
+                neighbors,
+            });
+        }
+        tables.sort_by(|a, b| a.network.cmp(&b.network));
+        Ok(Reply::Arp(tables))
+    }
+
+    fn dhcp_leases(&self, network: Option<&str>) -> ApiResult<Reply> {
+        if let Some(n) = network {
+            self.net_config(n)?;
+        }
+        let snap = self.snapshot()?;
+        let mut out = Vec::new();
+        for net in &self.state.networks {
+            if network.is_some_and(|n| n != net.name) {
+                continue;
+            }
+            let Some(id) = self.nets.get(&net.name) else {
+                continue;
+            };
+            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
+                continue;
+            };
+            for l in &ns.leases {
+                out.push(LeaseInfo {
+                    network: net.name.clone(),
+                    mac: l.mac.to_string(),
+                    ip: l.ip.to_string(),
+                    hostname: l.hostname.clone(),
+                    expires_in_secs: l.remaining_secs,
+                    port: self
+                        .state
+                        .ports
+                        .iter()
+                        .find(|p| p.network == net.name && p.mac == l.mac)
+                        .map(|p| p.name.clone()),
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.network, a.ip.parse::<Ipv4Addr>().ok())
+                .cmp(&(&b.network, b.ip.parse::<Ipv4Addr>().ok()))
+        });
+        Ok(Reply::Leases(out))
     }
 
     fn port_info(&self, p: &PortConfig, snap: &Snapshot) -> PortInfo {
@@ -686,6 +1075,8 @@ impl Manager {
             mac: p.mac.to_string(),
             ip: p.ip.map(|n| n.to_string()),
             mtu: p.mtu,
+            dhcp: p.dhcp,
+            aliases: p.aliases.clone(),
             status: status.to_string(),
             detail,
         }

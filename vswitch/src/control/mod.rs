@@ -3,6 +3,7 @@
 //! clients get an error and are disconnected; other clients are unaffected.
 
 pub mod manager;
+pub mod resolv;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::ports::Port;
 use crate::switch::fdb::{FdbCounters, FdbEntry};
+use crate::switch::gateway::{Endpoint, Event, GatewayCounters, LeaseRecord, Neighbor};
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
 
 /// Frames read from one port before the others get their turn.
@@ -43,7 +44,15 @@ pub enum Command {
         id: PortId,
         network: NetId,
         port: Box<dyn Port>,
+        /// What the network's gateway should know of the port (address, MAC, DNS names).
+        endpoint: Option<Endpoint>,
         done: Sender<io::Result<()>>,
+    },
+    /// Hands persisted DHCP leases back to a network's server (at start-up).
+    RestoreLeases {
+        network: NetId,
+        leases: Vec<LeaseRecord>,
+        done: Sender<()>,
     },
     /// Closes the port's fd (which removes a TAP from its namespace) and forgets it.
     RemovePort {
@@ -70,6 +79,9 @@ pub struct NetworkSnapshot {
     pub id: NetId,
     pub entries: Vec<FdbEntry>,
     pub counters: FdbCounters,
+    pub neighbors: Vec<(std::net::Ipv4Addr, Neighbor)>,
+    pub leases: Vec<LeaseRecord>,
+    pub gateway: Option<GatewayCounters>,
 }
 
 /// A consistent copy of the dataplane's tables and counters.
@@ -97,14 +109,14 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Starts the dataplane thread.
-    pub fn spawn() -> io::Result<Handle> {
+    /// Starts the dataplane thread. Gateway events (DHCP leases) go to `events`.
+    pub fn spawn(events: Sender<Event>) -> io::Result<Handle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
-            .spawn(move || Dataplane::new(poll, rx).run())?;
+            .spawn(move || Dataplane::new(poll, rx, events).run())?;
         Ok(Handle {
             tx,
             waker,
@@ -141,6 +153,7 @@ impl Drop for Handle {
 struct Dataplane {
     poll: Poll,
     commands: Receiver<Command>,
+    events: Sender<Event>,
     pipeline: Pipeline,
     ports: Vec<Option<PortSlot>>,
     ready: VecDeque<PortId>,
@@ -158,10 +171,11 @@ fn token(id: PortId) -> Token {
 }
 
 impl Dataplane {
-    fn new(poll: Poll, commands: Receiver<Command>) -> Dataplane {
+    fn new(poll: Poll, commands: Receiver<Command>, events: Sender<Event>) -> Dataplane {
         Dataplane {
             poll,
             commands,
+            events,
             pipeline: Pipeline::new(),
             ports: Vec::new(),
             ready: VecDeque::new(),
@@ -265,10 +279,28 @@ impl Dataplane {
                 self.pipeline.remove_network(id);
                 let _ = done.send(());
             }
+            Command::RestoreLeases {
+                network,
+                leases,
+                done,
+            } => {
+                let now = self.now_ms();
+                if let Some(gw) = self
+                    .pipeline
+                    .network_mut(network)
+                    .and_then(|n| n.gateway.as_mut())
+                {
+                    for l in &leases {
+                        gw.restore_lease(now, l);
+                    }
+                }
+                let _ = done.send(());
+            }
             Command::AddPort {
                 id,
                 network,
                 port,
+                endpoint,
                 done,
             } => {
                 let fd = port.raw_fd();
@@ -277,7 +309,7 @@ impl Dataplane {
                     .registry()
                     .register(&mut SourceFd(&fd), token(id), Interest::READABLE)
                     .and_then(|()| {
-                        if self.pipeline.add_port(id, network) {
+                        if self.pipeline.add_port(id, network, endpoint) {
                             Ok(())
                         } else {
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
@@ -400,6 +432,12 @@ impl Dataplane {
             for out in &self.actions.out {
                 self.txq.push((*out, i as u16));
             }
+            if !self.actions.reply.is_empty() {
+                self.send_reply(in_port);
+            }
+            for ev in self.actions.events.drain(..) {
+                let _ = self.events.send(ev);
+            }
         }
         // Group by egress port, keeping each port's frames in arrival order.
         self.txq.sort_unstable();
@@ -437,6 +475,28 @@ impl Dataplane {
         }
     }
 
+    /// Sends the gateway's answer back out of the port the question came from. Gateway replies
+    /// are the slow path: one write each, not batched.
+    fn send_reply(&mut self, port_id: PortId) {
+        let frame = &self.actions.reply;
+        let Some(Some(PortSlot {
+            port: Some(port), ..
+        })) = self.ports.get_mut(port_id.idx())
+        else {
+            return;
+        };
+        let sent = port.send(frame);
+        if let Some(c) = self.pipeline.port_counters_mut(port_id) {
+            match sent {
+                Ok(_) => {
+                    c.tx_packets += 1;
+                    c.tx_bytes += frame.len() as u64;
+                }
+                Err(_) => c.count_drop(DropReason::TxError),
+            }
+        }
+    }
+
     fn snapshot(&self) -> Snapshot {
         let now = self.now_ms();
         let ports = self
@@ -461,6 +521,17 @@ impl Dataplane {
                 id,
                 entries: n.fdb.entries(now),
                 counters: n.fdb.counters,
+                neighbors: n
+                    .gateway
+                    .as_ref()
+                    .map(|g| g.neighbors().map(|(ip, nb)| (*ip, *nb)).collect())
+                    .unwrap_or_default(),
+                leases: n
+                    .gateway
+                    .as_ref()
+                    .map(|g| g.leases(now))
+                    .unwrap_or_default(),
+                gateway: n.gateway.as_ref().map(|g| g.counters),
             })
             .collect();
         Snapshot { ports, networks }

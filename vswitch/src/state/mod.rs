@@ -29,6 +29,14 @@ fn default_aging() -> u32 {
 fn default_fdb_limit() -> u32 {
     DEFAULT_FDB_LIMIT
 }
+fn yes() -> bool {
+    true
+}
+fn default_lease() -> u32 {
+    DEFAULT_LEASE_SECS
+}
+
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +50,36 @@ pub struct NetworkConfig {
     pub mac_aging_secs: u32,
     #[serde(default = "default_fdb_limit")]
     pub fdb_limit: u32,
+    /// Addresses handed out (IPAM and DHCP) come from here; defaults to the whole subnet.
+    #[serde(default)]
+    pub ip_range: Option<Ipv4Net>,
+    /// DHCP server on the gateway.
+    #[serde(default = "yes")]
+    pub dhcp: bool,
+    /// The embedded DNS serves container names (Docker's default `bridge` does not).
+    #[serde(default = "yes")]
+    pub dns: bool,
+    /// The switch answers ARP for known container addresses.
+    #[serde(default = "yes")]
+    pub arp_suppress: bool,
+    /// DNS search domain handed out by DHCP [default: NAME.vswitch].
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default = "default_lease")]
+    pub lease_secs: u32,
+}
+
+impl NetworkConfig {
+    pub fn domain(&self) -> String {
+        self.domain
+            .clone()
+            .unwrap_or_else(|| format!("{}.vswitch", self.name.to_ascii_lowercase()))
+    }
+
+    /// The range addresses are allocated from.
+    pub fn pool(&self) -> Ipv4Net {
+        self.ip_range.unwrap_or(self.subnet)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +93,24 @@ pub struct PortConfig {
     /// Address with prefix length, when the port has one.
     pub ip: Option<Ipv4Net>,
     pub mtu: u32,
+    /// The container configures its address itself with DHCP (it is offered `ip`).
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Extra DNS names.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// A DHCP lease as persisted: wall-clock expiry, so it survives restarts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredLease {
+    pub network: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Unix time (seconds) the lease ends.
+    pub expires: u64,
 }
 
 /// Everything that must survive a restart.
@@ -162,6 +218,27 @@ impl Store {
         self.dir.join("state.json")
     }
 
+    /// The saved leases (empty on first start; a corrupt file is reported).
+    pub fn load_leases(&self) -> Result<Vec<StoredLease>, StoreError> {
+        let path = self.dir.join("leases.json");
+        match fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(StoreError::Io {
+                dir: self.dir.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    pub fn save_leases(&self, leases: &[StoredLease]) -> io::Result<()> {
+        let data = serde_json::to_vec_pretty(leases).map_err(io::Error::other)?;
+        self.write_atomic("leases.json", &data)
+    }
+
     /// The saved state, or `None` on first start.
     pub fn load(&self) -> Result<Option<State>, StoreError> {
         let path = self.path();
@@ -185,8 +262,12 @@ impl Store {
 
     /// Writes `state` atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, state: &State) -> io::Result<()> {
-        let tmp = self.dir.join("state.json.tmp");
         let data = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        self.write_atomic("state.json", &data)
+    }
+
+    fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
         {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -194,11 +275,11 @@ impl Store {
                 .write(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&data)?;
+            f.write_all(data)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, self.path())?;
+        fs::rename(&tmp, self.dir.join(name))?;
         File::open(&self.dir)?.sync_all()
     }
 }
@@ -226,6 +307,12 @@ mod tests {
             gateway: "10.1.0.1".parse().unwrap(),
             mac_aging_secs: 300,
             fdb_limit: 8192,
+            ip_range: None,
+            dhcp: true,
+            dns: true,
+            arp_suppress: true,
+            domain: None,
+            lease_secs: 3600,
         });
         s.ports.push(PortConfig {
             name: "c1".into(),
@@ -235,6 +322,8 @@ mod tests {
             mac: "02:42:0a:01:00:02".parse().unwrap(),
             ip: Some("10.1.0.2/24".parse().unwrap()),
             mtu: 1500,
+            dhcp: false,
+            aliases: vec![],
         });
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), Some(s));
@@ -254,5 +343,9 @@ mod tests {
         assert_eq!(bridge.name, "bridge");
         assert_eq!(bridge.subnet, "172.17.0.0/16".parse::<Ipv4Net>().unwrap());
         assert_eq!(bridge.gateway, "172.17.0.1".parse::<Ipv4Addr>().unwrap());
+        assert!(
+            !bridge.dns,
+            "Docker's default bridge does not resolve names"
+        );
     }
 }

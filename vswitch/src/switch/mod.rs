@@ -4,10 +4,12 @@
 //! Stages (classify → L2 → later gateway, L3/NAT, overlay) read the frame through `wire` views.
 
 pub mod fdb;
+pub mod gateway;
 
 use crate::wire::ethernet::FrameError;
 use crate::wire::Frame;
 use fdb::{Fdb, Learned};
+use gateway::{Endpoint, Event, Gateway, GatewayConfig, Verdict};
 
 /// A port's index in the dataplane's tables (stable while the port exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -63,6 +65,12 @@ drop_reasons! {
     UnknownPort => "unknown_port": "Arrived on a port the pipeline does not know (a race with del-port).",
     Truncated => "truncated": "Larger than the receive buffer.",
     TxError => "tx_error": "The egress port refused the frame (interface down or gone).",
+    RogueDhcp => "rogue_dhcp": "A DHCP server message (UDP 67 to 68) sent by a container.",
+    NoRoute => "no_route": "Addressed to the gateway but not something it serves (no routing yet).",
+    BadArp => "bad_arp": "A malformed ARP packet addressed to the gateway.",
+    BadIp => "bad_ip": "A malformed IPv4 packet addressed to the gateway.",
+    BadDhcp => "bad_dhcp": "A malformed or invalid DHCP message.",
+    BadDns => "bad_dns": "A malformed DNS query to the gateway.",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -95,6 +103,10 @@ pub struct Actions {
     pub drop: Option<DropReason>,
     /// The frame was flooded (broadcast, multicast or unknown unicast).
     pub flooded: bool,
+    /// A frame the gateway wrote in answer, to go back out of the ingress port (empty if none).
+    pub reply: Vec<u8>,
+    /// Changes the control plane must hear about (DHCP leases).
+    pub events: Vec<Event>,
 }
 
 impl Actions {
@@ -103,6 +115,8 @@ impl Actions {
             out: Vec::with_capacity(ports),
             drop: None,
             flooded: false,
+            reply: Vec::with_capacity(2048),
+            events: Vec::new(),
         }
     }
 
@@ -111,6 +125,7 @@ impl Actions {
         self.out.clear();
         self.drop = None;
         self.flooded = false;
+        self.reply.clear();
     }
 }
 
@@ -125,6 +140,7 @@ struct PortEntry {
 pub struct Network {
     pub members: Vec<PortId>,
     pub fdb: Fdb,
+    pub gateway: Option<Gateway>,
 }
 
 /// The switch's forwarding state and logic.
@@ -135,10 +151,12 @@ pub struct Pipeline {
 }
 
 /// Settings of a network the pipeline needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkParams {
     pub fdb_limit: usize,
     pub aging_ms: u64,
+    /// The switch's router on this network, if it has one.
+    pub gateway: Option<GatewayConfig>,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -157,6 +175,7 @@ impl Pipeline {
         *slot(&mut self.networks, id.idx()) = Some(Network {
             members: Vec::new(),
             fdb: Fdb::new(params.fdb_limit, params.aging_ms),
+            gateway: params.gateway.map(Gateway::new),
         });
     }
 
@@ -173,6 +192,10 @@ impl Pipeline {
         self.networks.get(id.idx()).and_then(Option::as_ref)
     }
 
+    pub fn network_mut(&mut self, id: NetId) -> Option<&mut Network> {
+        self.networks.get_mut(id.idx()).and_then(Option::as_mut)
+    }
+
     pub fn networks(&self) -> impl Iterator<Item = (NetId, &Network)> {
         self.networks
             .iter()
@@ -180,16 +203,16 @@ impl Pipeline {
             .filter_map(|(i, n)| n.as_ref().map(|n| (NetId(i as u32), n)))
     }
 
-    /// Attaches a port to a network. Returns false when the network does not exist.
-    pub fn add_port(&mut self, id: PortId, network: NetId) -> bool {
-        let Some(net) = self
-            .networks
-            .get_mut(network.idx())
-            .and_then(Option::as_mut)
-        else {
+    /// Attaches a port to a network; the gateway learns its address and names. Returns false
+    /// when the network does not exist.
+    pub fn add_port(&mut self, id: PortId, network: NetId, endpoint: Option<Endpoint>) -> bool {
+        let Some(net) = self.network_mut(network) else {
             return false;
         };
         net.members.push(id);
+        if let (Some(gw), Some(ep)) = (&mut net.gateway, endpoint) {
+            gw.add_endpoint(id, ep);
+        }
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network,
             counters: PortCounters::default(),
@@ -207,6 +230,9 @@ impl Pipeline {
         {
             net.members.retain(|p| *p != id);
             net.fdb.flush_port(id);
+            if let Some(gw) = &mut net.gateway {
+                gw.remove_endpoint(id);
+            }
         }
         Some(entry.counters)
     }
@@ -229,6 +255,9 @@ impl Pipeline {
     pub fn expire(&mut self, now: u64) {
         for net in self.networks.iter_mut().flatten() {
             net.fdb.expire(now);
+            if let Some(gw) = &mut net.gateway {
+                gw.expire(now);
+            }
         }
     }
 
@@ -262,18 +291,42 @@ impl Pipeline {
             actions.drop = Some(DropReason::InvalidSource);
             return;
         }
-        let Some(net) = self
-            .networks
-            .get_mut(port.network.idx())
-            .and_then(Option::as_mut)
-        else {
+        let net_id = port.network;
+        let Some(net) = self.networks.get_mut(net_id.idx()).and_then(Option::as_mut) else {
             counters.count_drop(DropReason::UnknownPort);
             actions.drop = Some(DropReason::UnknownPort);
             return;
         };
+        if net.gateway.as_ref().is_some_and(|g| g.config().mac == src) {
+            // Only the switch speaks with the gateway's MAC.
+            counters.count_drop(DropReason::InvalidSource);
+            actions.drop = Some(DropReason::InvalidSource);
+            return;
+        }
 
-        // L2: learn, then forward to the known port or flood within the network.
+        // L2: learn, then let the gateway take what is addressed to it.
         let _: Learned = net.fdb.learn(src, in_port, now);
+        if let Some(gw) = &mut net.gateway {
+            match gw.handle(
+                now,
+                net_id,
+                in_port,
+                frame,
+                &mut actions.reply,
+                &mut actions.events,
+            ) {
+                Verdict::Pass => {}
+                Verdict::Consumed => return,
+                Verdict::Drop(reason) => {
+                    actions.reply.clear();
+                    counters.count_drop(reason);
+                    actions.drop = Some(reason);
+                    return;
+                }
+            }
+        }
+
+        // Forward to the known port or flood within the network.
         let dst = eth.dst();
         if !dst.is_multicast() {
             if let Some(out) = net.fdb.lookup(&dst, now) {

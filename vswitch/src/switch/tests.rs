@@ -23,6 +23,7 @@ fn params() -> NetworkParams {
     NetworkParams {
         fdb_limit: 8192,
         aging_ms: 300_000,
+        gateway: None,
     }
 }
 
@@ -32,10 +33,10 @@ fn two_networks() -> Pipeline {
     p.add_network(NetId(0), params());
     p.add_network(NetId(1), params());
     for i in 0..3 {
-        assert!(p.add_port(PortId(i), NetId(0)));
+        assert!(p.add_port(PortId(i), NetId(0), None));
     }
     for i in 3..5 {
-        assert!(p.add_port(PortId(i), NetId(1)));
+        assert!(p.add_port(PortId(i), NetId(1), None));
     }
     p
 }
@@ -111,10 +112,11 @@ fn aged_entry_floods_again() {
         NetworkParams {
             fdb_limit: 16,
             aging_ms: 1000,
+            gateway: None,
         },
     );
     for i in 0..3 {
-        p.add_port(PortId(i), NetId(0));
+        p.add_port(PortId(i), NetId(0), None);
     }
     run(&mut p, 0, 1, &udp(B, A));
     assert_eq!(run(&mut p, 999, 0, &udp(A, B)).out, vec![PortId(1)]);
@@ -170,7 +172,7 @@ fn malformed_frames_are_counted_by_reason() {
 fn lone_port_flood_is_no_destination() {
     let mut p = Pipeline::new();
     p.add_network(NetId(7), params());
-    p.add_port(PortId(9), NetId(7));
+    p.add_port(PortId(9), NetId(7), None);
     let a = run(&mut p, 0, 9, &udp(A, B));
     assert_eq!(a.drop, Some(DropReason::NoDestination));
 }
@@ -207,10 +209,11 @@ fn full_table_keeps_forwarding() {
         NetworkParams {
             fdb_limit: 64,
             aging_ms: 300_000,
+            gateway: None,
         },
     );
-    p.add_port(PortId(0), NetId(0));
-    p.add_port(PortId(1), NetId(0));
+    p.add_port(PortId(0), NetId(0), None);
+    p.add_port(PortId(1), NetId(0), None);
     for i in 0..1000u32 {
         let b = i.to_be_bytes();
         run(

@@ -1,0 +1,481 @@
+//! The switch as each network's router: it owns the gateway address with a MAC of its own and
+//! answers ARP, ICMP echo, DHCP and DNS itself. Pure like the rest of the pipeline: frames and
+//! time in, a reply frame and events (lease changes for the control plane to persist) out.
+//!
+//! Protocol parsing and building use maintained codecs: etherparse (ARP, IPv4, UDP, ICMP),
+//! dhcproto (DHCP) and hickory-proto (DNS).
+
+pub mod dhcp;
+pub mod dns;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use etherparse::{
+    ArpEthIpv4Packet, ArpOperation, ArpPacketSlice, Icmpv4Type, IpNumber, NetSlice, PacketBuilder,
+    SlicedPacket, TransportSlice,
+};
+use ipnet::Ipv4Net;
+
+use super::{DropReason, NetId, PortId};
+use crate::wire::{EtherType, Frame, MacAddr};
+
+pub use dhcp::{DhcpConfig, LeaseRecord};
+
+/// DHCP's well-known ports.
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DNS_PORT: u16 = 53;
+
+/// How a network's gateway behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub subnet: Ipv4Net,
+    /// Answer ARP requests for known container addresses on their behalf.
+    pub arp_suppress: bool,
+    pub dhcp: Option<DhcpConfig>,
+    /// Serve container names over DNS (off on Docker's default `bridge`).
+    pub dns_names: bool,
+    /// Search domain handed out by DHCP; names also resolve as `name.domain`.
+    pub domain: String,
+}
+
+/// What the control plane tells the gateway about a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub mac: MacAddr,
+    pub ip: Option<Ipv4Addr>,
+    /// DNS names: port name, container name, aliases (lowercase).
+    pub names: Vec<String>,
+}
+
+/// Something the control plane must know about (and persist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Lease { network: NetId, lease: LeaseRecord },
+    Released { network: NetId, mac: MacAddr },
+}
+
+/// The gateway's verdict on a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not for the gateway: switch it at L2.
+    Pass,
+    /// Handled here (a reply may have been written).
+    Consumed,
+    /// Dropped and to be counted under this reason.
+    Drop(DropReason),
+}
+
+/// How a neighbour entry was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeighborKind {
+    /// From the port's configuration.
+    Static,
+    /// From a DHCP lease.
+    Dhcp,
+    /// Gleaned from ARP traffic.
+    Learned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbor {
+    pub mac: MacAddr,
+    pub port: PortId,
+    pub kind: NeighborKind,
+    pub last_seen: u64,
+}
+
+/// Counters of one gateway.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GatewayCounters {
+    pub arp_replies: u64,
+    pub arp_suppressed: u64,
+    pub icmp_replies: u64,
+    pub dhcp_requests: u64,
+    pub dhcp_replies: u64,
+    pub dns_queries: u64,
+    pub dns_replies: u64,
+}
+
+/// Learned neighbours older than this are forgotten (static ones never are).
+const NEIGHBOR_AGING_MS: u64 = 300_000;
+/// Bound on learned neighbours per network.
+const MAX_LEARNED_NEIGHBORS: usize = 4096;
+
+/// One network's gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    cfg: GatewayConfig,
+    neighbors: HashMap<Ipv4Addr, Neighbor>,
+    endpoints: HashMap<PortId, Endpoint>,
+    dhcp: Option<dhcp::Server>,
+    dns: dns::Resolver,
+    pub counters: GatewayCounters,
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig) -> Gateway {
+        let dhcp = cfg
+            .dhcp
+            .clone()
+            .map(|d| dhcp::Server::new(d, cfg.ip, cfg.mac, cfg.subnet, cfg.domain.clone()));
+        Gateway {
+            dns: dns::Resolver::new(cfg.domain.clone(), cfg.dns_names),
+            cfg,
+            neighbors: HashMap::new(),
+            endpoints: HashMap::new(),
+            dhcp,
+            counters: GatewayCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// A port joined (or changed): its address becomes a static neighbour, a DHCP reservation
+    /// and DNS records.
+    pub fn add_endpoint(&mut self, port: PortId, ep: Endpoint) {
+        self.remove_endpoint(port);
+        if let Some(ip) = ep.ip {
+            self.neighbors.insert(
+                ip,
+                Neighbor {
+                    mac: ep.mac,
+                    port,
+                    kind: NeighborKind::Static,
+                    last_seen: 0,
+                },
+            );
+            if let Some(d) = &mut self.dhcp {
+                d.reserve(ep.mac, ip, ep.names.first().cloned());
+            }
+        }
+        self.endpoints.insert(port, ep);
+        self.rebuild_dns();
+    }
+
+    pub fn remove_endpoint(&mut self, port: PortId) {
+        if let Some(ep) = self.endpoints.remove(&port) {
+            if let Some(d) = &mut self.dhcp {
+                d.unreserve(ep.mac);
+            }
+        }
+        self.neighbors.retain(|_, n| n.port != port);
+        self.rebuild_dns();
+    }
+
+    fn rebuild_dns(&mut self) {
+        let mut records: Vec<(String, Ipv4Addr)> = Vec::new();
+        for ep in self.endpoints.values() {
+            if let Some(ip) = ep.ip {
+                records.extend(ep.names.iter().map(|n| (n.clone(), ip)));
+            }
+        }
+        self.dns.set_records(records);
+    }
+
+    /// Restores a persisted lease (at start-up).
+    pub fn restore_lease(&mut self, now: u64, lease: &LeaseRecord) {
+        if let Some(d) = &mut self.dhcp {
+            d.restore(now, lease);
+        }
+    }
+
+    pub fn neighbors(&self) -> impl Iterator<Item = (&Ipv4Addr, &Neighbor)> {
+        self.neighbors.iter()
+    }
+
+    pub fn leases(&self, now: u64) -> Vec<LeaseRecord> {
+        self.dhcp
+            .as_ref()
+            .map(|d| d.leases(now))
+            .unwrap_or_default()
+    }
+
+    pub fn dhcp_enabled(&self) -> bool {
+        self.dhcp.is_some()
+    }
+
+    /// Forgets learned neighbours and expired leases.
+    pub fn expire(&mut self, now: u64) {
+        self.neighbors.retain(|_, n| {
+            n.kind != NeighborKind::Learned || now.saturating_sub(n.last_seen) < NEIGHBOR_AGING_MS
+        });
+        if let Some(d) = &mut self.dhcp {
+            d.expire(now);
+        }
+    }
+
+    fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, port: PortId, now: u64) {
+        if !self.cfg.subnet.contains(&ip)
+            || ip == self.cfg.ip
+            || ip == self.cfg.subnet.network()
+            || ip == self.cfg.subnet.broadcast()
+            || !mac.is_valid_source()
+        {
+            return;
+        }
+        let room = self.neighbors.len() < MAX_LEARNED_NEIGHBORS + self.endpoints.len();
+        match self.neighbors.get_mut(&ip) {
+            Some(n) if n.kind == NeighborKind::Static => {}
+            Some(n) => {
+                n.mac = mac;
+                n.port = port;
+                n.last_seen = now;
+            }
+            None if room => {
+                self.neighbors.insert(
+                    ip,
+                    Neighbor {
+                        mac,
+                        port,
+                        kind: NeighborKind::Learned,
+                        last_seen: now,
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Looks at a frame from `in_port`; answers it when it is for the gateway.
+    pub fn handle(
+        &mut self,
+        now: u64,
+        network: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        reply: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Verdict {
+        let eth = Frame::new_unchecked(frame);
+        let dst = eth.dst();
+        let to_gateway = dst == self.cfg.mac;
+        match eth.ethertype() {
+            EtherType::ARP => self.handle_arp(now, in_port, eth.payload(), reply, to_gateway),
+            EtherType::IPV4 if to_gateway || dst.is_broadcast() => {
+                self.handle_ipv4(now, network, in_port, frame, reply, events, to_gateway)
+            }
+            EtherType::IPV4 => self.check_rogue_dhcp(frame),
+            _ if to_gateway => Verdict::Drop(DropReason::NoRoute),
+            _ => Verdict::Pass,
+        }
+    }
+
+    fn handle_arp(
+        &mut self,
+        now: u64,
+        in_port: PortId,
+        payload: &[u8],
+        reply: &mut Vec<u8>,
+        to_gateway: bool,
+    ) -> Verdict {
+        let Ok(arp) = ArpPacketSlice::from_slice(payload)
+            .map_err(|_| ())
+            .and_then(|s| s.to_packet().try_eth_ipv4().map_err(|_| ()))
+        else {
+            return if to_gateway {
+                Verdict::Drop(DropReason::BadArp)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let sender_ip = arp.sender_ipv4_addr();
+        let target_ip = arp.target_ipv4_addr();
+        let sender_mac = MacAddr(arp.sender_mac);
+        self.learn_neighbor(sender_ip, sender_mac, in_port, now);
+        if arp.operation != ArpOperation::REQUEST {
+            // Replies addressed to the gateway end here; others are switched.
+            return if to_gateway {
+                Verdict::Consumed
+            } else {
+                Verdict::Pass
+            };
+        }
+        if target_ip == self.cfg.ip {
+            write_arp_reply(reply, self.cfg.mac, target_ip, sender_mac, sender_ip);
+            self.counters.arp_replies += 1;
+            return Verdict::Consumed;
+        }
+        // ARP suppression: answer for a known container, unless it is the asker itself
+        // (duplicate address detection and gratuitous ARP must reach everyone).
+        if self.cfg.arp_suppress && sender_ip != target_ip && !sender_ip.is_unspecified() {
+            if let Some(n) = self.neighbors.get(&target_ip) {
+                if n.port != in_port {
+                    write_arp_reply(reply, n.mac, target_ip, sender_mac, sender_ip);
+                    self.counters.arp_suppressed += 1;
+                    return Verdict::Consumed;
+                }
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// A DHCP server message (UDP 67 -> 68) from a container port: a rogue server.
+    fn check_rogue_dhcp(&self, frame: &[u8]) -> Verdict {
+        if let Ok(p) = SlicedPacket::from_ethernet(frame) {
+            if let Some(TransportSlice::Udp(udp)) = &p.transport {
+                if udp.source_port() == DHCP_SERVER_PORT
+                    && udp.destination_port() == DHCP_CLIENT_PORT
+                {
+                    return Verdict::Drop(DropReason::RogueDhcp);
+                }
+            }
+        }
+        Verdict::Pass
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_ipv4(
+        &mut self,
+        now: u64,
+        network: NetId,
+        in_port: PortId,
+        frame: &[u8],
+        reply: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+        to_gateway: bool,
+    ) -> Verdict {
+        let Ok(packet) = SlicedPacket::from_ethernet(frame) else {
+            return if to_gateway {
+                Verdict::Drop(DropReason::BadIp)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let Some(NetSlice::Ipv4(ip)) = &packet.net else {
+            return if to_gateway {
+                Verdict::Drop(DropReason::BadIp)
+            } else {
+                Verdict::Pass
+            };
+        };
+        let src_ip = ip.header().source_addr();
+        let dst_ip = ip.header().destination_addr();
+        let src_mac = Frame::new_unchecked(frame).src();
+        match &packet.transport {
+            Some(TransportSlice::Udp(udp)) if udp.destination_port() == DHCP_SERVER_PORT => {
+                let Some(server) = &mut self.dhcp else {
+                    return if to_gateway {
+                        Verdict::Drop(DropReason::NoRoute)
+                    } else {
+                        Verdict::Pass
+                    };
+                };
+                self.counters.dhcp_requests += 1;
+                match server.handle(now, network, udp.payload(), reply, events) {
+                    Ok(true) => {
+                        self.counters.dhcp_replies += 1;
+                        // A bound client is a neighbour.
+                        for e in events.iter() {
+                            if let Event::Lease { lease, .. } = e {
+                                if lease.mac == src_mac {
+                                    self.neighbors.insert(
+                                        lease.ip,
+                                        Neighbor {
+                                            mac: src_mac,
+                                            port: in_port,
+                                            kind: NeighborKind::Dhcp,
+                                            last_seen: now,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                        Verdict::Consumed
+                    }
+                    Ok(false) => Verdict::Consumed,
+                    Err(()) => Verdict::Drop(DropReason::BadDhcp),
+                }
+            }
+            Some(TransportSlice::Udp(udp))
+                if udp.source_port() == DHCP_SERVER_PORT
+                    && udp.destination_port() == DHCP_CLIENT_PORT =>
+            {
+                Verdict::Drop(DropReason::RogueDhcp)
+            }
+            _ if !to_gateway => Verdict::Pass,
+            _ if dst_ip != self.cfg.ip => Verdict::Drop(DropReason::NoRoute),
+            Some(TransportSlice::Icmpv4(icmp)) => match icmp.icmp_type() {
+                Icmpv4Type::EchoRequest(echo) => {
+                    let builder = PacketBuilder::ethernet2(self.cfg.mac.0, src_mac.0)
+                        .ipv4(self.cfg.ip.octets(), src_ip.octets(), 64)
+                        .icmpv4_echo_reply(echo.id, echo.seq);
+                    reply.clear();
+                    if builder.write(reply, icmp.payload()).is_err() {
+                        reply.clear();
+                        return Verdict::Drop(DropReason::BadIp);
+                    }
+                    self.counters.icmp_replies += 1;
+                    Verdict::Consumed
+                }
+                _ => Verdict::Consumed,
+            },
+            Some(TransportSlice::Udp(udp)) if udp.destination_port() == DNS_PORT => {
+                self.counters.dns_queries += 1;
+                match self.dns.answer(udp.payload(), dns::MAX_UDP_RESPONSE) {
+                    Ok(resp) => {
+                        let builder = PacketBuilder::ethernet2(self.cfg.mac.0, src_mac.0)
+                            .ipv4(self.cfg.ip.octets(), src_ip.octets(), 64)
+                            .udp(DNS_PORT, udp.source_port());
+                        reply.clear();
+                        if builder.write(reply, &resp).is_err() {
+                            reply.clear();
+                            return Verdict::Drop(DropReason::BadDns);
+                        }
+                        self.counters.dns_replies += 1;
+                        Verdict::Consumed
+                    }
+                    Err(()) => Verdict::Drop(DropReason::BadDns),
+                }
+            }
+            Some(TransportSlice::Tcp(tcp)) if tcp.destination_port() == DNS_PORT => {
+                match dns::tcp::segment(&self.dns, &self.cfg, src_mac, src_ip, tcp, reply) {
+                    dns::tcp::Outcome::Replied { query } => {
+                        if query {
+                            self.counters.dns_queries += 1;
+                            self.counters.dns_replies += 1;
+                        }
+                        Verdict::Consumed
+                    }
+                    dns::tcp::Outcome::Ignored => Verdict::Consumed,
+                    dns::tcp::Outcome::Malformed => Verdict::Drop(DropReason::BadDns),
+                }
+            }
+            _ => {
+                let _ = IpNumber::UDP;
+                Verdict::Drop(DropReason::NoRoute)
+            }
+        }
+    }
+}
+
+/// Writes an ARP reply "`ip` is at `mac`" to `to_mac`/`to_ip` into `buf`.
+fn write_arp_reply(
+    buf: &mut Vec<u8>,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    to_mac: MacAddr,
+    to_ip: Ipv4Addr,
+) {
+    let arp = ArpEthIpv4Packet {
+        operation: ArpOperation::REPLY,
+        sender_mac: mac.0,
+        sender_ipv4: ip.octets(),
+        target_mac: to_mac.0,
+        target_ipv4: to_ip.octets(),
+    };
+    buf.clear();
+    buf.extend_from_slice(&to_mac.0);
+    buf.extend_from_slice(&mac.0);
+    buf.extend_from_slice(&EtherType::ARP.to_be_bytes());
+    buf.extend_from_slice(&arp.to_bytes());
+}
+
+#[cfg(test)]
+mod tests;
