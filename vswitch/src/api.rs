@@ -134,6 +134,8 @@ pub struct PortAdd {
     pub aliases: Vec<String>,
 }
 
+// One response per request on the control path: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {

@@ -130,6 +130,39 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh("ip", &["netns", "del", &self.name]);
+        // The resolver config vswitchd may have written for this namespace.
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A background process killed (by PID) on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -151,7 +184,7 @@ impl Daemon {
         let config = dir.join("vswitchd.toml");
         std::fs::write(
             &config,
-            "[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\ngateway = \"172.17.0.1\"\n",
+            "[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\ngateway = \"172.17.0.1\"\ndns = false\n",
         )
         .unwrap();
         let mut d = Daemon {

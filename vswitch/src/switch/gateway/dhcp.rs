@@ -16,7 +16,7 @@ use etherparse::PacketBuilder;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::{Event, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
+use super::{Event, Malformed, DHCP_CLIENT_PORT, DHCP_SERVER_PORT};
 use crate::switch::NetId;
 use crate::wire::MacAddr;
 
@@ -147,7 +147,7 @@ impl Server {
         }
         let in_range = ip >= self.cfg.range_start && ip <= self.cfg.range_end;
         in_range
-            && !self.declined.get(&ip).is_some_and(|t| *t > now)
+            && self.declined.get(&ip).is_none_or(|t| *t <= now)
             && !self
                 .reservations
                 .iter()
@@ -205,17 +205,21 @@ impl Server {
         payload: &[u8],
         reply: &mut Vec<u8>,
         events: &mut Vec<Event>,
-    ) -> Result<bool, ()> {
-        let req = Message::decode(&mut Decoder::new(payload)).map_err(|_| ())?;
+    ) -> Result<bool, Malformed> {
+        // A DHCP message is a BOOTP message whose options start with the magic cookie.
+        if payload.get(236..240) != Some(&[99, 130, 83, 99][..]) {
+            return Err(Malformed);
+        }
+        let req = Message::decode(&mut Decoder::new(payload)).map_err(|_| Malformed)?;
         if req.opcode() != Opcode::BootRequest
             || req.htype() != HType::Eth
             || req.chaddr().len() < 6
         {
-            return Err(());
+            return Err(Malformed);
         }
         let mac = MacAddr::from_slice(req.chaddr());
         if !mac.is_valid_source() {
-            return Err(());
+            return Err(Malformed);
         }
         let requested = match req.opts().get(OptionCode::RequestedIpAddress) {
             Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
@@ -226,7 +230,7 @@ impl Server {
             _ => None,
         };
         let ciaddr = req.ciaddr();
-        match req.opts().msg_type().ok_or(())? {
+        match req.opts().msg_type().ok_or(Malformed)? {
             MessageType::Discover => {
                 let Some(ip) = self.choose(now, mac, requested) else {
                     return Ok(false); // pool exhausted: stay silent, as RFC 2131 allows
@@ -249,7 +253,7 @@ impl Server {
                     (None, Some(ip)) => ip,
                     // RENEWING / REBINDING.
                     (None, None) if !ciaddr.is_unspecified() => ciaddr,
-                    (None, None) => return Err(()),
+                    (None, None) => return Err(Malformed),
                 };
                 if !self.acceptable(now, mac, ip) {
                     self.offers.remove(&mac);
@@ -283,7 +287,7 @@ impl Server {
                 Ok(true)
             }
             MessageType::Decline => {
-                let ip = requested.ok_or(())?;
+                let ip = requested.ok_or(Malformed)?;
                 if self.leases.get(&mac).is_some_and(|l| l.ip == ip) {
                     self.leases.remove(&mac);
                     events.push(Event::Released { network, mac });
@@ -301,12 +305,12 @@ impl Server {
             }
             MessageType::Inform => {
                 if ciaddr.is_unspecified() {
-                    return Err(());
+                    return Err(Malformed);
                 }
                 self.write_reply(&req, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, reply)?;
                 Ok(true)
             }
-            _ => Err(()),
+            _ => Err(Malformed),
         }
     }
 
@@ -339,7 +343,7 @@ impl Server {
         yiaddr: Ipv4Addr,
         hostname: Option<&str>,
         reply: &mut Vec<u8>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Malformed> {
         let mut m = self.base_reply(req, kind, yiaddr);
         let o = m.opts_mut();
         o.insert(DhcpOption::SubnetMask(self.subnet.netmask()));
@@ -362,7 +366,7 @@ impl Server {
         self.emit(req, &m, false, reply)
     }
 
-    fn write_nak(&self, req: &Message, reply: &mut Vec<u8>, why: &str) -> Result<(), ()> {
+    fn write_nak(&self, req: &Message, reply: &mut Vec<u8>, why: &str) -> Result<(), Malformed> {
         let mut m = self.base_reply(req, MessageType::Nak, Ipv4Addr::UNSPECIFIED);
         m.opts_mut().insert(DhcpOption::Message(why.to_string()));
         self.emit(req, &m, true, reply)
@@ -370,9 +374,16 @@ impl Server {
 
     /// Frames the reply per RFC 2131 4.1: NAKs and clients that asked for it get a broadcast;
     /// a client with an address gets unicast to it; otherwise unicast to the offered address.
-    fn emit(&self, req: &Message, m: &Message, nak: bool, reply: &mut Vec<u8>) -> Result<(), ()> {
+    fn emit(
+        &self,
+        req: &Message,
+        m: &Message,
+        nak: bool,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Malformed> {
         let mut payload = Vec::with_capacity(512);
-        m.encode(&mut Encoder::new(&mut payload)).map_err(|_| ())?;
+        m.encode(&mut Encoder::new(&mut payload))
+            .map_err(|_| Malformed)?;
         let chaddr = MacAddr::from_slice(req.chaddr());
         let (dst_mac, dst_ip) = if nak || (req.flags().broadcast() && req.ciaddr().is_unspecified())
         {
@@ -386,6 +397,6 @@ impl Server {
             .ipv4(self.gw.octets(), dst_ip.octets(), 64)
             .udp(DHCP_SERVER_PORT, DHCP_CLIENT_PORT);
         reply.clear();
-        builder.write(reply, &payload).map_err(|_| ())
+        builder.write(reply, &payload).map_err(|_| Malformed)
     }
 }

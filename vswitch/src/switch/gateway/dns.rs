@@ -10,6 +10,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::Malformed;
+
 /// Largest UDP response without EDNS (RFC 1035); larger answers are truncated (TC set).
 pub const MAX_UDP_RESPONSE: usize = 512;
 /// TTL of the records served (Docker uses 600 s).
@@ -65,21 +67,21 @@ impl Resolver {
 
     /// Answers one DNS message. `Err` for input that is not a DNS query at all (dropped and
     /// counted); a query this server cannot answer gets a response with an error code.
-    pub fn answer(&self, query: &[u8], max_len: usize) -> Result<Vec<u8>, ()> {
-        let req = Message::from_vec(query).map_err(|_| ())?;
+    pub fn answer(&self, query: &[u8], max_len: usize) -> Result<Vec<u8>, Malformed> {
+        let req = Message::from_vec(query).map_err(|_| Malformed)?;
         if req.metadata.message_type != MessageType::Query {
-            return Err(());
+            return Err(Malformed);
         }
         let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
         resp.metadata.recursion_desired = req.metadata.recursion_desired;
         resp.metadata.recursion_available = false;
         if req.metadata.op_code != OpCode::Query {
             resp.metadata.response_code = ResponseCode::NotImp;
-            return resp.to_vec().map_err(|_| ());
+            return resp.to_vec().map_err(|_| Malformed);
         }
         if req.queries.len() != 1 {
             resp.metadata.response_code = ResponseCode::FormErr;
-            return resp.to_vec().map_err(|_| ());
+            return resp.to_vec().map_err(|_| Malformed);
         }
         let q = req.queries[0].clone();
         resp.add_query(q.clone());
@@ -111,7 +113,7 @@ impl Resolver {
                 if let Some(name) = self.reverse.get(&ip) {
                     code = ResponseCode::NoError;
                     if q.query_type() == RecordType::PTR || q.query_type() == RecordType::ANY {
-                        let target = Name::from_ascii(self.fqdn(name)).map_err(|_| ())?;
+                        let target = Name::from_ascii(self.fqdn(name)).map_err(|_| Malformed)?;
                         resp.add_answer(Record::from_rdata(
                             q.name().clone(),
                             TTL,
@@ -125,13 +127,13 @@ impl Resolver {
         }
         resp.metadata.authoritative = code != ResponseCode::ServFail;
         resp.metadata.response_code = code;
-        let bytes = resp.to_vec().map_err(|_| ())?;
+        let bytes = resp.to_vec().map_err(|_| Malformed)?;
         if bytes.len() <= max_len {
             return Ok(bytes);
         }
         let mut truncated = resp.truncate();
         truncated.metadata.message_type = MessageType::Response;
-        truncated.to_vec().map_err(|_| ())
+        truncated.to_vec().map_err(|_| Malformed)
     }
 }
 

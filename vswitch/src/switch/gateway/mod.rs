@@ -22,6 +22,10 @@ use crate::wire::{EtherType, Frame, MacAddr};
 
 pub use dhcp::{DhcpConfig, LeaseRecord};
 
+/// A message a codec could not read, or that breaks its protocol's rules (counted as a drop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
 /// DHCP's well-known ports.
 pub const DHCP_SERVER_PORT: u16 = 67;
 pub const DHCP_CLIENT_PORT: u16 = 68;
@@ -276,8 +280,8 @@ impl Gateway {
         to_gateway: bool,
     ) -> Verdict {
         let Ok(arp) = ArpPacketSlice::from_slice(payload)
-            .map_err(|_| ())
-            .and_then(|s| s.to_packet().try_eth_ipv4().map_err(|_| ()))
+            .map_err(|_| Malformed)
+            .and_then(|s| s.to_packet().try_eth_ipv4().map_err(|_| Malformed))
         else {
             return if to_gateway {
                 Verdict::Drop(DropReason::BadArp)
@@ -390,7 +394,7 @@ impl Gateway {
                         Verdict::Consumed
                     }
                     Ok(false) => Verdict::Consumed,
-                    Err(()) => Verdict::Drop(DropReason::BadDhcp),
+                    Err(Malformed) => Verdict::Drop(DropReason::BadDhcp),
                 }
             }
             Some(TransportSlice::Udp(udp))
@@ -431,7 +435,7 @@ impl Gateway {
                         self.counters.dns_replies += 1;
                         Verdict::Consumed
                     }
-                    Err(()) => Verdict::Drop(DropReason::BadDns),
+                    Err(Malformed) => Verdict::Drop(DropReason::BadDns),
                 }
             }
             Some(TransportSlice::Tcp(tcp)) if tcp.destination_port() == DNS_PORT => {
