@@ -680,3 +680,66 @@ fn a_namespace_on_two_networks_reaches_both_and_they_stay_isolated() {
     let resolv = std::fs::read_to_string(format!("/etc/netns/{}/resolv.conf", both.name)).unwrap();
     assert!(!resolv.contains("10.88.41.1"), "{resolv}");
 }
+
+/// A tiny DNS server answering every A query with 203.0.113.7.
+const UPSTREAM: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 5300))
+while True:
+    q, a = s.recvfrom(4096)
+    i = 12
+    while q[i] != 0:
+        i += q[i] + 1
+    qend = i + 5
+    ans = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([203, 0, 113, 7])
+    s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:qend] + ans, a)
+"#;
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_resolver() {
+    require_root();
+    // The daemon runs in a "host" namespace of the test's own, where the upstream lives.
+    let host = Netns::new("host");
+    host.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    let upstream = Bg(Command::new("ip")
+        .args(["netns", "exec", &host.name, "python3", "-c", UPSTREAM])
+        .spawn()
+        .unwrap());
+    assert!(wait_until(10, || host
+        .exec(&[
+            "dig",
+            "+short",
+            "+tries=1",
+            "+time=1",
+            "-p",
+            "5300",
+            "@127.0.0.1",
+            "probe.test"
+        ])
+        .status
+        .success()));
+    let d = Daemon::start_with(Some(&host), &["--dns-upstream", "127.0.0.1:5300"]);
+    d.ok(&["network", "create", "web", "--subnet", "10.88.50.0/24"]);
+    let c = Netns::new("c");
+    d.ok(&["add-port", "web", "--netns", &c.name, "--name", "c1"]);
+    let out = c.exec_ok(&[
+        "dig",
+        "+short",
+        "+tries=1",
+        "+time=3",
+        "@10.88.50.1",
+        "example.test",
+    ]);
+    assert_eq!(out.trim(), "203.0.113.7", "answered by the upstream");
+    assert!(c
+        .exec_ok(&["getent", "hosts", "www.example.test"])
+        .starts_with("203.0.113.7"));
+    // Its own names stay local.
+    let out = c.exec_ok(&["dig", "+short", "+tries=1", "+time=3", "@10.88.50.1", "c1"]);
+    assert_eq!(out.trim(), "10.88.50.2");
+    // Upstream gone: SERVFAIL, not silence.
+    drop(upstream);
+    let out = c.exec_ok(&["dig", "+tries=1", "+time=5", "@10.88.50.1", "gone.test"]);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+}

@@ -169,6 +169,9 @@ impl Drop for Bg {
 /// A vswitchd of our own with a private socket and state dir; killed (by PID) and removed on drop.
 pub struct Daemon {
     child: Option<Child>,
+    /// Run inside this namespace (its "host"), with these extra arguments.
+    netns: Option<String>,
+    extra: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
@@ -179,6 +182,11 @@ impl Daemon {
     /// Starts a daemon whose config declares a `bridge` network on a subnet unique to the test
     /// (so parallel tests never overlap in spirit), and waits until it answers.
     pub fn start() -> Daemon {
+        Daemon::start_with(None, &[])
+    }
+
+    /// Starts a daemon inside `netns` (when given) with extra command-line arguments.
+    pub fn start_with(netns: Option<&Netns>, extra: &[&str]) -> Daemon {
         let dir = std::env::temp_dir().join(unique("d"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("vswitchd.toml");
@@ -189,6 +197,8 @@ impl Daemon {
         .unwrap();
         let mut d = Daemon {
             child: None,
+            netns: netns.map(|n| n.name.clone()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             socket: dir.join("vswitchd.sock"),
             state_dir: dir.join("state"),
             config,
@@ -209,7 +219,17 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("vswitchd.log"))
             .unwrap();
-        let child = Command::new(bin("vswitchd"))
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs in place: the child's PID is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("vswitchd"));
+                c
+            }
+            None => Command::new(bin("vswitchd")),
+        };
+        let child = cmd
+            .args(&self.extra)
             .arg("--config")
             .arg(&self.config)
             .arg("--socket")

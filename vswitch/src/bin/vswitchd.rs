@@ -1,5 +1,6 @@
 //! vswitchd: the vswitch daemon. Runs in the foreground; SIGTERM or SIGINT stops it cleanly.
 
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,10 @@ use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
 use vswitch::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use vswitch::control::dns_forward::Forwarder;
 use vswitch::control::{self, Manager};
 use vswitch::state::{ConfigFile, Store};
+use vswitch::switch::gateway::Event;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +37,10 @@ struct Args {
     /// Log level or filter (error, warn, info, debug, trace) [default: info].
     #[arg(long, env = "VSWITCH_LOG")]
     log_level: Option<String>,
+    /// Upstream DNS resolver (IP or IP:PORT) for names the networks do not own; repeatable.
+    /// Overrides `dns_upstreams` of the config file.
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +81,26 @@ fn main() -> ExitCode {
         .or(config.daemon.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
 
-    match run(config, &socket, &state_dir) {
+    let upstream_specs = if args.dns_upstreams.is_empty() {
+        config.daemon.dns_upstreams.clone()
+    } else {
+        args.dns_upstreams.clone()
+    };
+    let mut upstreams = Vec::new();
+    for u in &upstream_specs {
+        let parsed = u
+            .parse::<SocketAddr>()
+            .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Ok(a) => upstreams.push(a),
+            Err(_) => {
+                eprintln!("vswitchd: invalid DNS upstream {u:?}: expected IP or IP:PORT");
+                return ExitCode::from(2);
+            }
+        }
+    }
+
+    match run(config, &socket, &state_dir, upstreams) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -107,14 +133,25 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String> {
+fn run(
+    config: ConfigFile,
+    socket: &Path,
+    state_dir: &Path,
+    upstreams: Vec<SocketAddr>,
+) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let listener = bind_socket(socket)?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
-    let manager = match Manager::start(store, config.networks, socket.to_path_buf(), events_tx) {
+    let manager = match Manager::start(
+        store,
+        config.networks,
+        socket.to_path_buf(),
+        events_tx,
+        !upstreams.is_empty(),
+    ) {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(socket);
@@ -124,6 +161,16 @@ fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String
     for (port, why) in manager.detached_ports() {
         warn!(%port, reason = %why, "port could not be restored");
     }
+    let forwarder = if upstreams.is_empty() {
+        None
+    } else {
+        info!(?upstreams, "forwarding DNS for other names");
+        let injector = manager.injector();
+        Some(
+            Forwarder::spawn(upstreams, injector)
+                .map_err(|e| format!("cannot start DNS forwarder: {e}"))?,
+        )
+    };
     let manager = Arc::new(Mutex::new(manager));
     {
         let manager = manager.clone();
@@ -133,16 +180,21 @@ fn run(config: ConfigFile, socket: &Path, state_dir: &Path) -> Result<(), String
             .map_err(|e| format!("cannot start control thread: {e}"))?;
     }
     {
-        // Gateway events (DHCP leases) are persisted by the control plane.
+        // Gateway events: DHCP leases are persisted by the control plane, DNS queries for
+        // other names go to the forwarder.
         let manager = manager.clone();
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
                 for ev in events_rx {
-                    manager
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .on_event(ev);
+                    match (ev, &forwarder) {
+                        (Event::DnsForward(job), Some(f)) => f.submit(job),
+                        (Event::DnsForward(_), None) => {}
+                        (ev, _) => manager
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .on_event(ev),
+                    }
                 }
             })
             .map_err(|e| format!("cannot start event thread: {e}"))?;

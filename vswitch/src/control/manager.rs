@@ -75,6 +75,8 @@ pub struct Manager {
     socket: PathBuf,
     /// DHCP leases, persisted in the state dir.
     leases: Vec<StoredLease>,
+    /// Upstream resolvers are configured (DNS queries for other names are forwarded).
+    dns_forward: bool,
 }
 
 fn unix_now() -> u64 {
@@ -110,6 +112,7 @@ impl Manager {
         declared: Vec<NetworkConfig>,
         socket: PathBuf,
         events: crossbeam_channel::Sender<Event>,
+        dns_forward: bool,
     ) -> Result<Manager, String> {
         let saved = store.load().map_err(|e| e.to_string())?;
         let now = unix_now();
@@ -127,6 +130,7 @@ impl Manager {
             started: Instant::now(),
             socket,
             leases,
+            dns_forward,
         };
         let saved = saved.unwrap_or_default();
         for net in saved.networks {
@@ -199,6 +203,11 @@ impl Manager {
             .collect();
         v.sort();
         v
+    }
+
+    /// A handle to send frames into the dataplane.
+    pub fn injector(&self) -> dataplane::Injector {
+        self.dp.injector()
     }
 
     /// Stops the dataplane, which closes every port (their interfaces leave the namespaces).
@@ -429,6 +438,7 @@ impl Manager {
             }),
             dns_names: net.dns,
             domain: net.domain(),
+            dns_forward: self.dns_forward,
         };
         let params = NetworkParams {
             fdb_limit: net.fdb_limit as usize,
@@ -745,6 +755,8 @@ impl Manager {
                     expires: unix_now() + u64::from(lease.remaining_secs),
                 });
             }
+            // Handled by the DNS forwarder, not the control plane.
+            Event::DnsForward(_) => return,
             Event::Released { network, mac } => {
                 let Some(network) = net_name(network) else {
                     return;

@@ -62,6 +62,26 @@ pub enum Command {
     Snapshot {
         reply: Sender<Snapshot>,
     },
+    /// Sends a frame the shell built (an upstream DNS answer) out of a port.
+    Inject {
+        port: PortId,
+        frame: Vec<u8>,
+    },
+}
+
+/// Sends frames into the dataplane from other threads, without waiting.
+#[derive(Clone)]
+pub struct Injector {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Injector {
+    pub fn inject(&self, port: PortId, frame: Vec<u8>) {
+        if self.tx.send(Command::Inject { port, frame }).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// A port as the dataplane sees it, for `show` and `port stats`.
@@ -131,6 +151,13 @@ impl Handle {
         self.tx.send(make(done_tx)).map_err(|_| lost())?;
         self.waker.wake()?;
         done_rx.recv().map_err(|_| lost())
+    }
+
+    pub fn injector(&self) -> Injector {
+        Injector {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// Stops the thread; every port fd is closed on the way out.
@@ -339,6 +366,9 @@ impl Dataplane {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::Inject { port, frame } => {
+                self.send_frame(port, &frame);
+            }
         }
     }
 
@@ -478,7 +508,13 @@ impl Dataplane {
     /// Sends the gateway's answer back out of the port the question came from. Gateway replies
     /// are the slow path: one write each, not batched.
     fn send_reply(&mut self, port_id: PortId) {
-        let frame = &self.actions.reply;
+        let frame = std::mem::take(&mut self.actions.reply);
+        self.send_frame(port_id, &frame);
+        self.actions.reply = frame;
+    }
+
+    /// Sends one frame out of a port, counting it.
+    fn send_frame(&mut self, port_id: PortId, frame: &[u8]) {
         let Some(Some(PortSlot {
             port: Some(port), ..
         })) = self.ports.get_mut(port_id.idx())

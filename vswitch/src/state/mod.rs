@@ -138,6 +138,9 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_level: Option<String>,
+    /// Resolvers the embedded DNS forwards other names to ("IP:PORT" or "IP"). None: SERVFAIL.
+    #[serde(default)]
+    pub dns_upstreams: Vec<String>,
 }
 
 /// The config file (`configs/default.toml`): daemon settings and networks that always exist.

@@ -17,10 +17,21 @@ pub const MAX_UDP_RESPONSE: usize = 512;
 /// TTL of the records served (Docker uses 600 s).
 const TTL: u32 = 600;
 
+/// What the resolver makes of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The response to send.
+    Reply(Vec<u8>),
+    /// Not a name of this network: ask the upstream resolvers.
+    Forward,
+}
+
 #[derive(Debug, Default)]
 pub struct Resolver {
     domain: String,
     names_enabled: bool,
+    /// Upstream resolvers are configured: names that are not ours are forwarded.
+    upstream: bool,
     forward: HashMap<String, Vec<Ipv4Addr>>,
     reverse: HashMap<Ipv4Addr, String>,
 }
@@ -35,12 +46,18 @@ fn in_addr_arpa(name: &str) -> Option<Ipv4Addr> {
 }
 
 impl Resolver {
-    pub fn new(domain: String, names_enabled: bool) -> Resolver {
+    pub fn new(domain: String, names_enabled: bool, forward: bool) -> Resolver {
         Resolver {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
             names_enabled,
+            upstream: forward,
             ..Default::default()
         }
+    }
+
+    /// Answers a query, or says it is for the upstream resolvers (when there are any).
+    pub fn resolve(&self, query: &[u8], max_len: usize) -> Result<Answer, Malformed> {
+        self.answer_inner(query, max_len, self.upstream)
     }
 
     /// Replaces the records: (name, address) pairs; the first name of an address is its PTR.
@@ -68,6 +85,18 @@ impl Resolver {
     /// Answers one DNS message. `Err` for input that is not a DNS query at all (dropped and
     /// counted); a query this server cannot answer gets a response with an error code.
     pub fn answer(&self, query: &[u8], max_len: usize) -> Result<Vec<u8>, Malformed> {
+        match self.answer_inner(query, max_len, false)? {
+            Answer::Reply(r) => Ok(r),
+            Answer::Forward => Err(Malformed),
+        }
+    }
+
+    fn answer_inner(
+        &self,
+        query: &[u8],
+        max_len: usize,
+        forward: bool,
+    ) -> Result<Answer, Malformed> {
         let req = Message::from_vec(query).map_err(|_| Malformed)?;
         if req.metadata.message_type != MessageType::Query {
             return Err(Malformed);
@@ -77,11 +106,11 @@ impl Resolver {
         resp.metadata.recursion_available = false;
         if req.metadata.op_code != OpCode::Query {
             resp.metadata.response_code = ResponseCode::NotImp;
-            return resp.to_vec().map_err(|_| Malformed);
+            return resp.to_vec().map(Answer::Reply).map_err(|_| Malformed);
         }
         if req.queries.len() != 1 {
             resp.metadata.response_code = ResponseCode::FormErr;
-            return resp.to_vec().map_err(|_| Malformed);
+            return resp.to_vec().map(Answer::Reply).map_err(|_| Malformed);
         }
         let q = req.queries[0].clone();
         resp.add_query(q.clone());
@@ -125,15 +154,18 @@ impl Resolver {
                 code = ResponseCode::NXDomain;
             }
         }
+        if code == ResponseCode::ServFail && forward {
+            return Ok(Answer::Forward);
+        }
         resp.metadata.authoritative = code != ResponseCode::ServFail;
         resp.metadata.response_code = code;
         let bytes = resp.to_vec().map_err(|_| Malformed)?;
         if bytes.len() <= max_len {
-            return Ok(bytes);
+            return Ok(Answer::Reply(bytes));
         }
         let mut truncated = resp.truncate();
         truncated.metadata.message_type = MessageType::Response;
-        truncated.to_vec().map_err(|_| Malformed)
+        truncated.to_vec().map(Answer::Reply).map_err(|_| Malformed)
     }
 }
 
@@ -263,7 +295,7 @@ mod tests {
     }
 
     fn resolver() -> Resolver {
-        let mut r = Resolver::new("web.vswitch".into(), true);
+        let mut r = Resolver::new("web.vswitch".into(), true, false);
         r.set_records(vec![
             ("c1".into(), Ipv4Addr::new(10, 1, 0, 2)),
             ("db".into(), Ipv4Addr::new(10, 1, 0, 2)),
@@ -314,11 +346,37 @@ mod tests {
             ResponseCode::ServFail
         );
         // Names disabled (Docker's default bridge): nothing resolves.
-        let mut off = Resolver::new("bridge.vswitch".into(), false);
+        let mut off = Resolver::new("bridge.vswitch".into(), false, false);
         off.set_records(vec![("c1".into(), Ipv4Addr::new(172, 17, 0, 2))]);
         assert_eq!(
             ask(&off, "c1.", RecordType::A).metadata.response_code,
             ResponseCode::ServFail
+        );
+    }
+
+    #[test]
+    fn foreign_names_are_forwarded_when_upstreams_exist() {
+        let mut r = Resolver::new("web.vswitch".into(), true, true);
+        r.set_records(vec![("c1".into(), Ipv4Addr::new(10, 1, 0, 2))]);
+        assert_eq!(
+            r.resolve(&query("example.com.", RecordType::A), 512)
+                .unwrap(),
+            Answer::Forward
+        );
+        assert!(matches!(
+            r.resolve(&query("c1.", RecordType::A), 512).unwrap(),
+            Answer::Reply(_)
+        ));
+        assert!(matches!(
+            r.resolve(&query("x.web.vswitch.", RecordType::A), 512)
+                .unwrap(),
+            Answer::Reply(_)
+        ));
+        // Names off (default bridge): everything goes upstream, as with Docker's host resolver.
+        let off = Resolver::new("bridge.vswitch".into(), false, true);
+        assert_eq!(
+            off.resolve(&query("c1.", RecordType::A), 512).unwrap(),
+            Answer::Forward
         );
     }
 

@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub dns_names: bool,
     /// Search domain handed out by DHCP; names also resolve as `name.domain`.
     pub domain: String,
+    /// Upstream resolvers exist: UDP queries for other names are forwarded (by the shell).
+    pub dns_forward: bool,
 }
 
 /// What the control plane tells the gateway about a port.
@@ -58,8 +60,29 @@ pub struct Endpoint {
 /// Something the control plane must know about (and persist).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Lease { network: NetId, lease: LeaseRecord },
-    Released { network: NetId, mac: MacAddr },
+    Lease {
+        network: NetId,
+        lease: LeaseRecord,
+    },
+    Released {
+        network: NetId,
+        mac: MacAddr,
+    },
+    /// A UDP DNS query for a name the network does not own, for the upstream resolvers; the
+    /// answer is sent back to `client` out of `port` as if from the gateway.
+    DnsForward(Box<DnsForward>),
+}
+
+/// Everything needed to send an upstream's answer back to the asking container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsForward {
+    pub port: PortId,
+    pub query: Vec<u8>,
+    pub client_mac: MacAddr,
+    pub client_ip: Ipv4Addr,
+    pub client_port: u16,
+    pub gateway_mac: MacAddr,
+    pub gateway_ip: Ipv4Addr,
 }
 
 /// The gateway's verdict on a frame.
@@ -128,7 +151,7 @@ impl Gateway {
             .clone()
             .map(|d| dhcp::Server::new(d, cfg.ip, cfg.mac, cfg.subnet, cfg.domain.clone()));
         Gateway {
-            dns: dns::Resolver::new(cfg.domain.clone(), cfg.dns_names),
+            dns: dns::Resolver::new(cfg.domain.clone(), cfg.dns_names, cfg.dns_forward),
             cfg,
             neighbors: HashMap::new(),
             endpoints: HashMap::new(),
@@ -422,8 +445,20 @@ impl Gateway {
             },
             Some(TransportSlice::Udp(udp)) if udp.destination_port() == DNS_PORT => {
                 self.counters.dns_queries += 1;
-                match self.dns.answer(udp.payload(), dns::MAX_UDP_RESPONSE) {
-                    Ok(resp) => {
+                match self.dns.resolve(udp.payload(), dns::MAX_UDP_RESPONSE) {
+                    Ok(dns::Answer::Forward) => {
+                        events.push(Event::DnsForward(Box::new(DnsForward {
+                            port: in_port,
+                            query: udp.payload().to_vec(),
+                            client_mac: src_mac,
+                            client_ip: src_ip,
+                            client_port: udp.source_port(),
+                            gateway_mac: self.cfg.mac,
+                            gateway_ip: self.cfg.ip,
+                        })));
+                        Verdict::Consumed
+                    }
+                    Ok(dns::Answer::Reply(resp)) => {
                         let builder = PacketBuilder::ethernet2(self.cfg.mac.0, src_mac.0)
                             .ipv4(self.cfg.ip.octets(), src_ip.octets(), 64)
                             .udp(DNS_PORT, udp.source_port());

@@ -30,6 +30,7 @@ fn gateway(arp_suppress: bool) -> Gateway {
         }),
         dns_names: true,
         domain: "net.vswitch".into(),
+        dns_forward: false,
     });
     g.add_endpoint(
         P1,

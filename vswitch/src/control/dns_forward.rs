@@ -1,0 +1,135 @@
+//! Forwarding of DNS queries the networks do not own to the configured upstream resolvers.
+//!
+//! The pipeline hands such a query over as an event; a small pool of worker threads asks the
+//! upstreams over UDP (from the daemon's own namespace) and injects the answer — or SERVFAIL when
+//! none answers — back into the dataplane, addressed from the gateway to the asking container.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use etherparse::PacketBuilder;
+use hickory_proto::op::{Message, ResponseCode};
+use tracing::{debug, warn};
+
+use crate::dataplane::Injector;
+use crate::switch::gateway::{DnsForward, DNS_PORT};
+
+/// Queries waiting for a worker; more are dropped (and counted).
+const QUEUE: usize = 256;
+const WORKERS: usize = 4;
+/// How long one upstream gets to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters of the forwarder.
+#[derive(Debug, Default)]
+pub struct ForwardCounters {
+    pub forwarded: AtomicU64,
+    pub answered: AtomicU64,
+    pub servfail: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+pub struct Forwarder {
+    tx: Sender<Box<DnsForward>>,
+    pub counters: Arc<ForwardCounters>,
+}
+
+impl Forwarder {
+    pub fn spawn(upstreams: Vec<SocketAddr>, injector: Injector) -> std::io::Result<Forwarder> {
+        let (tx, rx) = crossbeam_channel::bounded::<Box<DnsForward>>(QUEUE);
+        let counters = Arc::new(ForwardCounters::default());
+        for i in 0..WORKERS {
+            let rx = rx.clone();
+            let upstreams = upstreams.clone();
+            let injector = injector.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name(format!("dns-forward-{i}"))
+                .spawn(move || {
+                    for job in rx {
+                        let answer = ask_upstreams(&upstreams, &job.query);
+                        let payload = match answer {
+                            Some(a) => {
+                                counters.answered.fetch_add(1, Ordering::Relaxed);
+                                a
+                            }
+                            None => {
+                                counters.servfail.fetch_add(1, Ordering::Relaxed);
+                                match servfail(&job.query) {
+                                    Some(s) => s,
+                                    None => continue,
+                                }
+                            }
+                        };
+                        let builder = PacketBuilder::ethernet2(job.gateway_mac.0, job.client_mac.0)
+                            .ipv4(job.gateway_ip.octets(), job.client_ip.octets(), 64)
+                            .udp(DNS_PORT, job.client_port);
+                        let mut frame = Vec::with_capacity(builder.size(payload.len()));
+                        if builder.write(&mut frame, &payload).is_ok() {
+                            injector.inject(job.port, frame);
+                        }
+                    }
+                })?;
+        }
+        Ok(Forwarder { tx, counters })
+    }
+
+    /// Queues a query; drops it (counted) when the upstreams are too far behind.
+    pub fn submit(&self, job: Box<DnsForward>) {
+        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!("DNS forward queue full; query dropped");
+            }
+        }
+    }
+}
+
+/// Asks each upstream in turn; the first response with the query's ID wins.
+fn ask_upstreams(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 2 {
+        return None;
+    }
+    for up in upstreams {
+        let bind: SocketAddr = if up.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let Ok(sock) = UdpSocket::bind(bind) else {
+            continue;
+        };
+        if sock.connect(up).is_err() || sock.send(query).is_err() {
+            debug!(upstream = %up, "cannot reach upstream");
+            continue;
+        }
+        let deadline = Instant::now() + UPSTREAM_TIMEOUT;
+        let mut buf = vec![0u8; 65535];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 12 && buf[..2] == query[..2] => return Some(buf[..n].to_vec()),
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        debug!(upstream = %up, "upstream did not answer");
+    }
+    None
+}
+
+/// A SERVFAIL response to `query` (None when it cannot even be parsed).
+fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    let mut r = Message::error_msg(q.metadata.id, q.metadata.op_code, ResponseCode::ServFail);
+    r.metadata.recursion_desired = q.metadata.recursion_desired;
+    r.add_queries(q.queries);
+    r.to_vec().ok()
+}
