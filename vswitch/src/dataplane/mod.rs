@@ -23,8 +23,12 @@ use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCou
 
 /// Frames read from one port before the others get their turn.
 pub const RX_BATCH: usize = 64;
-/// Receive buffer per frame slot: the largest frame a TAP with the largest MTU can deliver.
-pub const FRAME_BUF: usize = 65536;
+/// Receive buffer per frame slot: the largest frame a TAP can deliver (a 64 KiB GSO frame or
+/// the largest MTU) plus the port's metadata.
+pub const FRAME_BUF: usize = 65536 + 64;
+/// How long the loop keeps polling without sleeping after it last had work.
+const BUSY_POLL: Duration = Duration::from_micros(BUSY_POLL_MICROS);
+const BUSY_POLL_MICROS: u64 = 50;
 /// How often aged MAC entries are swept out.
 const EXPIRE_EVERY_MS: u64 = 1000;
 const WAKER: Token = Token(0);
@@ -193,6 +197,12 @@ struct Dataplane {
     last_expire: u64,
 }
 
+/// Does a virtio-net header ask for work (segmentation or checksum) a plain port cannot do?
+fn needs_offload(buf: &[u8]) -> bool {
+    const NEEDS_CSUM: u8 = 1;
+    buf.len() >= 2 && (buf[0] & NEEDS_CSUM != 0 || buf[1] != 0)
+}
+
 fn token(id: PortId) -> Token {
     Token(id.idx() + 1)
 }
@@ -224,11 +234,14 @@ impl Dataplane {
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
         info!("dataplane running");
+        let mut last_work = Instant::now();
         loop {
-            let timeout = if self.ready.is_empty() {
-                Duration::from_millis(EXPIRE_EVERY_MS)
-            } else {
+            // Busy-poll for a moment after traffic (a blocking wait costs a wake-up per burst),
+            // then sleep until a port is readable or the MAC tables are due for aging.
+            let timeout = if !self.ready.is_empty() || last_work.elapsed() < BUSY_POLL {
                 Duration::ZERO
+            } else {
+                Duration::from_millis(EXPIRE_EVERY_MS)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -245,6 +258,9 @@ impl Dataplane {
             }
             if !self.drain_commands() {
                 break;
+            }
+            if !self.ready.is_empty() {
+                last_work = Instant::now();
             }
             // Each port that is ready gets one batch per round, in turn.
             for _ in 0..self.ready.len() {
@@ -432,7 +448,11 @@ impl Dataplane {
             }
         }
         if n > 0 {
-            self.forward(id, n);
+            let headroom = match self.ports.get(id.idx()) {
+                Some(Some(PortSlot { port: Some(p), .. })) => p.headroom(),
+                _ => 0,
+            };
+            self.forward(id, headroom, n);
         }
         if let Some(e) = failure {
             self.mark_down(
@@ -444,21 +464,30 @@ impl Dataplane {
         }
     }
 
-    /// Runs `n` received frames through the pipeline and sends them on, port by port.
-    fn forward(&mut self, in_port: PortId, n: usize) {
+    /// Runs `n` received buffers (each `headroom` bytes of port metadata, then the frame) through
+    /// the pipeline and sends them on, port by port.
+    fn forward(&mut self, in_port: PortId, headroom: usize, n: usize) {
         let now = self.now_ms();
         self.txq.clear();
         for i in 0..n {
             let len = self.rx_lens[i];
-            if len >= FRAME_BUF {
+            if len >= FRAME_BUF || len < headroom {
                 if let Some(c) = self.pipeline.port_counters_mut(in_port) {
                     c.rx_packets += 1;
-                    c.count_drop(DropReason::Truncated);
+                    c.count_drop(if len < headroom {
+                        DropReason::Runt
+                    } else {
+                        DropReason::Truncated
+                    });
                 }
                 continue;
             }
-            self.pipeline
-                .process(now, in_port, &self.rx_bufs[i][..len], &mut self.actions);
+            self.pipeline.process(
+                now,
+                in_port,
+                &self.rx_bufs[i][headroom..len],
+                &mut self.actions,
+            );
             for out in &self.actions.out {
                 self.txq.push((*out, i as u16));
             }
@@ -473,14 +502,22 @@ impl Dataplane {
         self.txq.sort_unstable();
         let mut vanished: Option<(PortId, io::Error)> = None;
         for &(out, slot) in &self.txq {
-            let frame = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
+            let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
+            let frame = &buf[headroom..];
             let Some(Some(PortSlot {
                 port: Some(port), ..
             })) = self.ports.get_mut(out.idx())
             else {
                 continue;
             };
-            let sent = port.send(frame);
+            let sent = if port.headroom() == headroom {
+                // Same metadata on both sides: pass the buffer through (GSO frames included).
+                port.send(buf)
+            } else if headroom > 0 && needs_offload(buf) {
+                Err(io::Error::from(io::ErrorKind::Unsupported))
+            } else {
+                port.send_frame(frame)
+            };
             let Some(c) = self.pipeline.port_counters_mut(out) else {
                 continue;
             };
@@ -488,6 +525,9 @@ impl Dataplane {
                 Ok(_) => {
                     c.tx_packets += 1;
                     c.tx_bytes += frame.len() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    c.count_drop(DropReason::NeedsOffload);
                 }
                 Err(e) => {
                     c.count_drop(DropReason::TxError);
@@ -521,7 +561,7 @@ impl Dataplane {
         else {
             return;
         };
-        let sent = port.send(frame);
+        let sent = port.send_frame(frame);
         if let Some(c) = self.pipeline.port_counters_mut(port_id) {
             match sent {
                 Ok(_) => {

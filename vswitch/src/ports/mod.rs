@@ -1,7 +1,12 @@
 //! Ports: the only code that moves frames in and out of the process.
 //!
 //! Every kind of port (TAP now; AF_XDP, VXLAN/UDP underlay and uplink later) offers the same
-//! small surface to the dataplane: a pollable fd, `recv` into a caller buffer, `send` a frame.
+//! small surface to the dataplane: a pollable fd, `recv` into a caller buffer, `send` a buffer.
+//!
+//! A port may carry per-frame metadata ahead of each Ethernet frame (`headroom`): a TAP with
+//! offloads reads and writes a virtio-net header, so 64 KiB TSO/GSO frames with partial
+//! checksums cross the switch in one read and one write. Between ports with the same metadata the
+//! buffer is passed through untouched; frames the switch builds itself go out with `send_frame`.
 
 pub mod tap;
 
@@ -14,10 +19,16 @@ pub use tap::Tap;
 pub trait Port: Send {
     /// The fd to register for readability.
     fn raw_fd(&self) -> RawFd;
-    /// Receives one frame into `buf`; `WouldBlock` when there is none.
+    /// Bytes of metadata ahead of the Ethernet frame in what `recv` fills and `send` takes.
+    fn headroom(&self) -> usize {
+        0
+    }
+    /// Receives one buffer (metadata + frame) into `buf`; `WouldBlock` when there is none.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Sends one frame.
-    fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// Sends a buffer as received from a port with the same `headroom`.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Sends a plain Ethernet frame (built by the switch, or from a port of another kind).
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
     /// What kind of port this is, for `show`.
     fn kind(&self) -> &'static str;
 }

@@ -192,7 +192,7 @@ pub fn create_tap_interface(
     })?;
 
     let transit = transit_name();
-    let tap = Tap::create(&transit)?;
+    let tap = Tap::create(&transit, true)?;
     {
         let mut nl = Netlink::open().map_err(nl_err("open"))?;
         let index = nl

@@ -70,7 +70,8 @@ drop_reasons! {
     BadArp => "bad_arp": "A malformed ARP packet addressed to the gateway.",
     BadIp => "bad_ip": "A malformed IPv4 packet addressed to the gateway.",
     BadDhcp => "bad_dhcp": "A malformed or invalid DHCP message.",
-    BadDns => "bad_dns": "A malformed DNS query to the gateway.",
+        BadDns => "bad_dns": "A malformed DNS query to the gateway.",
+    NeedsOffload => "needs_offload": "A TSO/GSO or checksum-pending frame for a port that cannot take one (no software segmentation yet).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
