@@ -1,18 +1,20 @@
 //! The MAC learning table of one network: bounded, aged, with counted moves and evictions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::PortId;
 use crate::wire::MacAddr;
 
-/// How many entries a full table samples to pick the least recently seen one to evict
-/// (approximate LRU: constant work per learn even under a MAC flood).
-const EVICTION_SAMPLE: usize = 8;
+/// How many queue entries one eviction may pass over before it takes the one in hand (the
+/// CLOCK algorithm's second chances are bounded: constant work per learn under a MAC flood).
+const EVICTION_PROBES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     port: PortId,
     last_seen: u64,
+    /// Seen again since it was last considered for eviction (CLOCK's reference bit).
+    referenced: bool,
 }
 
 /// What `learn` did.
@@ -49,6 +51,8 @@ pub struct FdbEntry {
 #[derive(Debug)]
 pub struct Fdb {
     map: HashMap<MacAddr, Entry>,
+    /// Eviction order (oldest first); may hold MACs already gone from `map` (skipped lazily).
+    clock: VecDeque<MacAddr>,
     limit: usize,
     aging_ms: u64,
     pub counters: FdbCounters,
@@ -60,6 +64,7 @@ impl Fdb {
             // Reserve a modest start; the map grows to `limit` and then stays put (no allocation
             // in the steady state).
             map: HashMap::with_capacity(limit.min(1024)),
+            clock: VecDeque::with_capacity(limit.min(1024)),
             limit: limit.max(1),
             aging_ms,
             counters: FdbCounters::default(),
@@ -90,6 +95,7 @@ impl Fdb {
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: u64) -> Learned {
         if let Some(e) = self.map.get_mut(&mac) {
             e.last_seen = now;
+            e.referenced = true;
             if e.port == port {
                 return Learned::Refreshed;
             }
@@ -103,31 +109,45 @@ impl Fdb {
             self.evict_one(now);
             result = Learned::NewEvicting;
         }
-        self.map.insert(
+                self.map.insert(
             mac,
             Entry {
                 port,
                 last_seen: now,
+                referenced: false,
             },
         );
+        if self.clock.len() >= 2 * self.limit {
+            // Churn left too many stale MACs in the queue: keep only live ones.
+            let map = &self.map;
+            self.clock.retain(|m| map.contains_key(m));
+        }
+        self.clock.push_back(mac);
         self.counters.learned += 1;
         result
     }
 
+    /// Evicts one entry, oldest first, giving recently seen ones a second chance (CLOCK).
     fn evict_one(&mut self, now: u64) {
-        let victim = self
-            .map
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .max_by_key(|(_, e)| now.saturating_sub(e.last_seen))
-            .map(|(mac, e)| (*mac, self.expired(e, now)));
-        if let Some((mac, expired)) = victim {
+        let mut probes = 0;
+        while let Some(mac) = self.clock.pop_front() {
+            let Some(e) = self.map.get_mut(&mac) else {
+                continue; // already gone (aged out or flushed)
+            };
+            let expired = now.saturating_sub(e.last_seen) >= self.aging_ms;
+            if e.referenced && !expired && probes < EVICTION_PROBES {
+                e.referenced = false;
+                self.clock.push_back(mac);
+                probes += 1;
+                continue;
+            }
             self.map.remove(&mac);
             if expired {
                 self.counters.expired += 1;
             } else {
                 self.counters.evicted += 1;
             }
+            return;
         }
     }
 
@@ -147,6 +167,10 @@ impl Fdb {
         self.map
             .retain(|_, e| now.saturating_sub(e.last_seen) < aging);
         let n = before - self.map.len();
+        if n > 0 {
+            let map = &self.map;
+            self.clock.retain(|m| map.contains_key(m));
+        }
         self.counters.expired += n as u64;
         n
     }
@@ -154,6 +178,8 @@ impl Fdb {
     /// Forgets every entry pointing at `port` (the port left the network).
     pub fn flush_port(&mut self, port: PortId) {
         self.map.retain(|_, e| e.port != port);
+        let map = &self.map;
+        self.clock.retain(|m| map.contains_key(m));
     }
 
     /// The live entries, oldest age last.
@@ -249,6 +275,31 @@ mod tests {
         f.learn(mac(10), PortId(1), 500);
         assert_eq!(f.counters.expired, 1);
         assert_eq!(f.counters.evicted, 0);
+    }
+
+    #[test]
+    fn eviction_spares_recently_seen_entries() {
+        let mut f = Fdb::new(4, 1_000_000);
+        for i in 0..4 {
+            f.learn(mac(i), PortId(1), u64::from(i));
+        }
+        f.learn(mac(0), PortId(1), 10); // mac 0 is alive
+        f.learn(mac(10), PortId(1), 11); // evicts the oldest unreferenced: mac 1
+        assert_eq!(f.lookup(&mac(0), 12), Some(PortId(1)));
+        assert_eq!(f.lookup(&mac(1), 12), None);
+        assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn churn_keeps_the_queue_bounded() {
+        let mut f = Fdb::new(8, 10);
+        for round in 0..1000u64 {
+            for i in 0..4 {
+                f.learn(mac(i), PortId(1), round * 20);
+            }
+            f.expire(round * 20 + 15);
+        }
+        assert!(f.clock.len() <= 16, "{}", f.clock.len());
     }
 
     #[test]
