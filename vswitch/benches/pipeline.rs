@@ -46,7 +46,12 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
     for i in 0..ports {
         let ep = Endpoint {
             mac: mac(i),
-            ip: Some(std::net::Ipv4Addr::new(10, 0, (i >> 8) as u8, (i & 0xff) as u8 + 2)),
+            ip: Some(std::net::Ipv4Addr::new(
+                10,
+                0,
+                (i >> 8) as u8,
+                (i & 0xff) as u8 + 2,
+            )),
             names: vec![format!("c{i}")],
         };
         p.add_port(PortId(i), NetId(0), gateway.then_some(ep));
@@ -64,7 +69,11 @@ fn l2(c: &mut Criterion) {
         let f10 = frame(mac(0), mac(1), 1514);
         p.process(0, PortId(0), &f01, &mut a);
         p.process(0, PortId(1), &f10, &mut a);
-        let name = if gateway { "known_unicast_with_gateway" } else { "known_unicast" };
+        let name = if gateway {
+            "known_unicast_with_gateway"
+        } else {
+            "known_unicast"
+        };
         g.bench_function(name, |b| {
             b.iter(|| {
                 p.process(1, PortId(0), black_box(&f01), &mut a);
@@ -72,7 +81,11 @@ fn l2(c: &mut Criterion) {
             })
         });
         let bcast = frame(MacAddr::BROADCAST, mac(0), 60);
-        let name = if gateway { "flood_8_ports_with_gateway" } else { "flood_8_ports" };
+        let name = if gateway {
+            "flood_8_ports_with_gateway"
+        } else {
+            "flood_8_ports"
+        };
         g.bench_function(name, |b| {
             b.iter(|| {
                 p.process(1, PortId(0), black_box(&bcast), &mut a);
@@ -114,7 +127,12 @@ fn fdb(c: &mut Criterion) {
     let mut p = pipeline(2, false, 100_000);
     let mut a = Actions::with_capacity(4);
     for i in 0..100_000 {
-        p.process(0, PortId(i % 2), &frame(MacAddr::BROADCAST, mac(1000 + i), 60), &mut a);
+        p.process(
+            0,
+            PortId(i % 2),
+            &frame(MacAddr::BROADCAST, mac(1000 + i), 60),
+            &mut a,
+        );
     }
     let f = frame(mac(1001), mac(1000), 1514);
     g.bench_function("forward_with_100k_learned", |b| {
@@ -150,7 +168,9 @@ fn gateway(c: &mut Criterion) {
         })
     });
     let mut dns = vec![0u8; 0];
-    dns.extend_from_slice(&[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 2, b'c', b'3', 0, 0, 1, 0, 1]);
+    dns.extend_from_slice(&[
+        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 2, b'c', b'3', 0, 0, 1, 0, 1,
+    ]);
     let builder = etherparse::PacketBuilder::ethernet2(mac(0).0, [0x02, 0x42, 10, 0, 0, 1])
         .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
         .udp(40000, 53);

@@ -97,5 +97,9 @@ fn forwarding_allocates_nothing_per_packet() {
     }
     COUNTING.store(false, Ordering::SeqCst);
     assert!(forwarded > 10_000 * 8, "frames were forwarded: {forwarded}");
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations on the forwarding path");
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations on the forwarding path"
+    );
 }

@@ -199,6 +199,20 @@ fn run(
             })
             .map_err(|e| format!("cannot start event thread: {e}"))?;
     }
+    {
+        // Ports whose namespace handle disappears are taken down (see Manager::check_namespaces).
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("netns-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                manager
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .check_namespaces();
+            })
+            .map_err(|e| format!("cannot start namespace watcher: {e}"))?;
+    }
     info!(socket = %socket.display(), state_dir = %state_dir.display(), "vswitchd ready");
 
     let sig = signals.forever().next();

@@ -13,7 +13,7 @@ use crate::api::*;
 use crate::control::resolv;
 use crate::dataplane::{self, Command, Snapshot};
 use crate::ports::Port;
-use crate::sandbox::{self, InterfaceSetup, NetnsSpec, SandboxError};
+use crate::sandbox::{self, InterfaceSetup, NetnsId, NetnsSpec, SandboxError};
 use crate::state::{
     NetworkConfig, PortConfig, State, Store, StoredLease, DEFAULT_FDB_LIMIT, DEFAULT_LEASE_SECS,
     DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
@@ -58,6 +58,8 @@ fn check_name(kind: &str, name: &str) -> ApiResult<()> {
 struct PortRt {
     /// Present while the port is attached to the dataplane.
     id: Option<PortId>,
+    /// The namespace the port's interface lives in, while it is watched.
+    netns: Option<NetnsId>,
     /// Why the port is not attached (restore failed).
     detail: Option<String>,
 }
@@ -162,32 +164,21 @@ impl Manager {
             m.state.networks.push(cfg);
         }
         for port in saved.ports {
-            let detail = match m.attach_port(&port) {
-                Ok(id) => {
+            let rt = match m.attach_port(&port) {
+                Ok(rt) => {
                     info!(port = %port.name, netns = %port.netns, "port restored");
-                    m.ports.insert(
-                        port.name.clone(),
-                        PortRt {
-                            id: Some(id),
-                            detail: None,
-                        },
-                    );
-                    None
+                    rt
                 }
                 Err(e) => {
                     warn!(port = %port.name, netns = %port.netns, error = %e.message, "port not restored; kept as detached");
-                    Some(e.message)
-                }
-            };
-            if let Some(detail) = detail {
-                m.ports.insert(
-                    port.name.clone(),
                     PortRt {
                         id: None,
-                        detail: Some(detail),
-                    },
-                );
-            }
+                        netns: None,
+                        detail: Some(e.message),
+                    }
+                }
+            };
+            m.ports.insert(port.name.clone(), rt);
             m.state.ports.push(port);
         }
         m.save().map_err(|e| e.message)?;
@@ -854,7 +845,7 @@ impl Manager {
     }
 
     /// Creates the port's interface in its namespace and hands the port to the dataplane.
-    fn attach_port(&mut self, cfg: &PortConfig) -> ApiResult<PortId> {
+    fn attach_port(&mut self, cfg: &PortConfig) -> ApiResult<PortRt> {
         let net = self.net_config(&cfg.network)?.clone();
         let net_id = *self
             .nets
@@ -862,6 +853,8 @@ impl Manager {
             .ok_or_else(|| internal("network has no dataplane id"))?;
         let spec = NetnsSpec::parse(&cfg.netns).map_err(|e| invalid(e.to_string()))?;
         let ns = spec.open().map_err(|e| sandbox_error(&e))?;
+        let netns_id =
+            NetnsId::of(&ns).map_err(|e| internal(format!("cannot stat namespace: {e}")))?;
         let setup = InterfaceSetup {
             ifname: cfg.ifname.clone(),
             mac: cfg.mac,
@@ -895,19 +888,53 @@ impl Manager {
             done,
         })?
         .map_err(|e| internal(format!("dataplane refused the port: {e}")))?;
-        Ok(id)
+        Ok(PortRt {
+            id: Some(id),
+            netns: Some(netns_id),
+            detail: None,
+        })
+    }
+
+    /// Takes down the ports whose namespace handle is gone (`ip netns del`, the process of a
+    /// pid exited): the port's TAP is what would otherwise keep that namespace alive. The port
+    /// stays configured (shown as down) until deleted; a restart retries it.
+    pub fn check_namespaces(&mut self) {
+        let mut gone = Vec::new();
+        for cfg in &self.state.ports {
+            let Some(rt) = self.ports.get(&cfg.name) else {
+                continue;
+            };
+            let (Some(id), Some(netns)) = (rt.id, rt.netns) else {
+                continue;
+            };
+            let Ok(spec) = NetnsSpec::parse(&cfg.netns) else {
+                continue;
+            };
+            if !netns.still_named_by(&spec) {
+                gone.push((cfg.name.clone(), id, spec.to_string()));
+            }
+        }
+        for (name, id, spec) in gone {
+            let reason = format!("namespace {spec} is gone");
+            warn!(port = %name, %reason, "port down");
+            if self
+                .dp_call(|done| Command::PortDown { id, reason, done })
+                .is_ok()
+            {
+                if let Some(rt) = self.ports.get_mut(&name) {
+                    rt.netns = None;
+                }
+            }
+        }
     }
 
     fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
         let cfg = self.validate_port(&req)?;
-        let id = self.attach_port(&cfg)?;
-        self.ports.insert(
-            cfg.name.clone(),
-            PortRt {
-                id: Some(id),
-                detail: None,
-            },
-        );
+        let rt = self.attach_port(&cfg)?;
+        let id = rt
+            .id
+            .ok_or_else(|| internal("port attached without an id"))?;
+        self.ports.insert(cfg.name.clone(), rt);
         self.state.ports.push(cfg.clone());
         if let Err(e) = self.save() {
             self.state.ports.pop();

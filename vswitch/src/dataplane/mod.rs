@@ -63,6 +63,12 @@ pub enum Command {
         id: PortId,
         done: Sender<()>,
     },
+    /// Takes a port out of service (closing its fd) but keeps its counters and the reason.
+    PortDown {
+        id: PortId,
+        reason: String,
+        done: Sender<()>,
+    },
     Snapshot {
         reply: Sender<Snapshot>,
     },
@@ -377,6 +383,10 @@ impl Dataplane {
             }
             Command::RemovePort { id, done } => {
                 self.remove_port(id);
+                let _ = done.send(());
+            }
+            Command::PortDown { id, reason, done } => {
+                self.mark_down(id, reason);
                 let _ = done.send(());
             }
             Command::Snapshot { reply } => {

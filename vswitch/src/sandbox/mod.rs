@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::ports::tap::{Tap, TapError};
 use crate::wire::MacAddr;
@@ -156,73 +156,43 @@ pub struct InterfaceReport {
     pub kept_existing_default_route: bool,
 }
 
-/// A name for a TAP's short stay in the daemon's own namespace: unique per process and call.
-fn transit_name() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
-    format!("v{:x}.{n:x}", std::process::id() & 0xff_ffff)
-}
-
-/// Creates a TAP, moves it into the namespace as `setup.ifname` and configures it. On any error
-/// the TAP is closed again, which removes it: nothing is left behind.
+/// Creates a TAP called `setup.ifname` inside the namespace and configures it. On any error the
+/// TAP is closed again, which removes it: nothing is left behind.
 ///
-/// The TAP is opened in the daemon's namespace and then moved: a tun fd holds a reference to the
-/// namespace it was opened in, so opening it inside the container's namespace would keep that
-/// namespace alive after the container is gone.
+/// The TAP is opened on a thread inside the namespace, so the device is born there (moving a
+/// device between namespaces costs the kernel an RCU barrier: ~40 ms here, against ~3 ms for
+/// creating it in place). A tun fd holds a reference to the namespace it was opened in, so the
+/// daemon watches the namespace handle (`NetnsId`) and closes the port when it disappears —
+/// otherwise a dead container's namespace would live on.
 pub fn create_tap_interface(
     ns: &File,
     spec: &NetnsSpec,
     setup: &InterfaceSetup,
 ) -> Result<(Tap, InterfaceReport), SandboxError> {
-    let nl_err = |op: &'static str| {
-        let spec = spec.to_string();
-        move |source| SandboxError::Netlink { op, spec, source }
-    };
-    let taken = || SandboxError::IfnameTaken {
-        ifname: setup.ifname.clone(),
-        spec: spec.to_string(),
-    };
-    // Refuse early (before creating anything) when the name is taken in the namespace.
     in_netns(ns, spec, || {
+        let nl_err = |op: &'static str| {
+            let spec = spec.to_string();
+            move |source| SandboxError::Netlink { op, spec, source }
+        };
         let mut nl = Netlink::open().map_err(nl_err("open"))?;
-        match nl.link_index(&setup.ifname).map_err(nl_err("get link"))? {
-            Some(_) => Err(taken()),
-            None => Ok(()),
-        }
-    })?;
-
-    let transit = transit_name();
-    let tap = Tap::create(&transit, true)?;
-    {
-        let mut nl = Netlink::open().map_err(nl_err("open"))?;
-        let index = nl
-            .link_index(&transit)
+        if nl
+            .link_index(&setup.ifname)
             .map_err(nl_err("get link"))?
-            .ok_or_else(|| nl_err("get link")(io::Error::from(io::ErrorKind::NotFound)))?;
-        let moved = nl.set_link(
-            index,
-            &LinkChange {
-                name: Some(setup.ifname.clone()),
-                netns_fd: Some(ns.as_raw_fd()),
-                ..Default::default()
-            },
-        );
-        match moved {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(taken()),
-            Err(e) => return Err(nl_err("move link into namespace")(e)),
+            .is_some()
+        {
+            return Err(SandboxError::IfnameTaken {
+                ifname: setup.ifname.clone(),
+                spec: spec.to_string(),
+            });
         }
-    }
-
-    let report = in_netns(ns, spec, || {
-        let mut nl = Netlink::open().map_err(nl_err("open"))?;
+        let tap = Tap::create(&setup.ifname, true)?;
         let index = nl
             .link_index(&setup.ifname)
             .map_err(nl_err("get link"))?
             .ok_or_else(|| {
                 nl_err("get link")(io::Error::new(
                     io::ErrorKind::NotFound,
-                    "interface vanished right after it was moved in",
+                    "TAP vanished right after creation",
                 ))
             })?;
         nl.set_link(
@@ -259,9 +229,33 @@ pub fn create_tap_interface(
                 }
             }
         }
-        Ok(report)
-    })?;
-    Ok((tap, report))
+        Ok((tap, report))
+    })
+}
+
+/// Identity of a namespace handle: the device and inode of the nsfs file it resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsId {
+    dev: u64,
+    ino: u64,
+}
+
+impl NetnsId {
+    /// The identity of an open namespace file.
+    pub fn of(ns: &File) -> io::Result<NetnsId> {
+        let m = ns.metadata()?;
+        Ok(NetnsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Does the user's handle (name, path or pid) still lead to this namespace?
+    pub fn still_named_by(&self, spec: &NetnsSpec) -> bool {
+        std::fs::metadata(spec.path())
+            .map(|m| m.dev() == self.dev && m.ino() == self.ino)
+            .unwrap_or(false)
+    }
 }
 
 #[cfg(test)]

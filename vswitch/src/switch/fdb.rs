@@ -109,7 +109,7 @@ impl Fdb {
             self.evict_one(now);
             result = Learned::NewEvicting;
         }
-                self.map.insert(
+        self.map.insert(
             mac,
             Entry {
                 port,

@@ -1,0 +1,1014 @@
+//! vswitch-bench: builds each topology in fresh network namespaces and measures every peer side
+//! by side in one invocation — the Linux bridge, Open vSwitch's userspace datapath (when
+//! installed) and vswitch with TAP ports — then prints a table of every figure with its ratio to
+//! the bridge and to OVS, and writes JSON, Markdown and an SVG plot.
+//!
+//! Timings are only ever compared within one run: this machine is noisy.
+
+mod sys;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    name = "vswitch-bench",
+    about = "Measure vswitch against the Linux bridge and OVS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Short runs (the whole suite in under 3 minutes).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Scenarios to run: throughput, latency, pps, scale.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "throughput,latency,pps,scale"
+    )]
+    scenarios: Vec<String>,
+    /// Peers to measure: bridge, ovs, vswitch-tap.
+    #[arg(long, value_delimiter = ',', default_value = "bridge,ovs,vswitch-tap")]
+    peers: Vec<String>,
+    /// Where results.json, results.md and results.svg go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (helper) UDP echo server.
+    #[command(hide = true)]
+    UdpEcho { port: u16, secs: u64 },
+    /// (helper) UDP ping-pong client: prints RTT percentiles in µs as JSON.
+    #[command(hide = true)]
+    UdpPing { target: String, count: usize },
+    /// (helper) counts datagrams for `secs` seconds.
+    #[command(hide = true)]
+    PpsRecv { port: u16, secs: f64 },
+    /// (helper) sends 64-byte frames (18-byte UDP payloads) as fast as it can.
+    #[command(hide = true)]
+    PpsSend { target: String, secs: f64 },
+}
+
+// ---------- helpers run inside the namespaces ----------
+
+fn udp_echo(port: u16, secs: u64) {
+    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}
+
+fn udp_ping(target: &str, count: usize) {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect(target).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut rtts = Vec::with_capacity(count);
+    let mut buf = [0u8; 64];
+    let mut lost = 0;
+    for i in 0..count + 100 {
+        let payload = (i as u64).to_be_bytes();
+        let t = Instant::now();
+        s.send(&payload).unwrap();
+        loop {
+            match s.recv(&mut buf) {
+                Ok(8) if buf[..8] == payload => {
+                    if i >= 100 {
+                        rtts.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                    }
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+    }
+    rtts.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::json!({"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "lost": lost})
+    );
+}
+
+fn pps_recv(port: u16, secs: f64) {
+    let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut bufs = vec![[0u8; 64]; 256];
+    let mut received = 0u64;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        if let Ok(n) = sys::recv_batch(&s, &mut bufs) {
+            received += n as u64;
+        }
+    }
+    println!("{}", serde_json::json!({ "received": received }));
+}
+
+fn pps_send(target: &str, secs: f64) {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect(target).unwrap();
+    let payload = [0x5au8; 18]; // 14 + 20 + 8 + 18 = 60 bytes, 64 on the wire with the FCS
+    let mut sent = 0u64;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        match sys::send_batch(&s, &payload, 64) {
+            Ok(n) => sent += n as u64,
+            Err(_) => std::thread::yield_now(), // ENOBUFS: the queue is full
+        }
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
+}
+
+// ---------- scaffolding ----------
+
+fn prefix() -> String {
+    format!("vb{}", std::process::id() % 100_000)
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A namespace removed on drop.
+struct Ns(String);
+
+impl Ns {
+    fn new(name: String) -> Result<Ns, String> {
+        run("ip", &["netns", "add", &name])?;
+        let ns = Ns(name);
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn exec(&self, args: &[&str]) -> Result<String, String> {
+        let mut a = vec!["netns", "exec", &self.0];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Result<Proc, String> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Proc)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.0]);
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.0));
+    }
+}
+
+/// A child process killed (by PID) on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn wait_json(mut self) -> Result<Value, String> {
+        let out = self.0.stdout.take().ok_or("no stdout")?;
+        let status = self.0.wait().map_err(|e| e.to_string())?;
+        let text = std::io::read_to_string(out).map_err(|e| e.to_string())?;
+        serde_json::from_str(text.trim())
+            .map_err(|e| format!("helper exited {status}: {e}: {text:?}"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
+    let p = std::env::temp_dir().join(format!("{}-{tag}", prefix()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    TempDir(p)
+}
+
+fn sibling(bin: &str) -> PathBuf {
+    std::env::current_exe().unwrap().with_file_name(bin)
+}
+
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Client and server namespaces joined by one switch, with whatever keeps it running.
+struct Topology {
+    client: Ns,
+    server: Ns,
+    server_ip: &'static str,
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+const CLIENT_IP: &str = "10.250.0.1";
+const SERVER_IP: &str = "10.250.0.2";
+
+/// Two namespaces, each with `eth0` whose peer `v1`/`v2` is in `switch`.
+fn veth_pair_topology(switch: &Ns) -> Result<(Ns, Ns), String> {
+    let p = prefix();
+    let client = Ns::new(format!("{p}c"))?;
+    let server = Ns::new(format!("{p}s"))?;
+    for (ns, v, ip) in [(&client, "v1", CLIENT_IP), (&server, "v2", SERVER_IP)] {
+        switch.exec(&[
+            "ip", "link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
+        ])?;
+        switch.exec(&["ip", "link", "set", v, "up"])?;
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    }
+    Ok((client, server))
+}
+
+fn bridge() -> Result<Topology, String> {
+    let sw = Ns::new(format!("{}w", prefix()))?;
+    sw.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+    sw.exec(&["ip", "link", "set", "br0", "up"])?;
+    let (client, server) = veth_pair_topology(&sw)?;
+    for v in ["v1", "v2"] {
+        sw.exec(&["ip", "link", "set", v, "master", "br0"])?;
+    }
+    Ok(Topology {
+        client,
+        server,
+        server_ip: SERVER_IP,
+        _keep: vec![Box::new(sw)],
+    })
+}
+
+/// Open vSwitch with the userspace (`netdev`) datapath, its db and daemon started here with
+/// their own run dir, inside the switch namespace; stopped (by PID) afterwards.
+fn ovs() -> Result<Topology, String> {
+    let schema = ["/usr/share/openvswitch/vswitch.ovsschema"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or("Open vSwitch is not installed (apt-get install openvswitch-switch)")?;
+    let dir = temp_dir("ovs");
+    let d = dir.0.display().to_string();
+    let db = format!("{d}/conf.db");
+    let sock = format!("unix:{d}/db.sock");
+    run("ovsdb-tool", &["create", &db, schema])?;
+    let sw = Ns::new(format!("{}w", prefix()))?;
+    let env = |c: &mut Command| {
+        c.env("OVS_RUNDIR", &d)
+            .env("OVS_LOGDIR", &d)
+            .env("OVS_DBDIR", &d)
+            .env("OVS_SYSCONFDIR", &d);
+    };
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &sw.0,
+        "ovsdb-server",
+        &db,
+        &format!("--remote=p{sock}"),
+        &format!("--pidfile={d}/ovsdb.pid"),
+        &format!("--unixctl={d}/ovsdb.ctl"),
+        &format!("--log-file={d}/ovsdb.log"),
+    ]);
+    env(&mut c);
+    let dbp = Proc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    if !wait_for(10, || Path::new(&format!("{d}/db.sock")).exists()) {
+        return Err("ovsdb-server did not start".into());
+    }
+    let vsctl = |args: &[&str]| -> Result<String, String> {
+        let mut a = vec![format!("--db={sock}"), "--timeout=20".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run("ovs-vsctl", &a)
+    };
+    vsctl(&["--no-wait", "init"])?;
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &sw.0,
+        "ovs-vswitchd",
+        &sock,
+        &format!("--pidfile={d}/vswitchd.pid"),
+        &format!("--unixctl={d}/vswitchd.ctl"),
+        &format!("--log-file={d}/vswitchd.log"),
+    ]);
+    env(&mut c);
+    let vsp = Proc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "set",
+        "bridge",
+        "br0",
+        "datapath_type=netdev",
+    ])?;
+    let (client, server) = veth_pair_topology(&sw)?;
+    for v in ["v1", "v2"] {
+        vsctl(&["add-port", "br0", v])?;
+    }
+    sw.exec(&["ip", "link", "set", "br0", "up"]).ok();
+    // The netdev datapath reads the veths with AF_PACKET and cannot take TSO/GSO or
+    // checksum-pending frames: make the endpoints send plain ones so TCP runs fairly.
+    for (ns, ifs) in [
+        (&client, vec!["eth0"]),
+        (&server, vec!["eth0"]),
+        (&sw, vec!["v1", "v2"]),
+    ] {
+        for i in ifs {
+            let _ = ns.exec(&[
+                "ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ]);
+        }
+    }
+    Ok(Topology {
+        client,
+        server,
+        server_ip: SERVER_IP,
+        _keep: vec![Box::new(vsp), Box::new(dbp), Box::new(sw), Box::new(dir)],
+    })
+}
+
+/// A vswitchd of our own (the release binary beside this one) with two TAP ports.
+struct Vswitchd {
+    proc: Proc,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Vswitchd {
+    fn start() -> Result<Vswitchd, String> {
+        let dir = temp_dir("vswitchd");
+        let socket = dir.0.join("sock");
+        let bin = sibling("vswitchd");
+        if !bin.exists() {
+            return Err(format!(
+                "{} not found: build the workspace first",
+                bin.display()
+            ));
+        }
+        let proc = Proc(
+            Command::new(bin)
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--state-dir")
+                .arg(dir.0.join("state"))
+                .args(["--log-level", "warn"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?,
+        );
+        let v = Vswitchd {
+            proc,
+            socket,
+            _dir: dir,
+        };
+        if !wait_for(20, || v.client().is_ok()) {
+            return Err("vswitchd did not start".into());
+        }
+        Ok(v)
+    }
+
+    fn client(&self) -> Result<vswitch::api::Client, String> {
+        vswitch::api::Client::connect(&self.socket).map_err(|e| e.to_string())
+    }
+
+    fn call(&self, op: vswitch::api::Op) -> Result<vswitch::api::Reply, String> {
+        self.client()?.call(op).map_err(|e| e.to_string())
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn vswitch_tap() -> Result<Topology, String> {
+    use vswitch::api::{NetworkCreate, Op, PortAdd};
+    let d = Vswitchd::start()?;
+    d.call(Op::NetworkCreate(NetworkCreate {
+        name: "bench".into(),
+        subnet: "10.250.0.0/24".into(),
+        gateway: Some("10.250.0.254".into()),
+        ..Default::default()
+    }))?;
+    let p = prefix();
+    let client = Ns::new(format!("{p}c"))?;
+    let server = Ns::new(format!("{p}s"))?;
+    for (ns, ip) in [(&client, CLIENT_IP), (&server, SERVER_IP)] {
+        d.call(Op::PortAdd(PortAdd {
+            network: "bench".into(),
+            netns: ns.0.clone(),
+            ip: Some(ip.into()),
+            ..Default::default()
+        }))?;
+    }
+    Ok(Topology {
+        client,
+        server,
+        server_ip: SERVER_IP,
+        _keep: vec![Box::new(d)],
+    })
+}
+
+// ---------- scenarios ----------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Figure {
+    scenario: String,
+    metric: String,
+    unit: String,
+    higher_is_better: bool,
+    /// peer -> value
+    values: BTreeMap<String, f64>,
+    #[serde(default)]
+    notes: Vec<String>,
+}
+
+struct Durations {
+    iperf: u64,
+    pps: f64,
+    pings: usize,
+}
+
+fn iperf(t: &Topology, streams: u32, secs: u64) -> Result<f64, String> {
+    let server = t.server.spawn(&["iperf3", "-s", "-1", "-p", "5201"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = t.client.exec(&[
+        "iperf3",
+        "-c",
+        t.server_ip,
+        "-p",
+        "5201",
+        "-t",
+        &secs.to_string(),
+        "-P",
+        &streams.to_string(),
+        "--json",
+    ])?;
+    drop(server);
+    let v: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .ok_or_else(|| "iperf3 gave no result".into())
+}
+
+fn latency(t: &Topology, count: usize) -> Result<Value, String> {
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let echo = t.server.spawn(&[&me, "udp-echo", "7000", "120"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = t.client.exec(&[
+        &me,
+        "udp-ping",
+        &format!("{}:7000", t.server_ip),
+        &count.to_string(),
+    ])?;
+    drop(echo);
+    serde_json::from_str(out.trim()).map_err(|e| e.to_string())
+}
+
+fn pps(t: &Topology, secs: f64) -> Result<(f64, f64), String> {
+    let me = std::env::current_exe().unwrap().display().to_string();
+    // Warm the path (ARP, MAC learning) first.
+    let _ = t.client.exec(&["ping", "-c", "1", "-W", "1", t.server_ip]);
+    let recv = t
+        .server
+        .spawn(&[&me, "pps-recv", "7001", &(secs + 1.0).to_string()])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = t.client.exec(&[
+        &me,
+        "pps-send",
+        &format!("{}:7001", t.server_ip),
+        &secs.to_string(),
+    ])?;
+    let sent: Value = serde_json::from_str(sent.trim()).map_err(|e| e.to_string())?;
+    let got = recv.wait_json()?;
+    let sent = sent["sent"].as_f64().unwrap_or(0.0);
+    let received = got["received"].as_f64().unwrap_or(0.0);
+    let loss = if sent > 0.0 {
+        (1.0 - received / sent).max(0.0) * 100.0
+    } else {
+        100.0
+    };
+    Ok((received / secs / 1000.0, loss))
+}
+
+fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<(), String> {
+    use vswitch::api::{NetworkCreate, Op, PortAdd};
+    let counts: &[usize] = if quick {
+        &[1, 10, 100]
+    } else {
+        &[1, 10, 100, 1000]
+    };
+    for &n in counts {
+        bar.set_message(format!("scale: {n} ports"));
+        let d = Vswitchd::start()?;
+        d.call(Op::NetworkCreate(NetworkCreate {
+            name: "scale".into(),
+            subnet: "10.240.0.0/16".into(),
+            ..Default::default()
+        }))?;
+        let ns = Ns::new(format!("{}x", prefix()))?;
+        let mut client = d.client()?;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            client
+                .call(Op::PortAdd(PortAdd {
+                    network: "scale".into(),
+                    netns: ns.0.clone(),
+                    ifname: Some(format!("p{i}")),
+                    name: Some(format!("p{i}")),
+                    ..Default::default()
+                }))
+                .map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];
+        let mut fig = |metric: &str, unit: &str, v: f64| {
+            figures.push(Figure {
+                scenario: "scale".into(),
+                metric: format!("{metric} @{n} ports"),
+                unit: unit.into(),
+                higher_is_better: false,
+                values: BTreeMap::from([("vswitch-tap".to_string(), v)]),
+                notes: vec![],
+            })
+        };
+        fig("add-port p50", "ms", pct(0.5));
+        fig("add-port p99", "ms", pct(0.99));
+        fig("daemon RSS", "MiB", d.rss_kib() as f64 / 1024.0);
+        drop(client);
+        drop(d); // kills the daemon: its TAPs go with it
+        drop(ns);
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024 / 1024)
+        .unwrap_or(0);
+    serde_json::json!({
+        "kernel": run("uname", &["-r"]).unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "memory_gib": mem,
+    })
+}
+
+fn fmt_value(v: Option<&f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
+fn ratio(f: &Figure, peer: &str) -> Option<f64> {
+    let ours = f.values.get("vswitch-tap")?;
+    let theirs = f.values.get(peer)?;
+    (*theirs != 0.0).then(|| ours / theirs)
+}
+
+fn report(
+    figures: &[Figure],
+    peers: &[String],
+    notes: &[String],
+    machine: &Value,
+    quick: bool,
+    out: &Path,
+) -> Result<(), String> {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# vswitch-bench results\n\nMachine: {} CPUs ({}), {} GiB, kernel {}. Mode: {}.\n\n",
+        machine["cpus"],
+        machine["cpu_model"].as_str().unwrap_or("?"),
+        machine["memory_gib"],
+        machine["kernel"].as_str().unwrap_or("?"),
+        if quick { "--quick" } else { "full" }
+    ));
+    md.push_str("Ratios are vswitch-tap / peer, from this one run (for latency, loss and time, lower is better).\n\n");
+    let mut header = vec!["scenario".to_string(), "figure".into(), "unit".into()];
+    header.extend(peers.iter().cloned());
+    header.extend(["vs bridge".to_string(), "vs ovs".to_string()]);
+    md.push_str(&format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    ));
+    let mut rows = Vec::new();
+    for f in figures {
+        let mut row = vec![f.scenario.clone(), f.metric.clone(), f.unit.clone()];
+        for p in peers {
+            row.push(fmt_value(f.values.get(p)));
+        }
+        for p in ["bridge", "ovs"] {
+            row.push(
+                ratio(f, p)
+                    .map(|r| format!("{r:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        md.push_str(&format!("| {} |\n", row.join(" | ")));
+        rows.push(row);
+    }
+    if !notes.is_empty() {
+        md.push_str("\nNotes:\n");
+        for n in notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    // Plain table on stdout.
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(&header));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let json = serde_json::json!({ "machine": machine, "quick": quick, "peers": peers, "figures": figures, "notes": notes });
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(out.join("results.md"), md).map_err(|e| e.to_string())?;
+    plot(figures, peers, &out.join("results.svg"))?;
+    println!("results: {}", out.display());
+    Ok(())
+}
+
+/// Grouped bars: every peer's value relative to the Linux bridge (1.0), per figure.
+fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let figs: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| f.values.contains_key("bridge"))
+        .collect();
+    if figs.is_empty() {
+        return Ok(());
+    }
+    let max = figs
+        .iter()
+        .flat_map(|f| {
+            peers
+                .iter()
+                .filter_map(|p| Some(f.values.get(p)? / f.values.get("bridge")?))
+        })
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.15;
+    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "vswitch-bench: value relative to the Linux bridge (= 1.0)",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(110)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..figs.len() as f64, 0f64..max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(figs.len())
+        .x_label_formatter(&|x| {
+            figs.get(*x as usize)
+                .map(|f| f.metric.clone())
+                .unwrap_or_default()
+        })
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .y_desc("ratio to bridge")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let colors = [
+        RGBColor(120, 120, 120),
+        RGBColor(70, 130, 180),
+        RGBColor(220, 90, 40),
+    ];
+    let w = 0.8 / peers.len() as f64;
+    for (pi, peer) in peers.iter().enumerate() {
+        let color = colors[pi % colors.len()];
+        let bars: Vec<_> = figs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let r = f.values.get(peer)? / f.values.get("bridge")?;
+                let x0 = i as f64 + 0.1 + pi as f64 * w;
+                Some(Rectangle::new([(x0, 0.0), (x0 + w, r)], color.filled()))
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(|e| e.to_string())?
+            .label(peer.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::UdpEcho { port, secs }) => return udp_echo(port, secs),
+        Some(Cmd::UdpPing { target, count }) => return udp_ping(&target, count),
+        Some(Cmd::PpsRecv { port, secs }) => return pps_recv(port, secs),
+        Some(Cmd::PpsSend { target, secs }) => return pps_send(&target, secs),
+        None => {}
+    }
+    let d = if cli.quick {
+        Durations {
+            iperf: 4,
+            pps: 3.0,
+            pings: 3000,
+        }
+    } else {
+        Durations {
+            iperf: 10,
+            pps: 8.0,
+            pings: 20000,
+        }
+    };
+    let want = |s: &str| cli.scenarios.iter().any(|x| x == s);
+    let traffic = ["throughput", "latency", "pps"]
+        .iter()
+        .filter(|s| want(s))
+        .count() as u64;
+    let steps = cli.peers.len() as u64 * traffic
+        + if want("scale") {
+            if cli.quick {
+                3
+            } else {
+                4
+            }
+        } else {
+            0
+        };
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}").unwrap(),
+    );
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let record = |figures: &mut Vec<Figure>,
+                  scenario: &str,
+                  metric: &str,
+                  unit: &str,
+                  hib: bool,
+                  peer: &str,
+                  v: f64| {
+        match figures
+            .iter_mut()
+            .find(|f| f.scenario == scenario && f.metric == metric)
+        {
+            Some(f) => {
+                f.values.insert(peer.to_string(), v);
+            }
+            None => figures.push(Figure {
+                scenario: scenario.into(),
+                metric: metric.into(),
+                unit: unit.into(),
+                higher_is_better: hib,
+                values: BTreeMap::from([(peer.to_string(), v)]),
+                notes: vec![],
+            }),
+        }
+    };
+    let mut peers_run = Vec::new();
+    for peer in &cli.peers {
+        bar.set_message(format!("{peer}: setting up"));
+        let topo = match peer.as_str() {
+            "bridge" => bridge(),
+            "ovs" => ovs(),
+            "vswitch-tap" => vswitch_tap(),
+            other => Err(format!("unknown peer {other}")),
+        };
+        let topo = match topo {
+            Ok(t) => t,
+            Err(e) => {
+                notes.push(format!("{peer} skipped: {e}"));
+                bar.inc(traffic);
+                continue;
+            }
+        };
+        peers_run.push(peer.clone());
+        if !wait_for(10, || {
+            topo.client
+                .exec(&["ping", "-c", "1", "-W", "1", topo.server_ip])
+                .is_ok()
+        }) {
+            notes.push(format!("{peer}: client cannot reach server; skipped"));
+            bar.inc(traffic);
+            continue;
+        }
+        if want("throughput") {
+            for streams in [1, 4] {
+                bar.set_message(format!("{peer}: TCP x{streams}"));
+                match iperf(&topo, streams, d.iperf) {
+                    Ok(g) => record(
+                        &mut figures,
+                        "throughput",
+                        &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
+                        "Gbit/s",
+                        true,
+                        peer,
+                        g,
+                    ),
+                    Err(e) => notes.push(format!("{peer} TCP x{streams}: {e}")),
+                }
+            }
+            bar.inc(1);
+        }
+        if want("latency") {
+            bar.set_message(format!("{peer}: UDP ping-pong"));
+            match latency(&topo, d.pings) {
+                Ok(v) => {
+                    for (k, name) in [
+                        ("p50", "RTT p50"),
+                        ("p99", "RTT p99"),
+                        ("p999", "RTT p99.9"),
+                    ] {
+                        record(
+                            &mut figures,
+                            "latency",
+                            name,
+                            "µs",
+                            false,
+                            peer,
+                            v[k].as_f64().unwrap_or(f64::NAN),
+                        );
+                    }
+                }
+                Err(e) => notes.push(format!("{peer} latency: {e}")),
+            }
+            bar.inc(1);
+        }
+        if want("pps") {
+            bar.set_message(format!("{peer}: 64-byte UDP"));
+            match pps(&topo, d.pps) {
+                Ok((kpps, loss)) => {
+                    record(
+                        &mut figures,
+                        "pps",
+                        "64B UDP forwarded",
+                        "kpps",
+                        true,
+                        peer,
+                        kpps,
+                    );
+                    record(&mut figures, "pps", "64B UDP loss", "%", false, peer, loss);
+                }
+                Err(e) => notes.push(format!("{peer} pps: {e}")),
+            }
+            bar.inc(1);
+        }
+        drop(topo);
+    }
+    if want("scale") {
+        if let Err(e) = scale(cli.quick, &mut figures, &bar) {
+            notes.push(format!("scale: {e}"));
+        }
+        notes.push("scale: vswitch only (add-port through the API; the peers have no comparable call); forwarding with 100 000 learned MACs is the criterion bench fdb/forward_with_100k_learned".into());
+    }
+    bar.finish_and_clear();
+    let _ = std::io::stdout().flush();
+    if let Err(e) = report(
+        &figures,
+        &peers_run,
+        &notes,
+        &machine(),
+        cli.quick,
+        &cli.out,
+    ) {
+        eprintln!("vswitch-bench: {e}");
+        std::process::exit(1);
+    }
+}
