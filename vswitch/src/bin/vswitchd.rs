@@ -200,16 +200,20 @@ fn run(
             .map_err(|e| format!("cannot start event thread: {e}"))?;
     }
     {
-        // Ports whose namespace handle disappears are taken down (see Manager::check_namespaces).
+        // Ports whose namespace handle disappears are taken down (see Manager::watched).
         let manager = manager.clone();
         std::thread::Builder::new()
             .name("netns-watch".into())
             .spawn(move || loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
-                manager
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .check_namespaces();
+                let watched = manager.lock().unwrap_or_else(|p| p.into_inner()).watched();
+                let gone: Vec<_> = watched.into_iter().filter(|w| w.orphaned()).collect();
+                if !gone.is_empty() {
+                    manager
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .namespaces_gone(gone);
+                }
             })
             .map_err(|e| format!("cannot start namespace watcher: {e}"))?;
     }

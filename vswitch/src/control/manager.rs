@@ -88,6 +88,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A port whose namespace handle is being watched.
+#[derive(Debug, Clone)]
+pub struct WatchedPort {
+    pub name: String,
+    pub id: PortId,
+    pub netns: NetnsId,
+    pub spec: NetnsSpec,
+}
+
+impl WatchedPort {
+    /// Is the namespace handle gone? (A stat; call without holding the manager.)
+    pub fn orphaned(&self) -> bool {
+        !self.netns.still_named_by(&self.spec)
+    }
+}
+
 /// The gateway's own MAC: Docker-style from its address (no port can have that address).
 pub fn gateway_mac(gw: Ipv4Addr) -> MacAddr {
     MacAddr::docker_style(gw.octets())
@@ -679,15 +695,18 @@ impl Manager {
         let now = unix_now();
         let mac: Option<MacAddr> = mac.and_then(|m| m.parse().ok());
         let pool = net.pool();
-        let taken = |ip: Ipv4Addr| {
-            ip == net.gateway
-                || ip == net.subnet.network()
-                || ip == net.subnet.broadcast()
-                || peers.iter().any(|p| p.ip.map(|i| i.addr()) == Some(ip))
-                || self.leases.iter().any(|l| {
-                    l.network == net.name && l.ip == ip && l.expires > now && Some(l.mac) != mac
-                })
-        };
+        let mut used: HashSet<Ipv4Addr> = peers
+            .iter()
+            .filter_map(|p| p.ip.map(|i| i.addr()))
+            .collect();
+        used.extend(
+            self.leases
+                .iter()
+                .filter(|l| l.network == net.name && l.expires > now && Some(l.mac) != mac)
+                .map(|l| l.ip),
+        );
+        used.extend([net.gateway, net.subnet.network(), net.subnet.broadcast()]);
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
         let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
         (start..=end)
             .map(Ipv4Addr::from)
@@ -895,33 +914,42 @@ impl Manager {
         })
     }
 
-    /// Takes down the ports whose namespace handle is gone (`ip netns del`, the process of a
-    /// pid exited): the port's TAP is what would otherwise keep that namespace alive. The port
-    /// stays configured (shown as down) until deleted; a restart retries it.
-    pub fn check_namespaces(&mut self) {
-        let mut gone = Vec::new();
-        for cfg in &self.state.ports {
-            let Some(rt) = self.ports.get(&cfg.name) else {
-                continue;
-            };
-            let (Some(id), Some(netns)) = (rt.id, rt.netns) else {
-                continue;
-            };
-            let Ok(spec) = NetnsSpec::parse(&cfg.netns) else {
-                continue;
-            };
-            if !netns.still_named_by(&spec) {
-                gone.push((cfg.name.clone(), id, spec.to_string()));
+    /// Ports whose namespace handle (`ip netns` name, path, pid) is watched: when it disappears
+    /// (`ip netns del`, the process exited) the port's TAP is what would keep that namespace
+    /// alive, so the port is taken down. It stays configured (shown as down) until deleted; a
+    /// restart retries it. The checks (a stat per port) run without the manager's lock:
+    /// `watched` lists what to check, `namespaces_gone` takes down what failed.
+    pub fn watched(&self) -> Vec<WatchedPort> {
+        self.state
+            .ports
+            .iter()
+            .filter_map(|cfg| {
+                let rt = self.ports.get(&cfg.name)?;
+                Some(WatchedPort {
+                    name: cfg.name.clone(),
+                    id: rt.id?,
+                    netns: rt.netns?,
+                    spec: NetnsSpec::parse(&cfg.netns).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes down the watched ports found orphaned (if they are still the same ports).
+    pub fn namespaces_gone(&mut self, gone: Vec<WatchedPort>) {
+        for w in gone {
+            match self.ports.get(&w.name) {
+                Some(rt) if rt.id == Some(w.id) && rt.netns == Some(w.netns) => {}
+                _ => continue, // deleted or re-added meanwhile
             }
-        }
-        for (name, id, spec) in gone {
-            let reason = format!("namespace {spec} is gone");
-            warn!(port = %name, %reason, "port down");
+            let reason = format!("namespace {} is gone", w.spec);
+            warn!(port = %w.name, %reason, "port down");
+            let id = w.id;
             if self
                 .dp_call(|done| Command::PortDown { id, reason, done })
                 .is_ok()
             {
-                if let Some(rt) = self.ports.get_mut(&name) {
+                if let Some(rt) = self.ports.get_mut(&w.name) {
                     rt.netns = None;
                 }
             }
@@ -944,7 +972,16 @@ impl Manager {
         }
         info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname, "port added");
         self.write_resolv(&cfg);
-        let snap = self.snapshot()?;
+        // Just attached: up, with zero counters (no need to ask the dataplane).
+        let snap = Snapshot {
+            ports: vec![dataplane::PortSnapshot {
+                id,
+                kind: "tap",
+                down: None,
+                counters: Default::default(),
+            }],
+            networks: vec![],
+        };
         Ok(Reply::Port(self.port_info(&cfg, &snap)))
     }
 

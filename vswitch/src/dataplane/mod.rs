@@ -241,7 +241,7 @@ impl Dataplane {
         let mut events = Events::with_capacity(256);
         info!("dataplane running");
         let mut last_work = Instant::now();
-        loop {
+        'run: loop {
             // Busy-poll for a moment after traffic (a blocking wait costs a wake-up per burst),
             // then sleep until a port is readable or the MAC tables are due for aging.
             let timeout = if !self.ready.is_empty() || last_work.elapsed() < BUSY_POLL {
@@ -268,8 +268,12 @@ impl Dataplane {
             if !self.ready.is_empty() {
                 last_work = Instant::now();
             }
-            // Each port that is ready gets one batch per round, in turn.
+            // Each port that is ready gets one batch per round, in turn; control commands are
+            // looked at between ports so a long round (a wide flood) does not hold them up.
             for _ in 0..self.ready.len() {
+                if !self.commands.is_empty() && !self.drain_commands() {
+                    break 'run;
+                }
                 let Some(id) = self.ready.pop_front() else {
                     break;
                 };

@@ -186,6 +186,13 @@ pub fn create_tap_interface(
             });
         }
         let tap = Tap::create(&setup.ifname, true)?;
+        // As Docker does for networks without IPv6: no link-local address, DAD, MLD or router
+        // solicitations flooding the network whenever a container comes up. (/proc/sys/net
+        // shows the namespace of the thread that opens it: this one.)
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", setup.ifname),
+            "1",
+        );
         let index = nl
             .link_index(&setup.ifname)
             .map_err(nl_err("get link"))?
