@@ -5,8 +5,9 @@ set -euo pipefail
 
 # Tools the daemon and the integration tests use: ip/netns (iproute2), ping (iputils-ping),
 # arping, sysctl (procps), modprobe (kmod), python3 (raw frames in tests), DHCP clients
-# (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), and a C toolchain for crates that build C.
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils gcc pkg-config ca-certificates curl)
+# (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), iperf3 and curl (TCP
+# through software segmentation), and a C toolchain for crates that build C.
+PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils iperf3 gcc pkg-config ca-certificates curl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2

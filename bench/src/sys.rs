@@ -5,6 +5,28 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
+/// One message header per iovec, each pointing at its own iovec.
+fn headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value (null name, no
+            // control data), then we point it at one iovec.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v as *mut libc::iovec;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
+fn result(n: libc::c_int) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Sends `count` copies of `payload` on a connected socket in one call; returns how many left.
 pub fn send_batch(sock: &UdpSocket, payload: &[u8], count: usize) -> io::Result<usize> {
     let mut iov: Vec<libc::iovec> = (0..count)
@@ -13,27 +35,17 @@ pub fn send_batch(sock: &UdpSocket, payload: &[u8], count: usize) -> io::Result<
             iov_len: payload.len(),
         })
         .collect();
-    // SAFETY: mmsghdr is plain old data; all-zero is a valid value (null name, no control).
-    let mut msgs: Vec<libc::mmsghdr> = (0..count).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v as *mut libc::iovec;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: `msgs` and the iovecs they point to (and `payload`, which the kernel only reads)
-    // live until the call returns; the lengths match the vectors.
-    let n = unsafe {
+    let mut msgs = headers(&mut iov);
+    // SAFETY: `msgs`, the iovecs they point to and `payload` (which the kernel only reads) live
+    // until the call returns; the count matches the vector.
+    result(unsafe {
         libc::sendmmsg(
             sock.as_raw_fd(),
             msgs.as_mut_ptr(),
-            count as libc::c_uint,
+            msgs.len() as libc::c_uint,
             0,
         )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    })
 }
 
 /// Receives up to `bufs.len()` datagrams in one call (blocking per the socket's timeout).
@@ -45,17 +57,10 @@ pub fn recv_batch(sock: &UdpSocket, bufs: &mut [[u8; 64]]) -> io::Result<usize> 
             iov_len: b.len(),
         })
         .collect();
-    // SAFETY: as above, zeroed mmsghdr is valid.
-    let mut msgs: Vec<libc::mmsghdr> = (0..bufs.len())
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v as *mut libc::iovec;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    let mut msgs = headers(&mut iov);
     // SAFETY: every iovec points into `bufs`, which outlives the call; MSG_WAITFORONE returns
-    // after the first datagram once at least one is there.
-    let n = unsafe {
+    // once at least one datagram is there.
+    result(unsafe {
         libc::recvmmsg(
             sock.as_raw_fd(),
             msgs.as_mut_ptr(),
@@ -63,10 +68,5 @@ pub fn recv_batch(sock: &UdpSocket, bufs: &mut [[u8; 64]]) -> io::Result<usize> 
             libc::MSG_WAITFORONE,
             std::ptr::null_mut(),
         )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    })
 }

@@ -142,6 +142,10 @@ struct AddPortArgs {
     /// Extra DNS names of the port, comma-separated.
     #[arg(long, value_delimiter = ',')]
     alias: Vec<String>,
+    /// A TAP without offloads (no virtio-net header): the switch segments TSO frames and
+    /// finishes checksums in software for this port.
+    #[arg(long)]
+    no_offload: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +202,7 @@ fn op_of(cmd: Cmd) -> Op {
             name: a.name,
             dhcp: a.dhcp,
             aliases: a.alias,
+            offload: Some(!a.no_offload),
         }),
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
@@ -258,8 +263,11 @@ fn print_port(p: &PortInfo, indent: &str) {
     };
     println!("{indent}port {}: {}", p.name, status);
     println!(
-        "{indent}    type: {}  netns: {}  interface: {}",
-        p.kind, p.netns, p.ifname
+        "{indent}    type: {}{}  netns: {}  interface: {}",
+        p.kind,
+        if p.offload { "" } else { " (no offload)" },
+        p.netns,
+        p.ifname
     );
     println!(
         "{indent}    mac: {}  ip: {}  mtu: {}",

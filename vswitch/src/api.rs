@@ -132,6 +132,10 @@ pub struct PortAdd {
     /// Extra DNS names of the port on its network.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// TAP offloads (checksum, TSO/USO with a virtio-net header) [default: on]. Off, the switch
+    /// segments and checksums in software what goes out of this port.
+    #[serde(default)]
+    pub offload: Option<bool>,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -217,6 +221,7 @@ pub struct PortInfo {
     pub mtu: u32,
     pub dhcp: bool,
     pub aliases: Vec<String>,
+    pub offload: bool,
     /// "up", or "detached" when its namespace or interface is gone.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

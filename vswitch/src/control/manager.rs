@@ -682,6 +682,7 @@ impl Manager {
             mtu,
             dhcp: req.dhcp,
             aliases,
+            offload: req.offload.unwrap_or(true),
         })
     }
 
@@ -885,6 +886,7 @@ impl Manager {
                 cfg.ip.map(|n| (n.addr(), n.prefix_len()))
             },
             gateway: Some(net.gateway),
+            offload: cfg.offload,
         };
         let (tap, report) =
             sandbox::create_tap_interface(&ns, &spec, &setup).map_err(|e| sandbox_error(&e))?;
@@ -1045,33 +1047,44 @@ impl Manager {
         }
     }
 
-    fn arp_show(&self, network: Option<&str>) -> ApiResult<Reply> {
-        if let Some(n) = network {
+    /// The networks `filter` selects (all when `None`), by name, each with its part of one
+    /// fresh dataplane snapshot, mapped through `f`.
+    fn per_network<T>(
+        &self,
+        filter: Option<&str>,
+        f: impl Fn(&NetworkConfig, &dataplane::NetworkSnapshot, &HashMap<PortId, String>) -> T,
+    ) -> ApiResult<Vec<T>> {
+        if let Some(n) = filter {
             self.net_config(n)?;
         }
         let snap = self.snapshot()?;
         let names = self.port_names_by_id();
-        let mut tables = Vec::new();
-        for net in &self.state.networks {
-            if network.is_some_and(|n| n != net.name) {
-                continue;
-            }
-            let Some(id) = self.nets.get(&net.name) else {
-                continue;
-            };
-            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
-                continue;
-            };
+        let mut nets: Vec<&NetworkConfig> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| filter.is_none_or(|f| f == n.name))
+            .collect();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets
+            .into_iter()
+            .filter_map(|net| {
+                let id = self.nets.get(&net.name)?;
+                let ns = snap.networks.iter().find(|n| n.id == *id)?;
+                Some(f(net, ns, &names))
+            })
+            .collect())
+    }
+
+    fn arp_show(&self, network: Option<&str>) -> ApiResult<Reply> {
+        let tables = self.per_network(network, |net, ns, names| {
             let mut neighbors: Vec<NeighborRow> = ns
                 .neighbors
                 .iter()
                 .map(|(ip, n)| NeighborRow {
                     ip: ip.to_string(),
                     mac: n.mac.to_string(),
-                    port: names
-                        .get(&n.port)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{}", n.port.0)),
+                    port: port_label(names, n.port),
                     kind: serde_json::to_value(n.kind)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
@@ -1079,37 +1092,23 @@ impl Manager {
                 })
                 .collect();
             neighbors.sort_by_key(|r| r.ip.parse::<Ipv4Addr>().ok());
-            tables.push(ArpTable {
+            ArpTable {
                 network: net.name.clone(),
                 gateway: net.gateway.to_string(),
                 gateway_mac: gateway_mac(net.gateway).to_string(),
                 arp_suppress: net.arp_suppress,
                 counters: ns.gateway.unwrap_or_default(),
                 neighbors,
-            });
-        }
-        tables.sort_by(|a, b| a.network.cmp(&b.network));
+            }
+        })?;
         Ok(Reply::Arp(tables))
     }
 
     fn dhcp_leases(&self, network: Option<&str>) -> ApiResult<Reply> {
-        if let Some(n) = network {
-            self.net_config(n)?;
-        }
-        let snap = self.snapshot()?;
-        let mut out = Vec::new();
-        for net in &self.state.networks {
-            if network.is_some_and(|n| n != net.name) {
-                continue;
-            }
-            let Some(id) = self.nets.get(&net.name) else {
-                continue;
-            };
-            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
-                continue;
-            };
-            for l in &ns.leases {
-                out.push(LeaseInfo {
+        let per_net = self.per_network(network, |net, ns, _| {
+            ns.leases
+                .iter()
+                .map(|l| LeaseInfo {
                     network: net.name.clone(),
                     mac: l.mac.to_string(),
                     ip: l.ip.to_string(),
@@ -1121,14 +1120,11 @@ impl Manager {
                         .iter()
                         .find(|p| p.network == net.name && p.mac == l.mac)
                         .map(|p| p.name.clone()),
-                });
-            }
-        }
-        out.sort_by(|a, b| {
-            (&a.network, a.ip.parse::<Ipv4Addr>().ok())
-                .cmp(&(&b.network, b.ip.parse::<Ipv4Addr>().ok()))
-        });
-        Ok(Reply::Leases(out))
+                })
+                .collect::<Vec<_>>()
+        })?;
+        // Leases come sorted by address from each network.
+        Ok(Reply::Leases(per_net.into_iter().flatten().collect()))
     }
 
     fn port_info(&self, p: &PortConfig, snap: &Snapshot) -> PortInfo {
@@ -1153,6 +1149,7 @@ impl Manager {
             mtu: p.mtu,
             dhcp: p.dhcp,
             aliases: p.aliases.clone(),
+            offload: p.offload,
             status: status.to_string(),
             detail,
         }
@@ -1189,41 +1186,21 @@ impl Manager {
     }
 
     fn fdb_show(&self, network: Option<&str>) -> ApiResult<Reply> {
-        if let Some(n) = network {
-            self.net_config(n)?;
-        }
-        let snap = self.snapshot()?;
-        let names = self.port_names_by_id();
-        let mut tables = Vec::new();
-        for net in self.network_infos() {
-            if network.is_some_and(|n| n != net.name) {
-                continue;
-            }
-            let Some(id) = self.nets.get(&net.name) else {
-                continue;
-            };
-            let Some(ns) = snap.networks.iter().find(|n| n.id == *id) else {
-                continue;
-            };
-            tables.push(FdbTable {
-                network: net.name.clone(),
-                limit: net.fdb_limit,
-                mac_aging_secs: net.mac_aging_secs,
-                counters: ns.counters,
-                entries: ns
-                    .entries
-                    .iter()
-                    .map(|e| FdbRow {
-                        mac: e.mac.to_string(),
-                        port: names
-                            .get(&e.port)
-                            .cloned()
-                            .unwrap_or_else(|| format!("#{}", e.port.0)),
-                        age_secs: e.age_ms as f64 / 1000.0,
-                    })
-                    .collect(),
-            });
-        }
+        let tables = self.per_network(network, |net, ns, names| FdbTable {
+            network: net.name.clone(),
+            limit: net.fdb_limit,
+            mac_aging_secs: net.mac_aging_secs,
+            counters: ns.counters,
+            entries: ns
+                .entries
+                .iter()
+                .map(|e| FdbRow {
+                    mac: e.mac.to_string(),
+                    port: port_label(names, e.port),
+                    age_secs: e.age_ms as f64 / 1000.0,
+                })
+                .collect(),
+        })?;
         Ok(Reply::Fdb(tables))
     }
 
@@ -1262,6 +1239,14 @@ impl Manager {
         out.sort_by(|a, b| a.port.cmp(&b.port));
         Ok(Reply::Stats(out))
     }
+}
+
+/// A port's name for tables, or its dataplane number when it has none (a race with del-port).
+fn port_label(names: &HashMap<PortId, String>, id: PortId) -> String {
+    names
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| format!("#{}", id.0))
 }
 
 fn sandbox_error(e: &SandboxError) -> ApiError {

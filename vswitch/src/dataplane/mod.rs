@@ -20,6 +20,7 @@ use crate::ports::Port;
 use crate::switch::fdb::{FdbCounters, FdbEntry};
 use crate::switch::gateway::{Endpoint, Event, GatewayCounters, LeaseRecord, Neighbor};
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
+use crate::wire::offload::{self, VnetHdr};
 
 /// Frames read from one port before the others get their turn.
 pub const RX_BATCH: usize = 64;
@@ -198,15 +199,11 @@ struct Dataplane {
     rx_lens: [usize; RX_BATCH],
     /// (egress port, frame slot) pairs of the current batch.
     txq: Vec<(PortId, u16)>,
+    /// Where software segmentation writes each segment.
+    seg_buf: Box<[u8]>,
     actions: Actions,
     clock: Instant,
     last_expire: u64,
-}
-
-/// Does a virtio-net header ask for work (segmentation or checksum) a plain port cannot do?
-fn needs_offload(buf: &[u8]) -> bool {
-    const NEEDS_CSUM: u8 = 1;
-    buf.len() >= 2 && (buf[0] & NEEDS_CSUM != 0 || buf[1] != 0)
 }
 
 fn token(id: PortId) -> Token {
@@ -227,6 +224,7 @@ impl Dataplane {
                 .collect(),
             rx_lens: [0; RX_BATCH],
             txq: Vec::with_capacity(RX_BATCH * 4),
+            seg_buf: vec![0u8; FRAME_BUF].into_boxed_slice(),
             actions: Actions::with_capacity(64),
             clock: Instant::now(),
             last_expire: 0,
@@ -524,21 +522,46 @@ impl Dataplane {
             else {
                 continue;
             };
+            let vnet = if headroom > 0 {
+                VnetHdr::parse(&buf[..headroom]).filter(VnetHdr::needs_work)
+            } else {
+                None
+            };
             let sent = if port.headroom() == headroom {
                 // Same metadata on both sides: pass the buffer through (GSO frames included).
-                port.send(buf)
-            } else if headroom > 0 && needs_offload(buf) {
-                Err(io::Error::from(io::ErrorKind::Unsupported))
+                port.send(buf).map(|_| (1, frame.len()))
+            } else if let Some(hdr) = vnet {
+                // The egress port cannot take a TSO/USO or checksum-pending frame: finish it
+                // in software (segments and checksums), one send per segment.
+                let (mut n, mut bytes, mut failed) = (0, 0, None);
+                let done = offload::finish_frame(&hdr, frame, &mut self.seg_buf, |seg| match port
+                    .send_frame(seg)
+                {
+                    Ok(_) => {
+                        n += 1;
+                        bytes += seg.len();
+                    }
+                    Err(e) => {
+                        if failed.is_none() {
+                            failed = Some(e);
+                        }
+                    }
+                });
+                match (done, failed) {
+                    (Err(_), _) => Err(io::Error::from(io::ErrorKind::Unsupported)),
+                    (Ok(_), Some(e)) => Err(e),
+                    (Ok(_), None) => Ok((n, bytes)),
+                }
             } else {
-                port.send_frame(frame)
+                port.send_frame(frame).map(|_| (1, frame.len()))
             };
             let Some(c) = self.pipeline.port_counters_mut(out) else {
                 continue;
             };
             match sent {
-                Ok(_) => {
-                    c.tx_packets += 1;
-                    c.tx_bytes += frame.len() as u64;
+                Ok((n, bytes)) => {
+                    c.tx_packets += n;
+                    c.tx_bytes += bytes as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     c.count_drop(DropReason::NeedsOffload);

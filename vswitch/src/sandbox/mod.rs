@@ -147,6 +147,8 @@ pub struct InterfaceSetup {
     pub ip: Option<(Ipv4Addr, u8)>,
     /// Default route to add when `ip` is set (skipped if the namespace has one already).
     pub gateway: Option<Ipv4Addr>,
+    /// Open the TAP with a virtio-net header and checksum/TSO/USO offloads.
+    pub offload: bool,
 }
 
 /// What `create_tap_interface` did besides creating the TAP.
@@ -185,7 +187,7 @@ pub fn create_tap_interface(
                 spec: spec.to_string(),
             });
         }
-        let tap = Tap::create(&setup.ifname, true)?;
+        let tap = Tap::create(&setup.ifname, setup.offload)?;
         // As Docker does for networks without IPv6: no link-local address, DAD, MLD or router
         // solicitations flooding the network whenever a container comes up. (/proc/sys/net
         // shows the namespace of the thread that opens it: this one.)

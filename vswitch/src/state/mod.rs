@@ -99,6 +99,9 @@ pub struct PortConfig {
     /// Extra DNS names.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// TAP offloads (virtio-net header, checksum, TSO/USO).
+    #[serde(default = "yes")]
+    pub offload: bool,
 }
 
 /// A DHCP lease as persisted: wall-clock expiry, so it survives restarts.
@@ -327,6 +330,7 @@ mod tests {
             mtu: 1500,
             dhcp: false,
             aliases: vec![],
+            offload: true,
         });
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), Some(s));

@@ -7,6 +7,7 @@
 
 pub mod ethernet;
 pub mod mac;
+pub mod offload;
 
 pub use ethernet::{EtherType, Frame};
 pub use mac::MacAddr;
