@@ -30,11 +30,11 @@ struct Cli {
     /// Short runs (the whole suite in under 3 minutes).
     #[arg(long, global = true)]
     quick: bool,
-    /// Scenarios to run: throughput, latency, pps, scale.
+    /// Scenarios to run: throughput, latency, pps, macs, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,scale"
+        default_value = "throughput,latency,pps,macs,scale"
     )]
     scenarios: Vec<String>,
     /// Peers to measure: bridge, ovs, vswitch-tap.
@@ -59,6 +59,17 @@ enum Cmd {
     /// (helper) sends 64-byte frames (18-byte UDP payloads) as fast as it can.
     #[command(hide = true)]
     PpsSend { target: String, secs: f64 },
+    /// (helper) sends 64-byte UDP frames from `macs` different source MACs out of `ifname`.
+    #[command(hide = true)]
+    MacFlood {
+        ifname: String,
+        dst_mac: String,
+        src_ip: String,
+        dst_ip: String,
+        port: u16,
+        macs: u32,
+        secs: f64,
+    },
 }
 
 // ---------- helpers run inside the namespaces ----------
@@ -141,6 +152,50 @@ fn pps_send(target: &str, secs: f64) {
         match sys::send_batch(&s, &payload, 64) {
             Ok(n) => sent += n as u64,
             Err(_) => std::thread::yield_now(), // ENOBUFS: the queue is full
+        }
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mac_flood(
+    ifname: &str,
+    dst_mac: &str,
+    src_ip: &str,
+    dst_ip: &str,
+    port: u16,
+    macs: u32,
+    secs: f64,
+) {
+    let dst: vswitch::wire::MacAddr = dst_mac.parse().expect("destination MAC");
+    let src_ip: std::net::Ipv4Addr = src_ip.parse().expect("source IP");
+    let dst_ip: std::net::Ipv4Addr = dst_ip.parse().expect("destination IP");
+    let frames: Vec<Vec<u8>> = (0..macs)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            let mut f = Vec::with_capacity(60);
+            etherparse::PacketBuilder::ethernet2([0x02, 0x77, b[0], b[1], b[2], b[3]], dst.0)
+                .ipv4(src_ip.octets(), dst_ip.octets(), 64)
+                .udp(4000, port)
+                .write(&mut f, &[0x5a; 18])
+                .expect("frame");
+            f
+        })
+        .collect();
+    let sock = sys::packet_socket(ifname).expect("packet socket");
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let batch: Vec<&[u8]> = (0..64)
+            .map(|k| frames[(next + k) % frames.len()].as_slice())
+            .collect();
+        match sys::send_many(std::os::fd::AsRawFd::as_raw_fd(&sock), &batch) {
+            Ok(n) => {
+                sent += n as u64;
+                next = (next + n) % frames.len();
+            }
+            Err(_) => std::thread::yield_now(),
         }
     }
     println!("{}", serde_json::json!({ "sent": sent }));
@@ -370,6 +425,7 @@ fn ovs() -> Result<Topology, String> {
         "bridge",
         "br0",
         "datapath_type=netdev",
+        "other_config:mac-table-size=131072",
     ])?;
     let (client, server) = veth_pair_topology(&sw)?;
     for v in ["v1", "v2"] {
@@ -465,6 +521,7 @@ fn vswitch_tap() -> Result<Topology, String> {
         name: "bench".into(),
         subnet: "10.250.0.0/24".into(),
         gateway: Some("10.250.0.254".into()),
+        fdb_limit: Some(131_072),
         ..Default::default()
     }))?;
     let p = prefix();
@@ -541,6 +598,38 @@ fn latency(t: &Topology, count: usize) -> Result<Value, String> {
     ])?;
     drop(echo);
     serde_json::from_str(out.trim()).map_err(|e| e.to_string())
+}
+
+/// 64-byte frames from 100 000 source MACs: forwarding while the table learns and holds them.
+fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let _ = t.client.exec(&["ping", "-c", "1", "-W", "1", t.server_ip]);
+    let dst_mac = t.server.exec(&["cat", "/sys/class/net/eth0/address"])?;
+    let recv = t
+        .server
+        .spawn(&[&me, "pps-recv", "7001", &(secs + 1.0).to_string()])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = t.client.exec(&[
+        &me,
+        "mac-flood",
+        "eth0",
+        dst_mac.trim(),
+        CLIENT_IP,
+        t.server_ip,
+        "7001",
+        &macs.to_string(),
+        &secs.to_string(),
+    ])?;
+    let sent: Value = serde_json::from_str(sent.trim()).map_err(|e| e.to_string())?;
+    let got = recv.wait_json()?;
+    let sent = sent["sent"].as_f64().unwrap_or(0.0);
+    let received = got["received"].as_f64().unwrap_or(0.0);
+    let loss = if sent > 0.0 {
+        (1.0 - received / sent).max(0.0) * 100.0
+    } else {
+        100.0
+    };
+    Ok((received / secs / 1000.0, loss))
 }
 
 fn pps(t: &Topology, secs: f64) -> Result<(f64, f64), String> {
@@ -844,6 +933,15 @@ fn main() {
         Some(Cmd::UdpPing { target, count }) => return udp_ping(&target, count),
         Some(Cmd::PpsRecv { port, secs }) => return pps_recv(port, secs),
         Some(Cmd::PpsSend { target, secs }) => return pps_send(&target, secs),
+        Some(Cmd::MacFlood {
+            ifname,
+            dst_mac,
+            src_ip,
+            dst_ip,
+            port,
+            macs,
+            secs,
+        }) => return mac_flood(&ifname, &dst_mac, &src_ip, &dst_ip, port, macs, secs),
         None => {}
     }
     let d = if cli.quick {
@@ -860,7 +958,7 @@ fn main() {
         }
     };
     let want = |s: &str| cli.scenarios.iter().any(|x| x == s);
-    let traffic = ["throughput", "latency", "pps"]
+    let traffic = ["throughput", "latency", "pps", "macs"]
         .iter()
         .filter(|s| want(s))
         .count() as u64;
@@ -989,6 +1087,33 @@ fn main() {
                     record(&mut figures, "pps", "64B UDP loss", "%", false, peer, loss);
                 }
                 Err(e) => notes.push(format!("{peer} pps: {e}")),
+            }
+            bar.inc(1);
+        }
+        if want("macs") {
+            bar.set_message(format!("{peer}: 100 000 source MACs"));
+            match mac_scale(&topo, d.pps, 100_000) {
+                Ok((kpps, loss)) => {
+                    record(
+                        &mut figures,
+                        "macs",
+                        "64B UDP from 100k MACs",
+                        "kpps",
+                        true,
+                        peer,
+                        kpps,
+                    );
+                    record(
+                        &mut figures,
+                        "macs",
+                        "64B UDP from 100k MACs loss",
+                        "%",
+                        false,
+                        peer,
+                        loss,
+                    );
+                }
+                Err(e) => notes.push(format!("{peer} macs: {e}")),
             }
             bar.inc(1);
         }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// One message header per iovec, each pointing at its own iovec.
 fn headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
@@ -29,23 +29,54 @@ fn result(n: libc::c_int) -> io::Result<usize> {
 
 /// Sends `count` copies of `payload` on a connected socket in one call; returns how many left.
 pub fn send_batch(sock: &UdpSocket, payload: &[u8], count: usize) -> io::Result<usize> {
-    let mut iov: Vec<libc::iovec> = (0..count)
-        .map(|_| libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
+    let bufs: Vec<&[u8]> = (0..count).map(|_| payload).collect();
+    send_many(sock.as_raw_fd(), &bufs)
+}
+
+/// Sends each buffer as one datagram (or, on a packet socket, one frame) in one call.
+pub fn send_many(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
         })
         .collect();
     let mut msgs = headers(&mut iov);
-    // SAFETY: `msgs`, the iovecs they point to and `payload` (which the kernel only reads) live
-    // until the call returns; the count matches the vector.
-    result(unsafe {
-        libc::sendmmsg(
-            sock.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
-            0,
-        )
-    })
+    // SAFETY: `msgs`, the iovecs they point to and the buffers (which the kernel only reads)
+    // live until the call returns; the count matches the vector.
+    result(unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as libc::c_uint, 0) })
+}
+
+/// A raw packet socket bound to interface `ifname`, for sending whole Ethernet frames.
+pub fn packet_socket(ifname: &str) -> io::Result<OwnedFd> {
+    let name =
+        std::ffi::CString::new(ifname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscalls on values we own; the new fd is wrapped in an OwnedFd at once and
+    // `addr` is a zero-initialised sockaddr_ll of the size passed.
+    unsafe {
+        let index = libc::if_nametoindex(name.as_ptr());
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        let rc = libc::bind(
+            fd.as_raw_fd(),
+            &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
 }
 
 /// Receives up to `bufs.len()` datagrams in one call (blocking per the socket's timeout).
