@@ -1123,7 +1123,7 @@ fn main() {
         if let Err(e) = scale(cli.quick, &mut figures, &bar) {
             notes.push(format!("scale: {e}"));
         }
-        notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call); forwarding with 100 000 learned MACs is the criterion bench fdb/forward_with_100k_learned".into());
+        notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call)".into());
     }
     bar.finish_and_clear();
     let _ = std::io::stdout().flush();

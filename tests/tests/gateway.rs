@@ -427,6 +427,76 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
 }
 
 #[test]
+fn dhclient_renews_its_lease() {
+    require_root();
+    let d = Daemon::start();
+    // 60 s leases: dhclient renews (unicast REQUEST from its address) after T1 = 30 s.
+    d.ok(&[
+        "network",
+        "create",
+        "web",
+        "--subnet",
+        "10.88.12.0/24",
+        "--lease-time",
+        "60",
+    ]);
+    let ns = Netns::new("dr");
+    let tmp = TempDir::new("dhclient-renew");
+    let out = tmp.path("events");
+    let script = tmp.path("dhclient.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason ip=$new_ip_address lease=$new_dhcp_lease_time\" >> {}\ncase \"$reason\" in PREINIT) ip link set \"$interface\" up;; BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\";; esac\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    must("chmod", &["+x", script.to_str().unwrap()]);
+    d.ok(&[
+        "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "dr",
+    ]);
+    // In the foreground (-d) so it is our child, stopped by PID when the test ends.
+    let _client = Bg(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "dhclient",
+            "-d",
+            "-sf",
+            script.to_str().unwrap(),
+        ])
+        .arg("-lf")
+        .arg(tmp.path("leases"))
+        .arg("-pf")
+        .arg(tmp.path("pid"))
+        .arg("eth0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(
+        wait_until(20, || lines(&out).iter().any(|l| l.starts_with("BOUND"))),
+        "{:?}",
+        lines(&out)
+    );
+    assert!(
+        wait_until(60, || lines(&out).iter().any(|l| l.starts_with("RENEW"))),
+        "no renewal: {:?}",
+        lines(&out)
+    );
+    let renew = lines(&out)
+        .into_iter()
+        .find(|l| l.starts_with("RENEW"))
+        .unwrap();
+    assert!(
+        renew.contains("ip=10.88.12.2 ") && renew.contains("lease=60"),
+        "{renew}"
+    );
+}
+
+#[test]
 fn dns_resolves_names_and_aliases_per_network() {
     require_root();
     let d = Daemon::start();
@@ -735,6 +805,21 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     assert!(c
         .exec_ok(&["getent", "hosts", "www.example.test"])
         .starts_with("203.0.113.7"));
+    // Over TCP too (the switch acknowledges at once and answers when the upstream does).
+    let out = c.exec_ok(&[
+        "dig",
+        "+tcp",
+        "+short",
+        "+tries=1",
+        "+time=3",
+        "@10.88.50.1",
+        "tcp.example.test",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "203.0.113.7",
+        "answered by the upstream over TCP"
+    );
     // Its own names stay local.
     let out = c.exec_ok(&["dig", "+short", "+tries=1", "+time=3", "@10.88.50.1", "c1"]);
     assert_eq!(out.trim(), "10.88.50.2");

@@ -64,11 +64,26 @@ impl Forwarder {
                                 }
                             }
                         };
-                        let builder = PacketBuilder::ethernet2(job.gateway_mac.0, job.client_mac.0)
-                            .ipv4(job.gateway_ip.octets(), job.client_ip.octets(), 64)
-                            .udp(DNS_PORT, job.client_port);
-                        let mut frame = Vec::with_capacity(builder.size(payload.len()));
-                        if builder.write(&mut frame, &payload).is_ok() {
+                        let ip = PacketBuilder::ethernet2(job.gateway_mac.0, job.client_mac.0)
+                            .ipv4(job.gateway_ip.octets(), job.client_ip.octets(), 64);
+                        let mut frame = Vec::with_capacity(payload.len() + 80);
+                        let written = match job.tcp {
+                            // DNS over TCP: the length-prefixed answer in one segment, with FIN.
+                            Some(t) => {
+                                let mut data = Vec::with_capacity(payload.len() + 2);
+                                data.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                                data.extend_from_slice(&payload);
+                                ip.tcp(DNS_PORT, job.client_port, t.seq, 65535)
+                                    .psh()
+                                    .fin()
+                                    .ack(t.ack)
+                                    .write(&mut frame, &data)
+                            }
+                            None => ip
+                                .udp(DNS_PORT, job.client_port)
+                                .write(&mut frame, &payload),
+                        };
+                        if written.is_ok() {
                             injector.inject(job.port, frame);
                         }
                     }

@@ -1,7 +1,8 @@
 //! The embedded DNS server on the gateway address, on hickory-proto: A and PTR records for the
 //! network's ports (name, container name, aliases), scoped to the network. Names under the
-//! network's domain that do not exist get NXDOMAIN; other names get SERVFAIL at once (no upstream
-//! forwarding yet), so clients fall through quickly instead of timing out.
+//! network's domain that do not exist get NXDOMAIN; other names go to the upstream resolvers when
+//! there are any (over UDP and TCP alike), else get SERVFAIL at once, so clients fall through
+//! quickly instead of timing out.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -178,11 +179,20 @@ pub mod tcp {
     use etherparse::{PacketBuilder, TcpSlice};
 
     use super::super::{GatewayConfig, DNS_PORT};
-    use super::Resolver;
+    use super::{Answer, Resolver};
     use crate::wire::MacAddr;
 
     pub enum Outcome {
-        Replied { query: bool },
+        Replied {
+            query: bool,
+        },
+        /// The query is for the upstream resolvers: `reply` holds a bare ACK; the answer goes
+        /// out later as one segment with sequence number `seq`, acknowledging `ack`.
+        Forward {
+            query: Vec<u8>,
+            seq: u32,
+            ack: u32,
+        },
         Ignored,
         Malformed,
     }
@@ -243,16 +253,30 @@ pub mod tcp {
             if data.len() < 2 + len {
                 return Outcome::Ignored; // partial query: the client will retransmit
             }
-            let Ok(answer) = resolver.answer(&data[2..2 + len], usize::from(u16::MAX)) else {
-                return Outcome::Malformed;
-            };
-            let mut out = Vec::with_capacity(2 + answer.len());
-            out.extend_from_slice(&(answer.len() as u16).to_be_bytes());
-            out.extend_from_slice(&answer);
             let mut ack = tcp.sequence_number().wrapping_add(data.len() as u32);
             if tcp.fin() {
                 ack = ack.wrapping_add(1);
             }
+            let answer = match resolver.resolve(&data[2..2 + len], usize::from(u16::MAX)) {
+                Ok(Answer::Reply(a)) => a,
+                Ok(Answer::Forward) => {
+                    let b = base()
+                        .tcp(DNS_PORT, tcp.source_port(), isn.wrapping_add(1), 65535)
+                        .ack(ack);
+                    return match b.write(reply, &[]) {
+                        Ok(()) => Outcome::Forward {
+                            query: data[2..2 + len].to_vec(),
+                            seq: isn.wrapping_add(1),
+                            ack,
+                        },
+                        Err(_) => Outcome::Malformed,
+                    };
+                }
+                Err(_) => return Outcome::Malformed,
+            };
+            let mut out = Vec::with_capacity(2 + answer.len());
+            out.extend_from_slice(&(answer.len() as u16).to_be_bytes());
+            out.extend_from_slice(&answer);
             let b = base()
                 .tcp(DNS_PORT, tcp.source_port(), isn.wrapping_add(1), 65535)
                 .psh()

@@ -83,6 +83,15 @@ pub struct DnsForward {
     pub client_port: u16,
     pub gateway_mac: MacAddr,
     pub gateway_ip: Ipv4Addr,
+    /// Asked over TCP: answer with one segment carrying these numbers (see `dns::tcp`).
+    pub tcp: Option<TcpReply>,
+}
+
+/// Sequence and acknowledgment numbers of a DNS-over-TCP answer sent later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpReply {
+    pub seq: u32,
+    pub ack: u32,
 }
 
 /// The gateway's verdict on a frame.
@@ -455,6 +464,7 @@ impl Gateway {
                             client_port: udp.source_port(),
                             gateway_mac: self.cfg.mac,
                             gateway_ip: self.cfg.ip,
+                            tcp: None,
                         })));
                         Verdict::Consumed
                     }
@@ -480,6 +490,20 @@ impl Gateway {
                             self.counters.dns_queries += 1;
                             self.counters.dns_replies += 1;
                         }
+                        Verdict::Consumed
+                    }
+                    dns::tcp::Outcome::Forward { query, seq, ack } => {
+                        self.counters.dns_queries += 1;
+                        events.push(Event::DnsForward(Box::new(DnsForward {
+                            port: in_port,
+                            query,
+                            client_mac: src_mac,
+                            client_ip: src_ip,
+                            client_port: tcp.source_port(),
+                            gateway_mac: self.cfg.mac,
+                            gateway_ip: self.cfg.ip,
+                            tcp: Some(TcpReply { seq, ack }),
+                        })));
                         Verdict::Consumed
                     }
                     dns::tcp::Outcome::Ignored => Verdict::Consumed,
