@@ -144,7 +144,9 @@ fn run(
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let listener = bind_socket(socket)?;
-    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    // Bounded: a flood of DHCP/DNS from containers is shed (counted as `overloaded`), not queued
+    // without limit.
+    let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
     let manager = match Manager::start(
         store,
         config.networks,

@@ -507,7 +507,12 @@ impl Dataplane {
                 self.send_reply(in_port);
             }
             for ev in self.actions.events.drain(..) {
-                let _ = self.events.send(ev);
+                if self.events.try_send(ev).is_err() {
+                    // The control plane is behind (a DHCP/DNS flood): shed, and count it.
+                    if let Some(c) = self.pipeline.port_counters_mut(in_port) {
+                        c.count_drop(DropReason::Overloaded);
+                    }
+                }
             }
         }
         // Group by egress port, keeping each port's frames in arrival order.

@@ -71,7 +71,8 @@ drop_reasons! {
     BadIp => "bad_ip": "A malformed IPv4 packet addressed to the gateway.",
     BadDhcp => "bad_dhcp": "A malformed or invalid DHCP message.",
         BadDns => "bad_dns": "A malformed DNS query to the gateway.",
-        NeedsOffload => "needs_offload": "A TSO/GSO or checksum-pending frame that software offload could not finish (malformed, or UFO).",
+            Overloaded => "overloaded": "A DHCP lease or DNS query the control plane had no room for (event queue full).",
+    NeedsOffload => "needs_offload": "A TSO/GSO or checksum-pending frame that software offload could not finish (malformed, or UFO).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
