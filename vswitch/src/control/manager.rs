@@ -15,8 +15,8 @@ use crate::dataplane::{self, Command, Snapshot};
 use crate::ports::Port;
 use crate::sandbox::{self, InterfaceSetup, NetnsId, NetnsSpec, SandboxError};
 use crate::state::{
-    NetworkConfig, PortConfig, State, Store, StoredLease, DEFAULT_FDB_LIMIT, DEFAULT_LEASE_SECS,
-    DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
+    Change, NetworkConfig, PortConfig, State, Store, StoredLease, DEFAULT_FDB_LIMIT,
+    DEFAULT_LEASE_SECS, DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
 };
 use crate::switch::gateway::{DhcpConfig, Endpoint, Event, GatewayConfig, LeaseRecord};
 use crate::switch::{DropReason, NetId, NetworkParams, PortId};
@@ -126,7 +126,7 @@ impl Manager {
     /// Starts from the saved state plus the networks the config declares, re-creating every port
     /// whose namespace still exists. Ports that cannot be restored stay in the state as detached.
     pub fn start(
-        store: Store,
+        mut store: Store,
         declared: Vec<NetworkConfig>,
         socket: PathBuf,
         events: crossbeam_channel::Sender<Event>,
@@ -244,8 +244,19 @@ impl Manager {
         }
     }
 
-    fn save(&self) -> ApiResult<()> {
+    /// Writes a full snapshot (at start).
+    fn save(&mut self) -> ApiResult<()> {
         self.store.save(&self.state).map_err(|e| {
+            internal(format!(
+                "cannot save state to {}: {e}; the change was rolled back",
+                self.store.dir().display()
+            ))
+        })
+    }
+
+    /// Makes a change to `self.state` (already applied) durable.
+    fn record(&mut self, change: Change) -> ApiResult<()> {
+        self.store.record(&self.state, &change).map_err(|e| {
             internal(format!(
                 "cannot save state to {}: {e}; the change was rolled back",
                 self.store.dir().display()
@@ -480,7 +491,7 @@ impl Manager {
         let cfg = self.validate_network(&req)?;
         let id = self.attach_network(&cfg)?;
         self.state.networks.push(cfg.clone());
-        if let Err(e) = self.save() {
+        if let Err(e) = self.record(Change::NetworkAdd(cfg.clone())) {
             self.state.networks.pop();
             self.nets.remove(&cfg.name);
             let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
@@ -515,17 +526,14 @@ impl Manager {
             ));
         }
         let saved = self.state.clone();
-        self.state.ports.retain(|p| p.network != name);
-        if let Some(net) = saved.networks.iter().find(|n| n.name == name) {
-            for p in saved.ports.iter().filter(|p| p.network == name) {
-                self.forget_port(p);
-            }
-            let _ = net;
-        }
-        self.state.networks.retain(|n| n.name != name);
-        if let Err(e) = self.save() {
+        let change = Change::NetworkRemove(name.to_string());
+        self.state.apply(&change);
+        if let Err(e) = self.record(change) {
             self.state = saved;
             return Err(e);
+        }
+        for p in saved.ports.iter().filter(|p| p.network == name) {
+            self.forget_port(p);
         }
         self.leases.retain(|l| l.network != name);
         self.save_leases();
@@ -959,21 +967,30 @@ impl Manager {
     }
 
     fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
+        let t0 = Instant::now();
         let cfg = self.validate_port(&req)?;
+        let t_valid = t0.elapsed();
         let rt = self.attach_port(&cfg)?;
+        let t_attach = t0.elapsed();
         let id = rt
             .id
             .ok_or_else(|| internal("port attached without an id"))?;
         self.ports.insert(cfg.name.clone(), rt);
         self.state.ports.push(cfg.clone());
-        if let Err(e) = self.save() {
+        if let Err(e) = self.record(Change::PortAdd(cfg.clone())) {
             self.state.ports.pop();
             self.ports.remove(&cfg.name);
             let _ = self.dp_call(|done| Command::RemovePort { id, done });
             return Err(e);
         }
-        info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname, "port added");
+        let t_saved = t0.elapsed();
         self.write_resolv(&cfg);
+        info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname,
+            validate_us = t_valid.as_micros() as u64,
+            attach_us = (t_attach - t_valid).as_micros() as u64,
+            save_us = (t_saved - t_attach).as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "port added");
         // Just attached: up, with zero counters (no need to ask the dataplane).
         let snap = Snapshot {
             ports: vec![dataplane::PortSnapshot {
@@ -1007,8 +1024,9 @@ impl Manager {
     fn port_delete(&mut self, name: &str) -> ApiResult<Reply> {
         self.port_config(name)?;
         let saved = self.state.clone();
-        self.state.ports.retain(|p| p.name != name);
-        if let Err(e) = self.save() {
+        let change = Change::PortRemove(name.to_string());
+        self.state.apply(&change);
+        if let Err(e) = self.record(change) {
             self.state = saved;
             return Err(e);
         }

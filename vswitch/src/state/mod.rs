@@ -124,6 +124,41 @@ pub struct State {
     pub ports: Vec<PortConfig>,
 }
 
+/// One change to the state, as appended to the journal between snapshots. Applying a change twice
+/// is harmless (a crash between a snapshot and the journal's truncation replays a few again).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    NetworkAdd(NetworkConfig),
+    /// Removes the network and its ports.
+    NetworkRemove(String),
+    PortAdd(PortConfig),
+    PortRemove(String),
+}
+
+impl State {
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::NetworkAdd(n) => {
+                self.networks.retain(|x| x.name != n.name);
+                self.networks.push(n.clone());
+            }
+            Change::NetworkRemove(name) => {
+                self.ports.retain(|p| &p.network != name);
+                self.networks.retain(|n| &n.name != name);
+            }
+            Change::PortAdd(p) => {
+                self.ports.retain(|x| x.name != p.name);
+                self.ports.push(p.clone());
+            }
+            Change::PortRemove(name) => self.ports.retain(|p| &p.name != name),
+        }
+    }
+}
+
+/// Journal entries after which the next change writes a fresh snapshot instead.
+const COMPACT_AFTER: usize = 256;
+
 impl Default for State {
     fn default() -> State {
         State {
@@ -180,6 +215,9 @@ pub enum StoreError {
 pub struct Store {
     dir: PathBuf,
     _lock: File,
+    /// `state.journal`, open for appending once the first change is recorded.
+    journal: Option<File>,
+    journal_len: usize,
 }
 
 impl Store {
@@ -213,6 +251,8 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
+            journal: None,
+            journal_len: 0,
         })
     }
 
@@ -245,8 +285,41 @@ impl Store {
         self.write_atomic("leases.json", &data)
     }
 
-    /// The saved state, or `None` on first start.
-    pub fn load(&self) -> Result<Option<State>, StoreError> {
+    /// The saved state (snapshot plus journal), or `None` on first start.
+    pub fn load(&mut self) -> Result<Option<State>, StoreError> {
+        let snapshot = self.load_snapshot()?;
+        let path = self.dir.join("state.journal");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(snapshot),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    dir: self.dir.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let mut state = snapshot.unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_str::<Change>(line) {
+                Ok(c) => state.apply(&c),
+                // A crash in the middle of an append leaves a torn last line: that change
+                // was never acknowledged, so it is dropped.
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: format!("line {}: {e}", i + 1),
+                    })
+                }
+            }
+        }
+        self.journal_len = lines.len();
+        Ok(Some(state))
+    }
+
+    fn load_snapshot(&self) -> Result<Option<State>, StoreError> {
         let path = self.path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -267,9 +340,47 @@ impl Store {
     }
 
     /// Writes `state` atomically: temp file, fsync, rename, fsync of the directory.
-    pub fn save(&self, state: &State) -> io::Result<()> {
+    /// Writes a full snapshot atomically and empties the journal.
+    pub fn save(&mut self, state: &State) -> io::Result<()> {
         let data = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        self.write_atomic("state.json", &data)
+        self.write_atomic("state.json", &data)?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(self.dir.join("state.journal"))?;
+        journal.sync_all()?;
+        self.journal = None;
+        self.journal_len = 0;
+        Ok(())
+    }
+
+    /// Records one change durably: a journal line and an fdatasync (constant cost however large
+    /// the state is), or a fresh snapshot of `state_after` every `COMPACT_AFTER` changes.
+    pub fn record(&mut self, state_after: &State, change: &Change) -> io::Result<()> {
+        if self.journal_len >= COMPACT_AFTER {
+            return self.save(state_after);
+        }
+        let mut line = serde_json::to_vec(change).map_err(io::Error::other)?;
+        line.push(b'\n');
+        if self.journal.is_none() {
+            let created = !self.dir.join("state.journal").exists();
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join("state.journal"))?;
+            if created {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            self.journal = Some(f);
+        }
+        let f = self.journal.as_mut().expect("journal open");
+        f.write_all(&line)?;
+        f.sync_data()?;
+        self.journal_len += 1;
+        Ok(())
     }
 
     fn write_atomic(&self, name: &str, data: &[u8]) -> io::Result<()> {
@@ -303,7 +414,7 @@ mod tests {
     #[test]
     fn save_load_roundtrip_and_lock() {
         let dir = tempdir("rt");
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let mut s = State::default();
         s.networks.push(NetworkConfig {
@@ -337,7 +448,80 @@ mod tests {
         assert!(matches!(Store::open(&dir), Err(StoreError::Locked(_))));
         drop(store);
         fs::write(dir.join("state.json"), "{not json").unwrap();
-        let store = Store::open(&dir).unwrap();
+        let mut store = Store::open(&dir).unwrap();
+        assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn journal_replays_and_survives_a_torn_line() {
+        let dir = tempdir("journal");
+        let mut store = Store::open(&dir).unwrap();
+        let mut s = State::default();
+        let net = NetworkConfig {
+            name: "web".into(),
+            driver: "bridge".into(),
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
+            mac_aging_secs: 300,
+            fdb_limit: 8192,
+            ip_range: None,
+            dhcp: true,
+            dns: true,
+            arp_suppress: true,
+            domain: None,
+            lease_secs: 3600,
+        };
+        let port = |name: &str| PortConfig {
+            name: name.into(),
+            network: "web".into(),
+            netns: name.into(),
+            ifname: "eth0".into(),
+            mac: "02:42:0a:01:00:02".parse().unwrap(),
+            ip: None,
+            mtu: 1500,
+            dhcp: false,
+            aliases: vec![],
+            offload: true,
+        };
+        store.save(&s).unwrap();
+        for c in [
+            Change::NetworkAdd(net.clone()),
+            Change::PortAdd(port("a")),
+            Change::PortAdd(port("b")),
+            Change::PortRemove("a".into()),
+        ] {
+            s.apply(&c);
+            store.record(&s, &c).unwrap();
+        }
+        drop(store);
+        // A torn append (crash mid-write) at the end is ignored.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("state.journal"))
+            .unwrap();
+        f.write_all(b"{\"port_add\":{\"na").unwrap();
+        drop(f);
+        let mut store = Store::open(&dir).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded, s);
+        assert_eq!(loaded.ports.len(), 1);
+        // Compaction: many changes later, the journal is short again and nothing is lost.
+        let mut s = loaded;
+        for i in 0..(COMPACT_AFTER * 2) {
+            let c = Change::PortAdd(port(&format!("p{i}")));
+            s.apply(&c);
+            store.record(&s, &c).unwrap();
+        }
+        drop(store);
+        let journal = fs::read_to_string(dir.join("state.journal")).unwrap();
+        assert!(journal.lines().count() < COMPACT_AFTER);
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap().unwrap(), s);
+        // A corrupt line in the middle is an error, not silently skipped.
+        drop(store);
+        fs::write(dir.join("state.journal"), "garbage\n{}\n").unwrap();
+        let mut store = Store::open(&dir).unwrap();
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
