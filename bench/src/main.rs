@@ -600,26 +600,19 @@ fn latency(t: &Topology, count: usize) -> Result<Value, String> {
     serde_json::from_str(out.trim()).map_err(|e| e.to_string())
 }
 
-/// 64-byte frames from 100 000 source MACs: forwarding while the table learns and holds them.
-fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
+/// Runs a generator (this binary with `sender` arguments) in the client against a counter in
+/// the server for `secs`; returns the forwarded rate (kpps) and the loss (%).
+fn blast(t: &Topology, secs: f64, sender: &[&str]) -> Result<(f64, f64), String> {
     let me = std::env::current_exe().unwrap().display().to_string();
+    // Warm the path (ARP, MAC learning) first.
     let _ = t.client.exec(&["ping", "-c", "1", "-W", "1", t.server_ip]);
-    let dst_mac = t.server.exec(&["cat", "/sys/class/net/eth0/address"])?;
     let recv = t
         .server
         .spawn(&[&me, "pps-recv", "7001", &(secs + 1.0).to_string()])?;
     std::thread::sleep(Duration::from_millis(300));
-    let sent = t.client.exec(&[
-        &me,
-        "mac-flood",
-        "eth0",
-        dst_mac.trim(),
-        CLIENT_IP,
-        t.server_ip,
-        "7001",
-        &macs.to_string(),
-        &secs.to_string(),
-    ])?;
+    let mut args = vec![me.as_str()];
+    args.extend_from_slice(sender);
+    let sent = t.client.exec(&args)?;
     let sent: Value = serde_json::from_str(sent.trim()).map_err(|e| e.to_string())?;
     let got = recv.wait_json()?;
     let sent = sent["sent"].as_f64().unwrap_or(0.0);
@@ -632,30 +625,30 @@ fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
     Ok((received / secs / 1000.0, loss))
 }
 
+/// 64-byte UDP frames as fast as the generator goes.
 fn pps(t: &Topology, secs: f64) -> Result<(f64, f64), String> {
-    let me = std::env::current_exe().unwrap().display().to_string();
-    // Warm the path (ARP, MAC learning) first.
-    let _ = t.client.exec(&["ping", "-c", "1", "-W", "1", t.server_ip]);
-    let recv = t
-        .server
-        .spawn(&[&me, "pps-recv", "7001", &(secs + 1.0).to_string()])?;
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = t.client.exec(&[
-        &me,
-        "pps-send",
-        &format!("{}:7001", t.server_ip),
-        &secs.to_string(),
-    ])?;
-    let sent: Value = serde_json::from_str(sent.trim()).map_err(|e| e.to_string())?;
-    let got = recv.wait_json()?;
-    let sent = sent["sent"].as_f64().unwrap_or(0.0);
-    let received = got["received"].as_f64().unwrap_or(0.0);
-    let loss = if sent > 0.0 {
-        (1.0 - received / sent).max(0.0) * 100.0
-    } else {
-        100.0
-    };
-    Ok((received / secs / 1000.0, loss))
+    let target = format!("{}:7001", t.server_ip);
+    blast(t, secs, &["pps-send", &target, &secs.to_string()])
+}
+
+/// The same from 100 000 source MACs: forwarding while the table learns and holds them.
+fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
+    let dst_mac = t.server.exec(&["cat", "/sys/class/net/eth0/address"])?;
+    let (macs, secs_s) = (macs.to_string(), secs.to_string());
+    blast(
+        t,
+        secs,
+        &[
+            "mac-flood",
+            "eth0",
+            dst_mac.trim(),
+            CLIENT_IP,
+            t.server_ip,
+            "7001",
+            &macs,
+            &secs_s,
+        ],
+    )
 }
 
 fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<(), String> {
