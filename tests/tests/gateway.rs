@@ -372,31 +372,38 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
         "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "dc",
     ]);
     ns.exec_ok(&["ip", "link", "set", "eth0", "address", "02:aa:bb:cc:dd:02"]);
-    let run = |pidfile: &str| {
-        let pid = tmp.path(pidfile);
-        let o = ns.exec(&[
-            "dhclient",
-            "-1",
-            "-v",
-            "-sf",
-            script.to_str().unwrap(),
-            "-lf",
-            tmp.path("leases").to_str().unwrap(),
-            "-pf",
-            pid.to_str().unwrap(),
-            "eth0",
-        ]);
-        // dhclient stays in the background to renew: stop the one we started, by its PID.
-        if let Ok(p) = std::fs::read_to_string(&pid) {
-            let _ = sh("kill", &[p.trim()]);
-        }
+    // dhclient runs in the foreground (-d) as our child, so it is stopped by PID (a daemonized
+    // one writes its pid file too late to be caught reliably). `want` is the event to wait for.
+    let run = |want: &[&str]| {
+        let client = Bg(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "dhclient",
+                "-d",
+                "-sf",
+                script.to_str().unwrap(),
+            ])
+            .arg("-lf")
+            .arg(tmp.path("leases"))
+            .arg("-pf")
+            .arg(tmp.path("pid"))
+            .arg("eth0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap());
         assert!(
-            o.status.success(),
-            "dhclient: {}",
-            String::from_utf8_lossy(&o.stderr)
+            wait_until(30, || lines(&out)
+                .iter()
+                .any(|l| want.iter().any(|w| l.starts_with(w)))),
+            "dhclient did not report {want:?}: {:?}",
+            lines(&out)
         );
+        drop(client);
     };
-    run("1.pid");
+    run(&["BOUND"]);
     let ev = lines(&out);
     let bound = ev
         .iter()
@@ -417,7 +424,7 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     ns.exec_ok(&["ip", "link", "set", "eth0", "address", "02:aa:bb:cc:dd:02"]);
     std::fs::remove_file(&out).unwrap();
     // dhclient remembers the lease: INIT-REBOOT asks for it again and gets it.
-    run("2.pid");
+    run(&["REBOOT", "BOUND"]);
     let ev = lines(&out);
     let again = ev
         .iter()
