@@ -883,6 +883,11 @@ impl Manager {
         let ns = spec.open().map_err(|e| sandbox_error(&e))?;
         let netns_id =
             NetnsId::of(&ns).map_err(|e| internal(format!("cannot stat namespace: {e}")))?;
+        if NetnsId::own().is_ok_and(|own| own == netns_id) {
+            return Err(invalid(format!(
+                "namespace {spec} is vswitchd's own network namespace (the host's): ports go into container namespaces"
+            )));
+        }
         let setup = InterfaceSetup {
             ifname: cfg.ifname.clone(),
             mac: cfg.mac,

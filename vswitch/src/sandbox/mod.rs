@@ -259,6 +259,11 @@ impl NetnsId {
         })
     }
 
+    /// The namespace this process runs in.
+    pub fn own() -> io::Result<NetnsId> {
+        NetnsId::of(&File::open("/proc/self/ns/net")?)
+    }
+
     /// Does the user's handle (name, path or pid) still lead to this namespace?
     pub fn still_named_by(&self, spec: &NetnsSpec) -> bool {
         std::fs::metadata(spec.path())
