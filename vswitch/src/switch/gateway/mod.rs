@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use etherparse::{
-    ArpEthIpv4Packet, ArpOperation, ArpPacketSlice, Icmpv4Type, IpNumber, NetSlice, PacketBuilder,
+    ArpEthIpv4Packet, ArpOperation, ArpPacketSlice, Icmpv4Type, NetSlice, PacketBuilder,
     SlicedPacket, TransportSlice,
 };
 use ipnet::Ipv4Net;
@@ -510,10 +510,7 @@ impl Gateway {
                     dns::tcp::Outcome::Malformed => Verdict::Drop(DropReason::BadDns),
                 }
             }
-            _ => {
-                let _ = IpNumber::UDP;
-                Verdict::Drop(DropReason::NoRoute)
-            }
+            _ => Verdict::Drop(DropReason::NoRoute),
         }
     }
 }
