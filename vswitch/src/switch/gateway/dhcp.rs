@@ -48,9 +48,69 @@ pub struct LeaseRecord {
 
 #[derive(Debug, Clone)]
 struct Lease {
-    ip: Ipv4Addr,
     expires: u64,
     hostname: Option<String>,
+}
+
+/// Most offers outstanding at once: a container spraying DISCOVERs from made-up MACs cannot
+/// hold the whole pool (or unbounded memory) with them.
+const MAX_OFFERS: usize = 1024;
+
+/// Addresses held for MACs, indexed both ways, so "who holds this address?" costs O(1) — the
+/// question every candidate address of a DISCOVER asks.
+#[derive(Debug)]
+struct Holds<V> {
+    by_mac: HashMap<MacAddr, (Ipv4Addr, V)>,
+    by_ip: HashMap<Ipv4Addr, MacAddr>,
+}
+
+impl<V> Default for Holds<V> {
+    fn default() -> Self {
+        Holds {
+            by_mac: HashMap::new(),
+            by_ip: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Holds<V> {
+    fn insert(&mut self, mac: MacAddr, ip: Ipv4Addr, v: V) {
+        if let Some((old, _)) = self.by_mac.insert(mac, (ip, v)) {
+            if old != ip && self.by_ip.get(&old) == Some(&mac) {
+                self.by_ip.remove(&old);
+            }
+        }
+        self.by_ip.insert(ip, mac);
+    }
+
+    fn remove(&mut self, mac: &MacAddr) -> Option<(Ipv4Addr, V)> {
+        let (ip, v) = self.by_mac.remove(mac)?;
+        if self.by_ip.get(&ip) == Some(mac) {
+            self.by_ip.remove(&ip);
+        }
+        Some((ip, v))
+    }
+
+    fn get(&self, mac: &MacAddr) -> Option<&(Ipv4Addr, V)> {
+        self.by_mac.get(mac)
+    }
+
+    /// The MAC holding `ip`, with its value.
+    fn holder(&self, ip: &Ipv4Addr) -> Option<(MacAddr, &V)> {
+        let mac = self.by_ip.get(ip)?;
+        self.by_mac.get(mac).map(|(_, v)| (*mac, v))
+    }
+
+    fn retain(&mut self, keep: impl Fn(&V) -> bool) {
+        self.by_mac.retain(|_, (_, v)| keep(v));
+        let by_mac = &self.by_mac;
+        self.by_ip
+            .retain(|ip, mac| by_mac.get(mac).is_some_and(|(i, _)| i == ip));
+    }
+
+    fn len(&self) -> usize {
+        self.by_mac.len()
+    }
 }
 
 #[derive(Debug)]
@@ -60,9 +120,11 @@ pub struct Server {
     gw_mac: MacAddr,
     subnet: Ipv4Net,
     domain: String,
-    reservations: HashMap<MacAddr, (Ipv4Addr, Option<String>)>,
-    leases: HashMap<MacAddr, Lease>,
-    offers: HashMap<MacAddr, (Ipv4Addr, u64)>,
+    /// Port addresses (IPAM) with the port's hostname.
+    reservations: Holds<Option<String>>,
+    leases: Holds<Lease>,
+    /// Offers with their expiry.
+    offers: Holds<u64>,
     declined: HashMap<Ipv4Addr, u64>,
 }
 
@@ -80,15 +142,15 @@ impl Server {
             gw_mac,
             subnet,
             domain,
-            reservations: HashMap::new(),
-            leases: HashMap::new(),
-            offers: HashMap::new(),
+            reservations: Holds::default(),
+            leases: Holds::default(),
+            offers: Holds::default(),
             declined: HashMap::new(),
         }
     }
 
     pub fn reserve(&mut self, mac: MacAddr, ip: Ipv4Addr, hostname: Option<String>) {
-        self.reservations.insert(mac, (ip, hostname));
+        self.reservations.insert(mac, ip, hostname);
     }
 
     pub fn unreserve(&mut self, mac: MacAddr) {
@@ -100,8 +162,8 @@ impl Server {
     pub fn restore(&mut self, now: u64, r: &LeaseRecord) {
         self.leases.insert(
             r.mac,
+            r.ip,
             Lease {
-                ip: r.ip,
                 expires: now + u64::from(r.remaining_secs) * 1000,
                 hostname: r.hostname.clone(),
             },
@@ -111,11 +173,12 @@ impl Server {
     pub fn leases(&self, now: u64) -> Vec<LeaseRecord> {
         let mut v: Vec<LeaseRecord> = self
             .leases
+            .by_mac
             .iter()
-            .filter(|(_, l)| l.expires > now)
-            .map(|(mac, l)| LeaseRecord {
+            .filter(|(_, (_, l))| l.expires > now)
+            .map(|(mac, (ip, l))| LeaseRecord {
                 mac: *mac,
-                ip: l.ip,
+                ip: *ip,
                 hostname: l.hostname.clone(),
                 remaining_secs: ((l.expires - now) / 1000) as u32,
             })
@@ -125,8 +188,8 @@ impl Server {
     }
 
     pub fn expire(&mut self, now: u64) {
-        self.leases.retain(|_, l| l.expires > now);
-        self.offers.retain(|_, (_, t)| *t > now);
+        self.leases.retain(|l| l.expires > now);
+        self.offers.retain(|t| *t > now);
         self.declined.retain(|_, t| *t > now);
     }
 
@@ -148,18 +211,15 @@ impl Server {
         let in_range = ip >= self.cfg.range_start && ip <= self.cfg.range_end;
         in_range
             && self.declined.get(&ip).is_none_or(|t| *t <= now)
-            && !self
-                .reservations
-                .iter()
-                .any(|(m, (r, _))| *m != mac && *r == ip)
-            && !self
+            && self.reservations.holder(&ip).is_none_or(|(m, _)| m == mac)
+            && self
                 .leases
-                .iter()
-                .any(|(m, l)| *m != mac && l.ip == ip && l.expires > now)
-            && !self
+                .holder(&ip)
+                .is_none_or(|(m, l)| m == mac || l.expires <= now)
+            && self
                 .offers
-                .iter()
-                .any(|(m, (o, t))| *m != mac && *o == ip && *t > now)
+                .holder(&ip)
+                .is_none_or(|(m, t)| m == mac || *t <= now)
     }
 
     /// The address to offer `mac`.
@@ -170,7 +230,7 @@ impl Server {
         let previous = self
             .leases
             .get(&mac)
-            .map(|l| l.ip)
+            .map(|(ip, _)| *ip)
             .or_else(|| self.offers.get(&mac).map(|(ip, _)| *ip));
         for candidate in [previous, requested].into_iter().flatten() {
             if self.acceptable(now, mac, candidate) {
@@ -232,10 +292,19 @@ impl Server {
         let ciaddr = req.ciaddr();
         match req.opts().msg_type().ok_or(Malformed)? {
             MessageType::Discover => {
+                let known = self.reservations.get(&mac).is_some()
+                    || self.leases.get(&mac).is_some()
+                    || self.offers.get(&mac).is_some();
+                if !known && self.offers.len() >= MAX_OFFERS {
+                    self.offers.retain(|t| *t > now);
+                    if self.offers.len() >= MAX_OFFERS {
+                        return Ok(false); // too many strangers at once: stay silent
+                    }
+                }
                 let Some(ip) = self.choose(now, mac, requested) else {
                     return Ok(false); // pool exhausted: stay silent, as RFC 2131 allows
                 };
-                self.offers.insert(mac, (ip, now + OFFER_HOLD_MS));
+                self.offers.insert(mac, ip, now + OFFER_HOLD_MS);
                 let hostname = self.hostname_for(mac, &req);
                 self.write_reply(&req, MessageType::Offer, ip, hostname.as_deref(), reply)?;
                 Ok(true)
@@ -268,8 +337,8 @@ impl Server {
                 self.offers.remove(&mac);
                 self.leases.insert(
                     mac,
+                    ip,
                     Lease {
-                        ip,
                         expires: now + u64::from(self.cfg.lease_secs) * 1000,
                         hostname: hostname.clone(),
                     },
@@ -288,7 +357,7 @@ impl Server {
             }
             MessageType::Decline => {
                 let ip = requested.ok_or(Malformed)?;
-                if self.leases.get(&mac).is_some_and(|l| l.ip == ip) {
+                if self.leases.get(&mac).is_some_and(|(l, _)| *l == ip) {
                     self.leases.remove(&mac);
                     events.push(Event::Released { network, mac });
                 }
@@ -297,7 +366,7 @@ impl Server {
                 Ok(false)
             }
             MessageType::Release => {
-                if self.leases.get(&mac).is_some_and(|l| l.ip == ciaddr) {
+                if self.leases.get(&mac).is_some_and(|(l, _)| *l == ciaddr) {
                     self.leases.remove(&mac);
                     events.push(Event::Released { network, mac });
                 }

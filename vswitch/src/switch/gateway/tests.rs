@@ -761,3 +761,59 @@ fn dns_query_over_udp_to_the_gateway() {
     builder.write(&mut f, &[1, 2, 3]).unwrap();
     assert_eq!(run(&mut g, 0, P1, &f).0, Verdict::Drop(DropReason::BadDns));
 }
+
+#[test]
+fn a_discover_flood_cannot_hold_the_pool() {
+    let mut g = gateway(true);
+    let mut offered = 0;
+    for i in 0..5000u32 {
+        let b = i.to_be_bytes();
+        let mac = MacAddr([0x02, 0xbb, b[0], b[1], b[2], b[3]]);
+        let (v, reply, _) = run(
+            &mut g,
+            0,
+            P1,
+            &dhcp_frame(
+                mac,
+                MessageType::Discover,
+                Ipv4Addr::UNSPECIFIED,
+                vec![],
+                true,
+            ),
+        );
+        assert_eq!(v, Verdict::Consumed);
+        if !reply.is_empty() {
+            offered += 1;
+        }
+    }
+    // The /24 has 251 free addresses; never more offers than that, and never more than the cap.
+    assert!(offered <= 251, "{offered}");
+    // A port still gets its own address.
+    let (_, reply, _) = run(
+        &mut g,
+        1,
+        P2,
+        &dhcp_frame(
+            C2,
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            vec![],
+            true,
+        ),
+    );
+    assert_eq!(decode_reply(&reply).1, Ipv4Addr::new(10, 1, 0, 3));
+    // Offers expire: a minute later a real client is served again.
+    let (_, reply, _) = run(
+        &mut g,
+        61_000,
+        P1,
+        &dhcp_frame(
+            STRANGER,
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            vec![],
+            true,
+        ),
+    );
+    assert_eq!(decode_reply(&reply).0, MessageType::Offer);
+}
