@@ -10,6 +10,14 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::Value;
 
+/// `dig` against `server` from inside `ns`: one try, a short timeout (extra `+time=` wins).
+fn dig(ns: &Netns, server: &str, args: &[&str]) -> String {
+    let at = format!("@{server}");
+    let mut a = vec!["dig", "+tries=1", "+time=3", at.as_str()];
+    a.extend_from_slice(args);
+    ns.exec_ok(&a)
+}
+
 fn gw_counters(d: &Daemon, net: &str) -> Value {
     d.json(&["arp", "show", net])[0]["counters"].clone()
 }
@@ -538,45 +546,13 @@ fn dns_resolves_names_and_aliases_per_network() {
     let out = web.exec_ok(&["nslookup", "api"]);
     assert!(out.contains("10.88.20.3"), "{out}");
     // dig over UDP and TCP, and PTR.
-    let udp = web.exec_ok(&[
-        "dig",
-        "+short",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "service.v1",
-    ]);
+    let udp = dig(&web, "10.88.20.1", &["+short", "service.v1"]);
     assert_eq!(udp.trim(), "10.88.20.3");
-    let tcp = web.exec_ok(&[
-        "dig",
-        "+tcp",
-        "+short",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "api1",
-    ]);
+    let tcp = dig(&web, "10.88.20.1", &["+tcp", "+short", "api1"]);
     assert_eq!(tcp.trim(), "10.88.20.3");
-    let ptr = web.exec_ok(&[
-        "dig",
-        "+short",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "-x",
-        "10.88.20.3",
-    ]);
+    let ptr = dig(&web, "10.88.20.1", &["+short", "-x", "10.88.20.3"]);
     assert_eq!(ptr.trim(), "api1.front.vswitch.");
-    let ptr_tcp = web.exec_ok(&[
-        "dig",
-        "+tcp",
-        "+short",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "-x",
-        "10.88.20.2",
-    ]);
+    let ptr_tcp = dig(&web, "10.88.20.1", &["+tcp", "+short", "-x", "10.88.20.2"]);
     assert_eq!(ptr_tcp.trim(), "web1.front.vswitch.");
     // A name of another network does not resolve here (and does there).
     let out = web.exec(&["getent", "hosts", "db1"]);
@@ -585,40 +561,22 @@ fn dns_resolves_names_and_aliases_per_network() {
         "db1 is on another network: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let st = web.exec_ok(&[
-        "dig",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "db1.back.vswitch",
-    ]);
+    let st = dig(&web, "10.88.20.1", &["db1.back.vswitch"]);
     assert!(st.contains("status: SERVFAIL"), "{st}");
     assert!(db
         .exec_ok(&["getent", "hosts", "db1"])
         .starts_with("10.88.21.2"));
     // Unknown name in our domain: NXDOMAIN; outside it with no upstream: SERVFAIL at once.
-    let st = web.exec_ok(&[
-        "dig",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "nobody.front.vswitch",
-    ]);
+    let st = dig(&web, "10.88.20.1", &["nobody.front.vswitch"]);
     assert!(st.contains("status: NXDOMAIN"), "{st}");
-    let st = web.exec_ok(&["dig", "+tries=1", "+time=2", "@10.88.20.1", "example.com"]);
+    let st = dig(&web, "10.88.20.1", &["example.com"]);
     assert!(st.contains("status: SERVFAIL"), "{st}");
     let c = gw_counters(&d, "front");
     assert!(c["dns_replies"].as_u64().unwrap() >= 8, "{c}");
 
     // del-port removes the name.
     d.ok(&["del-port", "api1"]);
-    let st = web.exec_ok(&[
-        "dig",
-        "+tries=1",
-        "+time=2",
-        "@10.88.20.1",
-        "api.front.vswitch",
-    ]);
+    let st = dig(&web, "10.88.20.1", &["api.front.vswitch"]);
     assert!(st.contains("status: NXDOMAIN"), "{st}");
 }
 
@@ -632,7 +590,7 @@ fn default_bridge_network_does_not_resolve_names() {
     d.ok(&["add-port", "bridge", "--netns", &b.name, "--name", "b"]);
     assert!(!std::path::Path::new(&format!("/etc/netns/{}/resolv.conf", a.name)).exists());
     assert!(a.ping("172.17.0.3", 1), "reachable by address");
-    let st = a.exec_ok(&["dig", "+tries=1", "+time=2", "@172.17.0.1", "b"]);
+    let st = dig(&a, "172.17.0.1", &["b"]);
     assert!(st.contains("status: SERVFAIL"), "{st}");
 }
 
@@ -800,38 +758,23 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     d.ok(&["network", "create", "web", "--subnet", "10.88.50.0/24"]);
     let c = Netns::new("c");
     d.ok(&["add-port", "web", "--netns", &c.name, "--name", "c1"]);
-    let out = c.exec_ok(&[
-        "dig",
-        "+short",
-        "+tries=1",
-        "+time=3",
-        "@10.88.50.1",
-        "example.test",
-    ]);
+    let out = dig(&c, "10.88.50.1", &["+short", "example.test"]);
     assert_eq!(out.trim(), "203.0.113.7", "answered by the upstream");
     assert!(c
         .exec_ok(&["getent", "hosts", "www.example.test"])
         .starts_with("203.0.113.7"));
     // Over TCP too (the switch acknowledges at once and answers when the upstream does).
-    let out = c.exec_ok(&[
-        "dig",
-        "+tcp",
-        "+short",
-        "+tries=1",
-        "+time=3",
-        "@10.88.50.1",
-        "tcp.example.test",
-    ]);
+    let out = dig(&c, "10.88.50.1", &["+tcp", "+short", "tcp.example.test"]);
     assert_eq!(
         out.trim(),
         "203.0.113.7",
         "answered by the upstream over TCP"
     );
     // Its own names stay local.
-    let out = c.exec_ok(&["dig", "+short", "+tries=1", "+time=3", "@10.88.50.1", "c1"]);
+    let out = dig(&c, "10.88.50.1", &["+short", "c1"]);
     assert_eq!(out.trim(), "10.88.50.2");
     // Upstream gone: SERVFAIL, not silence.
     drop(upstream);
-    let out = c.exec_ok(&["dig", "+tries=1", "+time=5", "@10.88.50.1", "gone.test"]);
+    let out = dig(&c, "10.88.50.1", &["+time=5", "gone.test"]);
     assert!(out.contains("status: SERVFAIL"), "{out}");
 }

@@ -409,13 +409,8 @@ mod tests {
         d
     }
 
-    #[test]
-    fn save_load_roundtrip_and_lock() {
-        let dir = tempdir("rt");
-        let mut store = Store::open(&dir).unwrap();
-        assert_eq!(store.load().unwrap(), None);
-        let mut s = State::default();
-        s.networks.push(NetworkConfig {
+    fn web_network() -> NetworkConfig {
+        NetworkConfig {
             name: "web".into(),
             driver: "bridge".into(),
             subnet: "10.1.0.0/24".parse().unwrap(),
@@ -428,18 +423,34 @@ mod tests {
             arp_suppress: true,
             domain: None,
             lease_secs: 3600,
-        });
-        s.ports.push(PortConfig {
-            name: "c1".into(),
+        }
+    }
+
+    fn port(name: &str) -> PortConfig {
+        PortConfig {
+            name: name.into(),
             network: "web".into(),
-            netns: "c1".into(),
+            netns: name.into(),
             ifname: "eth0".into(),
             mac: "02:42:0a:01:00:02".parse().unwrap(),
-            ip: Some("10.1.0.2/24".parse().unwrap()),
+            ip: None,
             mtu: 1500,
             dhcp: false,
             aliases: vec![],
             offload: true,
+        }
+    }
+
+    #[test]
+    fn save_load_roundtrip_and_lock() {
+        let dir = tempdir("rt");
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut s = State::default();
+        s.networks.push(web_network());
+        s.ports.push(PortConfig {
+            ip: Some("10.1.0.2/24".parse().unwrap()),
+            ..port("c1")
         });
         store.save(&s).unwrap();
         assert_eq!(store.load().unwrap(), Some(s));
@@ -456,32 +467,7 @@ mod tests {
         let dir = tempdir("journal");
         let mut store = Store::open(&dir).unwrap();
         let mut s = State::default();
-        let net = NetworkConfig {
-            name: "web".into(),
-            driver: "bridge".into(),
-            subnet: "10.1.0.0/24".parse().unwrap(),
-            gateway: "10.1.0.1".parse().unwrap(),
-            mac_aging_secs: 300,
-            fdb_limit: 8192,
-            ip_range: None,
-            dhcp: true,
-            dns: true,
-            arp_suppress: true,
-            domain: None,
-            lease_secs: 3600,
-        };
-        let port = |name: &str| PortConfig {
-            name: name.into(),
-            network: "web".into(),
-            netns: name.into(),
-            ifname: "eth0".into(),
-            mac: "02:42:0a:01:00:02".parse().unwrap(),
-            ip: None,
-            mtu: 1500,
-            dhcp: false,
-            aliases: vec![],
-            offload: true,
-        };
+        let net = web_network();
         store.save(&s).unwrap();
         for c in [
             Change::NetworkAdd(net.clone()),

@@ -354,6 +354,12 @@ impl Gateway {
 
     /// A DHCP server message (UDP 67 -> 68) from a container port: a rogue server.
     fn check_rogue_dhcp(&self, frame: &[u8]) -> Verdict {
+        // This runs on every unicast IPv4 frame: look at the IPv4 protocol byte before parsing,
+        // so only UDP pays for the full slice.
+        const IPV4_PROTO: usize = 14 + 9;
+        if frame.get(IPV4_PROTO) != Some(&17) {
+            return Verdict::Pass;
+        }
         if let Ok(p) = SlicedPacket::from_ethernet(frame) {
             if let Some(TransportSlice::Udp(udp)) = &p.transport {
                 if udp.source_port() == DHCP_SERVER_PORT
