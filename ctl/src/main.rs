@@ -146,6 +146,18 @@ struct AddPortArgs {
     /// finishes checksums in software for this port.
     #[arg(long)]
     no_offload: bool,
+    /// Port type: `tap`, or `afxdp` (a veth pair whose host end an AF_XDP socket serves).
+    #[arg(long = "type", default_value = "tap")]
+    kind: String,
+    /// AF_XDP attach mode: auto (native, else skb), native or skb.
+    #[arg(long)]
+    xdp_mode: Option<String>,
+    /// AF_XDP: entries per ring, a power of two [default: 1024].
+    #[arg(long)]
+    ring_size: Option<u32>,
+    /// AF_XDP: bytes per UMEM frame, 2048 or 4096 [default: 2048].
+    #[arg(long)]
+    frame_size: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +215,10 @@ fn op_of(cmd: Cmd) -> Op {
             dhcp: a.dhcp,
             aliases: a.alias,
             offload: Some(!a.no_offload),
+            kind: Some(a.kind),
+            xdp_mode: a.xdp_mode,
+            ring_size: a.ring_size,
+            frame_size: a.frame_size,
         }),
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
@@ -265,7 +281,11 @@ fn print_port(p: &PortInfo, indent: &str) {
     println!(
         "{indent}    type: {}{}  netns: {}  interface: {}",
         p.kind,
-        if p.offload { "" } else { " (no offload)" },
+        if p.offload || p.kind != "tap" {
+            ""
+        } else {
+            " (no offload)"
+        },
         p.netns,
         p.ifname
     );
@@ -275,6 +295,15 @@ fn print_port(p: &PortInfo, indent: &str) {
         p.ip.as_deref().unwrap_or("-"),
         p.mtu
     );
+    if let Some(h) = &p.host_ifname {
+        match &p.xdp {
+            Some(x) => println!(
+                "{indent}    afxdp: veth {h}  mode: {}  rings: {}  frame: {}  frames: {} rx-in-kernel, {} tx-free, {} tx-in-flight, {} lost",
+                x.mode, x.ring_size, x.frame_size, x.rx_frames_in_kernel, x.tx_frames_free, x.tx_frames_in_flight, x.frames_lost
+            ),
+            None => println!("{indent}    afxdp: veth {h}"),
+        }
+    }
 }
 
 fn print_human(reply: &Reply) {

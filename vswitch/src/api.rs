@@ -136,6 +136,18 @@ pub struct PortAdd {
     /// segments and checksums in software what goes out of this port.
     #[serde(default)]
     pub offload: Option<bool>,
+    /// "tap" (default) or "afxdp".
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// AF_XDP: "auto" (native, falling back to skb), "native" or "skb".
+    #[serde(default)]
+    pub xdp_mode: Option<String>,
+    /// AF_XDP: entries per ring (power of two).
+    #[serde(default)]
+    pub ring_size: Option<u32>,
+    /// AF_XDP: bytes per UMEM frame (2048 or 4096).
+    #[serde(default)]
+    pub frame_size: Option<u32>,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -226,6 +238,12 @@ pub struct PortInfo {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// AF_XDP ports: the veth's host end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    /// AF_XDP ports while up: mode in use, rings, and where every UMEM frame is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<crate::ports::XdpStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

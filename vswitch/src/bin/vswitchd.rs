@@ -209,7 +209,10 @@ fn run(
             .spawn(move || loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let watched = manager.lock().unwrap_or_else(|p| p.into_inner()).watched();
-                let gone: Vec<_> = watched.into_iter().filter(|w| w.orphaned()).collect();
+                let gone: Vec<_> = watched
+                    .into_iter()
+                    .filter_map(|w| w.orphaned().map(|why| (w, why)))
+                    .collect();
                 if !gone.is_empty() {
                     manager
                         .lock()

@@ -12,10 +12,10 @@ use tracing::{info, warn};
 use crate::api::*;
 use crate::control::resolv;
 use crate::dataplane::{self, Command, Snapshot};
-use crate::ports::Port;
+use crate::ports::{Port, XdpConfig};
 use crate::sandbox::{self, InterfaceSetup, NetnsId, NetnsSpec, SandboxError};
 use crate::state::{
-    Change, NetworkConfig, PortConfig, State, Store, StoredLease, DEFAULT_FDB_LIMIT,
+    Change, NetworkConfig, PortConfig, PortKind, State, Store, StoredLease, DEFAULT_FDB_LIMIT,
     DEFAULT_LEASE_SECS, DEFAULT_MAC_AGING_SECS, DEFAULT_MTU,
 };
 use crate::switch::gateway::{DhcpConfig, Endpoint, Event, GatewayConfig, LeaseRecord};
@@ -95,12 +95,21 @@ pub struct WatchedPort {
     pub id: PortId,
     pub netns: NetnsId,
     pub spec: NetnsSpec,
+    /// AF_XDP ports: the veth's host end, which must still exist.
+    pub host_ifname: Option<String>,
 }
 
 impl WatchedPort {
-    /// Is the namespace handle gone? (A stat; call without holding the manager.)
-    pub fn orphaned(&self) -> bool {
-        !self.netns.still_named_by(&self.spec)
+    /// Why the port can no longer work: its namespace handle is gone, or (AF_XDP) its veth
+    /// was deleted. (A stat and an ioctl; call without holding the manager.)
+    pub fn orphaned(&self) -> Option<String> {
+        if !self.netns.still_named_by(&self.spec) {
+            return Some(format!("namespace {} is gone", self.spec));
+        }
+        match &self.host_ifname {
+            Some(h) if !sandbox::link_exists(h) => Some(format!("veth {h} is gone")),
+            _ => None,
+        }
     }
 }
 
@@ -221,6 +230,12 @@ impl Manager {
     /// The saved state keeps them, so the next start re-creates them.
     pub fn shutdown(&mut self) {
         self.dp.shutdown();
+        // AF_XDP ports' veths outlive the socket: take them away too, as a TAP goes with its fd.
+        for p in &self.state.ports {
+            if let Some(host) = &p.host_ifname {
+                let _ = sandbox::delete_veth(host);
+            }
+        }
     }
 
     pub fn handle(&mut self, op: Op) -> ApiResult<Reply> {
@@ -670,6 +685,38 @@ impl Manager {
             }
             None => Self::default_mac(&name, ip.map(|n| n.addr()), &peers),
         };
+        let kind: PortKind = match &req.kind {
+            None => PortKind::Tap,
+            Some(k) => k.parse().map_err(invalid)?,
+        };
+        let (xdp, host_ifname) = match kind {
+            PortKind::Tap => {
+                if req.xdp_mode.is_some() || req.ring_size.is_some() || req.frame_size.is_some() {
+                    return Err(invalid(
+                        "--xdp-mode, --ring-size and --frame-size apply to --type afxdp ports only",
+                    ));
+                }
+                (None, None)
+            }
+            PortKind::Afxdp => {
+                let mut x = XdpConfig::default();
+                if let Some(m) = &req.xdp_mode {
+                    x.mode = m.parse().map_err(invalid)?;
+                }
+                x.ring_size = req.ring_size.unwrap_or(x.ring_size);
+                x.frame_size = req.frame_size.unwrap_or(x.frame_size);
+                x.validate().map_err(invalid)?;
+                // The largest frame the container sends: MTU plus Ethernet and VLAN headers.
+                if mtu + 18 > x.max_frame() {
+                    return Err(invalid(format!(
+                        "MTU {mtu} does not fit a {}-byte UMEM frame ({} bytes of frame after the kernel's headroom); use --frame-size 4096 or a smaller --mtu",
+                        x.frame_size,
+                        x.max_frame()
+                    )));
+                }
+                (Some(x), Some(self.host_ifname(&name)))
+            }
+        };
         if let Some(ip) = ip {
             if let Some(l) = self.leases.iter().find(|l| {
                 l.network == net.name && l.ip == ip.addr() && l.mac != mac && l.expires > unix_now()
@@ -690,8 +737,35 @@ impl Manager {
             mtu,
             dhcp: req.dhcp,
             aliases,
-            offload: req.offload.unwrap_or(true),
+            offload: kind == PortKind::Tap && req.offload.unwrap_or(true),
+            kind,
+            xdp,
+            host_ifname,
         })
+    }
+
+    /// A name for an AF_XDP port's veth host end: "vsx" and 8 hex digits hashed from the port
+    /// name, unique among the configured ports (the prefix marks the device as vswitchd's).
+    fn host_ifname(&self, port: &str) -> String {
+        let used: HashSet<&str> = self
+            .state
+            .ports
+            .iter()
+            .filter_map(|p| p.host_ifname.as_deref())
+            .collect();
+        let mut salt = 0u32;
+        loop {
+            // FNV-1a: stable across versions, unlike std's hasher.
+            let mut h: u32 = 0x811c_9dc5;
+            for b in port.bytes().chain(salt.to_le_bytes()) {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+            let name = format!("vsx{h:08x}");
+            if !used.contains(name.as_str()) {
+                return name;
+            }
+            salt += 1;
+        }
     }
 
     /// IPAM: the first free address of the network's range.
@@ -901,8 +975,29 @@ impl Manager {
             gateway: Some(net.gateway),
             offload: cfg.offload,
         };
-        let (tap, report) =
-            sandbox::create_tap_interface(&ns, &spec, &setup).map_err(|e| sandbox_error(&e))?;
+        let (port, report): (Box<dyn Port>, _) = match cfg.kind {
+            PortKind::Tap => {
+                let (tap, report) = sandbox::create_tap_interface(&ns, &spec, &setup)
+                    .map_err(|e| sandbox_error(&e))?;
+                (Box::new(tap), report)
+            }
+            PortKind::Afxdp => {
+                let host = cfg
+                    .host_ifname
+                    .as_deref()
+                    .ok_or_else(|| internal("AF_XDP port without a host interface name"))?;
+                let (xsk, report) = sandbox::create_veth_interface(
+                    &ns,
+                    &spec,
+                    &setup,
+                    host,
+                    cfg.xdp.unwrap_or_default(),
+                )
+                .map_err(|e| sandbox_error(&e))?;
+                info!(port = %cfg.name, veth = %host, mode = xsk.mode(), "AF_XDP socket bound");
+                (Box::new(xsk), report)
+            }
+        };
         if report.kept_existing_default_route {
             info!(port = %cfg.name, "namespace already has a default route; kept it");
         }
@@ -912,16 +1007,22 @@ impl Manager {
                 .filter_map(|p| p.id.as_ref())
                 .map(|p| &p.0),
         ));
-        let port: Box<dyn Port> = Box::new(tap);
         let endpoint = Some(Self::endpoint(cfg));
-        self.dp_call(|done| Command::AddPort {
-            id,
-            network: net_id,
-            port,
-            endpoint,
-            done,
-        })?
-        .map_err(|e| internal(format!("dataplane refused the port: {e}")))?;
+        let added = self
+            .dp_call(|done| Command::AddPort {
+                id,
+                network: net_id,
+                port,
+                endpoint,
+                done,
+            })
+            .and_then(|r| r.map_err(|e| internal(format!("dataplane refused the port: {e}"))));
+        if let Err(e) = added {
+            if let Some(host) = &cfg.host_ifname {
+                let _ = sandbox::delete_veth(host);
+            }
+            return Err(e);
+        }
         Ok(PortRt {
             id: Some(id),
             netns: Some(netns_id),
@@ -945,19 +1046,19 @@ impl Manager {
                     id: rt.id?,
                     netns: rt.netns?,
                     spec: NetnsSpec::parse(&cfg.netns).ok()?,
+                    host_ifname: cfg.host_ifname.clone(),
                 })
             })
             .collect()
     }
 
     /// Takes down the watched ports found orphaned (if they are still the same ports).
-    pub fn namespaces_gone(&mut self, gone: Vec<WatchedPort>) {
-        for w in gone {
+    pub fn namespaces_gone(&mut self, gone: Vec<(WatchedPort, String)>) {
+        for (w, reason) in gone {
             match self.ports.get(&w.name) {
                 Some(rt) if rt.id == Some(w.id) && rt.netns == Some(w.netns) => {}
                 _ => continue, // deleted or re-added meanwhile
             }
-            let reason = format!("namespace {} is gone", w.spec);
             warn!(port = %w.name, %reason, "port down");
             let id = w.id;
             if self
@@ -1000,9 +1101,10 @@ impl Manager {
         let snap = Snapshot {
             ports: vec![dataplane::PortSnapshot {
                 id,
-                kind: "tap",
+                kind: cfg.kind.as_str(),
                 down: None,
                 counters: Default::default(),
+                xdp: None,
             }],
             networks: vec![],
         };
@@ -1045,8 +1147,13 @@ impl Manager {
         Ok(Reply::Done)
     }
 
-    /// Cleans up what a port leaves outside the state: its leases and resolv.conf entry.
+    /// Cleans up what a port leaves outside the state: its veth, leases and resolv.conf entry.
     fn forget_port(&mut self, port: &PortConfig) {
+        if let Some(host) = &port.host_ifname {
+            if let Err(e) = sandbox::delete_veth(host) {
+                warn!(port = %port.name, veth = %host, error = %e, "cannot delete veth");
+            }
+        }
         let before = self.leases.len();
         self.leases
             .retain(|l| !(l.network == port.network && l.mac == port.mac));
@@ -1164,7 +1271,7 @@ impl Manager {
         PortInfo {
             name: p.name.clone(),
             network: p.network.clone(),
-            kind: dp.map(|s| s.kind).unwrap_or("tap").to_string(),
+            kind: p.kind.as_str().to_string(),
             netns: p.netns.clone(),
             ifname: p.ifname.clone(),
             mac: p.mac.to_string(),
@@ -1175,6 +1282,8 @@ impl Manager {
             offload: p.offload,
             status: status.to_string(),
             detail,
+            host_ifname: p.host_ifname.clone(),
+            xdp: dp.and_then(|s| s.xdp.clone()),
         }
     }
 

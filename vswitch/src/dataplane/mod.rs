@@ -103,6 +103,8 @@ pub struct PortSnapshot {
     /// Why the port stopped working, if it did.
     pub down: Option<String>,
     pub counters: PortCounters,
+    /// AF_XDP ports: mode, rings and frame accounting.
+    pub xdp: Option<crate::ports::XdpStatus>,
 }
 
 #[derive(Debug, Clone)]
@@ -579,6 +581,28 @@ impl Dataplane {
                 }
             }
         }
+        // Ports that batch their transmits (AF_XDP) put this batch on the wire now.
+        let mut last = None;
+        for i in 0..self.txq.len() {
+            let out = self.txq[i].0;
+            if last == Some(out) {
+                continue;
+            }
+            last = Some(out);
+            if let Some(Some(PortSlot {
+                port: Some(port), ..
+            })) = self.ports.get_mut(out.idx())
+            {
+                if let Err(e) = port.flush() {
+                    if let Some(c) = self.pipeline.port_counters_mut(out) {
+                        c.count_drop(DropReason::TxError);
+                    }
+                    if e.raw_os_error() == Some(libc::EBADFD) && vanished.is_none() {
+                        vanished = Some((out, e));
+                    }
+                }
+            }
+        }
         if let Some((out, e)) = vanished {
             self.mark_down(
                 out,
@@ -603,7 +627,9 @@ impl Dataplane {
         else {
             return;
         };
-        let sent = port.send_frame(frame);
+        let sent = port
+            .send_frame(frame)
+            .and_then(|n| port.flush().map(|()| n));
         if let Some(c) = self.pipeline.port_counters_mut(port_id) {
             match sent {
                 Ok(_) => {
@@ -615,21 +641,23 @@ impl Dataplane {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&mut self) -> Snapshot {
         let now = self.now_ms();
+        let pipeline = &self.pipeline;
         let ports = self
             .ports
-            .iter()
+            .iter_mut()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (PortId(i as u32), s)))
+            .filter_map(|(i, s)| s.as_mut().map(|s| (PortId(i as u32), s)))
             .map(|(id, s)| PortSnapshot {
                 id,
                 kind: s.kind,
                 down: s.down.clone(),
                 counters: s
                     .final_counters
-                    .or_else(|| self.pipeline.port_counters(id).copied())
+                    .or_else(|| pipeline.port_counters(id).copied())
                     .unwrap_or_default(),
+                xdp: s.port.as_mut().and_then(|p| p.xdp_status()),
             })
             .collect();
         let networks = self

@@ -1,6 +1,6 @@
 //! Ports: the only code that moves frames in and out of the process.
 //!
-//! Every kind of port (TAP now; AF_XDP, VXLAN/UDP underlay and uplink later) offers the same
+//! Every kind of port (TAP and AF_XDP now; VXLAN/UDP underlay and uplink later) offers the same
 //! small surface to the dataplane: a pollable fd, `recv` into a caller buffer, `send` a buffer.
 //!
 //! A port may carry per-frame metadata ahead of each Ethernet frame (`headroom`): a TAP with
@@ -8,11 +8,13 @@
 //! checksums cross the switch in one read and one write. Between ports with the same metadata the
 //! buffer is passed through untouched; frames the switch builds itself go out with `send_frame`.
 
+pub mod afxdp;
 pub mod tap;
 
 use std::io;
 use std::os::fd::RawFd;
 
+pub use afxdp::{AfXdp, XdpConfig, XdpMode, XdpStatus};
 pub use tap::Tap;
 
 /// A port the dataplane can poll, read and write.
@@ -29,6 +31,14 @@ pub trait Port: Send {
     fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Sends a plain Ethernet frame (built by the switch, or from a port of another kind).
     fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// Pushes out frames `send`/`send_frame` queued (ports that batch transmits: AF_XDP).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// What kind of port this is, for `show`.
     fn kind(&self) -> &'static str;
+    /// AF_XDP ports: the mode, the rings and where every UMEM frame is.
+    fn xdp_status(&mut self) -> Option<XdpStatus> {
+        None
+    }
 }

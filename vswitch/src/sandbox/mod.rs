@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use crate::ports::afxdp::{AfXdp, AfXdpError};
 use crate::ports::tap::{Tap, TapError};
 use crate::wire::MacAddr;
 use netlink::{LinkChange, Netlink};
@@ -51,6 +52,10 @@ pub enum SandboxError {
         spec: String,
         source: io::Error,
     },
+    #[error("{0}")]
+    AfXdp(#[from] AfXdpError),
+    #[error("cannot turn off TX offloads on {ifname:?} ({source})")]
+    Offloads { ifname: String, source: io::Error },
     #[error("worker thread for namespace {0} panicked")]
     Thread(String),
 }
@@ -172,14 +177,10 @@ pub fn create_tap_interface(
     setup: &InterfaceSetup,
 ) -> Result<(Tap, InterfaceReport), SandboxError> {
     in_netns(ns, spec, || {
-        let nl_err = |op: &'static str| {
-            let spec = spec.to_string();
-            move |source| SandboxError::Netlink { op, spec, source }
-        };
-        let mut nl = Netlink::open().map_err(nl_err("open"))?;
+        let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
         if nl
             .link_index(&setup.ifname)
-            .map_err(nl_err("get link"))?
+            .map_err(nl_err(spec, "get link"))?
             .is_some()
         {
             return Err(SandboxError::IfnameTaken {
@@ -188,58 +189,218 @@ pub fn create_tap_interface(
             });
         }
         let tap = Tap::create(&setup.ifname, setup.offload)?;
-        // As Docker does for networks without IPv6: no link-local address, DAD, MLD or router
-        // solicitations flooding the network whenever a container comes up. (/proc/sys/net
-        // shows the namespace of the thread that opens it: this one.)
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", setup.ifname),
-            "1",
-        );
-        let index = nl
-            .link_index(&setup.ifname)
-            .map_err(nl_err("get link"))?
-            .ok_or_else(|| {
-                nl_err("get link")(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "TAP vanished right after creation",
-                ))
-            })?;
+        let report = configure_interface(&mut nl, spec, setup)?;
+        Ok((tap, report))
+    })
+}
+
+fn nl_err(spec: &NetnsSpec, op: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
+    let spec = spec.to_string();
+    move |source| SandboxError::Netlink { op, spec, source }
+}
+
+/// Configures the container's interface `setup.ifname` from a thread inside its namespace: no
+/// IPv6, MAC, MTU, up (and `lo` up), address and default route.
+fn configure_interface(
+    nl: &mut Netlink,
+    spec: &NetnsSpec,
+    setup: &InterfaceSetup,
+) -> Result<InterfaceReport, SandboxError> {
+    // As Docker does for networks without IPv6: no link-local address, DAD, MLD or router
+    // solicitations flooding the network whenever a container comes up. (/proc/sys/net
+    // shows the namespace of the thread that opens it: this one.)
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", setup.ifname),
+        "1",
+    );
+    let index = nl
+        .link_index(&setup.ifname)
+        .map_err(nl_err(spec, "get link"))?
+        .ok_or_else(|| {
+            nl_err(spec, "get link")(io::Error::new(
+                io::ErrorKind::NotFound,
+                "interface vanished right after creation",
+            ))
+        })?;
+    nl.set_link(
+        index,
+        &LinkChange {
+            mac: Some(setup.mac),
+            mtu: Some(setup.mtu),
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+    .map_err(nl_err(spec, "set link"))?;
+    if let Some(lo) = nl.link_index("lo").map_err(nl_err(spec, "get link lo"))? {
         nl.set_link(
-            index,
+            lo,
             &LinkChange {
-                mac: Some(setup.mac),
-                mtu: Some(setup.mtu),
                 up: Some(true),
                 ..Default::default()
             },
         )
-        .map_err(nl_err("set link"))?;
-        if let Some(lo) = nl.link_index("lo").map_err(nl_err("get link lo"))? {
-            nl.set_link(
-                lo,
-                &LinkChange {
-                    up: Some(true),
-                    ..Default::default()
-                },
-            )
-            .map_err(nl_err("set lo up"))?;
-        }
-        let mut report = InterfaceReport::default();
-        if let Some((ip, prefix)) = setup.ip {
-            nl.add_address(index, ip, prefix)
-                .map_err(nl_err("add address"))?;
-            if let Some(gw) = setup.gateway {
-                match nl.add_default_route(index, gw) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        report.kept_existing_default_route = true;
-                    }
-                    Err(e) => return Err(nl_err("add default route")(e)),
+        .map_err(nl_err(spec, "set lo up"))?;
+    }
+    let mut report = InterfaceReport::default();
+    if let Some((ip, prefix)) = setup.ip {
+        nl.add_address(index, ip, prefix)
+            .map_err(nl_err(spec, "add address"))?;
+        if let Some(gw) = setup.gateway {
+            match nl.add_default_route(index, gw) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    report.kept_existing_default_route = true;
                 }
+                Err(e) => return Err(nl_err(spec, "add default route")(e)),
             }
         }
-        Ok((tap, report))
-    })
+    }
+    Ok(report)
+}
+
+/// Creates a veth pair for an AF_XDP port: `host_ifname` in vswitchd's namespace (bound to an
+/// AF_XDP socket), `setup.ifname` born inside the container's namespace and configured there
+/// with its TX checksum and segmentation offloads off, so that it only ever sends frames that
+/// fit a UMEM frame and carry complete checksums. A stale `host_ifname` (left by a crash) is
+/// deleted first. On any error the pair is deleted again: nothing is left behind.
+pub fn create_veth_interface(
+    ns: &File,
+    spec: &NetnsSpec,
+    setup: &InterfaceSetup,
+    host_ifname: &str,
+    xdp: crate::ports::XdpConfig,
+) -> Result<(AfXdp, InterfaceReport), SandboxError> {
+    let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
+    if let Some(stale) = nl
+        .link_index(host_ifname)
+        .map_err(nl_err(spec, "get link"))?
+    {
+        nl.del_link(stale)
+            .map_err(nl_err(spec, "delete stale veth"))?;
+    }
+    match nl.add_veth(
+        host_ifname,
+        &setup.ifname,
+        ns.as_raw_fd(),
+        setup.mac,
+        setup.mtu,
+    ) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            return Err(SandboxError::IfnameTaken {
+                ifname: setup.ifname.clone(),
+                spec: spec.to_string(),
+            })
+        }
+        Err(e) => return Err(nl_err(spec, "create veth")(e)),
+    }
+    let built = (|| {
+        let host = nl
+            .link_index(host_ifname)
+            .map_err(nl_err(spec, "get link"))?
+            .ok_or_else(|| {
+                nl_err(spec, "get link")(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "veth vanished right after creation",
+                ))
+            })?;
+        // The host end only carries the container's frames to the socket: no IPv6 chatter.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{host_ifname}/disable_ipv6"),
+            "1",
+        );
+        nl.set_link(
+            host,
+            &LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+        .map_err(nl_err(spec, "set veth up"))?;
+        let report = in_netns(ns, spec, || {
+            let mut inner = Netlink::open().map_err(nl_err(spec, "open"))?;
+            disable_tx_offloads(&setup.ifname).map_err(|source| SandboxError::Offloads {
+                ifname: setup.ifname.clone(),
+                source,
+            })?;
+            configure_interface(&mut inner, spec, setup)
+        })?;
+        let port = AfXdp::open(host_ifname, xdp)?;
+        Ok((port, report))
+    })();
+    if built.is_err() {
+        if let Ok(Some(i)) = nl.link_index(host_ifname) {
+            let _ = nl.del_link(i);
+        }
+    }
+    built
+}
+
+/// Deletes an AF_XDP port's veth pair (both ends go) by its host end, if it still exists.
+pub fn delete_veth(host_ifname: &str) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    match nl.link_index(host_ifname)? {
+        Some(i) => match nl.del_link(i) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            r => r,
+        },
+        None => Ok(()),
+    }
+}
+
+/// Does an interface called `name` exist in vswitchd's own namespace?
+pub fn link_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const ETHTOOL_STSO: u32 = 0x1f;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member of the union.
+#[repr(C)]
+struct IfReqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolValue,
+    _pad: [u8; 16],
+}
+
+/// Turns TX checksum offload and TSO off on `ifname` (in the calling thread's namespace), as
+/// `ethtool -K IF tx off tso off` does: the kernel then checksums every frame and segments
+/// GSO frames before they reach the device. (With checksum offload gone, the kernel also drops
+/// the features that depend on it: SG, GSO for UDP, ...)
+fn disable_tx_offloads(ifname: &str) -> io::Result<()> {
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    for cmd in [ETHTOOL_STSO, ETHTOOL_STXCSUM] {
+        let mut val = EthtoolValue { cmd, data: 0 };
+        let mut req = IfReqData {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut val,
+            _pad: [0; 16],
+        };
+        let n = ifname.len().min(libc::IFNAMSIZ - 1);
+        req.name[..n].copy_from_slice(&ifname.as_bytes()[..n]);
+        // SAFETY: `req` is a properly laid out `struct ifreq` whose data pointer refers to
+        // `val`; both live across the call and the kernel reads/writes only within them.
+        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req as *mut IfReqData) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Identity of a namespace handle: the device and inode of the nsfs file it resolves to.

@@ -9,7 +9,9 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -176,6 +178,36 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(|_| ())
+    }
+
+    /// Creates a veth pair: `host` here, `peer` born directly in the namespace of `peer_netns`
+    /// (no move afterwards: a move costs the kernel an RCU barrier) with the given MAC.
+    pub fn add_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_netns: std::os::fd::RawFd,
+        peer_mac: MacAddr,
+        mtu: u32,
+    ) -> io::Result<()> {
+        let mut peer_msg = LinkMessage::default();
+        peer_msg
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        peer_msg
+            .attributes
+            .push(LinkAttribute::Address(peer_mac.0.to_vec()));
+        peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+        peer_msg.attributes.push(LinkAttribute::NetNsFd(peer_netns));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(host.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(|_| ())
     }
 
     /// Deletes a link.

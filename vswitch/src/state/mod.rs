@@ -101,6 +101,46 @@ pub struct PortConfig {
     /// TAP offloads (virtio-net header, checksum, TSO/USO).
     #[serde(default = "yes")]
     pub offload: bool,
+    /// TAP, or a veth whose host end is served by an AF_XDP socket.
+    #[serde(default)]
+    pub kind: PortKind,
+    /// AF_XDP ports: rings, frame size and attach mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<crate::ports::XdpConfig>,
+    /// AF_XDP ports: the name of the veth's host end (in vswitchd's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+}
+
+/// How a port's frames reach the switch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A TAP device inside the container namespace (one fd per port).
+    #[default]
+    Tap,
+    /// A veth pair: one end in the container, the other bound to an AF_XDP socket.
+    Afxdp,
+}
+
+impl PortKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::Tap => "tap",
+            PortKind::Afxdp => "afxdp",
+        }
+    }
+}
+
+impl std::str::FromStr for PortKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tap" => Ok(PortKind::Tap),
+            "afxdp" | "af_xdp" | "xdp" => Ok(PortKind::Afxdp),
+            _ => Err(format!("unknown port type {s:?}: use tap or afxdp")),
+        }
+    }
 }
 
 /// A DHCP lease as persisted: wall-clock expiry, so it survives restarts.
@@ -438,6 +478,9 @@ mod tests {
             dhcp: false,
             aliases: vec![],
             offload: true,
+            kind: PortKind::Tap,
+            xdp: None,
+            host_ifname: None,
         }
     }
 

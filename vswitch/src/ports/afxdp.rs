@@ -1,0 +1,497 @@
+//! AF_XDP ports: an XDP socket bound to the host end of a veth pair (xsk-rs over libxdp).
+//!
+//! The UMEM is split in two halves: `ring_size` frames belong to the receive side (they sit in
+//! the fill ring or in the kernel until a frame arrives on the rx ring, and go straight back to
+//! the fill ring once copied out), `ring_size` frames to the transmit side (a free list, then the
+//! tx ring, then back through the completion ring). Every descriptor is always in exactly one of
+//! those places; `XdpStatus` shows where, so a leak is visible (and tested).
+//!
+//! Binding is copy mode (veth has no zero-copy): native (driver) XDP first, generic (SKB) mode
+//! when the driver refuses. Frames are bigger than a UMEM frame only if the container end of the
+//! veth sends TSO/GSO frames, so its offloads are turned off when the port is created
+//! (`sandbox::disable_offloads`); frames from TAP ports with GSO are segmented in software by
+//! the dataplane before they reach `send_frame` (`headroom() == 0`).
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
+
+use super::Port;
+
+/// Which XDP attach mode to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic (SKB) mode.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (SKB) mode only.
+    Skb,
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(XdpMode::Auto),
+            "native" | "drv" => Ok(XdpMode::Native),
+            "skb" | "generic" => Ok(XdpMode::Skb),
+            _ => Err(format!("unknown XDP mode {s:?}: use auto, native or skb")),
+        }
+    }
+}
+
+/// Per-port AF_XDP settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpConfig {
+    #[serde(default)]
+    pub mode: XdpMode,
+    /// Entries of each ring (rx, tx, fill, completion); a power of two.
+    pub ring_size: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    pub frame_size: u32,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        XdpConfig {
+            mode: XdpMode::Auto,
+            ring_size: DEFAULT_RING_SIZE,
+            frame_size: DEFAULT_FRAME_SIZE,
+        }
+    }
+}
+
+pub const DEFAULT_RING_SIZE: u32 = 1024;
+pub const DEFAULT_FRAME_SIZE: u32 = 2048;
+/// Room the kernel keeps ahead of the packet in every frame (`XDP_PACKET_HEADROOM`).
+pub const XDP_HEADROOM: u32 = 256;
+
+impl XdpConfig {
+    /// Checks the settings; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(64..=16384).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
+            return Err(format!(
+                "ring size {} is not valid: use a power of two from 64 to 16384",
+                self.ring_size
+            ));
+        }
+        if self.frame_size != 2048 && self.frame_size != 4096 {
+            return Err(format!(
+                "frame size {} is not valid: use 2048 or 4096",
+                self.frame_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest Ethernet frame (without FCS) a UMEM frame holds.
+    pub fn max_frame(&self) -> u32 {
+        self.frame_size - XDP_HEADROOM
+    }
+
+    /// Bytes of UMEM the port pins.
+    pub fn umem_bytes(&self) -> u64 {
+        2 * u64::from(self.ring_size) * u64::from(self.frame_size)
+    }
+}
+
+/// Where a port's UMEM frames are, and the kernel's counters for the socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpStatus {
+    /// "native" or "skb".
+    pub mode: String,
+    pub ring_size: u32,
+    pub frame_size: u32,
+    pub frames: u32,
+    /// Receive frames the kernel holds (fill ring, or filled and not yet consumed).
+    pub rx_frames_in_kernel: u32,
+    /// Transmit frames free for the next send.
+    pub tx_frames_free: u32,
+    /// Transmit frames handed to the kernel and not completed yet.
+    pub tx_frames_in_flight: u32,
+    /// Frames in none of those places (must be 0).
+    pub frames_lost: u32,
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty: u64,
+    pub tx_invalid: u64,
+}
+
+/// Why an AF_XDP port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    #[error("invalid AF_XDP settings: {0}")]
+    Config(String),
+    #[error("cannot create the UMEM ({0}): out of locked memory? try a smaller --ring-size")]
+    Umem(String),
+    #[error(
+        "cannot bind an AF_XDP socket to {ifname:?} in {mode} mode ({reason}): does the kernel have AF_XDP (CONFIG_XDP_SOCKETS) and are you root?"
+    )]
+    Bind {
+        ifname: String,
+        mode: &'static str,
+        reason: String,
+    },
+    #[error("cannot mount bpffs on /sys/fs/bpf ({0}); libxdp needs it")]
+    Bpffs(io::Error),
+}
+
+/// Receive descriptors taken off the rx ring in one go.
+const RX_BATCH: usize = 64;
+/// Transmit frames written before they are put on the tx ring.
+const TX_BATCH: usize = 64;
+/// Wake-ups per flush at most: copy mode sends 32 frames per `sendto`.
+const MAX_KICKS: usize = 64;
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs on /sys/fs/bpf unless something already is: libxdp pins its dispatcher there.
+pub fn ensure_bpffs() -> Result<(), AfXdpError> {
+    let path = c"/sys/fs/bpf";
+    // SAFETY: `st` is a plain C struct that statfs fills; `path` is a NUL-terminated literal.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the duration of the call.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all("/sys/fs/bpf");
+    // SAFETY: every argument is a NUL-terminated literal that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            path.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(AfXdpError::Bpffs(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// An AF_XDP socket on queue 0 of `ifname`, with its own UMEM.
+pub struct AfXdp {
+    ifname: String,
+    mode: &'static str,
+    cfg: XdpConfig,
+    // Queues before the UMEM: fields drop in order, and the socket goes before its memory.
+    rx: RxQueue,
+    tx: TxQueue,
+    fill: FillQueue,
+    comp: CompQueue,
+    umem: Umem,
+    /// Received descriptors not yet handed out by `recv`.
+    rx_descs: Vec<FrameDesc>,
+    rx_pos: usize,
+    rx_n: usize,
+    /// Receive frames copied out, to go back on the fill ring.
+    fill_back: Vec<FrameDesc>,
+    rx_in_kernel: u32,
+    tx_free: Vec<FrameDesc>,
+    /// Written, not on the tx ring yet.
+    tx_pending: Vec<FrameDesc>,
+    tx_in_flight: u32,
+    comp_buf: Vec<FrameDesc>,
+}
+
+impl AfXdp {
+    /// Creates the UMEM, binds a socket to queue 0 of `ifname` (in the calling thread's
+    /// namespace) and fills the fill ring.
+    pub fn open(ifname: &str, cfg: XdpConfig) -> Result<AfXdp, AfXdpError> {
+        cfg.validate().map_err(AfXdpError::Config)?;
+        ensure_bpffs()?;
+        let modes: &[(&'static str, XdpFlags)] = match cfg.mode {
+            XdpMode::Auto => &[
+                ("native", XdpFlags::XDP_FLAGS_DRV_MODE),
+                ("skb", XdpFlags::XDP_FLAGS_SKB_MODE),
+            ],
+            XdpMode::Native => &[("native", XdpFlags::XDP_FLAGS_DRV_MODE)],
+            XdpMode::Skb => &[("skb", XdpFlags::XDP_FLAGS_SKB_MODE)],
+        };
+        let mut last = None;
+        for &(mode, flags) in modes {
+            match Self::bind(ifname, cfg, mode, flags) {
+                Ok(port) => return Ok(port),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(AfXdpError::Config("no XDP mode to try".into())))
+    }
+
+    fn bind(
+        ifname: &str,
+        cfg: XdpConfig,
+        mode: &'static str,
+        flags: XdpFlags,
+    ) -> Result<AfXdp, AfXdpError> {
+        let bad = |e: String| AfXdpError::Config(e);
+        let ring = QueueSize::new(cfg.ring_size).map_err(|e| bad(e.to_string()))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(cfg.frame_size).map_err(|e| bad(e.to_string()))?)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let frames = 2 * cfg.ring_size;
+        let (umem, mut descs) = Umem::new(
+            umem_cfg,
+            frames.try_into().map_err(|_| bad("no frames".into()))?,
+            false,
+        )
+        .map_err(|e| AfXdpError::Umem(e.to_string()))?;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::empty())
+            .xdp_flags(flags)
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let iface: Interface = ifname
+            .parse()
+            .map_err(|_| bad(format!("interface name {ifname:?} has a NUL byte")))?;
+        // SAFETY: the UMEM was just created and is used by this one socket only; xsk-rs keeps
+        // it alive (a clone sits in the socket) for as long as any queue exists.
+        let (tx, rx, fq_cq) =
+            unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &iface, 0) }.map_err(|e| {
+                AfXdpError::Bind {
+                    ifname: ifname.to_string(),
+                    mode,
+                    reason: e.to_string(),
+                }
+            })?;
+        let (mut fill, comp) = fq_cq.ok_or_else(|| AfXdpError::Bind {
+            ifname: ifname.to_string(),
+            mode,
+            reason: "the UMEM came without fill and completion rings".into(),
+        })?;
+        let tx_free = descs.split_off(cfg.ring_size as usize);
+        // SAFETY: the descriptors are the first half of this UMEM's frames, owned by nobody else.
+        let filled = unsafe { fill.produce(&descs) };
+        if filled != descs.len() {
+            return Err(AfXdpError::Bind {
+                ifname: ifname.to_string(),
+                mode,
+                reason: format!("fill ring took {filled} of {} frames", descs.len()),
+            });
+        }
+        Ok(AfXdp {
+            ifname: ifname.to_string(),
+            mode,
+            cfg,
+            rx,
+            tx,
+            fill,
+            comp,
+            umem,
+            rx_descs: vec![FrameDesc::default(); RX_BATCH],
+            rx_pos: 0,
+            rx_n: 0,
+            fill_back: Vec::with_capacity(RX_BATCH),
+            rx_in_kernel: cfg.ring_size,
+            tx_free,
+            tx_pending: Vec::with_capacity(TX_BATCH),
+            tx_in_flight: 0,
+            comp_buf: vec![FrameDesc::default(); cfg.ring_size as usize],
+        })
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// "native" or "skb".
+    pub fn mode(&self) -> &'static str {
+        self.mode
+    }
+
+    /// Puts copied-out receive frames back on the fill ring.
+    fn refill(&mut self) {
+        if self.fill_back.is_empty() {
+            return;
+        }
+        // SAFETY: the descriptors came off this socket's rx ring and their data was copied
+        // out; nothing refers to those frames any more.
+        let n = unsafe { self.fill.produce(&self.fill_back) };
+        // The fill ring holds every receive frame, so it always has room; all or nothing.
+        if n == self.fill_back.len() {
+            self.rx_in_kernel += n as u32;
+            self.fill_back.clear();
+        }
+        if self.fill.needs_wakeup() {
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    /// Takes completed transmit frames back into the free list.
+    fn reclaim(&mut self) {
+        // SAFETY: completions return descriptors of this UMEM that we put on the tx ring.
+        let n = unsafe { self.comp.consume(&mut self.comp_buf) };
+        self.tx_free.extend_from_slice(&self.comp_buf[..n]);
+        self.tx_in_flight -= n as u32;
+    }
+
+    /// Puts written frames on the tx ring and wakes the kernel until it has taken them all
+    /// (copy mode transmits a bounded batch per `sendto`).
+    fn flush_tx(&mut self) -> io::Result<()> {
+        if !self.tx_pending.is_empty() {
+            // SAFETY: the pending descriptors are free frames of this UMEM we just wrote.
+            let n = unsafe { self.tx.produce(&self.tx_pending) };
+            // The tx ring is as large as the transmit half of the UMEM: never short of room.
+            if n == self.tx_pending.len() {
+                self.tx_in_flight += n as u32;
+                self.tx_pending.clear();
+            }
+        }
+        let mut kicks = 0;
+        while self.tx.needs_wakeup()
+            && self.tx.nb_free_exact() < self.cfg.ring_size
+            && kicks < MAX_KICKS
+        {
+            kick(self.tx.fd().as_raw_fd())?;
+            kicks += 1;
+        }
+        self.reclaim();
+        Ok(())
+    }
+
+    /// Where the frames are and what the kernel counted, for `show`/`port stats`.
+    pub fn status(&mut self) -> XdpStatus {
+        self.reclaim();
+        let stats = self.rx.fd().xdp_statistics().unwrap_or_default();
+        let frames = 2 * self.cfg.ring_size;
+        let rx_held = (self.rx_n - self.rx_pos + self.fill_back.len()) as u32;
+        let tx_free = (self.tx_free.len() + self.tx_pending.len()) as u32;
+        let accounted = self.rx_in_kernel + rx_held + tx_free + self.tx_in_flight;
+        XdpStatus {
+            mode: self.mode.to_string(),
+            ring_size: self.cfg.ring_size,
+            frame_size: self.cfg.frame_size,
+            frames,
+            rx_frames_in_kernel: self.rx_in_kernel,
+            tx_frames_free: tx_free,
+            tx_frames_in_flight: self.tx_in_flight,
+            frames_lost: frames.abs_diff(accounted),
+            rx_dropped: stats.rx_dropped(),
+            rx_ring_full: stats.rx_ring_full(),
+            rx_fill_ring_empty: stats.rx_fill_ring_empty_descs(),
+            tx_invalid: stats.tx_invalid_descs(),
+        }
+    }
+}
+
+/// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: tells the kernel to transmit from the tx ring. EAGAIN
+/// and EBUSY mean "call again", ENOBUFS a full socket buffer: not errors here. ENXIO (the
+/// socket is no longer bound: the veth vanished) and others are.
+fn kick(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zero-length sendto with null buffers on a socket fd we own; the kernel reads
+    // nothing from userspace.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if rc >= 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Ok(()),
+        Some(libc::ENXIO) => Err(io::Error::from_raw_os_error(libc::EBADFD)),
+        _ => Err(e),
+    }
+}
+
+impl Port for AfXdp {
+    fn raw_fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.rx_pos == self.rx_n {
+            self.refill();
+            // SAFETY: `rx_descs` is scratch space; consume overwrites the entries it returns.
+            let n = unsafe { self.rx.consume(&mut self.rx_descs) };
+            self.rx_in_kernel -= n as u32;
+            self.rx_pos = 0;
+            self.rx_n = n;
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        let desc = self.rx_descs[self.rx_pos];
+        self.rx_pos += 1;
+        self.fill_back.push(desc);
+        // SAFETY: the descriptor was just taken off this socket's rx ring: the kernel has
+        // finished writing the frame and will not touch it until it is back on the fill ring.
+        let data = unsafe { self.umem.data(&desc) };
+        let frame = data.contents();
+        let n = frame.len().min(buf.len());
+        buf[..n].copy_from_slice(&frame[..n]);
+        Ok(frame.len())
+    }
+
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_frame(buf)
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
+        if frame.len() > self.cfg.max_frame() as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame larger than a UMEM frame",
+            ));
+        }
+        if self.tx_free.is_empty() {
+            self.flush_tx()?;
+        }
+        let Some(mut desc) = self.tx_free.pop() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        {
+            // SAFETY: the descriptor is a free transmit frame of this UMEM: not on any ring,
+            // so the kernel does not read it while we write.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            let mut cur = data.cursor();
+            cur.set_pos(0);
+            use std::io::Write;
+            if cur.write_all(frame).is_err() {
+                self.tx_free.push(desc);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "frame larger than a UMEM frame",
+                ));
+            }
+        }
+        self.tx_pending.push(desc);
+        if self.tx_pending.len() >= TX_BATCH {
+            self.flush_tx()?;
+        }
+        Ok(frame.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tx()
+    }
+
+    fn kind(&self) -> &'static str {
+        "afxdp"
+    }
+
+    fn xdp_status(&mut self) -> Option<XdpStatus> {
+        Some(self.status())
+    }
+}
