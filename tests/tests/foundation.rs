@@ -48,7 +48,6 @@ fn setup(n: usize, subnet_prefix: &str) -> (Daemon, Vec<Netns>) {
     (d, nss)
 }
 
-#[test]
 fn two_namespaces_ping_each_other_both_ways() {
     let (d, ns) = setup(2, "10.77.1");
     assert!(ns[0].ping("10.77.1.3", 3), "p1 -> p2");
@@ -67,14 +66,19 @@ fn two_namespaces_ping_each_other_both_ways() {
     assert!(rx >= 6 && tx >= 6, "counters moved: rx {rx} tx {tx}");
 }
 
-#[test]
 fn custom_ifname_mac_mtu_and_pid_namespace() {
     require_root();
     let d = Daemon::start();
     d.ok(&["network", "create", "net", "--subnet", "10.77.2.0/24"]);
     let a = Netns::new("a");
     let b = Netns::new("b");
-    d.ok(&[
+    // A jumbo MTU: 9000 on a TAP; an AF_XDP port's frames must fit a UMEM frame (4096 bytes).
+    let type_a = d.take_port_type();
+    let (mtu, frame): (&str, &[&str]) = match type_a {
+        "tap" => ("9000", &[]),
+        _ => ("3000", &["--frame-size", "4096"]),
+    };
+    let mut args = vec![
         "add-port",
         "net",
         "--netns",
@@ -86,8 +90,12 @@ fn custom_ifname_mac_mtu_and_pid_namespace() {
         "--ip",
         "10.77.2.10/24",
         "--mtu",
-        "9000",
-    ]);
+        mtu,
+        "--type",
+        type_a,
+    ];
+    args.extend_from_slice(frame);
+    d.ok(&args);
     // Name b's namespace by the pid of a process living in it.
     let mut sleeper = std::process::Command::new("ip")
         .args(["netns", "exec", &b.name, "sleep", "60"])
@@ -99,6 +107,7 @@ fn custom_ifname_mac_mtu_and_pid_namespace() {
         std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
             != std::fs::read_link("/proc/self/ns/net").ok()
     }));
+    let type_b = d.take_port_type();
     d.ok(&[
         "add-port",
         "net",
@@ -108,10 +117,12 @@ fn custom_ifname_mac_mtu_and_pid_namespace() {
         "10.77.2.11",
         "--name",
         "bypid",
+        "--type",
+        type_b,
     ]);
     let link = a.exec_ok(&["ip", "-o", "link", "show", "data0"]);
     assert!(
-        link.contains("02:00:00:aa:bb:01") && link.contains("mtu 9000"),
+        link.contains("02:00:00:aa:bb:01") && link.contains(&format!("mtu {mtu} ")),
         "{link}"
     );
     assert!(a.ping("10.77.2.11", 2));
@@ -125,7 +136,7 @@ fn custom_ifname_mac_mtu_and_pid_namespace() {
         .clone();
     assert_eq!(port["netns"], Value::String(pid.clone()));
     assert_eq!(port["status"], "up");
-    assert_eq!(port["kind"], "tap");
+    assert_eq!(port["kind"], type_b);
     let default_name = show["ports"]
         .as_array()
         .unwrap()
@@ -136,7 +147,6 @@ fn custom_ifname_mac_mtu_and_pid_namespace() {
     let _ = sleeper.wait();
 }
 
-#[test]
 fn learning_flooding_and_known_unicast() {
     let (d, ns) = setup(3, "10.77.3");
     // Traffic between p1 and p2 teaches the switch both MACs.
@@ -188,7 +198,6 @@ fn learning_flooding_and_known_unicast() {
     assert_eq!(s["drops"]["hairpin"], 0);
 }
 
-#[test]
 fn mac_move_updates_the_entry() {
     let (d, ns) = setup(2, "10.77.4");
     let c = Netns::new("c");
@@ -235,7 +244,6 @@ fn mac_move_updates_the_entry() {
     assert_eq!(e["port"], "p3");
 }
 
-#[test]
 fn networks_are_isolated() {
     require_root();
     let d = Daemon::start();
@@ -299,7 +307,6 @@ fn networks_are_isolated() {
     );
 }
 
-#[test]
 fn del_port_and_network_rm_rules() {
     let (d, ns) = setup(2, "10.77.7");
     assert!(ns[0].has_link("eth0"));
@@ -334,7 +341,6 @@ fn del_port_and_network_rm_rules() {
     d.ok(&["network", "rm", "empty"]);
 }
 
-#[test]
 fn restart_restores_networks_and_ports() {
     let (mut d, ns) = setup(2, "10.77.9");
     d.ok(&[
@@ -392,7 +398,6 @@ fn restart_restores_networks_and_ports() {
     assert_eq!(other["fdb_limit"], 100);
 }
 
-#[test]
 fn restart_reports_ports_whose_namespace_is_gone() {
     let (mut d, mut ns) = setup(2, "10.77.10");
     assert!(d.stop_with(2).success(), "SIGINT is a clean exit too");
@@ -425,7 +430,6 @@ fn restart_reports_ports_whose_namespace_is_gone() {
     assert!(ns[0].has_link("eth0"));
 }
 
-#[test]
 fn namespace_vanishing_at_runtime_marks_port_down() {
     let (d, mut ns) = setup(3, "10.77.11");
     assert!(ns[0].ping("10.77.11.4", 1));
@@ -444,7 +448,6 @@ fn namespace_vanishing_at_runtime_marks_port_down() {
     d.ok(&["del-port", "p3"]);
 }
 
-#[test]
 fn mac_aging_and_table_limit() {
     require_root();
     let d = Daemon::start();
@@ -497,7 +500,6 @@ fn mac_aging_and_table_limit() {
     assert!(ns[1].ping("10.77.12.2", 1));
 }
 
-#[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (d, ns) = setup(1, "10.77.13");
     let spare = Netns::new("sp");
@@ -926,7 +928,6 @@ fn send_raw(ns: &Netns, ifname: &str, frames: &[String]) {
     ns.exec_ok(&["python3", "-c", &script]);
 }
 
-#[test]
 fn malformed_frames_from_a_container_are_counted_not_forwarded() {
     let (d, ns) = setup(2, "10.77.15");
     assert!(ns[0].ping("10.77.15.3", 1));
@@ -968,3 +969,18 @@ fn malformed_frames_from_a_container_are_counted_not_forwarded() {
     // A valid frame after them is still switched.
     assert!(ns[0].ping("10.77.15.3", 1));
 }
+
+per_port_type!(
+    two_namespaces_ping_each_other_both_ways,
+    custom_ifname_mac_mtu_and_pid_namespace,
+    learning_flooding_and_known_unicast,
+    mac_move_updates_the_entry,
+    networks_are_isolated,
+    del_port_and_network_rm_rules,
+    restart_restores_networks_and_ports,
+    restart_reports_ports_whose_namespace_is_gone,
+    namespace_vanishing_at_runtime_marks_port_down,
+    mac_aging_and_table_limit,
+    bad_input_gets_a_clear_error_and_changes_nothing,
+    malformed_frames_from_a_container_are_counted_not_forwarded,
+);

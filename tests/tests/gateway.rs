@@ -32,7 +32,6 @@ fn port_of(d: &Daemon, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no port {name}"))
 }
 
-#[test]
 fn gateway_answers_ping_and_arp_and_suppresses_arp_for_known_peers() {
     require_root();
     let d = Daemon::start();
@@ -116,7 +115,6 @@ fn gateway_answers_ping_and_arp_and_suppresses_arp_for_known_peers() {
     );
 }
 
-#[test]
 fn ipam_allocates_releases_persists_and_refuses_clearly() {
     require_root();
     let mut d = Daemon::start();
@@ -215,7 +213,6 @@ fn lines(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart() {
     require_root();
     let mut d = Daemon::start();
@@ -350,7 +347,6 @@ fn udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart() {
     assert_eq!(code, "address_in_use", "{msg}");
 }
 
-#[test]
 fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     require_root();
     let mut d = Daemon::start();
@@ -441,7 +437,6 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     assert!(again.contains("ip=10.88.11.3"), "{again}");
 }
 
-#[test]
 fn dhclient_renews_its_lease() {
     require_root();
     let d = Daemon::start();
@@ -511,7 +506,6 @@ fn dhclient_renews_its_lease() {
     );
 }
 
-#[test]
 fn dns_resolves_names_and_aliases_per_network() {
     require_root();
     let d = Daemon::start();
@@ -580,7 +574,6 @@ fn dns_resolves_names_and_aliases_per_network() {
     assert!(st.contains("status: NXDOMAIN"), "{st}");
 }
 
-#[test]
 fn default_bridge_network_does_not_resolve_names() {
     require_root();
     let d = Daemon::start(); // its config declares `bridge` without DNS names
@@ -602,7 +595,6 @@ fn send_udp(ns: &Netns, sport: u16, dst: &str, dport: u16, payload_hex: &str) {
     ns.exec_ok(&["python3", "-c", &script]);
 }
 
-#[test]
 fn malformed_dhcp_and_dns_are_counted_and_rogue_servers_blocked() {
     require_root();
     let d = Daemon::start();
@@ -668,7 +660,6 @@ fn malformed_dhcp_and_dns_are_counted_and_rogue_servers_blocked() {
     assert!(a.ping("10.88.30.3", 1) && b.ping("10.88.30.1", 1));
 }
 
-#[test]
 fn a_namespace_on_two_networks_reaches_both_and_they_stay_isolated() {
     require_root();
     let d = Daemon::start();
@@ -731,7 +722,6 @@ while True:
     s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + q[12:qend] + ans, a)
 "#;
 
-#[test]
 fn other_names_are_forwarded_to_the_upstream_resolver() {
     require_root();
     // The daemon runs in a "host" namespace of the test's own, where the upstream lives.
@@ -778,3 +768,16 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     let out = dig(&c, "10.88.50.1", &["+time=5", "gone.test"]);
     assert!(out.contains("status: SERVFAIL"), "{out}");
 }
+
+per_port_type!(
+    gateway_answers_ping_and_arp_and_suppresses_arp_for_known_peers,
+    ipam_allocates_releases_persists_and_refuses_clearly,
+    udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart,
+    dhclient_gets_a_lease_and_the_same_address_after_restart,
+    dhclient_renews_its_lease,
+    dns_resolves_names_and_aliases_per_network,
+    default_bridge_network_does_not_resolve_names,
+    malformed_dhcp_and_dns_are_counted_and_rogue_servers_blocked,
+    a_namespace_on_two_networks_reaches_both_and_they_stay_isolated,
+    other_names_are_forwarded_to_the_upstream_resolver,
+);

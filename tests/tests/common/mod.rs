@@ -13,6 +13,45 @@ use serde_json::Value;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+thread_local! {
+    /// The port type this test runs with: "tap", "afxdp" or "mixed" (see `per_port_type!`).
+    static PORT_TYPE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("tap") };
+}
+
+/// Runs `test` with ports of `port_type`: every `add-port` a Daemon started by the test sends
+/// without its own `--type` gets `--type tap`, `--type afxdp`, or (mixed) the two in turn.
+pub fn with_port_type(port_type: &'static str, test: fn()) {
+    PORT_TYPE.with(|t| t.set(port_type));
+    test();
+}
+
+/// The test's port type ("tap", "afxdp" or "mixed").
+pub fn port_type() -> &'static str {
+    PORT_TYPE.with(|t| t.get())
+}
+
+/// Generates, for each named test body, a module with the tests `tap`, `afxdp` and `mixed`:
+/// the same assertions over TAP ports, AF_XDP ports and networks mixing both.
+#[macro_export]
+macro_rules! per_port_type {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn tap() {
+                $crate::common::with_port_type("tap", super::$name)
+            }
+            #[test]
+            fn afxdp() {
+                $crate::common::with_port_type("afxdp", super::$name)
+            }
+            #[test]
+            fn mixed() {
+                $crate::common::with_port_type("mixed", super::$name)
+            }
+        }
+    )*};
+}
+
 /// A short unique name: `vt<pid><n><tag>`.
 pub fn unique(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -169,6 +208,12 @@ impl Drop for Bg {
 /// A vswitchd of our own with a private socket and state dir; killed (by PID) and removed on drop.
 pub struct Daemon {
     child: Option<Child>,
+    /// "tap", "afxdp" or "mixed": the `--type` given to add-port requests (see `with_port_type`).
+    pub port_type: &'static str,
+    ports_added: std::cell::Cell<u32>,
+    /// The "host" namespace an AF_XDP test daemon runs in, so the veths' host ends never
+    /// appear in the real root namespace. Dropped (with the veths) after the daemon is killed.
+    _host: Option<Netns>,
     /// Run inside this namespace (its "host"), with these extra arguments.
     netns: Option<String>,
     extra: Vec<String>,
@@ -187,6 +232,12 @@ impl Daemon {
 
     /// Starts a daemon inside `netns` (when given) with extra command-line arguments.
     pub fn start_with(netns: Option<&Netns>, extra: &[&str]) -> Daemon {
+        let port_type = port_type();
+        let host = match (netns, port_type) {
+            (None, "afxdp" | "mixed") => Some(Netns::new("h")),
+            _ => None,
+        };
+        let netns_name = netns.or(host.as_ref()).map(|n| n.name.clone());
         let dir = std::env::temp_dir().join(unique("d"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("vswitchd.toml");
@@ -197,7 +248,10 @@ impl Daemon {
         .unwrap();
         let mut d = Daemon {
             child: None,
-            netns: netns.map(|n| n.name.clone()),
+            port_type,
+            ports_added: std::cell::Cell::new(0),
+            _host: host,
+            netns: netns_name,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             socket: dir.join("vswitchd.sock"),
             state_dir: dir.join("state"),
@@ -206,6 +260,17 @@ impl Daemon {
         };
         d.spawn();
         d
+    }
+
+    /// The port type the next add-port gets (and counts it as used): "tap" or "afxdp".
+    pub fn take_port_type(&self) -> &'static str {
+        let n = self.ports_added.get();
+        self.ports_added.set(n + 1);
+        match self.port_type {
+            "mixed" if n % 2 == 0 => "tap",
+            "mixed" => "afxdp",
+            t => t,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -289,10 +354,16 @@ impl Daemon {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut args: Vec<&str> = args.to_vec();
+        let is_add = args.iter().take(2).any(|a| *a == "add-port");
+        if is_add && !args.contains(&"--type") {
+            let t = self.take_port_type();
+            args.extend(["--type", t]);
+        }
         Command::new(bin("vswitchctl"))
             .arg("--socket")
             .arg(&self.socket)
-            .args(args)
+            .args(&args)
             .output()
             .expect("run vswitchctl")
     }

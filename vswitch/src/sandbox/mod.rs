@@ -271,6 +271,7 @@ pub fn create_veth_interface(
     host_ifname: &str,
     xdp: crate::ports::XdpConfig,
 ) -> Result<(AfXdp, InterfaceReport), SandboxError> {
+    check_netns(ns, spec)?;
     let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
     if let Some(stale) = nl
         .link_index(host_ifname)
@@ -335,6 +336,22 @@ pub fn create_veth_interface(
         }
     }
     built
+}
+
+/// Fails unless `ns` is a network namespace (what `setns(fd, CLONE_NEWNET)` would check).
+fn check_netns(ns: &File, spec: &NetnsSpec) -> Result<(), SandboxError> {
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the open fd.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_NSTYPE) };
+    if rc == libc::CLONE_NEWNET {
+        return Ok(());
+    }
+    let why = if rc < 0 {
+        io::Error::last_os_error()
+    } else {
+        io::Error::new(io::ErrorKind::InvalidInput, "a namespace of another type")
+    };
+    Err(SandboxError::NotANetns(spec.to_string(), why))
 }
 
 /// Deletes an AF_XDP port's veth pair (both ends go) by its host end, if it still exists.
