@@ -21,8 +21,13 @@ thread_local! {
 /// Runs `test` with ports of `port_type`: every `add-port` a Daemon started by the test sends
 /// without its own `--type` gets `--type tap`, `--type afxdp`, or (mixed) the two in turn.
 pub fn with_port_type(port_type: &'static str, test: fn()) {
-    PORT_TYPE.with(|t| t.set(port_type));
+    set_port_type(port_type);
     test();
+}
+
+/// Sets the port type for daemons this thread starts from now on.
+pub fn set_port_type(port_type: &'static str) {
+    PORT_TYPE.with(|t| t.set(port_type));
 }
 
 /// The test's port type ("tap", "afxdp" or "mixed").
@@ -262,12 +267,17 @@ impl Daemon {
         d
     }
 
+    /// The namespace the daemon runs in when the test did not give one (AF_XDP tests).
+    pub fn host_netns(&self) -> Option<&Netns> {
+        self._host.as_ref()
+    }
+
     /// The port type the next add-port gets (and counts it as used): "tap" or "afxdp".
     pub fn take_port_type(&self) -> &'static str {
         let n = self.ports_added.get();
         self.ports_added.set(n + 1);
         match self.port_type {
-            "mixed" if n % 2 == 0 => "tap",
+            "mixed" if n.is_multiple_of(2) => "tap",
             "mixed" => "afxdp",
             t => t,
         }
@@ -464,4 +474,124 @@ pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
+}
+
+// ---- traffic helpers shared by the offload and AF_XDP tests ----
+
+pub fn iperf(client: &Netns, server: &Netns, server_ip: &str, reverse: bool) -> Value {
+    iperf_for(client, server, server_ip, reverse, 3)
+}
+
+/// An iperf3 TCP run of `secs` seconds; killed (and failing) if it stalls.
+pub fn iperf_for(
+    client: &Netns,
+    server: &Netns,
+    server_ip: &str,
+    reverse: bool,
+    secs: u32,
+) -> Value {
+    let _srv = Bg(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-p",
+            "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(wait_until(10, || server
+        .exec_ok(&["ss", "-Hltn", "sport", "=", ":5201"])
+        .contains("5201")));
+    // Bounded: a stalled transfer (bad segments) must fail the test, not hang it.
+    let mut args = vec![
+        "timeout".to_string(),
+        "-s".into(),
+        "KILL".into(),
+        (secs + 30).to_string(),
+        "iperf3".into(),
+        "-c".into(),
+        server_ip.into(),
+        "-p".into(),
+        "5201".into(),
+        "-t".into(),
+        secs.to_string(),
+        "--json".into(),
+    ];
+    if reverse {
+        args.push("-R".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    serde_json::from_str(&client.exec_ok(&args)).expect("iperf3 JSON")
+}
+
+/// Serves an `mb` MB random file from each side over HTTP (python3) and fetches it from the
+/// other with curl: the sha256 must match both ways.
+pub fn http_both_ways(a: &Netns, ip_a: &str, b: &Netns, ip_b: &str, mb: u32) {
+    let tmp = TempDir::new("http");
+    let file = tmp.path("blob");
+    must(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", file.display()),
+            "bs=1M",
+            &format!("count={mb}"),
+            "status=none",
+        ],
+    );
+    let want = sha256(a, file.to_str().unwrap());
+    for (server, client, ip) in [(a, b, ip_a), (b, a, ip_b)] {
+        let _http = Bg(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &server.name,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                ip,
+                "--directory",
+            ])
+            .arg(&tmp.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap());
+        let out = tmp.path(&format!("got-{}", client.name));
+        assert!(wait_until(10, || client
+            .exec(&[
+                "curl",
+                "-sf",
+                "-m",
+                "60",
+                "-o",
+                out.to_str().unwrap(),
+                &format!("http://{ip}:8080/blob")
+            ])
+            .status
+            .success()));
+        assert_eq!(
+            sha256(client, out.to_str().unwrap()),
+            want,
+            "{} -> {}",
+            server.name,
+            client.name
+        );
+    }
+}
+
+fn sha256(ns: &Netns, path: &str) -> String {
+    ns.exec_ok(&["sha256sum", path])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }

@@ -7,13 +7,18 @@
 //! those places; `XdpStatus` shows where, so a leak is visible (and tested).
 //!
 //! Binding is copy mode (veth has no zero-copy): native (driver) XDP first, generic (SKB) mode
-//! when the driver refuses. Frames are bigger than a UMEM frame only if the container end of the
+//! when the driver refuses. The XDP program that steers frames into the socket is our own
+//! (`XdpProg`, six instructions loaded with `bpf(2)` and attached over rtnetlink), not libxdp's:
+//! libxdp 1.6 keeps one BPF map fd open per socket it ever created (`xsk_release_xdp_prog` never
+//! closes `refcnt_map_fd`), which a daemon adding and deleting ports for months cannot afford,
+//! and its dispatcher wants bpffs and pins objects there. xsk-rs is used with
+//! `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD` for what it is good at: the UMEM and the rings. Frames are bigger than a UMEM frame only if the container end of the
 //! veth sends TSO/GSO frames, so its offloads are turned off when the port is created
 //! (`sandbox::disable_offloads`); frames from TAP ports with GSO are segmented in software by
 //! the dataplane before they reach `send_frame` (`headroom() == 0`).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 use xsk_rs::config::{
@@ -22,6 +27,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::Port;
+use crate::sandbox::netlink::Netlink;
 
 /// Which XDP attach mode to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -133,15 +139,29 @@ pub enum AfXdpError {
     #[error("cannot create the UMEM ({0}): out of locked memory? try a smaller --ring-size")]
     Umem(String),
     #[error(
-        "cannot bind an AF_XDP socket to {ifname:?} in {mode} mode ({reason}): does the kernel have AF_XDP (CONFIG_XDP_SOCKETS) and are you root?"
+        "cannot bind an AF_XDP socket to {ifname:?} in {mode} mode ({reason}){}",
+        bind_hint(reason)
     )]
     Bind {
         ifname: String,
         mode: &'static str,
         reason: String,
     },
-    #[error("cannot mount bpffs on /sys/fs/bpf ({0}); libxdp needs it")]
-    Bpffs(io::Error),
+    #[error("cannot use AF_XDP in any mode: {0}")]
+    AllModes(String),
+    #[error("cannot attach XDP to {ifname:?} in {mode} mode ({source}){}", bind_hint(&format!("({source})")))]
+    Attach {
+        ifname: String,
+        mode: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot load the XDP program ({what}: {source}){}", bind_hint(&format!("({source})")))]
+    Program {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("interface {0:?} is gone")]
+    Vanished(String),
 }
 
 /// Receive descriptors taken off the rx ring in one go.
@@ -150,33 +170,6 @@ const RX_BATCH: usize = 64;
 const TX_BATCH: usize = 64;
 /// Wake-ups per flush at most: copy mode sends 32 frames per `sendto`.
 const MAX_KICKS: usize = 64;
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Mounts bpffs on /sys/fs/bpf unless something already is: libxdp pins its dispatcher there.
-pub fn ensure_bpffs() -> Result<(), AfXdpError> {
-    let path = c"/sys/fs/bpf";
-    // SAFETY: `st` is a plain C struct that statfs fills; `path` is a NUL-terminated literal.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; both pointers are valid for the duration of the call.
-    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    let _ = std::fs::create_dir_all("/sys/fs/bpf");
-    // SAFETY: every argument is a NUL-terminated literal that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            path.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            c"mode=0700".as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(AfXdpError::Bpffs(io::Error::last_os_error()));
-    }
-    Ok(())
-}
 
 /// An AF_XDP socket on queue 0 of `ifname`, with its own UMEM.
 pub struct AfXdp {
@@ -201,6 +194,8 @@ pub struct AfXdp {
     tx_pending: Vec<FrameDesc>,
     tx_in_flight: u32,
     comp_buf: Vec<FrameDesc>,
+    /// Last: detached and closed after the socket is gone.
+    prog: XdpProg,
 }
 
 impl AfXdp {
@@ -208,30 +203,59 @@ impl AfXdp {
     /// namespace) and fills the fill ring.
     pub fn open(ifname: &str, cfg: XdpConfig) -> Result<AfXdp, AfXdpError> {
         cfg.validate().map_err(AfXdpError::Config)?;
-        ensure_bpffs()?;
-        let modes: &[(&'static str, XdpFlags)] = match cfg.mode {
-            XdpMode::Auto => &[
-                ("native", XdpFlags::XDP_FLAGS_DRV_MODE),
-                ("skb", XdpFlags::XDP_FLAGS_SKB_MODE),
-            ],
-            XdpMode::Native => &[("native", XdpFlags::XDP_FLAGS_DRV_MODE)],
-            XdpMode::Skb => &[("skb", XdpFlags::XDP_FLAGS_SKB_MODE)],
+        let index = Netlink::open()
+            .and_then(|mut nl| nl.link_index(ifname))
+            .map_err(|source| AfXdpError::Attach {
+                ifname: ifname.to_string(),
+                mode: "any",
+                source,
+            })?
+            .ok_or_else(|| AfXdpError::Vanished(ifname.to_string()))?;
+        let mut prog = XdpProg::load()?;
+        let modes: &[(&'static str, u32)] = match cfg.mode {
+            XdpMode::Auto => &[("native", XDP_FLAGS_DRV_MODE), ("skb", XDP_FLAGS_SKB_MODE)],
+            XdpMode::Native => &[("native", XDP_FLAGS_DRV_MODE)],
+            XdpMode::Skb => &[("skb", XDP_FLAGS_SKB_MODE)],
         };
-        let mut last = None;
+        let mut errors = Vec::new();
         for &(mode, flags) in modes {
-            match Self::bind(ifname, cfg, mode, flags) {
-                Ok(port) => return Ok(port),
-                Err(e) => last = Some(e),
+            match prog.attach(index, flags) {
+                Ok(()) => {
+                    // The socket, then its entry in the program's map: frames flow from here.
+                    let port = Self::bind(ifname, cfg, mode, prog)?;
+                    port.prog
+                        .insert(0, port.rx.fd().as_raw_fd())
+                        .map_err(|source| AfXdpError::Program {
+                            what: "map update",
+                            source,
+                        })?;
+                    return Ok(port);
+                }
+                Err(source) => errors.push(AfXdpError::Attach {
+                    ifname: ifname.to_string(),
+                    mode,
+                    source,
+                }),
             }
         }
-        Err(last.unwrap_or(AfXdpError::Config("no XDP mode to try".into())))
+        match errors.len() {
+            0 => Err(AfXdpError::Config("no XDP mode to try".into())),
+            1 => Err(errors.remove(0)),
+            _ => Err(AfXdpError::AllModes(
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
     }
 
     fn bind(
         ifname: &str,
         cfg: XdpConfig,
         mode: &'static str,
-        flags: XdpFlags,
+        prog: XdpProg,
     ) -> Result<AfXdp, AfXdpError> {
         let bad = |e: String| AfXdpError::Config(e);
         let ring = QueueSize::new(cfg.ring_size).map_err(|e| bad(e.to_string()))?;
@@ -251,8 +275,8 @@ impl AfXdp {
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(ring)
             .tx_queue_size(ring)
-            .libxdp_flags(LibxdpFlags::empty())
-            .xdp_flags(flags)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .xdp_flags(XdpFlags::empty())
             .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
             .build();
         let iface: Interface = ifname
@@ -265,7 +289,10 @@ impl AfXdp {
                 AfXdpError::Bind {
                     ifname: ifname.to_string(),
                     mode,
-                    reason: e.to_string(),
+                    reason: match std::error::Error::source(&e) {
+                        Some(cause) => format!("{e}: {cause}"),
+                        None => e.to_string(),
+                    },
                 }
             })?;
         let (mut fill, comp) = fq_cq.ok_or_else(|| AfXdpError::Bind {
@@ -301,6 +328,7 @@ impl AfXdp {
             tx_pending: Vec::with_capacity(TX_BATCH),
             tx_in_flight: 0,
             comp_buf: vec![FrameDesc::default(); cfg.ring_size as usize],
+            prog,
         })
     }
 
@@ -386,6 +414,32 @@ impl AfXdp {
             tx_invalid: stats.tx_invalid_descs(),
         }
     }
+}
+
+/// What to check, from the errno at the end of a bind failure.
+fn bind_hint(reason: &str) -> &'static str {
+    match errno_in(reason) {
+        Some(libc::ERANGE) => {
+            ": the MTU is too large for native XDP on a veth (about 3500 bytes at most); use --xdp-mode auto or skb, or a smaller --mtu"
+        }
+        Some(libc::EPERM | libc::EACCES) => {
+            ": loading XDP programs needs root (CAP_NET_ADMIN and CAP_BPF or CAP_SYS_ADMIN)"
+        }
+        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT) => {
+            ": this kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS)"
+        }
+        Some(libc::EOPNOTSUPP) => ": the driver does not support this XDP mode; try --xdp-mode skb",
+        Some(libc::EBUSY) => ": another XDP program or socket holds the interface",
+        Some(libc::ENODEV | libc::ENXIO) => ": the interface vanished",
+        _ => "",
+    }
+}
+
+/// The errno in an error message ending "(os error N)" (xsk-rs reports errors as text).
+fn errno_in(msg: &str) -> Option<i32> {
+    let start = msg.rfind("(os error ")? + "(os error ".len();
+    let end = start + msg[start..].find(')')?;
+    msg[start..end].parse().ok()
 }
 
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: tells the kernel to transmit from the tx ring. EAGAIN
@@ -493,5 +547,159 @@ impl Port for AfXdp {
 
     fn xdp_status(&mut self) -> Option<XdpStatus> {
         Some(self.status())
+    }
+}
+
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
+const XDP_FLAGS_SKB_MODE: u32 = 2;
+const XDP_FLAGS_DRV_MODE: u32 = 4;
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// `union bpf_attr`, as a zeroed 128-byte buffer the commands' fields are written into.
+#[repr(C, align(8))]
+struct BpfAttr([u8; 128]);
+
+impl BpfAttr {
+    fn new() -> BpfAttr {
+        BpfAttr([0; 128])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn name(&mut self, off: usize, name: &str) -> &mut Self {
+        let n = name.len().min(15);
+        self.0[off..off + n].copy_from_slice(&name.as_bytes()[..n]);
+        self
+    }
+}
+
+/// `bpf(cmd, attr, sizeof attr)`.
+fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a 128-byte, 8-aligned buffer laid out as `union bpf_attr` for `cmd`;
+    // every pointer written into it refers to memory that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.0.as_mut_ptr(),
+            attr.0.len() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// One `struct bpf_insn`: opcode, dst/src registers, offset, immediate.
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let o = off.to_le_bytes();
+    let i = imm.to_le_bytes();
+    [code, dst | (src << 4), o[0], o[1], i[0], i[1], i[2], i[3]]
+}
+
+/// The XDP program and its XSKMAP: every frame on the interface goes to the socket in the map
+/// slot of its rx queue (`XDP_PASS` when there is none), i.e. libxdp's default program:
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 16)        ; ctx->rx_queue_index
+/// r1 = map_fd ll                ; the XSKMAP (two instructions)
+/// r3 = 2                        ; XDP_PASS when the slot is empty
+/// call bpf_redirect_map         ; helper 51
+/// exit
+/// ```
+struct XdpProg {
+    map: OwnedFd,
+    prog: OwnedFd,
+    /// (ifindex, flags) while attached.
+    attached: Option<(u32, u32)>,
+}
+
+impl XdpProg {
+    fn load() -> Result<XdpProg, AfXdpError> {
+        let err = |what| move |source| AfXdpError::Program { what, source };
+        let map_fd = bpf(
+            BPF_MAP_CREATE,
+            BpfAttr::new()
+                .u32(0, BPF_MAP_TYPE_XSKMAP)
+                .u32(4, 4)
+                .u32(8, 4)
+                .u32(12, 1)
+                .name(28, "vswitch_xsks"),
+        )
+        .map_err(err("map create"))?;
+        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+        let map = unsafe { OwnedFd::from_raw_fd(map_fd as RawFd) };
+        let insns: [[u8; 8]; 6] = [
+            insn(0x61, 2, 1, 16, 0),              // ldxw r2, [r1 + 16]
+            insn(0x18, 1, 1, 0, map.as_raw_fd()), // lddw r1, map fd (BPF_PSEUDO_MAP_FD)
+            insn(0, 0, 0, 0, 0),                  // (second half of lddw)
+            insn(0xb7, 3, 0, 0, 2),               // mov r3, XDP_PASS
+            insn(0x85, 0, 0, 0, 51),              // call bpf_redirect_map
+            insn(0x95, 0, 0, 0, 0),               // exit
+        ];
+        let license = c"Apache-2.0";
+        let prog_fd = bpf(
+            BPF_PROG_LOAD,
+            BpfAttr::new()
+                .u32(0, BPF_PROG_TYPE_XDP)
+                .u32(4, insns.len() as u32)
+                .u64(8, insns.as_ptr() as u64)
+                .u64(16, license.as_ptr() as u64)
+                .name(48, "vswitch_xsk"),
+        )
+        .map_err(err("program load"))?;
+        // SAFETY: as above, a fresh fd from the kernel.
+        let prog = unsafe { OwnedFd::from_raw_fd(prog_fd as RawFd) };
+        Ok(XdpProg {
+            map,
+            prog,
+            attached: None,
+        })
+    }
+
+    /// Attaches the program to `index` in the mode `flags` says, unless one is there already.
+    fn attach(&mut self, index: u32, flags: u32) -> io::Result<()> {
+        let flags = flags | XDP_FLAGS_UPDATE_IF_NOEXIST;
+        Netlink::open()?.set_xdp(index, self.prog.as_raw_fd(), flags, None)?;
+        self.attached = Some((index, flags));
+        Ok(())
+    }
+
+    /// Puts the socket `fd` in map slot `slot` (= rx queue).
+    fn insert(&self, slot: u32, fd: RawFd) -> io::Result<()> {
+        let key = slot;
+        let value = fd as u32;
+        bpf(
+            BPF_MAP_UPDATE_ELEM,
+            BpfAttr::new()
+                .u32(0, self.map.as_raw_fd() as u32)
+                .u64(8, &key as *const u32 as u64)
+                .u64(16, &value as *const u32 as u64),
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for XdpProg {
+    fn drop(&mut self) {
+        // Detach, only if the program on that ifindex is still ours (the interface may be gone,
+        // and its index reused by another device).
+        if let Some((index, flags)) = self.attached.take() {
+            let flags = flags & !XDP_FLAGS_UPDATE_IF_NOEXIST;
+            if let Ok(mut nl) = Netlink::open() {
+                let _ = nl.set_xdp(index, -1, flags, Some(self.prog.as_raw_fd()));
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -207,6 +207,31 @@ impl Netlink {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
         ]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(|_| ())
+    }
+
+    /// Attaches the XDP program `prog_fd` to a link (`-1` detaches) with `XDP_FLAGS_*` `flags`;
+    /// with `expected`, only if that program is the one attached now (`XDP_FLAGS_REPLACE`).
+    pub fn set_xdp(
+        &mut self,
+        index: u32,
+        prog_fd: std::os::fd::RawFd,
+        flags: u32,
+        expected: Option<std::os::fd::RawFd>,
+    ) -> io::Result<()> {
+        const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let mut xdp = vec![LinkXdp::Fd(prog_fd)];
+        match expected {
+            Some(fd) => {
+                xdp.push(LinkXdp::Flags(flags | XDP_FLAGS_REPLACE));
+                xdp.push(LinkXdp::ExpectedFd(fd as u32));
+            }
+            None => xdp.push(LinkXdp::Flags(flags)),
+        }
+        msg.attributes.push(LinkAttribute::Xdp(xdp));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(|_| ())
     }
 

@@ -1,0 +1,475 @@
+//! AF_XDP ports: TCP at full size through veths served by XDP sockets, alone and mixed with TAP
+//! ports (GSO frames segmented in software on the way), frame accounting under load and churn,
+//! add/del cycles that leave nothing behind, native-mode failure and fallback, a veth deleted
+//! at runtime. (The foundation and gateway tests also run over AF_XDP: `per_port_type!`.)
+//!
+//! Every daemon here runs inside a test "host" namespace, so the veths' host ends never appear
+//! in the real root namespace.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A daemon (in its own host namespace) with network `net` on `subnet_prefix.0/24`.
+fn daemon(subnet_prefix: &str) -> Daemon {
+    require_root();
+    // The daemon runs in a host namespace of its own (as for every AF_XDP test daemon).
+    set_port_type("afxdp");
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "net",
+        "--subnet",
+        &format!("{subnet_prefix}.0/24"),
+    ]);
+    d
+}
+
+fn port(d: &Daemon, name: &str) -> Value {
+    d.json(&["show"])["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no port {name}"))
+}
+
+/// Waits until every UMEM frame of an idle AF_XDP port is back where it started: all receive
+/// frames with the kernel (fill ring), all transmit frames free, none lost.
+fn assert_frames_home(d: &Daemon, name: &str) {
+    let mut last = Value::Null;
+    let home = wait_until(10, || {
+        last = port(d, name)["xdp"].clone();
+        let ring = last["ring_size"].as_u64().unwrap_or(0);
+        ring > 0
+            && last["frames_lost"] == 0
+            && last["tx_frames_in_flight"] == 0
+            && last["tx_frames_free"].as_u64() == Some(ring)
+            && last["rx_frames_in_kernel"].as_u64() == Some(ring)
+    });
+    assert!(
+        home,
+        "port {name}: frames not all back on their rings: {last}"
+    );
+}
+
+fn check_iperf(v: &Value, what: &str) -> f64 {
+    let sent = v["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+    let got = v["end"]["sum_received"]["bytes"].as_f64().unwrap();
+    assert!(got > 50e6, "{what}: TCP moved only {got} bytes");
+    assert!(
+        (sent - got).abs() / sent < 0.02,
+        "{what}: sender {sent} and receiver {got} bytes agree"
+    );
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!("{what}: {:.2} Gbit/s", bps / 1e9);
+    bps
+}
+
+#[test]
+fn tcp_and_http_through_afxdp_ports() {
+    let d = daemon("10.91.1");
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    for (ns, name) in [(&a, "a"), (&b, "b")] {
+        d.ok(&[
+            "add-port", "net", "--netns", &ns.name, "--name", name, "--type", "afxdp",
+        ]);
+    }
+    let pa = port(&d, "a");
+    assert_eq!(pa["kind"], "afxdp");
+    assert!(
+        pa["xdp"]["mode"] == "native" || pa["xdp"]["mode"] == "skb",
+        "{pa}"
+    );
+    // The container end cannot send frames larger than a UMEM frame: TSO and TX csum are off.
+    let features = a.exec_ok(&["ethtool", "-k", "eth0"]);
+    assert!(
+        features.contains("tcp-segmentation-offload: off"),
+        "{features}"
+    );
+    assert!(features.contains("tx-checksumming: off"), "{features}");
+    assert!(a.ping("10.91.1.3", 2));
+
+    check_iperf(&iperf_for(&a, &b, "10.91.1.3", false, 10), "afxdp -> afxdp");
+    check_iperf(&iperf_for(&a, &b, "10.91.1.3", true, 5), "afxdp <- afxdp");
+    http_both_ways(&a, "10.91.1.2", &b, "10.91.1.3", 50);
+    for p in ["a", "b"] {
+        let s = d.stats(p);
+        assert_eq!(s["drops"]["tx_error"], 0, "{p}: {s}");
+        assert_frames_home(&d, p);
+    }
+}
+
+#[test]
+fn tcp_between_a_tap_with_offloads_and_an_afxdp_port() {
+    let d = daemon("10.91.2");
+    let tap = Netns::new("t");
+    let xdp = Netns::new("x");
+    d.ok(&[
+        "add-port", "net", "--netns", &tap.name, "--name", "tap", "--type", "tap",
+    ]);
+    d.ok(&[
+        "add-port", "net", "--netns", &xdp.name, "--name", "xdp", "--type", "afxdp",
+    ]);
+    assert_eq!(port(&d, "tap")["offload"], true);
+    assert!(tap.ping("10.91.2.3", 2));
+
+    // TAP -> AF_XDP: 64 KiB GSO frames from the TAP are cut into MTU-sized segments.
+    check_iperf(
+        &iperf_for(&tap, &xdp, "10.91.2.3", false, 10),
+        "tap -> afxdp",
+    );
+    let rx_tap = d.stats("tap")["rx_packets"].as_u64().unwrap();
+    let tx_xdp = d.stats("xdp")["tx_packets"].as_u64().unwrap();
+    assert!(
+        tx_xdp > rx_tap,
+        "GSO frames became more segments: {rx_tap} in, {tx_xdp} out"
+    );
+    check_iperf(&iperf_for(&tap, &xdp, "10.91.2.3", true, 5), "tap <- afxdp");
+    http_both_ways(&tap, "10.91.2.2", &xdp, "10.91.2.3", 50);
+    for p in ["tap", "xdp"] {
+        let s = d.stats(p);
+        assert_eq!(s["drops"]["needs_offload"], 0, "{p}: {s}");
+        assert_eq!(s["drops"]["tx_error"], 0, "{p}: {s}");
+    }
+    assert_frames_home(&d, "xdp");
+}
+
+/// Small rings wrap thousands of times under a flood while other ports come and go: every
+/// descriptor must still end up back on its ring.
+#[test]
+fn frames_return_to_their_rings_under_load_and_churn() {
+    let d = daemon("10.91.3");
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    for (ns, name) in [(&a, "a"), (&b, "b")] {
+        d.ok(&[
+            "add-port",
+            "net",
+            "--netns",
+            &ns.name,
+            "--name",
+            name,
+            "--type",
+            "afxdp",
+            "--ring-size",
+            "64",
+        ]);
+    }
+    assert!(a.ping("10.91.3.3", 1));
+    let srv = Bg(std::process::Command::new("ip")
+        .args(["netns", "exec", &b.name, "iperf3", "-s", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(wait_until(10, || b
+        .exec_ok(&["ss", "-Hltn", "sport", "=", ":5201"])
+        .contains("5201")));
+    // UDP floods both ways (more than 64 frames in flight), plus broadcast ARP churn.
+    let flood = |ns: &Netns, rev: bool| {
+        let mut c = std::process::Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "iperf3",
+            "-c",
+            "10.91.3.3",
+            "-u",
+            "-b",
+            "0",
+            "-l",
+            "1000",
+            "-t",
+            "6",
+            "-p",
+            "5201",
+        ]);
+        if rev {
+            c.arg("-R");
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    let mut load = Bg(flood(&a, false).spawn().unwrap());
+    let churn = Netns::new("c");
+    let t0 = Instant::now();
+    let mut cycles = 0;
+    while t0.elapsed() < Duration::from_secs(5) {
+        d.ok(&[
+            "add-port",
+            "net",
+            "--netns",
+            &churn.name,
+            "--name",
+            "c",
+            "--type",
+            "afxdp",
+            "--ring-size",
+            "64",
+        ]);
+        // ARP (broadcast, flooded to every port) and a unicast reply.
+        let _ = churn.exec(&["ping", "-c", "1", "-W", "1", "10.91.3.2"]);
+        d.ok(&["del-port", "c"]);
+        cycles += 1;
+    }
+    let _ = load.0.wait();
+    drop(srv);
+    assert!(cycles > 5, "only {cycles} add/del cycles");
+    let s = d.stats("b");
+    assert!(
+        s["tx_packets"].as_u64().unwrap() > 10_000,
+        "the flood crossed the switch: {s}"
+    );
+    for p in ["a", "b"] {
+        assert_frames_home(&d, p);
+    }
+    // And the ports still forward afterwards.
+    assert!(a.ping("10.91.3.3", 2));
+    assert!(b.ping("10.91.3.2", 2));
+}
+
+fn host_links(d: &Daemon) -> Vec<String> {
+    let host = d.host_netns().expect("daemon in a host namespace");
+    host.links().into_iter().filter(|l| l != "lo").collect()
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// BPF maps and programs the daemon holds open (each AF_XDP port has one of each).
+fn bpf_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|r| {
+            r.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains("bpf-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// As many add-port/del-port cycles as fit in 60 s (10 000 at most): no veth, XDP program or
+/// map, fd or memory may be left behind.
+#[test]
+fn add_del_cycles_leave_nothing_behind() {
+    let d = daemon("10.91.4");
+    let c = Netns::new("c");
+    let pid = d.pid();
+    let cycle = |i: usize| {
+        d.ok(&[
+            "add-port", "net", "--netns", &c.name, "--name", "c", "--type", "afxdp",
+        ]);
+        if i.is_multiple_of(100) {
+            // Now and then, prove the port works before deleting it.
+            assert!(c.ping("10.91.4.1", 1), "cycle {i}: gateway unreachable");
+        }
+        d.ok(&["del-port", "c"]);
+    };
+    for i in 0..50 {
+        cycle(i);
+    }
+    let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
+    let t0 = Instant::now();
+    let mut n = 50;
+    while n < 10_000 && t0.elapsed() < Duration::from_secs(60) {
+        cycle(n);
+        n += 1;
+    }
+    let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
+    eprintln!(
+        "{n} cycles in {:.1}s; fds {fds0} -> {fds1}; RSS {rss0} -> {rss1} KiB",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(n >= 500, "only {n} cycles fit in 60 s");
+    assert!(
+        host_links(&d).is_empty(),
+        "veths left: {:?}",
+        host_links(&d)
+    );
+    assert_eq!(c.links(), vec!["lo".to_string()], "container end left");
+    assert!(fds1 <= fds0 + 2, "fds grew: {fds0} -> {fds1}");
+    // One port's UMEM alone is 4 MiB: a leak of even one in a hundred cycles would show.
+    assert!(rss1 < rss0 + 8 * 1024, "RSS grew: {rss0} -> {rss1} KiB");
+    assert_eq!(bpf_fds(pid), 0, "XDP programs or maps left open");
+}
+
+#[test]
+fn native_mode_failure_is_clear_and_leaves_nothing_and_auto_falls_back_to_skb() {
+    let d = daemon("10.91.5");
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    // Native XDP on a veth refuses a peer MTU above ~3500 bytes.
+    let (code, msg) = d.err(&[
+        "add-port",
+        "net",
+        "--netns",
+        &a.name,
+        "--name",
+        "a",
+        "--type",
+        "afxdp",
+        "--mtu",
+        "3800",
+        "--frame-size",
+        "4096",
+        "--xdp-mode",
+        "native",
+    ]);
+    assert_eq!(code, "internal", "{msg}");
+    assert!(
+        msg.contains("native mode") && msg.contains("MTU"),
+        "the message says what failed and what to do: {msg}"
+    );
+    assert!(host_links(&d).is_empty(), "veth left: {:?}", host_links(&d));
+    assert_eq!(a.links(), vec!["lo".to_string()], "container end left");
+    assert!(d.json(&["show"])["ports"].as_array().unwrap().is_empty());
+
+    for (ns, name) in [(&a, "a"), (&b, "b")] {
+        d.ok(&[
+            "add-port",
+            "net",
+            "--netns",
+            &ns.name,
+            "--name",
+            name,
+            "--type",
+            "afxdp",
+            "--mtu",
+            "3800",
+            "--frame-size",
+            "4096",
+        ]);
+        assert_eq!(port(&d, name)["xdp"]["mode"], "skb");
+    }
+    // Frames bigger than 2 KiB but within the MTU cross in generic mode.
+    assert!(a.ping("10.91.5.3", 2));
+    let out = a.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-s",
+        "3000",
+        "-M",
+        "do",
+        "10.91.5.3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Skb mode also by request.
+    let c = Netns::new("c");
+    d.ok(&[
+        "add-port",
+        "net",
+        "--netns",
+        &c.name,
+        "--name",
+        "c",
+        "--type",
+        "afxdp",
+        "--xdp-mode",
+        "skb",
+    ]);
+    assert_eq!(port(&d, "c")["xdp"]["mode"], "skb");
+    assert!(c.ping("10.91.5.2", 2));
+}
+
+#[test]
+fn veth_deleted_at_runtime_marks_the_port_down() {
+    let d = daemon("10.91.6");
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    for (ns, name) in [(&a, "a"), (&b, "b")] {
+        d.ok(&[
+            "add-port", "net", "--netns", &ns.name, "--name", name, "--type", "afxdp",
+        ]);
+    }
+    assert!(a.ping("10.91.6.3", 1));
+    let c = Netns::new("c");
+    d.ok(&[
+        "add-port", "net", "--netns", &c.name, "--name", "c", "--type", "tap",
+    ]);
+    let veth = port(&d, "a")["host_ifname"].as_str().unwrap().to_string();
+    d.host_netns()
+        .unwrap()
+        .exec_ok(&["ip", "link", "del", &veth]);
+    let mut last = Value::Null;
+    assert!(
+        wait_until(10, || {
+            last = port(&d, "a");
+            last["status"] == "down"
+        }),
+        "port a still {last}"
+    );
+    assert!(
+        last["detail"].as_str().unwrap_or("").contains(&veth),
+        "the reason names the veth: {last}"
+    );
+    // The daemon and the other ports carry on; the dead port can be deleted cleanly.
+    assert!(b.ping("10.91.6.4", 2));
+    d.ok(&["del-port", "a"]);
+    assert!(!a.has_link("eth0"));
+    assert!(b.ping("10.91.6.4", 1));
+}
+
+#[test]
+fn bad_afxdp_settings_get_clear_errors() {
+    let d = daemon("10.91.7");
+    let a = Netns::new("a");
+    let n = a.name.as_str();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--type", "afxdp", "--ring-size", "100"],
+            "power of two",
+        ),
+        (vec!["--type", "afxdp", "--ring-size", "32"], "ring size"),
+        (
+            vec!["--type", "afxdp", "--frame-size", "1000"],
+            "frame size",
+        ),
+        (vec!["--type", "afxdp", "--xdp-mode", "turbo"], "XDP mode"),
+        (
+            vec!["--type", "afxdp", "--mtu", "2000"],
+            "--frame-size 4096",
+        ),
+        (vec!["--type", "tap", "--ring-size", "64"], "afxdp"),
+        (vec!["--type", "vhost"], "port type"),
+    ];
+    for (extra, needle) in &cases {
+        let mut args = vec!["add-port", "net", "--netns", n];
+        args.extend_from_slice(extra);
+        let (code, msg) = d.err(&args);
+        assert_eq!(code, "invalid_argument", "{extra:?}: {msg}");
+        assert!(msg.contains(needle), "{extra:?}: {msg:?} lacks {needle:?}");
+    }
+    assert!(host_links(&d).is_empty());
+    assert_eq!(a.links(), vec!["lo".to_string()]);
+}
