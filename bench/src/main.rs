@@ -37,8 +37,12 @@ struct Cli {
         default_value = "throughput,latency,pps,macs,scale"
     )]
     scenarios: Vec<String>,
-    /// Peers to measure: bridge, ovs, vswitch-tap.
-    #[arg(long, value_delimiter = ',', default_value = "bridge,ovs,vswitch-tap")]
+    /// Peers to measure: bridge, ovs, vswitch-tap, vswitch-afxdp.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bridge,ovs,vswitch-tap,vswitch-afxdp"
+    )]
     peers: Vec<String>,
     /// Where results.json, results.md and results.svg go.
     #[arg(long, default_value = "bench/results")]
@@ -453,7 +457,7 @@ fn ovs() -> Result<Topology, String> {
     })
 }
 
-/// A vswitchd of our own (the release binary beside this one) with two TAP ports.
+/// A vswitchd of our own (the release binary beside this one), in `host` when given.
 struct Vswitchd {
     proc: Proc,
     socket: PathBuf,
@@ -461,7 +465,7 @@ struct Vswitchd {
 }
 
 impl Vswitchd {
-    fn start() -> Result<Vswitchd, String> {
+    fn start(host: Option<&Ns>) -> Result<Vswitchd, String> {
         let dir = temp_dir("vswitchd");
         let socket = dir.0.join("sock");
         let bin = sibling("vswitchd");
@@ -471,9 +475,17 @@ impl Vswitchd {
                 bin.display()
             ));
         }
+        let mut cmd = match host {
+            // `ip netns exec` execs in place: the pid is the daemon's (for RSS).
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.0]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         let proc = Proc(
-            Command::new(bin)
-                .arg("--socket")
+            cmd.arg("--socket")
                 .arg(&socket)
                 .arg("--state-dir")
                 .arg(dir.0.join("state"))
@@ -514,9 +526,16 @@ impl Vswitchd {
     }
 }
 
-fn vswitch_tap() -> Result<Topology, String> {
+/// vswitch with two ports of `port_type` ("tap" or "afxdp"). For AF_XDP the daemon runs in a
+/// bench "host" namespace, so the veths' host ends stay out of the real root namespace.
+fn vswitch_topology(port_type: &str) -> Result<Topology, String> {
     use vswitch::api::{NetworkCreate, Op, PortAdd};
-    let d = Vswitchd::start()?;
+    let p = prefix();
+    let host = match port_type {
+        "tap" => None,
+        _ => Some(Ns::new(format!("{p}h"))?),
+    };
+    let d = Vswitchd::start(host.as_ref())?;
     d.call(Op::NetworkCreate(NetworkCreate {
         name: "bench".into(),
         subnet: "10.250.0.0/24".into(),
@@ -524,7 +543,6 @@ fn vswitch_tap() -> Result<Topology, String> {
         fdb_limit: Some(131_072),
         ..Default::default()
     }))?;
-    let p = prefix();
     let client = Ns::new(format!("{p}c"))?;
     let server = Ns::new(format!("{p}s"))?;
     for (ns, ip) in [(&client, CLIENT_IP), (&server, SERVER_IP)] {
@@ -532,14 +550,20 @@ fn vswitch_tap() -> Result<Topology, String> {
             network: "bench".into(),
             netns: ns.0.clone(),
             ip: Some(ip.into()),
+            kind: Some(port_type.into()),
             ..Default::default()
         }))?;
+    }
+    // The daemon goes first, then its host namespace (and the veths' host ends with it).
+    let mut keep: Vec<Box<dyn std::any::Any>> = vec![Box::new(d)];
+    if let Some(h) = host {
+        keep.push(Box::new(h));
     }
     Ok(Topology {
         client,
         server,
         server_ip: SERVER_IP,
-        _keep: vec![Box::new(d)],
+        _keep: keep,
     })
 }
 
@@ -660,7 +684,7 @@ fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<()
     };
     for &n in counts {
         bar.set_message(format!("scale: {n} ports"));
-        let d = Vswitchd::start()?;
+        let d = Vswitchd::start(None)?;
         d.call(Op::NetworkCreate(NetworkCreate {
             name: "scale".into(),
             subnet: "10.240.0.0/16".into(),
@@ -747,8 +771,11 @@ fn fmt_value(v: Option<&f64>) -> String {
     }
 }
 
-fn ratio(f: &Figure, peer: &str) -> Option<f64> {
-    let ours = f.values.get("vswitch-tap")?;
+/// Our peers, each compared with the bridge and OVS.
+const OURS: [&str; 2] = ["vswitch-tap", "vswitch-afxdp"];
+
+fn ratio(f: &Figure, ours: &str, peer: &str) -> Option<f64> {
+    let ours = f.values.get(ours)?;
     let theirs = f.values.get(peer)?;
     (*theirs != 0.0).then(|| ours / theirs)
 }
@@ -770,10 +797,24 @@ fn report(
         machine["kernel"].as_str().unwrap_or("?"),
         if quick { "--quick" } else { "full" }
     ));
-    md.push_str("Ratios are vswitch-tap / peer, from this one run (for latency, loss and time, lower is better).\n\n");
+    md.push_str("Ratios are vswitch (tap or afxdp ports) / peer, from this one run (for latency, loss and time, lower is better).\n\n");
     let mut header = vec!["scenario".to_string(), "figure".into(), "unit".into()];
     header.extend(peers.iter().cloned());
-    header.extend(["vs bridge".to_string(), "vs ovs".to_string()]);
+    let pairs: Vec<(&str, &str)> = OURS
+        .iter()
+        .filter(|o| peers.iter().any(|p| p == *o))
+        .flat_map(|o| {
+            ["bridge", "ovs"]
+                .into_iter()
+                .filter(|p| peers.iter().any(|q| q == p))
+                .map(move |p| (*o, p))
+        })
+        .collect();
+    header.extend(
+        pairs
+            .iter()
+            .map(|(o, p)| format!("{} vs {p}", o.trim_start_matches("vswitch-"))),
+    );
     md.push_str(&format!(
         "| {} |\n|{}\n",
         header.join(" | "),
@@ -785,9 +826,9 @@ fn report(
         for p in peers {
             row.push(fmt_value(f.values.get(p)));
         }
-        for p in ["bridge", "ovs"] {
+        for (o, p) in &pairs {
             row.push(
-                ratio(f, p)
+                ratio(f, o, p)
                     .map(|r| format!("{r:.2}x"))
                     .unwrap_or_else(|| "-".into()),
             );
@@ -1001,7 +1042,8 @@ fn main() {
         let topo = match peer.as_str() {
             "bridge" => bridge(),
             "ovs" => ovs(),
-            "vswitch-tap" => vswitch_tap(),
+            "vswitch-tap" => vswitch_topology("tap"),
+            "vswitch-afxdp" => vswitch_topology("afxdp"),
             other => Err(format!("unknown peer {other}")),
         };
         let topo = match topo {
