@@ -753,15 +753,24 @@ impl Manager {
             .iter()
             .filter_map(|p| p.host_ifname.as_deref())
             .collect();
+        // Salted with the state dir, so two daemons in one namespace never pick the same name
+        // for ports of the same name; a name some device already has is never used (only a
+        // configured port's own stale veth is ever deleted, when the port is restored).
+        let instance = self.store.dir().to_string_lossy().into_owned();
         let mut salt = 0u32;
         loop {
             // FNV-1a: stable across versions, unlike std's hasher.
             let mut h: u32 = 0x811c_9dc5;
-            for b in port.bytes().chain(salt.to_le_bytes()) {
+            for b in instance
+                .bytes()
+                .chain([0])
+                .chain(port.bytes())
+                .chain(salt.to_le_bytes())
+            {
                 h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
             }
             let name = format!("vsx{h:08x}");
-            if !used.contains(name.as_str()) {
+            if !used.contains(name.as_str()) && !sandbox::link_exists(&name) {
                 return name;
             }
             salt += 1;

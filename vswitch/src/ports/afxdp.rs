@@ -703,3 +703,55 @@ impl Drop for XdpProg {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(XdpConfig::default().validate().is_ok());
+        for ring in [0, 32, 100, 32768] {
+            let c = XdpConfig {
+                ring_size: ring,
+                ..Default::default()
+            };
+            assert!(c.validate().is_err(), "ring {ring}");
+        }
+        for frame in [1024, 3000, 8192] {
+            let c = XdpConfig {
+                frame_size: frame,
+                ..Default::default()
+            };
+            assert!(c.validate().is_err(), "frame {frame}");
+        }
+        assert_eq!(XdpConfig::default().max_frame(), 1792);
+        assert_eq!(XdpConfig::default().umem_bytes(), 4 << 20);
+        assert_eq!("skb".parse::<XdpMode>(), Ok(XdpMode::Skb));
+        assert!("turbo".parse::<XdpMode>().is_err());
+    }
+
+    #[test]
+    fn errors_carry_their_hint() {
+        assert_eq!(
+            errno_in("x: Device or resource busy (os error 16)"),
+            Some(16)
+        );
+        assert_eq!(errno_in("no errno here"), None);
+        assert!(bind_hint("(Numerical result out of range (os error 34))").contains("MTU"));
+        assert_eq!(bind_hint("(os error 99999)"), "");
+    }
+
+    #[test]
+    fn instructions_encode_as_the_kernel_reads_them() {
+        // ldxw r2, [r1 + 16]
+        assert_eq!(insn(0x61, 2, 1, 16, 0), [0x61, 0x12, 16, 0, 0, 0, 0, 0]);
+        // call 51
+        assert_eq!(insn(0x85, 0, 0, 0, 51), [0x85, 0, 0, 0, 51, 0, 0, 0]);
+        let mut a = BpfAttr::new();
+        a.u32(4, 0x0102_0304).name(28, "a_name_longer_than_sixteen");
+        assert_eq!(&a.0[4..8], &0x0102_0304u32.to_ne_bytes());
+        assert_eq!(&a.0[28..43], b"a_name_longer_t");
+        assert_eq!(a.0[43], 0, "names stay NUL-terminated");
+    }
+}
