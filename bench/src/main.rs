@@ -675,16 +675,30 @@ fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
     )
 }
 
-fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<(), String> {
+/// Port counts the scale scenario runs for a port type. AF_XDP ports pin their UMEM (4 MiB each
+/// by default), so they stop at 100.
+fn scale_counts(quick: bool, port_type: &str) -> &'static [usize] {
+    match (quick, port_type) {
+        (true, _) | (false, "afxdp") => &[1, 10, 100],
+        _ => &[1, 10, 100, 1000],
+    }
+}
+
+fn scale(
+    quick: bool,
+    port_type: &str,
+    figures: &mut Vec<Figure>,
+    bar: &ProgressBar,
+) -> Result<(), String> {
     use vswitch::api::{NetworkCreate, Op, PortAdd};
-    let counts: &[usize] = if quick {
-        &[1, 10, 100]
-    } else {
-        &[1, 10, 100, 1000]
-    };
-    for &n in counts {
-        bar.set_message(format!("scale: {n} ports"));
-        let d = Vswitchd::start(None)?;
+    let peer = format!("vswitch-{port_type}");
+    for &n in scale_counts(quick, port_type) {
+        bar.set_message(format!("scale: {n} {port_type} ports"));
+        let host = match port_type {
+            "tap" => None,
+            _ => Some(Ns::new(format!("{}h", prefix()))?),
+        };
+        let d = Vswitchd::start(host.as_ref())?;
         d.call(Op::NetworkCreate(NetworkCreate {
             name: "scale".into(),
             subnet: "10.240.0.0/16".into(),
@@ -703,6 +717,7 @@ fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<()
                     network: "scale".into(),
                     netns: ns.0.clone(),
                     name: Some(format!("p{i}")),
+                    kind: Some(port_type.into()),
                     ..Default::default()
                 }))
                 .map_err(|e| e.to_string())?;
@@ -711,20 +726,30 @@ fn scale(quick: bool, figures: &mut Vec<Figure>, bar: &ProgressBar) -> Result<()
         times.sort_by(|a, b| a.total_cmp(b));
         let pct = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];
         let mut fig = |metric: &str, unit: &str, v: f64| {
-            figures.push(Figure {
-                scenario: "scale".into(),
-                metric: format!("{metric} @{n} ports"),
-                unit: unit.into(),
-                higher_is_better: false,
-                values: BTreeMap::from([("vswitch-tap".to_string(), v)]),
-                notes: vec![],
-            })
+            let metric = format!("{metric} @{n} ports");
+            match figures
+                .iter_mut()
+                .find(|f| f.scenario == "scale" && f.metric == metric)
+            {
+                Some(f) => {
+                    f.values.insert(peer.clone(), v);
+                }
+                None => figures.push(Figure {
+                    scenario: "scale".into(),
+                    metric,
+                    unit: unit.into(),
+                    higher_is_better: false,
+                    values: BTreeMap::from([(peer.clone(), v)]),
+                    notes: vec![],
+                }),
+            }
         };
         fig("add-port p50", "ms", pct(0.5));
         fig("add-port p99", "ms", pct(0.99));
         fig("daemon RSS", "MiB", d.rss_kib() as f64 / 1024.0);
         drop(client);
         drop(d); // kills the daemon: its TAPs go with it
+        drop(host); // and its veths' host ends
         drop(nss);
         bar.inc(1);
     }
@@ -998,11 +1023,11 @@ fn main() {
         .count() as u64;
     let steps = cli.peers.len() as u64 * traffic
         + if want("scale") {
-            if cli.quick {
-                3
-            } else {
-                4
-            }
+            ["tap", "afxdp"]
+                .iter()
+                .filter(|t| cli.peers.iter().any(|p| *p == format!("vswitch-{t}")))
+                .map(|t| scale_counts(cli.quick, t).len() as u64)
+                .sum()
         } else {
             0
         };
@@ -1155,10 +1180,19 @@ fn main() {
         drop(topo);
     }
     if want("scale") {
-        if let Err(e) = scale(cli.quick, &mut figures, &bar) {
-            notes.push(format!("scale: {e}"));
+        for port_type in ["tap", "afxdp"] {
+            if !cli
+                .peers
+                .iter()
+                .any(|p| *p == format!("vswitch-{port_type}"))
+            {
+                continue;
+            }
+            if let Err(e) = scale(cli.quick, port_type, &mut figures, &bar) {
+                notes.push(format!("scale ({port_type}): {e}"));
+            }
         }
-        notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call)".into());
+        notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call); AF_XDP ports up to 100 (each pins a 4 MiB UMEM, counted in RSS)".into());
     }
     bar.finish_and_clear();
     let _ = std::io::stdout().flush();
