@@ -29,14 +29,13 @@ fn daemon(subnet_prefix: &str) -> Daemon {
     d
 }
 
-fn port(d: &Daemon, name: &str) -> Value {
-    d.json(&["show"])["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no port {name}"))
+/// Adds an AF_XDP port `name` for `ns` on network `net`, with extra add-port arguments.
+fn add_afxdp(d: &Daemon, ns: &Netns, name: &str, extra: &[&str]) {
+    let mut args = vec![
+        "add-port", "net", "--netns", &ns.name, "--name", name, "--type", "afxdp",
+    ];
+    args.extend_from_slice(extra);
+    d.ok(&args);
 }
 
 /// Waits until every UMEM frame of an idle AF_XDP port is back where it started: all receive
@@ -44,7 +43,7 @@ fn port(d: &Daemon, name: &str) -> Value {
 fn assert_frames_home(d: &Daemon, name: &str) {
     let mut last = Value::Null;
     let home = wait_until(10, || {
-        last = port(d, name)["xdp"].clone();
+        last = d.port(name)["xdp"].clone();
         let ring = last["ring_size"].as_u64().unwrap_or(0);
         ring > 0
             && last["frames_lost"] == 0
@@ -79,11 +78,9 @@ fn tcp_and_http_through_afxdp_ports() {
     let a = Netns::new("a");
     let b = Netns::new("b");
     for (ns, name) in [(&a, "a"), (&b, "b")] {
-        d.ok(&[
-            "add-port", "net", "--netns", &ns.name, "--name", name, "--type", "afxdp",
-        ]);
+        add_afxdp(&d, ns, name, &[]);
     }
-    let pa = port(&d, "a");
+    let pa = d.port("a");
     assert_eq!(pa["kind"], "afxdp");
     assert!(
         pa["xdp"]["mode"] == "native" || pa["xdp"]["mode"] == "skb",
@@ -116,10 +113,8 @@ fn tcp_between_a_tap_with_offloads_and_an_afxdp_port() {
     d.ok(&[
         "add-port", "net", "--netns", &tap.name, "--name", "tap", "--type", "tap",
     ]);
-    d.ok(&[
-        "add-port", "net", "--netns", &xdp.name, "--name", "xdp", "--type", "afxdp",
-    ]);
-    assert_eq!(port(&d, "tap")["offload"], true);
+    add_afxdp(&d, &xdp, "xdp", &[]);
+    assert_eq!(d.port("tap")["offload"], true);
     assert!(tap.ping("10.91.2.3", 2));
 
     // TAP -> AF_XDP: 64 KiB GSO frames from the TAP are cut into MTU-sized segments.
@@ -151,18 +146,7 @@ fn frames_return_to_their_rings_under_load_and_churn() {
     let a = Netns::new("a");
     let b = Netns::new("b");
     for (ns, name) in [(&a, "a"), (&b, "b")] {
-        d.ok(&[
-            "add-port",
-            "net",
-            "--netns",
-            &ns.name,
-            "--name",
-            name,
-            "--type",
-            "afxdp",
-            "--ring-size",
-            "64",
-        ]);
+        add_afxdp(&d, ns, name, &["--ring-size", "64"]);
     }
     assert!(a.ping("10.91.3.3", 1));
     let srv = Bg(std::process::Command::new("ip")
@@ -206,18 +190,7 @@ fn frames_return_to_their_rings_under_load_and_churn() {
     let t0 = Instant::now();
     let mut cycles = 0;
     while t0.elapsed() < Duration::from_secs(5) {
-        d.ok(&[
-            "add-port",
-            "net",
-            "--netns",
-            &churn.name,
-            "--name",
-            "c",
-            "--type",
-            "afxdp",
-            "--ring-size",
-            "64",
-        ]);
+        add_afxdp(&d, &churn, "c", &["--ring-size", "64"]);
         // ARP (broadcast, flooded to every port) and a unicast reply.
         let _ = churn.exec(&["ping", "-c", "1", "-W", "1", "10.91.3.2"]);
         d.ok(&["del-port", "c"]);
@@ -279,9 +252,7 @@ fn add_del_cycles_leave_nothing_behind() {
     let c = Netns::new("c");
     let pid = d.pid();
     let cycle = |i: usize| {
-        d.ok(&[
-            "add-port", "net", "--netns", &c.name, "--name", "c", "--type", "afxdp",
-        ]);
+        add_afxdp(&d, &c, "c", &[]);
         if i.is_multiple_of(100) {
             // Now and then, prove the port works before deleting it.
             assert!(c.ping("10.91.4.1", 1), "cycle {i}: gateway unreachable");
@@ -352,21 +323,8 @@ fn native_mode_failure_is_clear_and_leaves_nothing_and_auto_falls_back_to_skb() 
     assert!(d.json(&["show"])["ports"].as_array().unwrap().is_empty());
 
     for (ns, name) in [(&a, "a"), (&b, "b")] {
-        d.ok(&[
-            "add-port",
-            "net",
-            "--netns",
-            &ns.name,
-            "--name",
-            name,
-            "--type",
-            "afxdp",
-            "--mtu",
-            "3800",
-            "--frame-size",
-            "4096",
-        ]);
-        assert_eq!(port(&d, name)["xdp"]["mode"], "skb");
+        add_afxdp(&d, ns, name, &["--mtu", "3800", "--frame-size", "4096"]);
+        assert_eq!(d.port(name)["xdp"]["mode"], "skb");
     }
     // Frames bigger than 2 KiB but within the MTU cross in generic mode.
     assert!(a.ping("10.91.5.3", 2));
@@ -391,19 +349,8 @@ fn native_mode_failure_is_clear_and_leaves_nothing_and_auto_falls_back_to_skb() 
     );
     // Skb mode also by request.
     let c = Netns::new("c");
-    d.ok(&[
-        "add-port",
-        "net",
-        "--netns",
-        &c.name,
-        "--name",
-        "c",
-        "--type",
-        "afxdp",
-        "--xdp-mode",
-        "skb",
-    ]);
-    assert_eq!(port(&d, "c")["xdp"]["mode"], "skb");
+    add_afxdp(&d, &c, "c", &["--xdp-mode", "skb"]);
+    assert_eq!(d.port("c")["xdp"]["mode"], "skb");
     assert!(c.ping("10.91.5.2", 2));
 }
 
@@ -413,23 +360,21 @@ fn veth_deleted_at_runtime_marks_the_port_down() {
     let a = Netns::new("a");
     let b = Netns::new("b");
     for (ns, name) in [(&a, "a"), (&b, "b")] {
-        d.ok(&[
-            "add-port", "net", "--netns", &ns.name, "--name", name, "--type", "afxdp",
-        ]);
+        add_afxdp(&d, ns, name, &[]);
     }
     assert!(a.ping("10.91.6.3", 1));
     let c = Netns::new("c");
     d.ok(&[
         "add-port", "net", "--netns", &c.name, "--name", "c", "--type", "tap",
     ]);
-    let veth = port(&d, "a")["host_ifname"].as_str().unwrap().to_string();
+    let veth = d.port("a")["host_ifname"].as_str().unwrap().to_string();
     d.host_netns()
         .unwrap()
         .exec_ok(&["ip", "link", "del", &veth]);
     let mut last = Value::Null;
     assert!(
         wait_until(10, || {
-            last = port(&d, "a");
+            last = d.port("a");
             last["status"] == "down"
         }),
         "port a still {last}"

@@ -22,16 +22,6 @@ fn gw_counters(d: &Daemon, net: &str) -> Value {
     d.json(&["arp", "show", net])[0]["counters"].clone()
 }
 
-fn port_of(d: &Daemon, name: &str) -> Value {
-    d.json(&["show"])["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no port {name}"))
-}
-
 fn gateway_answers_ping_and_arp_and_suppresses_arp_for_known_peers() {
     require_root();
     let d = Daemon::start();
@@ -41,11 +31,11 @@ fn gateway_answers_ping_and_arp_and_suppresses_arp_for_known_peers() {
     d.ok(&["add-port", "net", "--netns", &a.name, "--name", "a"]);
     d.ok(&["add-port", "net", "--netns", &b.name, "--name", "b"]);
     assert_eq!(
-        port_of(&d, "a")["ip"],
+        d.port("a")["ip"],
         "10.88.1.2/24",
         "IPAM: first free address"
     );
-    assert_eq!(port_of(&d, "b")["ip"], "10.88.1.3/24");
+    assert_eq!(d.port("b")["ip"], "10.88.1.3/24");
 
     assert!(a.ping("10.88.1.1", 3), "the gateway answers ping");
     let neigh = a.exec_ok(&["ip", "neigh", "show", "10.88.1.1"]);
@@ -131,7 +121,7 @@ fn ipam_allocates_releases_persists_and_refuses_clearly() {
             &format!("t{i}"),
         ]);
         assert_eq!(
-            port_of(&d, &format!("t{i}"))["ip"],
+            d.port(&format!("t{i}"))["ip"],
             format!("10.88.3.{}/29", i + 2)
         );
     }
@@ -142,7 +132,7 @@ fn ipam_allocates_releases_persists_and_refuses_clearly() {
     // Release and reuse.
     d.ok(&["del-port", "t2"]);
     d.ok(&["add-port", "tiny", "--netns", &nss[5].name, "--name", "t5"]);
-    assert_eq!(port_of(&d, "t5")["ip"], "10.88.3.4/29");
+    assert_eq!(d.port("t5")["ip"], "10.88.3.4/29");
     let (code, msg) = d.err(&[
         "add-port",
         "tiny",
@@ -170,7 +160,7 @@ fn ipam_allocates_releases_persists_and_refuses_clearly() {
         "--name",
         "r0",
     ]);
-    assert_eq!(port_of(&d, "r0")["ip"], "10.88.4.128/24");
+    assert_eq!(d.port("r0")["ip"], "10.88.4.128/24");
     let (code, _) = d.err(&[
         "network",
         "create",
@@ -333,7 +323,7 @@ fn udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart() {
     // A new port now gets an address the lease does not hold.
     let other = Netns::new("o");
     d.ok(&["add-port", "web", "--netns", &other.name, "--name", "o1"]);
-    assert_eq!(port_of(&d, "o1")["ip"], "10.88.10.4/24");
+    assert_eq!(d.port("o1")["ip"], "10.88.10.4/24");
     let (code, msg) = d.err(&[
         "add-port",
         "web",

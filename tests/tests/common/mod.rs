@@ -431,6 +431,17 @@ impl Daemon {
         v
     }
 
+    /// One port as `show` describes it.
+    pub fn port(&self, name: &str) -> Value {
+        self.json(&["show"])["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {name}"))
+    }
+
     /// Counters of one port.
     pub fn stats(&self, port: &str) -> Value {
         self.json(&["port", "stats", port])[0].clone()

@@ -233,14 +233,7 @@ fn configure_interface(
     )
     .map_err(nl_err(spec, "set link"))?;
     if let Some(lo) = nl.link_index("lo").map_err(nl_err(spec, "get link lo"))? {
-        nl.set_link(
-            lo,
-            &LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )
-        .map_err(nl_err(spec, "set lo up"))?;
+        nl.set_up(lo).map_err(nl_err(spec, "set lo up"))?;
     }
     let mut report = InterfaceReport::default();
     if let Some((ip, prefix)) = setup.ip {
@@ -311,14 +304,7 @@ pub fn create_veth_interface(
             format!("/proc/sys/net/ipv6/conf/{host_ifname}/disable_ipv6"),
             "1",
         );
-        nl.set_link(
-            host,
-            &LinkChange {
-                up: Some(true),
-                ..Default::default()
-            },
-        )
-        .map_err(nl_err(spec, "set veth up"))?;
+        nl.set_up(host).map_err(nl_err(spec, "set veth up"))?;
         let report = in_netns(ns, spec, || {
             let mut inner = Netlink::open().map_err(nl_err(spec, "open"))?;
             disable_tx_offloads(&setup.ifname).map_err(|source| SandboxError::Offloads {

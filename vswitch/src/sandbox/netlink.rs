@@ -140,6 +140,17 @@ impl Netlink {
             .map(|_| ())
     }
 
+    /// Brings a link up.
+    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+        self.set_link(
+            index,
+            &LinkChange {
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+    }
+
     /// Adds `ip/prefix_len` to a link.
     pub fn add_address(&mut self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
         let mut msg = AddressMessage::default();
