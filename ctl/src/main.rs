@@ -335,6 +335,12 @@ fn print_human(reply: &Reply) {
                 "vswitchd {} (protocol {}) pid {}, up {}s, socket {}, state {}",
                 d.version, d.protocol, d.pid, d.uptime_secs, d.socket, d.state_dir
             );
+            if d.ports_lost > 0 {
+                println!(
+                    "  {} port(s) lost their interface or namespace since start",
+                    d.ports_lost
+                );
+            }
             for n in &s.networks {
                 println!(
                     "  network {} ({}): subnet {} gateway {}",

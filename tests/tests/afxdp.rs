@@ -383,6 +383,7 @@ fn veth_deleted_at_runtime_marks_the_port_down() {
         last["detail"].as_str().unwrap_or("").contains(&veth),
         "the reason names the veth: {last}"
     );
+    assert_eq!(d.json(&["show"])["daemon"]["ports_lost"], 1, "counted");
     // The daemon and the other ports carry on; the dead port can be deleted cleanly.
     assert!(b.ping("10.91.6.4", 2));
     d.ok(&["del-port", "a"]);

@@ -445,6 +445,7 @@ fn namespace_vanishing_at_runtime_marks_port_down() {
     );
     assert!(ns[0].ping("10.77.11.3", 2), "the others keep working");
     assert!(d.ok(&["show"]).contains("down"));
+    assert_eq!(d.json(&["show"])["daemon"]["ports_lost"], 1, "counted once");
     d.ok(&["del-port", "p3"]);
 }
 

@@ -254,6 +254,9 @@ pub struct DaemonInfo {
     pub socket: String,
     pub state_dir: String,
     pub uptime_secs: u64,
+    /// Ports taken down since start because their interface or namespace vanished.
+    #[serde(default)]
+    pub ports_lost: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

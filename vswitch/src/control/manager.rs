@@ -1116,6 +1116,7 @@ impl Manager {
                 xdp: None,
             }],
             networks: vec![],
+            ports_lost: 0,
         };
         Ok(Reply::Port(self.port_info(&cfg, &snap)))
     }
@@ -1313,6 +1314,7 @@ impl Manager {
                 socket: self.socket.display().to_string(),
                 state_dir: self.store.dir().display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
+                ports_lost: snap.ports_lost,
             },
             networks: self.network_infos(),
             ports,

@@ -121,6 +121,8 @@ pub struct NetworkSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
+    /// Ports taken down because their interface or namespace vanished, since start.
+    pub ports_lost: u64,
     pub networks: Vec<NetworkSnapshot>,
 }
 
@@ -206,6 +208,7 @@ struct Dataplane {
     actions: Actions,
     clock: Instant,
     last_expire: u64,
+    ports_lost: u64,
 }
 
 fn token(id: PortId) -> Token {
@@ -230,6 +233,7 @@ impl Dataplane {
             actions: Actions::with_capacity(64),
             clock: Instant::now(),
             last_expire: 0,
+            ports_lost: 0,
         }
     }
 
@@ -424,6 +428,7 @@ impl Dataplane {
         if let Some(port) = slot.port.take() {
             let fd = port.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.ports_lost += 1;
         }
         warn!(port = id.0, reason = %why, "port down");
         slot.down = Some(why);
@@ -680,6 +685,10 @@ impl Dataplane {
                 gateway: n.gateway.as_ref().map(|g| g.counters),
             })
             .collect();
-        Snapshot { ports, networks }
+        Snapshot {
+            ports,
+            networks,
+            ports_lost: self.ports_lost,
+        }
     }
 }
