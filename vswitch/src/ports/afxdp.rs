@@ -364,7 +364,7 @@ impl AfXdp {
         // SAFETY: completions return descriptors of this UMEM that we put on the tx ring.
         let n = unsafe { self.comp.consume(&mut self.comp_buf) };
         self.tx_free.extend_from_slice(&self.comp_buf[..n]);
-        self.tx_in_flight -= n as u32;
+        self.tx_in_flight = self.tx_in_flight.saturating_sub(n as u32);
     }
 
     /// Puts written frames on the tx ring and wakes the kernel until it has taken them all
@@ -479,7 +479,7 @@ impl Port for AfXdp {
             self.refill();
             // SAFETY: `rx_descs` is scratch space; consume overwrites the entries it returns.
             let n = unsafe { self.rx.consume(&mut self.rx_descs) };
-            self.rx_in_kernel -= n as u32;
+            self.rx_in_kernel = self.rx_in_kernel.saturating_sub(n as u32);
             self.rx_pos = 0;
             self.rx_n = n;
             if n == 0 {
