@@ -337,6 +337,23 @@ fn udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart() {
     assert_eq!(code, "address_in_use", "{msg}");
 }
 
+/// A dhclient script (`-sf`) that configures the address itself (never touching the host's
+/// resolv.conf) and logs every event with the lease's fields to the returned file.
+fn dhclient_script(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.path("events");
+    let script = dir.path("dhclient.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$reason ip=$new_ip_address router=$new_routers dns=$new_domain_name_servers domain=$new_domain_name lease=$new_dhcp_lease_time\" >> {}\ncase \"$reason\" in PREINIT) ip link set \"$interface\" up;; BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\";; esac\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    must("chmod", &["+x", script.to_str().unwrap()]);
+    (script, out)
+}
+
 fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     require_root();
     let mut d = Daemon::start();
@@ -351,17 +368,7 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     ]);
     let ns = Netns::new("dc");
     let tmp = TempDir::new("dhclient");
-    let out = tmp.path("events");
-    let script = tmp.path("dhclient.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$reason ip=$new_ip_address router=$new_routers dns=$new_domain_name_servers domain=$new_domain_name lease=$new_dhcp_lease_time\" >> {}\ncase \"$reason\" in PREINIT) ip link set \"$interface\" up;; BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\";; esac\nexit 0\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    must("chmod", &["+x", script.to_str().unwrap()]);
+    let (script, out) = dhclient_script(&tmp);
     d.ok(&[
         "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "dc",
     ]);
@@ -442,17 +449,7 @@ fn dhclient_renews_its_lease() {
     ]);
     let ns = Netns::new("dr");
     let tmp = TempDir::new("dhclient-renew");
-    let out = tmp.path("events");
-    let script = tmp.path("dhclient.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$reason ip=$new_ip_address lease=$new_dhcp_lease_time\" >> {}\ncase \"$reason\" in PREINIT) ip link set \"$interface\" up;; BOUND|RENEW|REBIND|REBOOT) ip addr replace \"$new_ip_address/24\" dev \"$interface\";; esac\nexit 0\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    must("chmod", &["+x", script.to_str().unwrap()]);
+    let (script, out) = dhclient_script(&tmp);
     d.ok(&[
         "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "dr",
     ]);
