@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-# The peers and the traffic tools.
-BENCH_PACKAGES=(iperf3 openvswitch-switch ethtool)
+# The peers and the traffic tools (nft counts frames at the receiver's interface).
+BENCH_PACKAGES=(iperf3 openvswitch-switch ethtool nftables)
 missing=()
 for p in "${BENCH_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

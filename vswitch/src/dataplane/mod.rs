@@ -27,9 +27,12 @@ pub const RX_BATCH: usize = 64;
 /// Receive buffer per frame slot: the largest frame a TAP can deliver (a 64 KiB GSO frame or
 /// the largest MTU) plus the port's metadata.
 pub const FRAME_BUF: usize = 65536 + 64;
-/// How long the loop keeps polling without sleeping after it last had work.
+/// How long the loop keeps polling without sleeping after it last had work. 200 µs bridges the
+/// gaps of a TCP stream on a busy 2-CPU host: measured in alternating runs here, one iperf3
+/// stream between TAP ports went from 10.4–12.2 Gbit/s (50 µs) to 12.5–13.4 Gbit/s (200 µs);
+/// 0 µs was slower and 5 ms no better. An idle switch still sleeps.
 const BUSY_POLL: Duration = Duration::from_micros(BUSY_POLL_MICROS);
-const BUSY_POLL_MICROS: u64 = 50;
+const BUSY_POLL_MICROS: u64 = 200;
 /// How often aged MAC entries are swept out.
 const EXPIRE_EVERY_MS: u64 = 1000;
 const WAKER: Token = Token(0);
