@@ -44,6 +44,11 @@ struct Cli {
         default_value = "bridge,ovs,vswitch-tap,vswitch-afxdp"
     )]
     peers: Vec<String>,
+    /// Rounds: each builds every peer afresh and runs its traffic scenarios, peers taking turns,
+    /// so a slow spell of the machine hits them all; a figure is the median of its rounds.
+    /// [default: 3, or 1 with --quick]
+    #[arg(long)]
+    rounds: Option<u32>,
     /// Where results.json, results.md and results.svg go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -60,12 +65,12 @@ enum Cmd {
     /// (helper) counts datagrams for `secs` seconds.
     #[command(hide = true)]
     PpsRecv { port: u16, secs: f64 },
-    /// (helper) sends 64-byte frames (18-byte UDP payloads) as fast as it can.
-    #[command(hide = true)]
-    PpsSend { target: String, secs: f64 },
-    /// (helper) sends 64-byte UDP frames from `macs` different source MACs out of `ifname`.
+    /// (helper) sends 64-byte UDP frames from `macs` different source MACs (or all from
+    /// `--src-mac`) out of `ifname` through AF_PACKET, as fast as it can.
     #[command(hide = true)]
     MacFlood {
+        #[arg(long)]
+        src_mac: Option<String>,
         ifname: String,
         dst_mac: String,
         src_ip: String,
@@ -146,23 +151,9 @@ fn pps_recv(port: u16, secs: f64) {
     println!("{}", serde_json::json!({ "received": received }));
 }
 
-fn pps_send(target: &str, secs: f64) {
-    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-    s.connect(target).unwrap();
-    let payload = [0x5au8; 18]; // 14 + 20 + 8 + 18 = 60 bytes, 64 on the wire with the FCS
-    let mut sent = 0u64;
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    while Instant::now() < end {
-        match sys::send_batch(&s, &payload, 64) {
-            Ok(n) => sent += n as u64,
-            Err(_) => std::thread::yield_now(), // ENOBUFS: the queue is full
-        }
-    }
-    println!("{}", serde_json::json!({ "sent": sent }));
-}
-
 #[allow(clippy::too_many_arguments)]
 fn mac_flood(
+    src_mac: Option<&str>,
     ifname: &str,
     dst_mac: &str,
     src_ip: &str,
@@ -174,11 +165,13 @@ fn mac_flood(
     let dst: vswitch::wire::MacAddr = dst_mac.parse().expect("destination MAC");
     let src_ip: std::net::Ipv4Addr = src_ip.parse().expect("source IP");
     let dst_ip: std::net::Ipv4Addr = dst_ip.parse().expect("destination IP");
-    let frames: Vec<Vec<u8>> = (0..macs)
+    let src: Option<vswitch::wire::MacAddr> = src_mac.map(|m| m.parse().expect("source MAC"));
+    let frames: Vec<Vec<u8>> = (0..if src.is_some() { 1 } else { macs })
         .map(|i| {
             let b = i.to_be_bytes();
+            let mac = src.map_or([0x02, 0x77, b[0], b[1], b[2], b[3]], |m| m.0);
             let mut f = Vec::with_capacity(60);
-            etherparse::PacketBuilder::ethernet2([0x02, 0x77, b[0], b[1], b[2], b[3]], dst.0)
+            etherparse::PacketBuilder::ethernet2(mac, dst.0)
                 .ipv4(src_ip.octets(), dst_ip.octets(), 64)
                 .udp(4000, port)
                 .write(&mut f, &[0x5a; 18])
@@ -577,8 +570,60 @@ struct Figure {
     higher_is_better: bool,
     /// peer -> value
     values: BTreeMap<String, f64>,
+    /// peer -> the value of each round (`values` holds their median)
+    #[serde(default)]
+    samples: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     notes: Vec<String>,
+}
+
+/// Adds one round's `v` for `peer` to the figure `scenario`/`metric`, creating it if new.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    figures: &mut Vec<Figure>,
+    scenario: &str,
+    metric: &str,
+    unit: &str,
+    higher_is_better: bool,
+    peer: &str,
+    v: f64,
+) {
+    let i = match figures
+        .iter()
+        .position(|f| f.scenario == scenario && f.metric == metric)
+    {
+        Some(i) => i,
+        None => {
+            figures.push(Figure {
+                scenario: scenario.into(),
+                metric: metric.into(),
+                unit: unit.into(),
+                higher_is_better,
+                values: BTreeMap::new(),
+                samples: BTreeMap::new(),
+                notes: vec![],
+            });
+            figures.len() - 1
+        }
+    };
+    let f = &mut figures[i];
+    let samples = f.samples.entry(peer.to_string()).or_default();
+    samples.push(v);
+    f.values.insert(peer.to_string(), median(samples));
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 struct Durations {
@@ -718,31 +763,41 @@ fn blast(t: &Topology, secs: f64, sink: Sink, sender: &[&str]) -> Result<(f64, f
     Ok((received / secs / 1000.0, loss))
 }
 
-/// 64-byte UDP frames as fast as the generator goes.
+/// 64-byte UDP frames of one flow (the client's own MAC and address) as fast as the generator
+/// goes.
 fn pps(t: &Topology, secs: f64, sink: Sink) -> Result<(f64, f64), String> {
-    let target = format!("{}:7001", t.server_ip);
-    blast(t, secs, sink, &["pps-send", &target, &secs.to_string()])
+    let src_mac = t.client.exec(&["cat", "/sys/class/net/eth0/address"])?;
+    flood(t, secs, sink, Some(src_mac.trim()), 1)
 }
 
 /// The same from 100 000 source MACs: forwarding while the table learns and holds them.
 fn mac_scale(t: &Topology, secs: f64, macs: u32) -> Result<(f64, f64), String> {
+    flood(t, secs, Sink::Interface, None, macs)
+}
+
+fn flood(
+    t: &Topology,
+    secs: f64,
+    sink: Sink,
+    src_mac: Option<&str>,
+    macs: u32,
+) -> Result<(f64, f64), String> {
     let dst_mac = t.server.exec(&["cat", "/sys/class/net/eth0/address"])?;
     let (macs, secs_s) = (macs.to_string(), secs.to_string());
-    blast(
-        t,
-        secs,
-        Sink::Interface,
-        &[
-            "mac-flood",
-            "eth0",
-            dst_mac.trim(),
-            CLIENT_IP,
-            t.server_ip,
-            "7001",
-            &macs,
-            &secs_s,
-        ],
-    )
+    let mut args = vec!["mac-flood"];
+    if let Some(m) = src_mac {
+        args.extend(["--src-mac", m]);
+    }
+    args.extend([
+        "eth0",
+        dst_mac.trim(),
+        CLIENT_IP,
+        t.server_ip,
+        "7001",
+        &macs,
+        &secs_s,
+    ]);
+    blast(t, secs, sink, &args)
 }
 
 /// Port counts the scale scenario runs for a port type. AF_XDP ports pin their UMEM (4 MiB each
@@ -797,22 +852,7 @@ fn scale(
         let pct = |p: f64| times[((times.len() as f64 - 1.0) * p) as usize];
         let mut fig = |metric: &str, unit: &str, v: f64| {
             let metric = format!("{metric} @{n} ports");
-            match figures
-                .iter_mut()
-                .find(|f| f.scenario == "scale" && f.metric == metric)
-            {
-                Some(f) => {
-                    f.values.insert(peer.clone(), v);
-                }
-                None => figures.push(Figure {
-                    scenario: "scale".into(),
-                    metric,
-                    unit: unit.into(),
-                    higher_is_better: false,
-                    values: BTreeMap::from([(peer.clone(), v)]),
-                    notes: vec![],
-                }),
-            }
+            record(figures, "scale", &metric, unit, false, &peer, v);
         };
         fig("add-port p50", "ms", pct(0.5));
         fig("add-port p99", "ms", pct(0.99));
@@ -882,15 +922,18 @@ fn report(
     machine: &Value,
     quick: bool,
     out: &Path,
+    rounds: u32,
 ) -> Result<(), String> {
     let mut md = String::new();
     md.push_str(&format!(
-        "# vswitch-bench results\n\nMachine: {} CPUs ({}), {} GiB, kernel {}. Mode: {}.\n\n",
+        "# vswitch-bench results\n\nMachine: {} CPUs ({}), {} GiB, kernel {}. Mode: {}, {} round{} (each figure is the median of its rounds; the peers take turns within a round).\n\n",
         machine["cpus"],
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["memory_gib"],
         machine["kernel"].as_str().unwrap_or("?"),
-        if quick { "--quick" } else { "full" }
+        if quick { "--quick" } else { "full" },
+        rounds,
+        if rounds == 1 { "" } else { "s" }
     ));
     md.push_str("Ratios are vswitch (tap or afxdp ports) / peer, from this one run (for latency, loss and time, lower is better).\n\n");
     let mut header = vec!["scenario".to_string(), "figure".into(), "unit".into()];
@@ -963,7 +1006,7 @@ fn report(
         println!("note: {n}");
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let json = serde_json::json!({ "machine": machine, "quick": quick, "peers": peers, "figures": figures, "notes": notes });
+    let json = serde_json::json!({ "machine": machine, "quick": quick, "rounds": rounds, "peers": peers, "figures": figures, "notes": notes });
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap(),
@@ -1061,8 +1104,8 @@ fn main() {
         Some(Cmd::UdpEcho { port, secs }) => return udp_echo(port, secs),
         Some(Cmd::UdpPing { target, count }) => return udp_ping(&target, count),
         Some(Cmd::PpsRecv { port, secs }) => return pps_recv(port, secs),
-        Some(Cmd::PpsSend { target, secs }) => return pps_send(&target, secs),
         Some(Cmd::MacFlood {
+            src_mac,
             ifname,
             dst_mac,
             src_ip,
@@ -1070,7 +1113,18 @@ fn main() {
             port,
             macs,
             secs,
-        }) => return mac_flood(&ifname, &dst_mac, &src_ip, &dst_ip, port, macs, secs),
+        }) => {
+            return mac_flood(
+                src_mac.as_deref(),
+                &ifname,
+                &dst_mac,
+                &src_ip,
+                &dst_ip,
+                port,
+                macs,
+                secs,
+            )
+        }
         None => {}
     }
     let d = if cli.quick {
@@ -1081,9 +1135,9 @@ fn main() {
         }
     } else {
         Durations {
-            iperf: 10,
-            pps: 8.0,
-            pings: 20000,
+            iperf: 8,
+            pps: 5.0,
+            pings: 10000,
         }
     };
     let want = |s: &str| cli.scenarios.iter().any(|x| x == s);
@@ -1091,7 +1145,8 @@ fn main() {
         .iter()
         .filter(|s| want(s))
         .count() as u64;
-    let steps = cli.peers.len() as u64 * traffic
+    let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1);
+    let steps = rounds as u64 * cli.peers.len() as u64 * traffic
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -1107,163 +1162,147 @@ fn main() {
     );
     let mut figures: Vec<Figure> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let record = |figures: &mut Vec<Figure>,
-                  scenario: &str,
-                  metric: &str,
-                  unit: &str,
-                  hib: bool,
-                  peer: &str,
-                  v: f64| {
-        match figures
-            .iter_mut()
-            .find(|f| f.scenario == scenario && f.metric == metric)
-        {
-            Some(f) => {
-                f.values.insert(peer.to_string(), v);
+    let mut peers_run: Vec<String> = Vec::new();
+    for round in 1..=rounds {
+        for peer in &cli.peers {
+            bar.set_message(format!("round {round}/{rounds}: {peer}: setting up"));
+            let topo = match peer.as_str() {
+                "bridge" => bridge(),
+                "ovs" => ovs(),
+                "vswitch-tap" => vswitch_topology("tap"),
+                "vswitch-afxdp" => vswitch_topology("afxdp"),
+                other => Err(format!("unknown peer {other}")),
+            };
+            let topo = match topo {
+                Ok(t) => t,
+                Err(e) => {
+                    notes.push(format!("{peer} skipped: {e}"));
+                    bar.inc(traffic);
+                    continue;
+                }
+            };
+            if !peers_run.contains(peer) {
+                peers_run.push(peer.clone());
             }
-            None => figures.push(Figure {
-                scenario: scenario.into(),
-                metric: metric.into(),
-                unit: unit.into(),
-                higher_is_better: hib,
-                values: BTreeMap::from([(peer.to_string(), v)]),
-                notes: vec![],
-            }),
-        }
-    };
-    let mut peers_run = Vec::new();
-    for peer in &cli.peers {
-        bar.set_message(format!("{peer}: setting up"));
-        let topo = match peer.as_str() {
-            "bridge" => bridge(),
-            "ovs" => ovs(),
-            "vswitch-tap" => vswitch_topology("tap"),
-            "vswitch-afxdp" => vswitch_topology("afxdp"),
-            other => Err(format!("unknown peer {other}")),
-        };
-        let topo = match topo {
-            Ok(t) => t,
-            Err(e) => {
-                notes.push(format!("{peer} skipped: {e}"));
+            if !wait_for(10, || {
+                topo.client
+                    .exec(&["ping", "-c", "1", "-W", "1", topo.server_ip])
+                    .is_ok()
+            }) {
+                notes.push(format!("{peer}: client cannot reach server; skipped"));
                 bar.inc(traffic);
                 continue;
             }
-        };
-        peers_run.push(peer.clone());
-        if !wait_for(10, || {
-            topo.client
-                .exec(&["ping", "-c", "1", "-W", "1", topo.server_ip])
-                .is_ok()
-        }) {
-            notes.push(format!("{peer}: client cannot reach server; skipped"));
-            bar.inc(traffic);
-            continue;
-        }
-        if want("throughput") {
-            for streams in [1, 4] {
-                bar.set_message(format!("{peer}: TCP x{streams}"));
-                match iperf(&topo, streams, d.iperf) {
-                    Ok(g) => record(
-                        &mut figures,
-                        "throughput",
-                        &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
-                        "Gbit/s",
-                        true,
-                        peer,
-                        g,
-                    ),
-                    Err(e) => notes.push(format!("{peer} TCP x{streams}: {e}")),
-                }
-            }
-            bar.inc(1);
-        }
-        if want("latency") {
-            bar.set_message(format!("{peer}: UDP ping-pong"));
-            match latency(&topo, d.pings) {
-                Ok(v) => {
-                    for (k, name) in [
-                        ("p50", "RTT p50"),
-                        ("p99", "RTT p99"),
-                        ("p999", "RTT p99.9"),
-                    ] {
-                        record(
+            if want("throughput") {
+                for streams in [1, 4] {
+                    bar.set_message(format!("round {round}/{rounds}: {peer}: TCP x{streams}"));
+                    match iperf(&topo, streams, d.iperf) {
+                        Ok(g) => record(
                             &mut figures,
-                            "latency",
-                            name,
-                            "µs",
-                            false,
+                            "throughput",
+                            &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
+                            "Gbit/s",
+                            true,
                             peer,
-                            v[k].as_f64().unwrap_or(f64::NAN),
-                        );
+                            g,
+                        ),
+                        Err(e) => notes.push(format!("{peer} TCP x{streams}: {e}")),
                     }
                 }
-                Err(e) => notes.push(format!("{peer} latency: {e}")),
+                bar.inc(1);
             }
-            bar.inc(1);
-        }
-        if want("pps") {
-            bar.set_message(format!("{peer}: 64-byte UDP"));
-            match pps(&topo, d.pps, Sink::Interface) {
-                Ok((kpps, loss)) => {
-                    record(
+            if want("latency") {
+                bar.set_message(format!("round {round}/{rounds}: {peer}: UDP ping-pong"));
+                match latency(&topo, d.pings) {
+                    Ok(v) => {
+                        for (k, name) in [
+                            ("p50", "RTT p50"),
+                            ("p99", "RTT p99"),
+                            ("p999", "RTT p99.9"),
+                        ] {
+                            record(
+                                &mut figures,
+                                "latency",
+                                name,
+                                "µs",
+                                false,
+                                peer,
+                                v[k].as_f64().unwrap_or(f64::NAN),
+                            );
+                        }
+                    }
+                    Err(e) => notes.push(format!("{peer} latency: {e}")),
+                }
+                bar.inc(1);
+            }
+            if want("pps") {
+                bar.set_message(format!("round {round}/{rounds}: {peer}: 64-byte UDP"));
+                match pps(&topo, d.pps, Sink::Interface) {
+                    Ok((kpps, loss)) => {
+                        record(
+                            &mut figures,
+                            "pps",
+                            "64B UDP forwarded",
+                            "kpps",
+                            true,
+                            peer,
+                            kpps,
+                        );
+                        record(&mut figures, "pps", "64B UDP loss", "%", false, peer, loss);
+                    }
+                    Err(e) => notes.push(format!("{peer} pps: {e}")),
+                }
+                bar.set_message(format!(
+                    "round {round}/{rounds}: {peer}: 64-byte UDP into a socket"
+                ));
+                match pps(&topo, d.pps, Sink::Socket) {
+                    Ok((kpps, _)) => record(
                         &mut figures,
                         "pps",
-                        "64B UDP forwarded",
+                        "64B UDP into a socket",
                         "kpps",
                         true,
                         peer,
                         kpps,
-                    );
-                    record(&mut figures, "pps", "64B UDP loss", "%", false, peer, loss);
+                    ),
+                    Err(e) => notes.push(format!("{peer} pps (socket): {e}")),
                 }
-                Err(e) => notes.push(format!("{peer} pps: {e}")),
+                bar.inc(1);
             }
-            bar.set_message(format!("{peer}: 64-byte UDP into a socket"));
-            match pps(&topo, d.pps, Sink::Socket) {
-                Ok((kpps, _)) => record(
-                    &mut figures,
-                    "pps",
-                    "64B UDP into a socket",
-                    "kpps",
-                    true,
-                    peer,
-                    kpps,
-                ),
-                Err(e) => notes.push(format!("{peer} pps (socket): {e}")),
-            }
-            bar.inc(1);
-        }
-        if want("macs") {
-            bar.set_message(format!("{peer}: 100 000 source MACs"));
-            match mac_scale(&topo, d.pps, 100_000) {
-                Ok((kpps, loss)) => {
-                    record(
-                        &mut figures,
-                        "macs",
-                        "64B UDP from 100k MACs",
-                        "kpps",
-                        true,
-                        peer,
-                        kpps,
-                    );
-                    record(
-                        &mut figures,
-                        "macs",
-                        "64B UDP from 100k MACs loss",
-                        "%",
-                        false,
-                        peer,
-                        loss,
-                    );
+            if want("macs") {
+                bar.set_message(format!(
+                    "round {round}/{rounds}: {peer}: 100 000 source MACs"
+                ));
+                match mac_scale(&topo, d.pps, 100_000) {
+                    Ok((kpps, loss)) => {
+                        record(
+                            &mut figures,
+                            "macs",
+                            "64B UDP from 100k MACs",
+                            "kpps",
+                            true,
+                            peer,
+                            kpps,
+                        );
+                        record(
+                            &mut figures,
+                            "macs",
+                            "64B UDP from 100k MACs loss",
+                            "%",
+                            false,
+                            peer,
+                            loss,
+                        );
+                    }
+                    Err(e) => notes.push(format!("{peer} macs: {e}")),
                 }
-                Err(e) => notes.push(format!("{peer} macs: {e}")),
+                bar.inc(1);
             }
-            bar.inc(1);
+            drop(topo);
         }
-        drop(topo);
     }
     if want("pps") || want("macs") {
-        notes.push("pps, macs: \"forwarded\" counts the 64-byte frames at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch; \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs".into());
+        notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch; \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
     }
     if want("scale") {
         for port_type in ["tap", "afxdp"] {
@@ -1281,6 +1320,8 @@ fn main() {
         notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call); AF_XDP ports up to 100 (each pins a 4 MiB UMEM, counted in RSS)".into());
     }
     bar.finish_and_clear();
+    let mut seen = std::collections::HashSet::new();
+    notes.retain(|n| seen.insert(n.clone()));
     let _ = std::io::stdout().flush();
     if let Err(e) = report(
         &figures,
@@ -1289,6 +1330,7 @@ fn main() {
         &machine(),
         cli.quick,
         &cli.out,
+        rounds,
     ) {
         eprintln!("vswitch-bench: {e}");
         std::process::exit(1);
