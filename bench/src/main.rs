@@ -37,11 +37,12 @@ struct Cli {
         default_value = "throughput,latency,pps,macs,scale"
     )]
     scenarios: Vec<String>,
-    /// Peers to measure: bridge, ovs, vswitch-tap, vswitch-afxdp.
+    /// Peers to measure: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the ceiling for TAP
+    /// ports), vswitch-tap, vswitch-afxdp.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "bridge,ovs,vswitch-tap,vswitch-afxdp"
+        default_value = "bridge,ovs,tap-copy,vswitch-tap,vswitch-afxdp"
     )]
     peers: Vec<String>,
     /// Rounds: each builds every peer afresh and runs its traffic scenarios, peers taking turns,
@@ -65,6 +66,10 @@ enum Cmd {
     /// (helper) counts datagrams for `secs` seconds.
     #[command(hide = true)]
     PpsRecv { port: u16, secs: f64 },
+    /// (helper) the TAP-to-TAP copy loop: a TAP `eth0` with offloads in each namespace, one
+    /// thread per direction copying frames with blocking read/write. Prints "ready".
+    #[command(hide = true)]
+    TapCopy { client: String, server: String },
     /// (helper) sends 64-byte UDP frames from `macs` different source MACs (or all from
     /// `--src-mac`) out of `ifname` through AF_PACKET, as fast as it can.
     #[command(hide = true)]
@@ -196,6 +201,27 @@ fn mac_flood(
         }
     }
     println!("{}", serde_json::json!({ "sent": sent }));
+}
+
+fn tap_copy(client: &str, server: &str) {
+    use vswitch::ports::Port;
+    let open = |ns: &str| {
+        let spec = vswitch::sandbox::NetnsSpec::parse(ns).expect("namespace");
+        let file = spec.open().expect("namespace");
+        let tap = vswitch::sandbox::in_netns(&file, &spec, || {
+            Ok(vswitch::ports::tap::Tap::create("eth0", true)?)
+        })
+        .expect("TAP");
+        sys::set_blocking(tap.raw_fd()).expect("blocking");
+        tap
+    };
+    let (a, b) = (open(client), open(server));
+    let (fa, fb) = (a.raw_fd(), b.raw_fd());
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(move || sys::pump(fa, fb));
+    sys::pump(fb, fa);
+    drop((a, b));
 }
 
 // ---------- scaffolding ----------
@@ -345,6 +371,40 @@ fn bridge() -> Result<Topology, String> {
         server,
         server_ip: SERVER_IP,
         _keep: vec![Box::new(sw)],
+    })
+}
+
+/// The TAP-to-TAP copy loop (`tap-copy` helper): what a userspace forwarder on TAPs can reach
+/// at best here, with no switching at all.
+fn tap_copy_topology() -> Result<Topology, String> {
+    let p = prefix();
+    let client = Ns::new(format!("{p}c"))?;
+    let server = Ns::new(format!("{p}s"))?;
+    let me = std::env::current_exe().unwrap().display().to_string();
+    let mut helper = Proc(
+        Command::new(&me)
+            .args(["tap-copy", &client.0, &server.0])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    let mut line = String::new();
+    let out = helper.0.stdout.take().ok_or("no stdout")?;
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() != "ready" {
+        return Err("tap-copy helper did not start".into());
+    }
+    for (ns, ip) in [(&client, CLIENT_IP), (&server, SERVER_IP)] {
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    }
+    Ok(Topology {
+        client,
+        server,
+        server_ip: SERVER_IP,
+        _keep: vec![Box::new(helper)],
     })
 }
 
@@ -947,6 +1007,10 @@ fn report(
                 .filter(|p| peers.iter().any(|q| q == p))
                 .map(move |p| (*o, p))
         })
+        .chain(
+            (peers.iter().any(|p| p == "vswitch-tap") && peers.iter().any(|p| p == "tap-copy"))
+                .then_some(("vswitch-tap", "tap-copy")),
+        )
         .collect();
     header.extend(
         pairs
@@ -1104,6 +1168,7 @@ fn main() {
         Some(Cmd::UdpEcho { port, secs }) => return udp_echo(port, secs),
         Some(Cmd::UdpPing { target, count }) => return udp_ping(&target, count),
         Some(Cmd::PpsRecv { port, secs }) => return pps_recv(port, secs),
+        Some(Cmd::TapCopy { client, server }) => return tap_copy(&client, &server),
         Some(Cmd::MacFlood {
             src_mac,
             ifname,
@@ -1169,6 +1234,7 @@ fn main() {
             let topo = match peer.as_str() {
                 "bridge" => bridge(),
                 "ovs" => ovs(),
+                "tap-copy" => tap_copy_topology(),
                 "vswitch-tap" => vswitch_topology("tap"),
                 "vswitch-afxdp" => vswitch_topology("afxdp"),
                 other => Err(format!("unknown peer {other}")),

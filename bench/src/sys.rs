@@ -109,3 +109,34 @@ pub fn recv_batch(sock: &UdpSocket, bufs: &mut [[u8; 64]]) -> io::Result<usize> 
         )
     })
 }
+
+/// Makes `fd` blocking (clears O_NONBLOCK).
+pub fn set_blocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on an fd the caller keeps open; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Copies whole frames from `from` to `to` until a read fails: one blocking read and one write
+/// per frame (the TAP-to-TAP copy loop, the ceiling of any userspace switch on TAPs).
+pub fn pump(from: RawFd, to: RawFd) {
+    let mut buf = vec![0u8; 65536 + 64];
+    loop {
+        // SAFETY: `buf` is a live, writable buffer of the length passed; the fds are the
+        // caller's open TAPs.
+        let n = unsafe { libc::read(from, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        // SAFETY: the first `n` bytes of `buf` were just filled by read.
+        unsafe { libc::write(to, buf.as_ptr() as *const libc::c_void, n as usize) };
+    }
+}
