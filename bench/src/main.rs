@@ -1402,3 +1402,31 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[f64::NAN, 5.0]), 5.0);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn record_keeps_every_round_and_the_median() {
+        let mut figures = Vec::new();
+        for v in [10.0, 30.0, 20.0] {
+            record(&mut figures, "pps", "forwarded", "kpps", true, "bridge", v);
+        }
+        record(&mut figures, "pps", "forwarded", "kpps", true, "ovs", 5.0);
+        assert_eq!(figures.len(), 1);
+        let f = &figures[0];
+        assert_eq!(f.samples["bridge"], vec![10.0, 30.0, 20.0]);
+        assert_eq!(f.values["bridge"], 20.0);
+        assert_eq!(f.values["ovs"], 5.0);
+        assert_eq!(ratio(f, "bridge", "ovs"), Some(4.0));
+    }
+}
