@@ -424,3 +424,106 @@ fn bad_afxdp_settings_get_clear_errors() {
     assert!(host_links(&d).is_empty());
     assert_eq!(a.links(), vec!["lo".to_string()]);
 }
+
+/// The index of `ifname` in `ns` (`ip -o link` prints "N: name@peer: ...").
+fn ifindex(ns: &Netns, ifname: &str) -> u32 {
+    let out = ns.exec_ok(&["ip", "-o", "link", "show", ifname]);
+    out.split(':')
+        .next()
+        .and_then(|i| i.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no index in {out:?}"))
+}
+
+/// The XDP program ids attached to the daemon's host end `veth`.
+fn xdp_progs(d: &Daemon, veth: &str) -> Vec<String> {
+    let out = d
+        .host_netns()
+        .unwrap()
+        .exec_ok(&["ip", "-d", "link", "show", "dev", veth]);
+    out.split("prog/xdp id ")
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// After kill -9 the veth pairs outlive the daemon; on restart a pair that is still whole is
+/// taken over as it is (the container's interface keeps its index and addresses: nothing
+/// changes inside the container), a pair the container lost is re-created, and so is one whose
+/// container end was changed meanwhile.
+#[test]
+fn kill_9_restart_takes_over_the_veth_pair() {
+    let mut d = daemon("10.91.7");
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    add_afxdp(&d, &a, "a", &[]);
+    add_afxdp(&d, &b, "b", &["--xdp-mode", "skb"]);
+    assert!(a.ping("10.91.7.3", 1));
+    let veth_a = d.port("a")["host_ifname"].as_str().unwrap().to_string();
+    let (index_a, index_b) = (ifindex(&a, "eth0"), ifindex(&b, "eth0"));
+    let progs_a = xdp_progs(&d, &veth_a);
+    assert_eq!(progs_a.len(), 1, "one XDP program on {veth_a}");
+
+    d.stop_with(9);
+    assert!(
+        a.has_link("eth0") && b.has_link("eth0"),
+        "kill -9 leaves the pairs"
+    );
+    d.restart();
+    assert!(
+        wait_until(10, || d.port("a")["status"] == "up"
+            && d.port("b")["status"] == "up"),
+        "ports back up: {} {}",
+        d.port("a"),
+        d.port("b")
+    );
+    assert_eq!(
+        ifindex(&a, "eth0"),
+        index_a,
+        "a's interface kept, not re-created"
+    );
+    assert_eq!(
+        ifindex(&b, "eth0"),
+        index_b,
+        "b's interface kept, not re-created"
+    );
+    assert!(
+        a.exec_ok(&["ip", "-o", "addr", "show", "eth0"])
+            .contains("10.91.7.2/24"),
+        "address kept"
+    );
+    let progs = xdp_progs(&d, &veth_a);
+    assert_eq!(
+        progs.len(),
+        1,
+        "the stale program replaced, not stacked: {progs:?}"
+    );
+    assert_ne!(progs, progs_a, "a new program serves the new socket");
+    assert_eq!(d.port("b")["xdp"]["mode"], "skb");
+    assert!(a.ping("10.91.7.3", 2), "traffic a -> b after the takeover");
+    assert!(b.ping("10.91.7.2", 2), "traffic b -> a after the takeover");
+    assert!(d.log().contains("taken over"), "the log says so");
+
+    // Killed again; meanwhile b loses its interface and a's MAC is changed: both re-created.
+    d.stop_with(9);
+    b.exec_ok(&["ip", "link", "del", "eth0"]);
+    a.exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:aa"]);
+    d.restart();
+    assert!(
+        wait_until(10, || d.port("a")["status"] == "up"
+            && d.port("b")["status"] == "up"),
+        "ports back up: {} {}",
+        d.port("a"),
+        d.port("b")
+    );
+    assert!(b.has_link("eth0"), "b's pair re-created");
+    assert_ne!(ifindex(&a, "eth0"), index_a, "a's changed pair re-created");
+    assert!(
+        a.exec_ok(&["ip", "-o", "link", "show", "eth0"])
+            .contains("02:42:0a:5b:07:02"),
+        "a has its configured MAC again"
+    );
+    assert!(a.ping("10.91.7.3", 2));
+    assert!(b.ping("10.91.7.2", 2));
+    let host: Vec<String> = host_links(&d);
+    assert_eq!(host.len(), 2, "one host end per port, none stale: {host:?}");
+}

@@ -189,7 +189,7 @@ impl Manager {
             m.state.networks.push(cfg);
         }
         for port in saved.ports {
-            let rt = match m.attach_port(&port) {
+            let rt = match m.attach_port(&port, true) {
                 Ok(rt) => {
                     info!(port = %port.name, netns = %port.netns, "port restored");
                     rt
@@ -955,8 +955,10 @@ impl Manager {
         }
     }
 
-    /// Creates the port's interface in its namespace and hands the port to the dataplane.
-    fn attach_port(&mut self, cfg: &PortConfig) -> ApiResult<PortRt> {
+    /// Creates the port's interface in its namespace and hands the port to the dataplane. When
+    /// `restoring`, an AF_XDP port's veth pair that outlived a killed daemon is taken over as it
+    /// is rather than re-created.
+    fn attach_port(&mut self, cfg: &PortConfig, restoring: bool) -> ApiResult<PortRt> {
         let net = self.net_config(&cfg.network)?.clone();
         let net_id = *self
             .nets
@@ -995,15 +997,31 @@ impl Manager {
                     .host_ifname
                     .as_deref()
                     .ok_or_else(|| internal("AF_XDP port without a host interface name"))?;
-                let (xsk, report) = sandbox::create_veth_interface(
-                    &ns,
-                    &spec,
-                    &setup,
-                    host,
-                    cfg.xdp.unwrap_or_default(),
-                )
-                .map_err(|e| sandbox_error(&e))?;
-                info!(port = %cfg.name, veth = %host, mode = xsk.mode(), "AF_XDP socket bound");
+                let xdp = cfg.xdp.unwrap_or_default();
+                let reused = if restoring {
+                    match sandbox::reuse_veth_interface(&ns, &spec, &setup, host, xdp) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(port = %cfg.name, veth = %host, error = %e, "cannot take over the veth pair; re-creating it");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let (xsk, report) = match reused {
+                    Some(xsk) => {
+                        info!(port = %cfg.name, veth = %host, mode = xsk.mode(), "AF_XDP port taken over: veth pair kept, socket bound again");
+                        (xsk, sandbox::InterfaceReport::default())
+                    }
+                    None => {
+                        let (xsk, report) =
+                            sandbox::create_veth_interface(&ns, &spec, &setup, host, xdp)
+                                .map_err(|e| sandbox_error(&e))?;
+                        info!(port = %cfg.name, veth = %host, mode = xsk.mode(), "AF_XDP socket bound");
+                        (xsk, report)
+                    }
+                };
                 (Box::new(xsk), report)
             }
         };
@@ -1085,7 +1103,7 @@ impl Manager {
         let t0 = Instant::now();
         let cfg = self.validate_port(&req)?;
         let t_valid = t0.elapsed();
-        let rt = self.attach_port(&cfg)?;
+        let rt = self.attach_port(&cfg, false)?;
         let t_attach = t0.elapsed();
         let id = rt
             .id

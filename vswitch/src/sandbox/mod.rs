@@ -324,6 +324,56 @@ pub fn create_veth_interface(
     built
 }
 
+/// Takes over an AF_XDP port's veth pair that outlived vswitchd (killed, or crashed: a clean
+/// stop deletes it), instead of re-creating it: the container keeps its interface as it was —
+/// same ifindex, addresses, routes and sockets — and only sees the frames of the downtime lost.
+/// The pair is taken only if both ends are there and are each other's peer, with the port's MAC
+/// and MTU; the stale XDP program is detached and a new socket bound. `None` when the pair is not
+/// there as this port made it (the caller then creates it afresh).
+pub fn reuse_veth_interface(
+    ns: &File,
+    spec: &NetnsSpec,
+    setup: &InterfaceSetup,
+    host_ifname: &str,
+    xdp: crate::ports::XdpConfig,
+) -> Result<Option<AfXdp>, SandboxError> {
+    check_netns(ns, spec)?;
+    let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
+    let Some(host) = nl.link(host_ifname).map_err(nl_err(spec, "get link"))? else {
+        return Ok(None);
+    };
+    let inner = in_netns(ns, spec, || {
+        Netlink::open()
+            .and_then(|mut inner| inner.link(&setup.ifname))
+            .map_err(nl_err(spec, "get link"))
+    })?;
+    let Some(inner) = inner else {
+        return Ok(None);
+    };
+    if host.peer != Some(inner.index)
+        || inner.peer != Some(host.index)
+        || inner.mac != Some(setup.mac)
+        || inner.mtu != Some(setup.mtu)
+    {
+        return Ok(None);
+    }
+    // The program the dead daemon attached (native or generic) holds the old socket's map.
+    for mode in [
+        crate::ports::afxdp::XDP_FLAGS_DRV_MODE,
+        crate::ports::afxdp::XDP_FLAGS_SKB_MODE,
+    ] {
+        let _ = nl.set_xdp(host.index, -1, mode, None);
+    }
+    nl.set_up(host.index).map_err(nl_err(spec, "set veth up"))?;
+    in_netns(ns, spec, || {
+        disable_tx_offloads(&setup.ifname).map_err(|source| SandboxError::Offloads {
+            ifname: setup.ifname.clone(),
+            source,
+        })
+    })?;
+    Ok(Some(AfXdp::open(host_ifname, xdp)?))
+}
+
 /// Fails unless `ns` is a network namespace (what `setns(fd, CLONE_NEWNET)` would check).
 fn check_netns(ns: &File, spec: &NetnsSpec) -> Result<(), SandboxError> {
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;

@@ -27,6 +27,16 @@ pub struct Netlink {
     buf: Vec<u8>,
 }
 
+/// A link as `Netlink::link` reads it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LinkState {
+    pub index: u32,
+    /// `IFLA_LINK`: for a veth, the peer's index (in the peer's namespace).
+    pub peer: Option<u32>,
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+}
+
 /// What to change on a link; `None` leaves a field alone.
 #[derive(Debug, Default, Clone)]
 pub struct LinkChange {
@@ -107,6 +117,36 @@ impl Netlink {
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What the kernel says about the link called `name`, or `None` when there is none.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<LinkState>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let mut st = LinkState {
+                        index: l.header.index,
+                        ..Default::default()
+                    };
+                    for a in l.attributes {
+                        match a {
+                            LinkAttribute::Link(i) => st.peer = Some(i),
+                            LinkAttribute::Mtu(m) => st.mtu = Some(m),
+                            LinkAttribute::Address(a) => {
+                                st.mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(st)
+                }
                 _ => None,
             })),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
