@@ -425,15 +425,6 @@ fn bad_afxdp_settings_get_clear_errors() {
     assert_eq!(a.links(), vec!["lo".to_string()]);
 }
 
-/// The index of `ifname` in `ns` (`ip -o link` prints "N: name@peer: ...").
-fn ifindex(ns: &Netns, ifname: &str) -> u32 {
-    let out = ns.exec_ok(&["ip", "-o", "link", "show", ifname]);
-    out.split(':')
-        .next()
-        .and_then(|i| i.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no index in {out:?}"))
-}
-
 /// The XDP program ids attached to the daemon's host end `veth`.
 fn xdp_progs(d: &Daemon, veth: &str) -> Vec<String> {
     let out = d
@@ -459,7 +450,7 @@ fn kill_9_restart_takes_over_the_veth_pair() {
     add_afxdp(&d, &b, "b", &["--xdp-mode", "skb"]);
     assert!(a.ping("10.91.7.3", 1));
     let veth_a = d.port("a")["host_ifname"].as_str().unwrap().to_string();
-    let (index_a, index_b) = (ifindex(&a, "eth0"), ifindex(&b, "eth0"));
+    let (index_a, index_b) = (a.ifindex("eth0"), b.ifindex("eth0"));
     let progs_a = xdp_progs(&d, &veth_a);
     assert_eq!(progs_a.len(), 1, "one XDP program on {veth_a}");
 
@@ -477,12 +468,12 @@ fn kill_9_restart_takes_over_the_veth_pair() {
         d.port("b")
     );
     assert_eq!(
-        ifindex(&a, "eth0"),
+        a.ifindex("eth0"),
         index_a,
         "a's interface kept, not re-created"
     );
     assert_eq!(
-        ifindex(&b, "eth0"),
+        b.ifindex("eth0"),
         index_b,
         "b's interface kept, not re-created"
     );
@@ -516,7 +507,7 @@ fn kill_9_restart_takes_over_the_veth_pair() {
         d.port("b")
     );
     assert!(b.has_link("eth0"), "b's pair re-created");
-    assert_ne!(ifindex(&a, "eth0"), index_a, "a's changed pair re-created");
+    assert_ne!(a.ifindex("eth0"), index_a, "a's changed pair re-created");
     assert!(
         a.exec_ok(&["ip", "-o", "link", "show", "eth0"])
             .contains("02:42:0a:5b:07:02"),

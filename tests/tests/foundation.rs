@@ -985,3 +985,72 @@ per_port_type!(
     bad_input_gets_a_clear_error_and_changes_nothing,
     malformed_frames_from_a_container_are_counted_not_forwarded,
 );
+
+/// TAPs are persistent while their port exists: after kill -9 the containers keep their
+/// interfaces (without carrier: no switch behind them), and the restarted daemon attaches to
+/// them again instead of re-creating them — same index, addresses and routes. A TAP changed
+/// while the daemon was down is re-created; a clean stop still removes them.
+#[test]
+fn kill_9_restart_takes_over_tap_interfaces() {
+    let (mut d, ns) = setup(2, "10.77.16");
+    assert!(ns[0].ping("10.77.16.3", 1));
+    let (index_a, index_b) = (ns[0].ifindex("eth0"), ns[1].ifindex("eth0"));
+
+    d.stop_with(9);
+    let link = ns[0].exec_ok(&["ip", "-o", "link", "show", "eth0"]);
+    assert!(link.contains("NO-CARRIER"), "kept, without carrier: {link}");
+    d.restart();
+    assert!(
+        wait_until(10, || d.port("p1")["status"] == "up"
+            && d.port("p2")["status"] == "up"),
+        "ports back up: {} {}",
+        d.port("p1"),
+        d.port("p2")
+    );
+    assert_eq!(
+        ns[0].ifindex("eth0"),
+        index_a,
+        "p1's TAP taken over, not re-created"
+    );
+    assert_eq!(
+        ns[1].ifindex("eth0"),
+        index_b,
+        "p2's TAP taken over, not re-created"
+    );
+    assert!(
+        ns[0]
+            .exec_ok(&["ip", "-o", "addr", "show", "eth0"])
+            .contains("10.77.16.2/24"),
+        "address kept"
+    );
+    assert!(
+        ns[0].ping("10.77.16.3", 2),
+        "traffic p1 -> p2 after the takeover"
+    );
+    assert!(
+        ns[1].ping("10.77.16.2", 2),
+        "traffic p2 -> p1 after the takeover"
+    );
+    assert!(d.log().contains("TAP taken over"), "the log says so");
+
+    // Killed again, and p1's MAC changed meanwhile: re-created with the port's own MAC.
+    d.stop_with(9);
+    ns[0].exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:aa"]);
+    d.restart();
+    assert!(wait_until(10, || d.port("p1")["status"] == "up"));
+    assert_ne!(
+        ns[0].ifindex("eth0"),
+        index_a,
+        "p1's changed TAP re-created"
+    );
+    assert!(ns[0]
+        .exec_ok(&["ip", "-o", "link", "show", "eth0"])
+        .contains("02:42:0a:4d:10:02"));
+    assert!(ns[0].ping("10.77.16.3", 2));
+
+    // A clean stop removes the TAPs; del-port too.
+    d.ok(&["del-port", "p2"]);
+    assert!(!ns[1].has_link("eth0"), "del-port removes the TAP");
+    assert!(d.stop_with(15).success());
+    assert!(!ns[0].has_link("eth0"), "a clean stop removes the TAP");
+}

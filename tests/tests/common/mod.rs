@@ -161,6 +161,18 @@ impl Netns {
             .success()
     }
 
+    /// The index of `ifname` (`ip -o link` prints "N: name@peer: ...").
+    pub fn ifindex(&self, ifname: &str) -> u32 {
+        let out = must(
+            "ip",
+            &["-n", &self.name, "-o", "link", "show", "dev", ifname],
+        );
+        out.split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no index in {out:?}"))
+    }
+
     /// Names of all links in the namespace.
     pub fn links(&self) -> Vec<String> {
         must("ip", &["-n", &self.name, "-o", "link", "show"])

@@ -988,9 +988,28 @@ impl Manager {
         };
         let (port, report): (Box<dyn Port>, _) = match cfg.kind {
             PortKind::Tap => {
-                let (tap, report) = sandbox::create_tap_interface(&ns, &spec, &setup)
-                    .map_err(|e| sandbox_error(&e))?;
-                (Box::new(tap), report)
+                let reused = if restoring {
+                    match sandbox::reuse_tap_interface(&ns, &spec, &setup) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(port = %cfg.name, error = %e, "cannot attach to the TAP left by the last run; re-creating it");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                match reused {
+                    Some(tap) => {
+                        info!(port = %cfg.name, tap = %cfg.ifname, "TAP taken over: interface kept");
+                        (Box::new(tap), sandbox::InterfaceReport::default())
+                    }
+                    None => {
+                        let (tap, report) = sandbox::create_tap_interface(&ns, &spec, &setup)
+                            .map_err(|e| sandbox_error(&e))?;
+                        (Box::new(tap), report)
+                    }
+                }
             }
             PortKind::Afxdp => {
                 let host = cfg
@@ -1180,6 +1199,14 @@ impl Manager {
         if let Some(host) = &port.host_ifname {
             if let Err(e) = sandbox::delete_veth(host) {
                 warn!(port = %port.name, veth = %host, error = %e, "cannot delete veth");
+            }
+        }
+        if port.kind == PortKind::Tap {
+            // A detached port's TAP may have outlived a killed daemon (TAPs are persistent).
+            if let Ok(spec) = NetnsSpec::parse(&port.netns) {
+                if let Ok(ns) = spec.open() {
+                    sandbox::remove_stale_tap(&ns, &spec, &port.ifname, port.offload);
+                }
             }
         }
         let before = self.leases.len();

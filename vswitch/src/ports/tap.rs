@@ -13,6 +13,7 @@ use super::Port;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -54,6 +55,9 @@ pub struct Tap {
     name: String,
     /// The kernel and we exchange a virtio-net header with every frame (offloads on).
     vnet_hdr: bool,
+    /// The device outlives this fd if the process dies (TUNSETPERSIST); dropping the `Tap`
+    /// clears the flag first, so a closed port's device still goes with its fd.
+    persist: bool,
 }
 
 impl Tap {
@@ -89,6 +93,7 @@ impl Tap {
             file,
             name: name.to_string(),
             vnet_hdr: offloads,
+            persist: false,
         };
         if offloads {
             tap.enable_offloads().map_err(|source| TapError::Create {
@@ -101,10 +106,11 @@ impl Tap {
 
     fn ioctl_int(&self, request: libc::c_ulong, value: libc::c_int) -> io::Result<()> {
         let mut v = value;
-        // SAFETY: both TUNSETVNETHDRSZ (reads an int through the pointer) and TUNSETOFFLOAD (takes
-        // the value itself) are given a valid fd and arguments that outlive the call.
+        // SAFETY: TUNSETVNETHDRSZ (reads an int through the pointer), TUNSETOFFLOAD and
+        // TUNSETPERSIST (take the value itself) are given a valid fd and arguments that outlive
+        // the call.
         let rc = unsafe {
-            if request == TUNSETOFFLOAD {
+            if request == TUNSETOFFLOAD || request == TUNSETPERSIST {
                 libc::ioctl(self.file.as_raw_fd(), request, value as libc::c_ulong)
             } else {
                 libc::ioctl(self.file.as_raw_fd(), request, &mut v as *mut libc::c_int)
@@ -131,6 +137,24 @@ impl Tap {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes the device outlive this fd if the process is killed, so the container keeps its
+    /// interface (with its addresses and routes) until a restarted vswitchd attaches to it
+    /// again. Dropping the `Tap` still removes the device.
+    pub fn persist(&mut self) -> io::Result<()> {
+        self.ioctl_int(TUNSETPERSIST, 1)?;
+        self.persist = true;
+        Ok(())
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if self.persist {
+            // Without the flag, closing the fd (right after this) removes the device.
+            let _ = self.ioctl_int(TUNSETPERSIST, 0);
+        }
     }
 }
 

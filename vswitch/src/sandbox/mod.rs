@@ -188,10 +188,71 @@ pub fn create_tap_interface(
                 spec: spec.to_string(),
             });
         }
-        let tap = Tap::create(&setup.ifname, setup.offload)?;
+        let mut tap = Tap::create(&setup.ifname, setup.offload)?;
+        tap.persist().map_err(|source| TapError::Create {
+            name: setup.ifname.clone(),
+            source,
+        })?;
         let report = configure_interface(&mut nl, spec, setup)?;
         Ok((tap, report))
     })
+}
+
+/// Attaches again to a port's TAP that outlived vswitchd (killed, or crashed: TAPs are
+/// persistent while their port exists, and a clean stop removes them), so the container keeps
+/// its interface as it was — same ifindex, addresses, routes and sockets. Taken only if the
+/// device in the namespace under the port's name is a TAP nobody is attached to; if its MAC or
+/// MTU is no longer the port's, it is removed and `None` returned, as when there is no such
+/// device: the caller then creates the TAP afresh.
+pub fn reuse_tap_interface(
+    ns: &File,
+    spec: &NetnsSpec,
+    setup: &InterfaceSetup,
+) -> Result<Option<Tap>, SandboxError> {
+    in_netns(ns, spec, || {
+        let Some((tap, link)) = attach_stale_tap(spec, &setup.ifname, setup.offload)? else {
+            return Ok(None);
+        };
+        if link.mac != Some(setup.mac) || link.mtu != Some(setup.mtu) {
+            drop(tap); // removes the device
+            return Ok(None);
+        }
+        Ok(Some(tap))
+    })
+}
+
+/// Removes a TAP called `ifname` that a killed vswitchd left in the namespace (for a port that
+/// is being deleted without ever having been restored). Nothing happens if there is none, or a
+/// process holds it.
+pub fn remove_stale_tap(ns: &File, spec: &NetnsSpec, ifname: &str, offload: bool) {
+    let _ = in_netns(ns, spec, || {
+        attach_stale_tap(spec, ifname, offload).map(drop)
+    });
+}
+
+/// In the calling thread's namespace: attaches to the TAP `ifname` if there is one that nobody
+/// holds (with the port's flags), marked persistent so dropping it removes the device.
+fn attach_stale_tap(
+    spec: &NetnsSpec,
+    ifname: &str,
+    offload: bool,
+) -> Result<Option<(Tap, netlink::LinkState)>, SandboxError> {
+    let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
+    let Some(link) = nl.link(ifname).map_err(nl_err(spec, "get link"))? else {
+        return Ok(None);
+    };
+    if link.kind.as_deref() != Some("tun") {
+        return Ok(None);
+    }
+    // Fails if another process holds the TAP, or it was made with other flags.
+    let Ok(mut tap) = Tap::create(ifname, offload) else {
+        return Ok(None);
+    };
+    tap.persist().map_err(|source| TapError::Create {
+        name: ifname.to_string(),
+        source,
+    })?;
+    Ok(Some((tap, link)))
 }
 
 fn nl_err(spec: &NetnsSpec, op: &'static str) -> impl FnOnce(io::Error) -> SandboxError {

@@ -35,6 +35,8 @@ pub struct LinkState {
     pub peer: Option<u32>,
     pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
+    /// The link type (`IFLA_INFO_KIND`): "tun" for a TAP, "veth", ...
+    pub kind: Option<String>,
 }
 
 /// What to change on a link; `None` leaves a field alone.
@@ -139,6 +141,12 @@ impl Netlink {
                         match a {
                             LinkAttribute::Link(i) => st.peer = Some(i),
                             LinkAttribute::Mtu(m) => st.mtu = Some(m),
+                            LinkAttribute::LinkInfo(infos) => {
+                                st.kind = infos.into_iter().find_map(|i| match i {
+                                    LinkInfo::Kind(k) => Some(k.to_string()),
+                                    _ => None,
+                                })
+                            }
                             LinkAttribute::Address(a) => {
                                 st.mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
                             }
