@@ -460,13 +460,7 @@ fn kill_9_restart_takes_over_the_veth_pair() {
         "kill -9 leaves the pairs"
     );
     d.restart();
-    assert!(
-        wait_until(10, || d.port("a")["status"] == "up"
-            && d.port("b")["status"] == "up"),
-        "ports back up: {} {}",
-        d.port("a"),
-        d.port("b")
-    );
+    d.wait_up(&["a", "b"]);
     assert_eq!(
         a.ifindex("eth0"),
         index_a,
@@ -499,13 +493,7 @@ fn kill_9_restart_takes_over_the_veth_pair() {
     b.exec_ok(&["ip", "link", "del", "eth0"]);
     a.exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:aa"]);
     d.restart();
-    assert!(
-        wait_until(10, || d.port("a")["status"] == "up"
-            && d.port("b")["status"] == "up"),
-        "ports back up: {} {}",
-        d.port("a"),
-        d.port("b")
-    );
+    d.wait_up(&["a", "b"]);
     assert!(b.has_link("eth0"), "b's pair re-created");
     assert_ne!(a.ifindex("eth0"), index_a, "a's changed pair re-created");
     assert!(

@@ -1000,13 +1000,7 @@ fn kill_9_restart_takes_over_tap_interfaces() {
     let link = ns[0].exec_ok(&["ip", "-o", "link", "show", "eth0"]);
     assert!(link.contains("NO-CARRIER"), "kept, without carrier: {link}");
     d.restart();
-    assert!(
-        wait_until(10, || d.port("p1")["status"] == "up"
-            && d.port("p2")["status"] == "up"),
-        "ports back up: {} {}",
-        d.port("p1"),
-        d.port("p2")
-    );
+    d.wait_up(&["p1", "p2"]);
     assert_eq!(
         ns[0].ifindex("eth0"),
         index_a,
@@ -1037,7 +1031,7 @@ fn kill_9_restart_takes_over_tap_interfaces() {
     d.stop_with(9);
     ns[0].exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:00:aa"]);
     d.restart();
-    assert!(wait_until(10, || d.port("p1")["status"] == "up"));
+    d.wait_up(&["p1"]);
     assert_ne!(
         ns[0].ifindex("eth0"),
         index_a,

@@ -455,6 +455,13 @@ impl Daemon {
     }
 
     /// Counters of one port.
+    /// Waits (up to 10 s) until every port in `ports` is `up`; fails with their state if not.
+    pub fn wait_up(&self, ports: &[&str]) {
+        let up = wait_until(10, || ports.iter().all(|p| self.port(p)["status"] == "up"));
+        let state: Vec<Value> = ports.iter().map(|p| self.port(p)).collect();
+        assert!(up, "ports not up: {state:?}");
+    }
+
     pub fn stats(&self, port: &str) -> Value {
         self.json(&["port", "stats", port])[0].clone()
     }
