@@ -434,8 +434,13 @@ fn namespace_vanishing_at_runtime_marks_port_down() {
     let (d, mut ns) = setup(3, "10.77.11");
     assert!(ns[0].ping("10.77.11.4", 1));
     let gone = ns.remove(2);
-    drop(gone); // `ip netns del`: the TAP goes with the namespace
-                // Traffic towards it (flooded ARP) or its own fd reports the loss.
+    let resolv = std::path::Path::new("/etc/netns")
+        .join(&gone.name)
+        .join("resolv.conf");
+    assert!(resolv.exists(), "vswitchd wrote {}", resolv.display());
+    // `ip netns del` (the guard cleans up at the end of the test): the port goes down, and
+    // traffic towards it (flooded ARP) or its own fd reports the loss.
+    must("ip", &["netns", "del", &gone.name]);
     ns[0].exec_ok(&["ip", "neigh", "flush", "all"]);
     let _ = ns[0].ping_any("10.77.11.4", 2);
     assert!(
@@ -446,7 +451,12 @@ fn namespace_vanishing_at_runtime_marks_port_down() {
     assert!(ns[0].ping("10.77.11.3", 2), "the others keep working");
     assert!(d.ok(&["show"]).contains("down"));
     assert_eq!(d.json(&["show"])["daemon"]["ports_lost"], 1, "counted once");
+    assert!(
+        wait_until(5, || !resolv.exists()),
+        "the resolver config of the vanished namespace is removed"
+    );
     d.ok(&["del-port", "p3"]);
+    drop(gone);
 }
 
 fn mac_aging_and_table_limit() {

@@ -192,6 +192,7 @@ impl Manager {
             let rt = match m.attach_port(&port, true) {
                 Ok(rt) => {
                     info!(port = %port.name, netns = %port.netns, "port restored");
+                    m.write_resolv(&port);
                     rt
                 }
                 Err(e) => {
@@ -1106,6 +1107,13 @@ impl Manager {
                 _ => continue, // deleted or re-added meanwhile
             }
             warn!(port = %w.name, %reason, "port down");
+            if !w.netns.still_named_by(&w.spec) {
+                // Nothing is left for /etc/netns/NAME to configure; a restore (of a namespace
+                // by that name) writes it again.
+                if let Some(cfg) = self.state.ports.iter().find(|p| p.name == w.name) {
+                    self.remove_resolv(cfg);
+                }
+            }
             let id = w.id;
             if self
                 .dp_call(|done| Command::PortDown { id, reason, done })
@@ -1215,19 +1223,24 @@ impl Manager {
         if self.leases.len() != before {
             self.save_leases();
         }
+        let still_used = self
+            .state
+            .ports
+            .iter()
+            .any(|p| p.netns == port.netns && p.network == port.network);
+        if !still_used {
+            self.remove_resolv(port);
+        }
+    }
+
+    /// Takes the port's network out of the resolver config written for its (named) namespace.
+    fn remove_resolv(&self, port: &PortConfig) {
         if let (Ok(NetnsSpec::Name(ns)), Some(net)) = (
             NetnsSpec::parse(&port.netns),
             self.state.networks.iter().find(|n| n.name == port.network),
         ) {
-            let still_used = self
-                .state
-                .ports
-                .iter()
-                .any(|p| p.netns == port.netns && p.network == port.network);
-            if !still_used {
-                if let Err(e) = resolv::remove(&ns, net.gateway, &net.domain()) {
-                    warn!(netns = %ns, error = %e, "cannot update resolv.conf");
-                }
+            if let Err(e) = resolv::remove(&ns, net.gateway, &net.domain()) {
+                warn!(netns = %ns, error = %e, "cannot update resolv.conf");
             }
         }
     }
