@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use crate::ports::uring::Uring;
 use crate::ports::Port;
 use crate::switch::fdb::{FdbCounters, FdbEntry};
 use crate::switch::gateway::{Endpoint, Event, GatewayCounters, LeaseRecord, Neighbor};
@@ -24,6 +26,8 @@ use crate::wire::offload::{self, VnetHdr};
 
 /// Frames read from one port before the others get their turn.
 pub const RX_BATCH: usize = 64;
+/// io_uring entries: a batch's TAP writes go in chunks of this size.
+const URING_ENTRIES: u32 = RX_BATCH as u32;
 /// Receive buffer per frame slot: the largest frame a TAP can deliver (a 64 KiB GSO frame or
 /// the largest MTU) plus the port's metadata.
 pub const FRAME_BUF: usize = 65536 + 64;
@@ -208,6 +212,13 @@ struct Dataplane {
     txq: Vec<(PortId, u16)>,
     /// Where software segmentation writes each segment.
     seg_buf: Box<[u8]>,
+    /// Batched TAP writes; `None` where io_uring is unavailable (one write(2) each then).
+    uring: Option<Uring>,
+    /// This batch's writes that go through `uring`: (fd, frame slot), their egress ports, and
+    /// their results.
+    txw: Vec<(RawFd, u16)>,
+    txw_port: Vec<PortId>,
+    txw_res: Vec<io::Result<usize>>,
     actions: Actions,
     clock: Instant,
     last_expire: u64,
@@ -233,6 +244,16 @@ impl Dataplane {
             rx_lens: [0; RX_BATCH],
             txq: Vec::with_capacity(RX_BATCH * 4),
             seg_buf: vec![0u8; FRAME_BUF].into_boxed_slice(),
+            uring: match Uring::new(URING_ENTRIES) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    warn!(error = %e, "io_uring unavailable: TAP ports use read/write");
+                    None
+                }
+            },
+            txw: Vec::with_capacity(URING_ENTRIES as usize),
+            txw_port: Vec::with_capacity(URING_ENTRIES as usize),
+            txw_res: Vec::with_capacity(URING_ENTRIES as usize),
             actions: Actions::with_capacity(64),
             clock: Instant::now(),
             last_expire: 0,
@@ -543,7 +564,13 @@ impl Dataplane {
                 None
             };
             let sent = if port.headroom() == headroom {
-                // Same metadata on both sides: pass the buffer through (GSO frames included).
+                // Same metadata on both sides: pass the buffer through (GSO frames included),
+                // a TAP's in one io_uring call for the whole batch (below).
+                if let (Some(fd), true) = (port.plain_fd(), self.uring.is_some()) {
+                    self.txw.push((fd, slot));
+                    self.txw_port.push(out);
+                    continue;
+                }
                 port.send(buf).map(|_| (1, frame.len()))
             } else if let Some(hdr) = vnet {
                 // The egress port cannot take a TSO/USO or checksum-pending frame: finish it
@@ -588,6 +615,33 @@ impl Dataplane {
                     }
                 }
             }
+        }
+        if !self.txw.is_empty() {
+            if let Some(uring) = self.uring.as_mut() {
+                let batch =
+                    uring.write_batch(&self.txw, &self.rx_bufs, &self.rx_lens, &mut self.txw_res);
+                for (i, (&out, &(_, slot))) in self.txw_port.iter().zip(&self.txw).enumerate() {
+                    let Some(c) = self.pipeline.port_counters_mut(out) else {
+                        continue;
+                    };
+                    match self.txw_res.get(i) {
+                        Some(Ok(_)) if batch.is_ok() => {
+                            c.tx_packets += 1;
+                            c.tx_bytes +=
+                                self.rx_lens[usize::from(slot)].saturating_sub(headroom) as u64;
+                        }
+                        Some(Err(e)) => {
+                            c.count_drop(DropReason::TxError);
+                            if e.raw_os_error() == Some(libc::EBADFD) && vanished.is_none() {
+                                vanished = Some((out, io::Error::from_raw_os_error(libc::EBADFD)));
+                            }
+                        }
+                        _ => c.count_drop(DropReason::TxError),
+                    }
+                }
+            }
+            self.txw.clear();
+            self.txw_port.clear();
         }
         // Ports that batch their transmits (AF_XDP) put this batch on the wire now.
         let mut last = None;

@@ -10,6 +10,7 @@
 
 pub mod afxdp;
 pub mod tap;
+pub mod uring;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -31,6 +32,11 @@ pub trait Port: Send {
     fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Sends a plain Ethernet frame (built by the switch, or from a port of another kind).
     fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
+    /// A port whose `recv` is one read(2) and whose `send` is one write(2) on this fd (a TAP):
+    /// the dataplane may batch those through io_uring instead.
+    fn plain_fd(&self) -> Option<RawFd> {
+        None
+    }
     /// Pushes out frames `send`/`send_frame` queued (ports that batch transmits: AF_XDP).
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -190,6 +190,10 @@ impl Port for Tap {
         Ok(n.saturating_sub(VNET_HDR_LEN))
     }
 
+    fn plain_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
     fn kind(&self) -> &'static str {
         "tap"
     }
