@@ -255,6 +255,18 @@ fn attach_stale_tap(
     Ok(Some((tap, link)))
 }
 
+/// The index of the link `name` just created; an error if it is already gone.
+fn created_index(nl: &mut Netlink, spec: &NetnsSpec, name: &str) -> Result<u32, SandboxError> {
+    nl.link_index(name)
+        .map_err(nl_err(spec, "get link"))?
+        .ok_or_else(|| {
+            nl_err(spec, "get link")(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{name} vanished right after creation"),
+            ))
+        })
+}
+
 fn nl_err(spec: &NetnsSpec, op: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
     let spec = spec.to_string();
     move |source| SandboxError::Netlink { op, spec, source }
@@ -274,15 +286,7 @@ fn configure_interface(
         format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", setup.ifname),
         "1",
     );
-    let index = nl
-        .link_index(&setup.ifname)
-        .map_err(nl_err(spec, "get link"))?
-        .ok_or_else(|| {
-            nl_err(spec, "get link")(io::Error::new(
-                io::ErrorKind::NotFound,
-                "interface vanished right after creation",
-            ))
-        })?;
+    let index = created_index(nl, spec, &setup.ifname)?;
     nl.set_link(
         index,
         &LinkChange {
@@ -351,15 +355,7 @@ pub fn create_veth_interface(
         Err(e) => return Err(nl_err(spec, "create veth")(e)),
     }
     let built = (|| {
-        let host = nl
-            .link_index(host_ifname)
-            .map_err(nl_err(spec, "get link"))?
-            .ok_or_else(|| {
-                nl_err(spec, "get link")(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "veth vanished right after creation",
-                ))
-            })?;
+        let host = created_index(&mut nl, spec, host_ifname)?;
         // The host end only carries the container's frames to the socket: no IPv6 chatter.
         let _ = std::fs::write(
             format!("/proc/sys/net/ipv6/conf/{host_ifname}/disable_ipv6"),

@@ -114,16 +114,7 @@ impl Netlink {
 
     /// The index of the link called `name`, or `None` when there is none.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
-                _ => None,
-            })),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.link(name)?.map(|l| l.index))
     }
 
     /// What the kernel says about the link called `name`, or `None` when there is none.
