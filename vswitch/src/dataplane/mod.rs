@@ -219,6 +219,8 @@ struct Dataplane {
     txw: Vec<(RawFd, u16)>,
     txw_port: Vec<PortId>,
     txw_res: Vec<io::Result<usize>>,
+    /// Results of a batch of TAP reads through `uring`.
+    rx_res: Vec<io::Result<usize>>,
     actions: Actions,
     clock: Instant,
     last_expire: u64,
@@ -254,6 +256,7 @@ impl Dataplane {
             txw: Vec::with_capacity(URING_ENTRIES as usize),
             txw_port: Vec::with_capacity(URING_ENTRIES as usize),
             txw_res: Vec::with_capacity(URING_ENTRIES as usize),
+            rx_res: Vec::with_capacity(RX_BATCH),
             actions: Actions::with_capacity(64),
             clock: Instant::now(),
             last_expire: 0,
@@ -461,35 +464,34 @@ impl Dataplane {
 
     /// Reads one batch from `id`, forwards it, and requeues the port if it may have more.
     fn service(&mut self, id: PortId) {
-        let mut n = 0;
-        let mut more = true;
-        let mut failure = None;
-        {
-            let Some(Some(PortSlot {
-                port: Some(port), ..
-            })) = self.ports.get_mut(id.idx())
-            else {
-                return;
-            };
-            while n < RX_BATCH {
-                match port.recv(&mut self.rx_bufs[n]) {
-                    Ok(len) => {
-                        self.rx_lens[n] = len;
-                        n += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        more = false;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        failure = Some(e);
-                        more = false;
-                        break;
-                    }
+        let Some(Some(PortSlot {
+            port: Some(port), ..
+        })) = self.ports.get_mut(id.idx())
+        else {
+            return;
+        };
+        let mut batched = None;
+        if let (Some(fd), Some(uring)) = (port.plain_fd(), self.uring.as_mut()) {
+            // A TAP: the whole batch of reads in one io_uring call.
+            match read_batched(
+                uring,
+                fd,
+                &mut self.rx_bufs,
+                &mut self.rx_lens,
+                &mut self.rx_res,
+            ) {
+                Ok(r) => batched = Some(r),
+                Err(e) => {
+                    // Reads may still sit in the ring, aimed at our buffers: the ring goes.
+                    warn!(error = %e, "io_uring failed: TAP ports use read/write from now on");
+                    self.uring = None;
                 }
             }
         }
+        let (n, more, failure) = match batched {
+            Some(r) => r,
+            None => read_each(port.as_mut(), &mut self.rx_bufs, &mut self.rx_lens),
+        };
         if n > 0 {
             let headroom = match self.ports.get(id.idx()) {
                 Some(Some(PortSlot { port: Some(p), .. })) => p.headroom(),
@@ -617,6 +619,7 @@ impl Dataplane {
             }
         }
         if !self.txw.is_empty() {
+            let mut ring_failed = None;
             if let Some(uring) = self.uring.as_mut() {
                 let batch =
                     uring.write_batch(&self.txw, &self.rx_bufs, &self.rx_lens, &mut self.txw_res);
@@ -639,6 +642,12 @@ impl Dataplane {
                         _ => c.count_drop(DropReason::TxError),
                     }
                 }
+                ring_failed = batch.err();
+            }
+            if let Some(e) = ring_failed {
+                // Writes may still sit in the ring, aimed at our buffers: the ring goes.
+                warn!(error = %e, "io_uring failed: TAP ports use read/write from now on");
+                self.uring = None;
             }
             self.txw.clear();
             self.txw_port.clear();
@@ -748,4 +757,58 @@ impl Dataplane {
             ports_lost: self.ports_lost,
         }
     }
+}
+
+/// Reads up to a batch of frames from a TAP through io_uring: (frames, whether the TAP may
+/// have more, the error that ended the port if any). An error of the ring itself is `Err`.
+fn read_batched(
+    uring: &mut Uring,
+    fd: RawFd,
+    bufs: &mut [Box<[u8]>],
+    lens: &mut [usize; RX_BATCH],
+    results: &mut Vec<io::Result<usize>>,
+) -> io::Result<(usize, bool, Option<io::Error>)> {
+    uring.read_batch(fd, bufs, results)?;
+    let (mut n, mut more, mut failure) = (0, true, None);
+    for (i, r) in results.drain(..).enumerate() {
+        match r {
+            Ok(len) => {
+                if i != n {
+                    // A frame that arrived behind a read that found none.
+                    bufs.swap(i, n);
+                }
+                lens[n] = len;
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => more = false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                more = false;
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    Ok((n, more, failure))
+}
+
+/// Reads up to a batch of frames from a port, one `recv` each: (frames, whether the port may
+/// have more, the error that ended the port if any).
+fn read_each(
+    port: &mut dyn Port,
+    bufs: &mut [Box<[u8]>],
+    lens: &mut [usize; RX_BATCH],
+) -> (usize, bool, Option<io::Error>) {
+    let mut n = 0;
+    while n < RX_BATCH {
+        match port.recv(&mut bufs[n]) {
+            Ok(len) => {
+                lens[n] = len;
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (n, false, None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return (n, false, Some(e)),
+        }
+    }
+    (n, true, None)
 }

@@ -32,8 +32,8 @@ pub trait Port: Send {
     fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Sends a plain Ethernet frame (built by the switch, or from a port of another kind).
     fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize>;
-    /// A port whose `send` is one write(2) of the buffer on this fd (a TAP): the dataplane may
-    /// batch a batch's sends through io_uring instead.
+    /// A port whose `send` is one write(2) of the buffer on this fd and whose `recv` is one
+    /// non-blocking read(2) (a TAP): the dataplane may batch them through io_uring instead.
     fn plain_fd(&self) -> Option<RawFd> {
         None
     }
