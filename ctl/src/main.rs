@@ -335,6 +335,17 @@ fn print_human(reply: &Reply) {
                 "vswitchd {} (protocol {}) pid {}, up {}s, socket {}, state {}",
                 d.version, d.protocol, d.pid, d.uptime_secs, d.socket, d.state_dir
             );
+            println!(
+                "  dataplane: TAP frames {}",
+                if d.io_uring {
+                    format!(
+                        "batched through io_uring ({} read batches)",
+                        d.io_uring_read_batches
+                    )
+                } else {
+                    "moved with read/write, one per frame (io_uring off or unavailable)".into()
+                }
+            );
             if d.ports_lost > 0 {
                 println!(
                     "  {} port(s) lost their interface or namespace since start",

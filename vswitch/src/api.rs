@@ -257,6 +257,14 @@ pub struct DaemonInfo {
     /// Ports taken down since start because their interface or namespace vanished.
     #[serde(default)]
     pub ports_lost: u64,
+    /// The dataplane batches TAP reads and writes through io_uring (false: one read(2) or
+    /// write(2) per frame, because io_uring is off or unavailable).
+    #[serde(default)]
+    pub io_uring: bool,
+    /// Batches of TAP reads that went through io_uring since start (a TAP that had several
+    /// frames waiting last time is read this way).
+    #[serde(default)]
+    pub io_uring_read_batches: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -41,6 +41,10 @@ struct Args {
     /// Overrides `dns_upstreams` of the config file.
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<String>,
+    /// Move TAP frames with one read(2)/write(2) each instead of io_uring batches (for hosts
+    /// whose seccomp or sysctl blocks io_uring; vswitchd falls back by itself when it fails).
+    #[arg(long, env = "VSWITCH_NO_IO_URING")]
+    no_io_uring: bool,
 }
 
 fn main() -> ExitCode {
@@ -100,7 +104,8 @@ fn main() -> ExitCode {
         }
     }
 
-    match run(config, &socket, &state_dir, upstreams) {
+    let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
+    match run(config, &socket, &state_dir, upstreams, io_uring) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -138,6 +143,7 @@ fn run(
     socket: &Path,
     state_dir: &Path,
     upstreams: Vec<SocketAddr>,
+    io_uring: bool,
 ) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -153,6 +159,7 @@ fn run(
         socket.to_path_buf(),
         events_tx,
         !upstreams.is_empty(),
+        io_uring,
     ) {
         Ok(m) => m,
         Err(e) => {

@@ -140,13 +140,14 @@ impl Manager {
         socket: PathBuf,
         events: crossbeam_channel::Sender<Event>,
         dns_forward: bool,
+        io_uring: bool,
     ) -> Result<Manager, String> {
         let saved = store.load().map_err(|e| e.to_string())?;
         let now = unix_now();
         let mut leases = store.load_leases().map_err(|e| e.to_string())?;
         leases.retain(|l| l.expires > now);
-        let dp =
-            dataplane::Handle::spawn(events).map_err(|e| format!("cannot start dataplane: {e}"))?;
+        let dp = dataplane::Handle::spawn(events, io_uring)
+            .map_err(|e| format!("cannot start dataplane: {e}"))?;
         let mut m = Manager {
             state: State::default(),
             store,
@@ -1161,7 +1162,7 @@ impl Manager {
                 xdp: None,
             }],
             networks: vec![],
-            ports_lost: 0,
+            ..Default::default()
         };
         Ok(Reply::Port(self.port_info(&cfg, &snap)))
     }
@@ -1373,6 +1374,8 @@ impl Manager {
                 state_dir: self.store.dir().display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
                 ports_lost: snap.ports_lost,
+                io_uring: snap.io_uring,
+                io_uring_read_batches: snap.io_uring_read_batches,
             },
             networks: self.network_infos(),
             ports,

@@ -130,6 +130,10 @@ pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
     /// Ports taken down because their interface or namespace vanished, since start.
     pub ports_lost: u64,
+    /// TAP reads and writes are batched through io_uring.
+    pub io_uring: bool,
+    /// Batches of TAP reads that went through io_uring, since start.
+    pub io_uring_read_batches: u64,
     pub networks: Vec<NetworkSnapshot>,
 }
 
@@ -141,6 +145,10 @@ struct PortSlot {
     /// Counters frozen when the port went down.
     final_counters: Option<PortCounters>,
     queued: bool,
+    /// Frames in the port's last batch. A TAP whose last batch held several is read through
+    /// io_uring, twice that many reads at once (up to a batch): every read that finds nothing
+    /// still costs, so a port with a trickle of frames is read with read(2).
+    last_batch: usize,
 }
 
 /// The handle the control thread keeps.
@@ -151,14 +159,16 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Starts the dataplane thread. Gateway events (DHCP leases) go to `events`.
-    pub fn spawn(events: Sender<Event>) -> io::Result<Handle> {
+    /// Starts the dataplane thread. Gateway events (DHCP leases) go to `events`. With
+    /// `io_uring` false, TAP frames move with one read(2)/write(2) each even where io_uring
+    /// works (hosts that block it, or to rule it out).
+    pub fn spawn(events: Sender<Event>, io_uring: bool) -> io::Result<Handle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("dataplane".into())
-            .spawn(move || Dataplane::new(poll, rx, events).run())?;
+            .spawn(move || Dataplane::new(poll, rx, events, io_uring).run())?;
         Ok(Handle {
             tx,
             waker,
@@ -225,6 +235,7 @@ struct Dataplane {
     clock: Instant,
     last_expire: u64,
     ports_lost: u64,
+    uring_read_batches: u64,
 }
 
 fn token(id: PortId) -> Token {
@@ -232,7 +243,12 @@ fn token(id: PortId) -> Token {
 }
 
 impl Dataplane {
-    fn new(poll: Poll, commands: Receiver<Command>, events: Sender<Event>) -> Dataplane {
+    fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        events: Sender<Event>,
+        io_uring: bool,
+    ) -> Dataplane {
         Dataplane {
             poll,
             commands,
@@ -247,6 +263,10 @@ impl Dataplane {
             txq: Vec::with_capacity(RX_BATCH * 4),
             seg_buf: vec![0u8; FRAME_BUF].into_boxed_slice(),
             uring: match Uring::new(URING_ENTRIES) {
+                _ if !io_uring => {
+                    info!("io_uring off: TAP ports use read/write");
+                    None
+                }
                 Ok(u) => Some(u),
                 Err(e) => {
                     warn!(error = %e, "io_uring unavailable: TAP ports use read/write");
@@ -261,6 +281,7 @@ impl Dataplane {
             clock: Instant::now(),
             last_expire: 0,
             ports_lost: 0,
+            uring_read_batches: 0,
         }
     }
 
@@ -410,6 +431,7 @@ impl Dataplane {
                         down: None,
                         final_counters: None,
                         queued: false,
+                        last_batch: 0,
                     });
                     // Frames may have arrived before registration (edge-triggered poll).
                     self.enqueue(id);
@@ -465,22 +487,32 @@ impl Dataplane {
     /// Reads one batch from `id`, forwards it, and requeues the port if it may have more.
     fn service(&mut self, id: PortId) {
         let Some(Some(PortSlot {
-            port: Some(port), ..
+            port: Some(port),
+            last_batch,
+            ..
         })) = self.ports.get_mut(id.idx())
         else {
             return;
         };
         let mut batched = None;
-        if let (Some(fd), Some(uring)) = (port.plain_fd(), self.uring.as_mut()) {
-            // A TAP: the whole batch of reads in one io_uring call.
+        // Measured (64-byte frames, 8 alternations of each): 406 kpps median against 371 with
+        // read(2) only, and 413 with 64 reads every time — but those put the RTT p50 at 90 µs
+        // (a read that finds nothing costs about as much as one that finds a frame), where
+        // this keeps it at read(2)'s 27 µs.
+        let k = (*last_batch * 2).min(RX_BATCH);
+        if let (Some(fd), Some(uring), true) = (port.plain_fd(), self.uring.as_mut(), k > 2) {
+            // A busy TAP: a batch of reads in one io_uring call.
             match read_batched(
                 uring,
                 fd,
-                &mut self.rx_bufs,
+                &mut self.rx_bufs[..k],
                 &mut self.rx_lens,
                 &mut self.rx_res,
             ) {
-                Ok(r) => batched = Some(r),
+                Ok(r) => {
+                    batched = Some(r);
+                    self.uring_read_batches += 1;
+                }
                 Err(e) => {
                     // Reads may still sit in the ring, aimed at our buffers: the ring goes.
                     warn!(error = %e, "io_uring failed: TAP ports use read/write from now on");
@@ -492,6 +524,7 @@ impl Dataplane {
             Some(r) => r,
             None => read_each(port.as_mut(), &mut self.rx_bufs, &mut self.rx_lens),
         };
+        *last_batch = n;
         if n > 0 {
             let headroom = match self.ports.get(id.idx()) {
                 Some(Some(PortSlot { port: Some(p), .. })) => p.headroom(),
@@ -755,6 +788,8 @@ impl Dataplane {
             ports,
             networks,
             ports_lost: self.ports_lost,
+            io_uring: self.uring.is_some(),
+            io_uring_read_batches: self.uring_read_batches,
         }
     }
 }

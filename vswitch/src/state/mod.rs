@@ -218,6 +218,9 @@ pub struct DaemonConfig {
     /// Resolvers the embedded DNS forwards other names to ("IP:PORT" or "IP"). None: SERVFAIL.
     #[serde(default)]
     pub dns_upstreams: Vec<String>,
+    /// Batch TAP reads and writes through io_uring where the kernel allows it [default: true].
+    #[serde(default)]
+    pub io_uring: Option<bool>,
 }
 
 /// The config file (`configs/default.toml`): daemon settings and networks that always exist.
