@@ -4,7 +4,8 @@
 //! and all of a batch's TAP writes, each go to the kernel in one `io_uring_enter`.
 //!
 //! Every call submits and then waits for all of its completions before it returns, so the
-//! buffers it was lent are never touched by the kernel afterwards. Writes to a TAP complete
+//! buffers it was lent are never touched by the kernel afterwards. A call that fails leaves the
+//! ring unusable: drop it (the dataplane then falls back to read/write). Writes to a TAP complete
 //! inside the submit. Reads carry `RWF_NOWAIT`: without it io_uring parks a TAP read that finds
 //! nothing until the TAP is readable (even on a non-blocking fd), with it such a read ends at
 //! once with `EAGAIN`, so a batch of reads is a batch of non-blocking reads in order.
@@ -62,14 +63,7 @@ impl Uring {
                     unsafe { sq.push(&e) }.map_err(|_| io::Error::other("io_uring queue full"))?;
                 }
             }
-            self.complete(chunk.len())?;
-            results.extend(self.results[..chunk.len()].iter().map(|&r| {
-                if r < 0 {
-                    Err(io::Error::from_raw_os_error(-r))
-                } else {
-                    Ok(r as usize)
-                }
-            }));
+            self.complete(chunk.len(), results)?;
         }
         Ok(())
     }
@@ -99,29 +93,23 @@ impl Uring {
                     unsafe { sq.push(&e) }.map_err(|_| io::Error::other("io_uring queue full"))?;
                 }
             }
-            self.complete(chunk.len())?;
-            results.extend(self.results[..chunk.len()].iter().map(|&r| {
-                if r < 0 {
-                    Err(io::Error::from_raw_os_error(-r))
-                } else {
-                    Ok(r as usize)
-                }
-            }));
+            self.complete(chunk.len(), results)?;
         }
         Ok(())
     }
 
-    /// Submits what is queued and waits for its `n` completions, filling `results[..n]`.
-    fn complete(&mut self, n: usize) -> io::Result<()> {
+    /// Submits what is queued, waits for its `n` completions and appends their results, in
+    /// submission order, to `results`.
+    fn complete(&mut self, n: usize, results: &mut Vec<io::Result<usize>>) -> io::Result<()> {
         self.results[..n].fill(-libc::ECANCELED);
         let mut seen = 0;
         while seen < n {
             match self.ring.submit_and_wait(n - seen) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The queued entries stay queued and are retried by the next call; their
-                // buffers are still borrowed, so this must not return early with them in
-                // flight: only a ring that cannot submit at all gets here.
+                // Only a ring that cannot submit at all gets here. Entries may still be
+                // queued, aimed at buffers that are borrowed only for this call: the caller
+                // must drop the ring (which discards them) rather than call it again.
                 Err(e) => return Err(e),
             }
             for cqe in self.ring.completion() {
@@ -131,6 +119,13 @@ impl Uring {
                 seen += 1;
             }
         }
+        results.extend(self.results[..n].iter().map(|&r| {
+            if r < 0 {
+                Err(io::Error::from_raw_os_error(-r))
+            } else {
+                Ok(r as usize)
+            }
+        }));
         Ok(())
     }
 }
