@@ -459,6 +459,45 @@ fn namespace_vanishing_at_runtime_marks_port_down() {
     drop(gone);
 }
 
+/// An interface deleted while frames flood into and out of it (a TAP read and written in
+/// io_uring batches at that rate): the port goes down once, the daemon keeps serving the others.
+fn interface_deleted_under_a_flood_marks_port_down() {
+    let (d, ns) = setup(3, "10.77.17");
+    assert!(ns[0].ping("10.77.17.4", 1));
+    assert!(ns[2].ping("10.77.17.2", 1));
+    let flood = |from: &Netns, to: &str| {
+        Bg(std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &from.name, "ping", "-f", "-l", "64", "-w", "8", to,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap())
+    };
+    let _into = flood(&ns[0], "10.77.17.4");
+    let _out_of = flood(&ns[2], "10.77.17.2");
+    assert!(
+        wait_until(5, || d.stats("p3")["rx_packets"].as_u64().unwrap_or(0)
+            > 5000),
+        "the flood is on: {}",
+        d.stats("p3")
+    );
+    if port_type() == "tap" && io_uring_allowed() {
+        let batches = &d.json(&["show"])["daemon"]["io_uring_read_batches"];
+        assert!(batches.as_u64().unwrap() > 0, "read in io_uring batches");
+    }
+    ns[2].exec_ok(&["ip", "link", "del", "eth0"]);
+    assert!(
+        wait_until(10, || d.stats("p3")["status"] == "down"),
+        "p3 marked down: {}",
+        d.stats("p3")
+    );
+    assert!(ns[0].ping("10.77.17.3", 2), "the others keep working");
+    assert_eq!(d.json(&["show"])["daemon"]["ports_lost"], 1, "counted once");
+    d.ok(&["del-port", "p3"]);
+}
+
 fn mac_aging_and_table_limit() {
     require_root();
     let d = Daemon::start();
@@ -991,6 +1030,7 @@ per_port_type!(
     restart_restores_networks_and_ports,
     restart_reports_ports_whose_namespace_is_gone,
     namespace_vanishing_at_runtime_marks_port_down,
+    interface_deleted_under_a_flood_marks_port_down,
     mac_aging_and_table_limit,
     bad_input_gets_a_clear_error_and_changes_nothing,
     malformed_frames_from_a_container_are_counted_not_forwarded,

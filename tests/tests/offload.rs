@@ -64,12 +64,10 @@ fn tcp_between_offload_and_plain_ports_is_segmented_in_software() {
 #[test]
 fn tap_frames_cross_intact_with_and_without_io_uring() {
     require_root();
-    // io_uring may be switched off on a host (kernel.io_uring_disabled); then vswitchd falls
-    // back by itself and the batched path cannot be checked here.
-    let uring_allowed = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|v| v.trim() == "0")
-        .unwrap_or(true);
-    for (extra, batched) in [(&[][..], uring_allowed), (&["--no-io-uring"][..], false)] {
+    for (extra, batched) in [
+        (&[][..], io_uring_allowed()),
+        (&["--no-io-uring"][..], false),
+    ] {
         let d = Daemon::start_with(None, extra);
         let show = d.json(&["show"]);
         assert_eq!(show["daemon"]["io_uring"], batched, "{extra:?}");

@@ -63,6 +63,14 @@ pub fn unique(tag: &str) -> String {
     format!("vt{}x{n}{tag}", std::process::id() % 100_000)
 }
 
+/// Whether this host lets processes use io_uring (`kernel.io_uring_disabled`); where it does
+/// not, vswitchd falls back to read/write by itself and the batched path cannot be checked.
+pub fn io_uring_allowed() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|v| v.trim() == "0")
+        .unwrap_or(true)
+}
+
 pub fn require_root() {
     assert_eq!(
         must("id", &["-u"]).trim(),
