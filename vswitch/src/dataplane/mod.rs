@@ -262,16 +262,15 @@ impl Dataplane {
             rx_lens: [0; RX_BATCH],
             txq: Vec::with_capacity(RX_BATCH * 4),
             seg_buf: vec![0u8; FRAME_BUF].into_boxed_slice(),
-            uring: match Uring::new(URING_ENTRIES) {
-                _ if !io_uring => {
-                    info!("io_uring off: TAP ports use read/write");
-                    None
-                }
-                Ok(u) => Some(u),
-                Err(e) => {
-                    warn!(error = %e, "io_uring unavailable: TAP ports use read/write");
-                    None
-                }
+            uring: if io_uring {
+                Uring::new(URING_ENTRIES)
+                    .inspect_err(
+                        |e| warn!(error = %e, "io_uring unavailable: TAP ports use read/write"),
+                    )
+                    .ok()
+            } else {
+                info!("io_uring off: TAP ports use read/write");
+                None
             },
             txw: Vec::with_capacity(URING_ENTRIES as usize),
             txw_port: Vec::with_capacity(URING_ENTRIES as usize),
