@@ -1,5 +1,6 @@
 //! vswitchd: the vswitch daemon. Runs in the foreground; SIGTERM or SIGINT stops it cleanly.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -71,8 +72,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Colours only on a terminal: logs in a file or the journal stay plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 

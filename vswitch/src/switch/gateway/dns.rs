@@ -34,7 +34,8 @@ pub struct Resolver {
     /// Upstream resolvers are configured: names that are not ours are forwarded.
     upstream: bool,
     forward: HashMap<String, Vec<Ipv4Addr>>,
-    reverse: HashMap<Ipv4Addr, String>,
+    /// The names of each address, in the order they were added; the first is its PTR.
+    reverse: HashMap<Ipv4Addr, Vec<String>>,
 }
 
 fn in_addr_arpa(name: &str) -> Option<Ipv4Addr> {
@@ -66,12 +67,43 @@ impl Resolver {
         self.forward.clear();
         self.reverse.clear();
         for (name, ip) in records {
+            self.add_records(std::slice::from_ref(&name), ip);
+        }
+    }
+
+    /// Adds A records for `names` → `ip` (and PTR records, the address's first name winning).
+    /// Costs what the names cost, not what the network holds: a port added to a network of a
+    /// thousand must not rebuild the table.
+    pub fn add_records(&mut self, names: &[String], ip: Ipv4Addr) {
+        for name in names {
             let name = name.to_ascii_lowercase();
-            let ips = self.forward.entry(name.clone()).or_default();
+            let names = self.reverse.entry(ip).or_default();
+            if !names.contains(&name) {
+                names.push(name.clone());
+            }
+            let ips = self.forward.entry(name).or_default();
             if !ips.contains(&ip) {
                 ips.push(ip);
             }
-            self.reverse.entry(ip).or_insert(name);
+        }
+    }
+
+    /// Removes what `add_records(names, ip)` added; other addresses of the same names stay.
+    pub fn remove_records(&mut self, names: &[String], ip: Ipv4Addr) {
+        for name in names {
+            let name = name.to_ascii_lowercase();
+            if let Some(ips) = self.forward.get_mut(&name) {
+                ips.retain(|a| *a != ip);
+                if ips.is_empty() {
+                    self.forward.remove(&name);
+                }
+            }
+            if let Some(names) = self.reverse.get_mut(&ip) {
+                names.retain(|n| *n != name);
+                if names.is_empty() {
+                    self.reverse.remove(&ip);
+                }
+            }
         }
     }
 
@@ -140,7 +172,7 @@ impl Resolver {
                     }
                 }
             } else if let Some(ip) = in_addr_arpa(qname) {
-                if let Some(name) = self.reverse.get(&ip) {
+                if let Some(name) = self.reverse.get(&ip).and_then(|n| n.first()) {
                     code = ResponseCode::NoError;
                     if q.query_type() == RecordType::PTR || q.query_type() == RecordType::ANY {
                         let target = Name::from_ascii(self.fqdn(name)).map_err(|_| Malformed)?;
@@ -346,6 +378,41 @@ mod tests {
         let m = ask(&r, "c1.", RecordType::AAAA);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.answers.is_empty());
+    }
+
+    #[test]
+    fn records_added_and_removed_one_endpoint_at_a_time() {
+        let (ip2, ip3) = (Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3));
+        let mut r = Resolver::new("web.vswitch".into(), true, false);
+        r.add_records(&["c1".into(), "Web".into()], ip2);
+        r.add_records(&["c2".into(), "web".into()], ip3);
+        let a = |r: &Resolver, name: &str| -> Vec<RData> {
+            ask(r, name, RecordType::A)
+                .answers
+                .iter()
+                .map(|a| a.data.clone())
+                .collect()
+        };
+        // A shared alias answers with both addresses; each address's PTR is its first name.
+        assert_eq!(a(&r, "web."), vec![RData::A(A(ip2)), RData::A(A(ip3))]);
+        let ptr = ask(&r, "2.0.1.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(
+            ptr.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("c1.web.vswitch.").unwrap()))
+        );
+        // Removing one endpoint keeps the other's share of the alias, and nothing of its own.
+        r.remove_records(&["c1".into(), "WEB".into()], ip2);
+        assert_eq!(a(&r, "web."), vec![RData::A(A(ip3))]);
+        assert_eq!(
+            ask(&r, "c1.web.vswitch.", RecordType::A)
+                .metadata
+                .response_code,
+            ResponseCode::NXDomain
+        );
+        assert!(ask(&r, "2.0.1.10.in-addr.arpa.", RecordType::PTR)
+            .answers
+            .is_empty());
+        assert_eq!(a(&r, "c2."), vec![RData::A(A(ip3))]);
     }
 
     #[test]

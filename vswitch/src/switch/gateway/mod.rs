@@ -191,8 +191,10 @@ impl Gateway {
                 d.reserve(ep.mac, ip, ep.names.first().cloned());
             }
         }
+        if let Some(ip) = ep.ip {
+            self.dns.add_records(&ep.names, ip);
+        }
         self.endpoints.insert(port, ep);
-        self.rebuild_dns();
     }
 
     pub fn remove_endpoint(&mut self, port: PortId) {
@@ -200,19 +202,11 @@ impl Gateway {
             if let Some(d) = &mut self.dhcp {
                 d.unreserve(ep.mac);
             }
-        }
-        self.neighbors.retain(|_, n| n.port != port);
-        self.rebuild_dns();
-    }
-
-    fn rebuild_dns(&mut self) {
-        let mut records: Vec<(String, Ipv4Addr)> = Vec::new();
-        for ep in self.endpoints.values() {
             if let Some(ip) = ep.ip {
-                records.extend(ep.names.iter().map(|n| (n.clone(), ip)));
+                self.dns.remove_records(&ep.names, ip);
             }
         }
-        self.dns.set_records(records);
+        self.neighbors.retain(|_, n| n.port != port);
     }
 
     /// Restores a persisted lease (at start-up).
