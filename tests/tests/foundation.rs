@@ -62,6 +62,15 @@ fn two_namespaces_ping_each_other_both_ways() {
     assert!(route.contains("via 10.77.1.1 dev eth0"), "{route}");
     let lo = ns[0].exec_ok(&["ip", "-o", "link", "show", "lo"]);
     assert!(lo.contains("UP"), "lo is up: {lo}");
+    // Only `lo` and `eth0` (the interface is born under another name and renamed), and no
+    // IPv6 on it, as Docker does for networks without IPv6.
+    assert_eq!(ns[0].links(), ["lo", "eth0"]);
+    let v6 = ns[0].exec_ok(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
+    assert_eq!(v6.trim(), "1");
+    assert_eq!(
+        ns[0].exec_ok(&["ip", "-o", "-6", "addr", "show", "eth0"]),
+        ""
+    );
     let (rx, tx) = rx_tx(&d, "p1");
     assert!(rx >= 6 && tx >= 6, "counters moved: rx {rx} tx {tx}");
 }

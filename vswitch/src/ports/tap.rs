@@ -135,6 +135,11 @@ impl Tap {
         .or_else(|_| self.ioctl_int(TUNSETOFFLOAD, base as libc::c_int))
     }
 
+    /// Records that the device now has another name (renamed over netlink).
+    pub fn renamed(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
