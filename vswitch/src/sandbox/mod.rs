@@ -183,10 +183,7 @@ pub fn create_tap_interface(
             .map_err(nl_err(spec, "get link"))?
             .is_some()
         {
-            return Err(SandboxError::IfnameTaken {
-                ifname: setup.ifname.clone(),
-                spec: spec.to_string(),
-            });
+            return Err(ifname_taken(spec, setup));
         }
         // Born under a temporary name (see `configure_interface`), and persistent only once it
         // has its real one: a daemon killed in between leaves nothing behind.
@@ -273,6 +270,13 @@ fn birth_name() -> String {
     format!("vs{:x}n{n:x}", std::process::id())
 }
 
+fn ifname_taken(spec: &NetnsSpec, setup: &InterfaceSetup) -> SandboxError {
+    SandboxError::IfnameTaken {
+        ifname: setup.ifname.clone(),
+        spec: spec.to_string(),
+    }
+}
+
 /// The index of the link `name` just created; an error if it is already gone.
 fn created_index(nl: &mut Netlink, spec: &NetnsSpec, name: &str) -> Result<u32, SandboxError> {
     nl.link_index(name)
@@ -320,12 +324,8 @@ fn configure_interface(
         },
     ) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            return Err(SandboxError::IfnameTaken {
-                ifname: setup.ifname.clone(),
-                spec: spec.to_string(),
-            })
-        }
+        // Taken since the check before the interface was made.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ifname_taken(spec, setup)),
         Err(e) => return Err(nl_err(spec, "set link")(e)),
     }
     if let Some(lo) = nl.link_index("lo").map_err(nl_err(spec, "get link lo"))? {
@@ -377,21 +377,10 @@ pub fn create_veth_interface(
     })?
     .is_some()
     {
-        return Err(SandboxError::IfnameTaken {
-            ifname: setup.ifname.clone(),
-            spec: spec.to_string(),
-        });
+        return Err(ifname_taken(spec, setup));
     }
-    match nl.add_veth(host_ifname, &born_as, ns.as_raw_fd(), setup.mac, setup.mtu) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            return Err(SandboxError::IfnameTaken {
-                ifname: setup.ifname.clone(),
-                spec: spec.to_string(),
-            })
-        }
-        Err(e) => return Err(nl_err(spec, "create veth")(e)),
-    }
+    nl.add_veth(host_ifname, &born_as, ns.as_raw_fd(), setup.mac, setup.mtu)
+        .map_err(nl_err(spec, "create veth"))?;
     let built = (|| {
         let host = created_index(&mut nl, spec, host_ifname)?;
         // The host end only carries the container's frames to the socket: no IPv6 chatter.
