@@ -990,17 +990,9 @@ impl Manager {
         };
         let (port, report): (Box<dyn Port>, _) = match cfg.kind {
             PortKind::Tap => {
-                let reused = if restoring {
-                    match sandbox::reuse_tap_interface(&ns, &spec, &setup) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            warn!(port = %cfg.name, error = %e, "cannot attach to the TAP left by the last run; re-creating it");
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
+                let reused = take_over(restoring, &cfg.name, || {
+                    sandbox::reuse_tap_interface(&ns, &spec, &setup)
+                });
                 match reused {
                     Some(tap) => {
                         info!(port = %cfg.name, tap = %cfg.ifname, "TAP taken over: interface kept");
@@ -1019,17 +1011,9 @@ impl Manager {
                     .as_deref()
                     .ok_or_else(|| internal("AF_XDP port without a host interface name"))?;
                 let xdp = cfg.xdp.unwrap_or_default();
-                let reused = if restoring {
-                    match sandbox::reuse_veth_interface(&ns, &spec, &setup, host, xdp) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            warn!(port = %cfg.name, veth = %host, error = %e, "cannot take over the veth pair; re-creating it");
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
+                let reused = take_over(restoring, &cfg.name, || {
+                    sandbox::reuse_veth_interface(&ns, &spec, &setup, host, xdp)
+                });
                 let (xsk, report) = match reused {
                     Some(xsk) => {
                         info!(port = %cfg.name, veth = %host, mode = xsk.mode(), "AF_XDP port taken over: veth pair kept, socket bound again");
@@ -1461,4 +1445,21 @@ fn sandbox_error(e: &SandboxError) -> ApiError {
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())
+}
+
+/// When `restoring`, the port's interface as a killed daemon left it (`take`), if it is still
+/// there as the port made it; `None` means create it afresh (a failure to take it over is logged,
+/// not fatal).
+fn take_over<T>(
+    restoring: bool,
+    port: &str,
+    take: impl FnOnce() -> Result<Option<T>, sandbox::SandboxError>,
+) -> Option<T> {
+    if !restoring {
+        return None;
+    }
+    take().unwrap_or_else(|e| {
+        warn!(port = %port, error = %e, "cannot take over the interface left by the last run; re-creating it");
+        None
+    })
 }

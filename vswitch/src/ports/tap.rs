@@ -1,7 +1,8 @@
 //! TAP devices: open `/dev/net/tun`, attach a named TAP, read and write frames.
 //!
-//! The device is not persistent: closing the fd (dropping the `Tap`) removes the interface from
-//! whatever namespace it is in, which is how del-port and a clean exit take ports away.
+//! A port's TAP is persistent (`TUNSETPERSIST`) so that it outlives a killed vswitchd and can be
+//! taken over on restart; dropping the `Tap` clears the flag before closing the fd, so del-port
+//! and a clean exit still remove the interface from whatever namespace it is in.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
