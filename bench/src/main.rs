@@ -945,7 +945,29 @@ fn machine() -> Value {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb / 1024 / 1024)
         .unwrap_or(0);
+    // The checkout the harness (and the vswitchd beside it, built with it) came from:
+    // target/release/vswitch-bench → the workspace root.
+    let commit = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .and_then(|root| {
+            run(
+                "git",
+                &[
+                    "-C",
+                    &root.to_string_lossy(),
+                    "describe",
+                    "--always",
+                    "--dirty",
+                    "--abbrev=7",
+                ],
+            )
+            .ok()
+        })
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     serde_json::json!({
+        "commit": commit,
         "kernel": run("uname", &["-r"]).unwrap_or_default().trim(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": cpu,
@@ -986,11 +1008,12 @@ fn report(
 ) -> Result<(), String> {
     let mut md = String::new();
     md.push_str(&format!(
-        "# vswitch-bench results\n\nMachine: {} CPUs ({}), {} GiB, kernel {}. Mode: {}, {} round{} (each figure is the median of its rounds; the peers take turns within a round).\n\n",
+        "# vswitch-bench results\n\nMachine: {} CPUs ({}), {} GiB, kernel {}. vswitch at commit {}. Mode: {}, {} round{} (each figure is the median of its rounds; the peers take turns within a round).\n\n",
         machine["cpus"],
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["memory_gib"],
         machine["kernel"].as_str().unwrap_or("?"),
+        machine["commit"].as_str().unwrap_or("unknown"),
         if quick { "--quick" } else { "full" },
         rounds,
         if rounds == 1 { "" } else { "s" }
@@ -1368,7 +1391,7 @@ fn main() {
         }
     }
     if want("pps") || want("macs") {
-        notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch; \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
+        notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
     }
     if want("scale") {
         for port_type in ["tap", "afxdp"] {
