@@ -413,8 +413,20 @@ fn restart_reports_ports_whose_namespace_is_gone() {
     assert!(!ns[0].has_link("eth0"));
     let gone = ns.pop().unwrap();
     let gone_name = gone.name.clone();
-    drop(gone);
+    let resolv = std::path::Path::new("/etc/netns")
+        .join(&gone_name)
+        .join("resolv.conf");
+    assert!(
+        resolv.exists(),
+        "a clean stop keeps the resolver config of a port that stays configured"
+    );
+    // The container goes while the switch is stopped (the guard still cleans up at the end).
+    must("ip", &["netns", "del", &gone_name]);
     d.restart();
+    assert!(
+        !resolv.exists(),
+        "the resolver config of a namespace gone while the daemon was stopped is removed on start"
+    );
     let show = d.json(&["show"]);
     let p2 = show["ports"]
         .as_array()
@@ -437,6 +449,7 @@ fn restart_reports_ports_whose_namespace_is_gone() {
     assert_eq!(p1["status"], "up");
     d.ok(&["del-port", "p2"]);
     assert!(ns[0].has_link("eth0"));
+    drop(gone);
 }
 
 fn namespace_vanishing_at_runtime_marks_port_down() {

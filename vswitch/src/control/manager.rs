@@ -198,6 +198,13 @@ impl Manager {
                 }
                 Err(e) => {
                     warn!(port = %port.name, netns = %port.netns, error = %e.message, "port not restored; kept as detached");
+                    if matches!(NetnsSpec::parse(&port.netns), Ok(spec @ NetnsSpec::Name(_)) if !spec.path().exists())
+                    {
+                        // The namespace went while the daemon was stopped: as when it goes while
+                        // the daemon runs, nothing is left for /etc/netns/NAME to configure (a
+                        // restore into a namespace of that name writes it again).
+                        m.remove_resolv(&port);
+                    }
                     PortRt {
                         id: None,
                         netns: None,
