@@ -232,7 +232,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// BPF maps and programs the daemon holds open (each AF_XDP port has one of each).
+/// BPF maps and programs the daemon holds open (while it has AF_XDP ports: the one XDP program
+/// they share and its two maps).
 fn bpf_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|r| {
@@ -505,4 +506,65 @@ fn kill_9_restart_takes_over_the_veth_pair() {
     assert!(b.ping("10.91.7.2", 2));
     let host: Vec<String> = host_links(&d);
     assert_eq!(host.len(), 2, "one host end per port, none stale: {host:?}");
+}
+
+/// Every AF_XDP port's veth runs the same XDP program (whatever its mode): one program and two
+/// maps however many ports there are, so adding a port does not make the kernel regenerate its
+/// XDP dispatcher. A deleted port's slot serves the next port, and the rest keep forwarding.
+#[test]
+fn ports_share_one_xdp_program_and_a_freed_slot_serves_the_next_port() {
+    let d = daemon("10.91.8");
+    let pid = d.pid();
+    let ns: Vec<Netns> = ["a", "b", "c", "d"].iter().map(|n| Netns::new(n)).collect();
+    add_afxdp(&d, &ns[0], "a", &[]);
+    add_afxdp(&d, &ns[1], "b", &["--xdp-mode", "skb"]);
+    add_afxdp(&d, &ns[2], "c", &[]);
+    let ip = |name: &str| {
+        let v = d.port(name)["ip"].as_str().unwrap().to_string();
+        v.split('/').next().unwrap().to_string()
+    };
+    let prog = |name: &str| {
+        let veth = d.port(name)["host_ifname"].as_str().unwrap().to_string();
+        let progs = xdp_progs(&d, &veth);
+        assert_eq!(
+            progs.len(),
+            1,
+            "one XDP program on {name}'s veth: {progs:?}"
+        );
+        progs[0].clone()
+    };
+    assert_eq!(d.port("b")["xdp"]["mode"], "skb");
+    let shared = prog("a");
+    assert_eq!(prog("b"), shared, "an skb-mode port runs the same program");
+    assert_eq!(prog("c"), shared);
+    assert_eq!(
+        bpf_fds(pid),
+        3,
+        "one program and its two maps for three ports"
+    );
+    for (from, to) in [(0, "b"), (1, "c"), (2, "a")] {
+        assert!(ns[from].ping(&ip(to), 2), "{} -> {to}", ns[from].name);
+    }
+
+    d.ok(&["del-port", "b"]);
+    add_afxdp(&d, &ns[3], "d", &[]);
+    assert_eq!(prog("d"), shared);
+    for (from, to) in [(3, "a"), (3, "c"), (0, "d"), (2, "d"), (0, "c")] {
+        assert!(ns[from].ping(&ip(to), 2), "{} -> {to}", ns[from].name);
+    }
+    assert_eq!(bpf_fds(pid), 3);
+
+    for name in ["a", "c", "d"] {
+        d.ok(&["del-port", name]);
+    }
+    assert_eq!(
+        bpf_fds(pid),
+        0,
+        "the program and its maps go with the last port"
+    );
+    add_afxdp(&d, &ns[1], "b", &[]);
+    assert!(
+        ns[1].ping("10.91.8.1", 2),
+        "a port after that loads it again"
+    );
 }

@@ -8,7 +8,8 @@
 //!
 //! Binding is copy mode (veth has no zero-copy): native (driver) XDP first, generic (SKB) mode
 //! when the driver refuses. The XDP program that steers frames into the socket is our own
-//! (`XdpProg`, six instructions loaded with `bpf(2)` and attached over rtnetlink), not libxdp's:
+//! (`SharedXdp`, sixteen instructions loaded once per process with `bpf(2)` and attached to every
+//! port's veth over rtnetlink), not libxdp's:
 //! libxdp 1.6 keeps one BPF map fd open per socket it ever created (`xsk_release_xdp_prog` never
 //! closes `refcnt_map_fd`), which a daemon adding and deleting ports for months cannot afford,
 //! and its dispatcher wants bpffs and pins objects there. xsk-rs is used with
@@ -222,13 +223,12 @@ impl AfXdp {
             match prog.attach(index, flags) {
                 Ok(()) => {
                     // The socket, then its entry in the program's map: frames flow from here.
-                    let port = Self::bind(ifname, cfg, mode, prog)?;
-                    port.prog
-                        .insert(0, port.rx.fd().as_raw_fd())
-                        .map_err(|source| AfXdpError::Program {
-                            what: "map update",
-                            source,
-                        })?;
+                    let mut port = Self::bind(ifname, cfg, mode, prog)?;
+                    let fd = port.rx.fd().as_raw_fd();
+                    port.prog.insert(fd).map_err(|source| AfXdpError::Program {
+                        what: "map update",
+                        source,
+                    })?;
                     return Ok(port);
                 }
                 Err(source) => errors.push(AfXdpError::Attach {
@@ -555,6 +555,8 @@ pub const XDP_FLAGS_SKB_MODE: u32 = 2;
 pub const XDP_FLAGS_DRV_MODE: u32 = 4;
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -608,48 +610,118 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     [code, dst | (src << 4), o[0], o[1], i[0], i[1], i[2], i[3]]
 }
 
-/// The XDP program and its XSKMAP: every frame on the interface goes to the socket in the map
-/// slot of its rx queue (`XDP_PASS` when there is none), i.e. libxdp's default program:
+/// AF_XDP ports a daemon can have at once: slots in the shared program's maps (each port also
+/// pins its UMEM, 4 MiB by default).
+const MAX_XDP_PORTS: u32 = 4096;
+
+/// The XDP program every AF_XDP port of this process shares, with its two maps: a hash from the
+/// receiving interface's index to a slot, and the XSKMAP holding each slot's socket. Every frame
+/// goes to the socket of its interface (`XDP_PASS` when there is none):
 ///
 /// ```text
-/// r2 = *(u32 *)(r1 + 16)        ; ctx->rx_queue_index
-/// r1 = map_fd ll                ; the XSKMAP (two instructions)
+/// r2 = *(u32 *)(r1 + 12)        ; ctx->ingress_ifindex
+/// *(u32 *)(r10 - 4) = r2        ; the key, on the stack
+/// r2 = r10; r2 += -4
+/// r1 = slots map fd ll          ; (two instructions)
+/// call bpf_map_lookup_elem      ; helper 1
+/// if r0 == 0 goto pass
+/// r2 = *(u32 *)(r0 + 0)         ; the slot
+/// r1 = xsks map fd ll
 /// r3 = 2                        ; XDP_PASS when the slot is empty
 /// call bpf_redirect_map         ; helper 51
 /// exit
+/// pass: r0 = 2; exit
 /// ```
-struct XdpProg {
-    map: OwnedFd,
+///
+/// One program for all ports, not one each: the kernel's XDP dispatcher regenerates its code,
+/// with a `synchronize_rcu`, whenever an attach brings a program it does not hold yet (up to 48
+/// of them), which made each AF_XDP add-port take about 20 ms here; attaching a program it
+/// already holds only counts a user.
+struct SharedXdp {
+    slots: OwnedFd,
+    xsks: OwnedFd,
     prog: OwnedFd,
-    /// (ifindex, flags) while attached.
-    attached: Option<(u32, u32)>,
+    /// Slots not in use.
+    free: std::sync::Mutex<Vec<u32>>,
 }
 
-impl XdpProg {
-    fn load() -> Result<XdpProg, AfXdpError> {
+/// The program while some port holds it; loaded again after the last one went.
+static SHARED_XDP: std::sync::Mutex<std::sync::Weak<SharedXdp>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+fn bpf_fd(rc: libc::c_long) -> OwnedFd {
+    // SAFETY: `rc` is a fd the kernel just returned to us (bpf succeeded); nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(rc as RawFd) }
+}
+
+fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
+    bpf(
+        BPF_MAP_UPDATE_ELEM,
+        BpfAttr::new()
+            .u32(0, map.as_raw_fd() as u32)
+            .u64(8, &key as *const u32 as u64)
+            .u64(16, &value as *const u32 as u64),
+    )
+    .map(|_| ())
+}
+
+fn map_delete(map: &OwnedFd, key: u32) {
+    let _ = bpf(
+        BPF_MAP_DELETE_ELEM,
+        BpfAttr::new()
+            .u32(0, map.as_raw_fd() as u32)
+            .u64(8, &key as *const u32 as u64),
+    );
+}
+
+impl SharedXdp {
+    /// This process's program: the one in use, or a newly loaded one.
+    fn get() -> Result<std::sync::Arc<SharedXdp>, AfXdpError> {
+        let mut cur = SHARED_XDP.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = cur.upgrade() {
+            return Ok(shared);
+        }
+        let shared = std::sync::Arc::new(Self::load()?);
+        *cur = std::sync::Arc::downgrade(&shared);
+        Ok(shared)
+    }
+
+    fn load() -> Result<SharedXdp, AfXdpError> {
         let err = |what| move |source| AfXdpError::Program { what, source };
-        let map_fd = bpf(
-            BPF_MAP_CREATE,
-            BpfAttr::new()
-                .u32(0, BPF_MAP_TYPE_XSKMAP)
-                .u32(4, 4)
-                .u32(8, 4)
-                .u32(12, 1)
-                .name(28, "vswitch_xsks"),
-        )
-        .map_err(err("map create"))?;
-        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        let map = unsafe { OwnedFd::from_raw_fd(map_fd as RawFd) };
-        let insns: [[u8; 8]; 6] = [
-            insn(0x61, 2, 1, 16, 0),              // ldxw r2, [r1 + 16]
-            insn(0x18, 1, 1, 0, map.as_raw_fd()), // lddw r1, map fd (BPF_PSEUDO_MAP_FD)
-            insn(0, 0, 0, 0, 0),                  // (second half of lddw)
-            insn(0xb7, 3, 0, 0, 2),               // mov r3, XDP_PASS
-            insn(0x85, 0, 0, 0, 51),              // call bpf_redirect_map
-            insn(0x95, 0, 0, 0, 0),               // exit
+        let map = |kind: u32, name: &str| {
+            bpf(
+                BPF_MAP_CREATE,
+                BpfAttr::new()
+                    .u32(0, kind)
+                    .u32(4, 4)
+                    .u32(8, 4)
+                    .u32(12, MAX_XDP_PORTS)
+                    .name(28, name),
+            )
+            .map(bpf_fd)
+        };
+        let slots = map(BPF_MAP_TYPE_HASH, "vswitch_slots").map_err(err("map create"))?;
+        let xsks = map(BPF_MAP_TYPE_XSKMAP, "vswitch_xsks").map_err(err("map create"))?;
+        let insns: [[u8; 8]; 16] = [
+            insn(0x61, 2, 1, 12, 0),                // ldxw r2, [r1 + 12]
+            insn(0x63, 10, 2, -4, 0),               // stxw [r10 - 4], r2
+            insn(0xbf, 2, 10, 0, 0),                // mov r2, r10
+            insn(0x07, 2, 0, 0, -4),                // add r2, -4
+            insn(0x18, 1, 1, 0, slots.as_raw_fd()), // lddw r1, slots map fd (BPF_PSEUDO_MAP_FD)
+            insn(0, 0, 0, 0, 0),                    // (second half of lddw)
+            insn(0x85, 0, 0, 0, 1),                 // call bpf_map_lookup_elem
+            insn(0x15, 0, 0, 6, 0),                 // jeq r0, 0, +6 (pass)
+            insn(0x61, 2, 0, 0, 0),                 // ldxw r2, [r0 + 0]
+            insn(0x18, 1, 1, 0, xsks.as_raw_fd()),  // lddw r1, xsks map fd
+            insn(0, 0, 0, 0, 0),                    // (second half of lddw)
+            insn(0xb7, 3, 0, 0, 2),                 // mov r3, XDP_PASS
+            insn(0x85, 0, 0, 0, 51),                // call bpf_redirect_map
+            insn(0x95, 0, 0, 0, 0),                 // exit
+            insn(0xb7, 0, 0, 0, 2),                 // pass: mov r0, XDP_PASS
+            insn(0x95, 0, 0, 0, 0),                 // exit
         ];
         let license = c"Apache-2.0";
-        let prog_fd = bpf(
+        let prog = bpf(
             BPF_PROG_LOAD,
             BpfAttr::new()
                 .u32(0, BPF_PROG_TYPE_XDP)
@@ -658,49 +730,91 @@ impl XdpProg {
                 .u64(16, license.as_ptr() as u64)
                 .name(48, "vswitch_xsk"),
         )
+        .map(bpf_fd)
         .map_err(err("program load"))?;
-        // SAFETY: as above, a fresh fd from the kernel.
-        let prog = unsafe { OwnedFd::from_raw_fd(prog_fd as RawFd) };
-        Ok(XdpProg {
-            map,
+        Ok(SharedXdp {
+            slots,
+            xsks,
             prog,
+            free: std::sync::Mutex::new((0..MAX_XDP_PORTS).rev().collect()),
+        })
+    }
+}
+
+/// A port's hold on the shared program: its slot, and the interface it is attached to.
+struct XdpProg {
+    shared: std::sync::Arc<SharedXdp>,
+    slot: u32,
+    /// (ifindex, flags) while attached.
+    attached: Option<(u32, u32)>,
+    /// The ifindex whose frames go to this port's slot.
+    steered: Option<u32>,
+}
+
+impl XdpProg {
+    fn load() -> Result<XdpProg, AfXdpError> {
+        let shared = SharedXdp::get()?;
+        let slot = shared
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .ok_or_else(|| {
+                AfXdpError::Config(format!(
+                    "this daemon already has {MAX_XDP_PORTS} AF_XDP ports, its most"
+                ))
+            })?;
+        Ok(XdpProg {
+            shared,
+            slot,
             attached: None,
+            steered: None,
         })
     }
 
     /// Attaches the program to `index` in the mode `flags` says, unless one is there already.
     fn attach(&mut self, index: u32, flags: u32) -> io::Result<()> {
         let flags = flags | XDP_FLAGS_UPDATE_IF_NOEXIST;
-        Netlink::open()?.set_xdp(index, self.prog.as_raw_fd(), flags, None)?;
+        Netlink::open()?.set_xdp(index, self.shared.prog.as_raw_fd(), flags, None)?;
         self.attached = Some((index, flags));
         Ok(())
     }
 
-    /// Puts the socket `fd` in map slot `slot` (= rx queue).
-    fn insert(&self, slot: u32, fd: RawFd) -> io::Result<()> {
-        let key = slot;
-        let value = fd as u32;
-        bpf(
-            BPF_MAP_UPDATE_ELEM,
-            BpfAttr::new()
-                .u32(0, self.map.as_raw_fd() as u32)
-                .u64(8, &key as *const u32 as u64)
-                .u64(16, &value as *const u32 as u64),
-        )
-        .map(|_| ())
+    /// Puts the socket `fd` in this port's slot, and steers the attached interface's frames
+    /// to that slot.
+    fn insert(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some((index, _)) = self.attached else {
+            return Err(io::Error::other("the XDP program is not attached"));
+        };
+        map_update(&self.shared.xsks, self.slot, fd as u32)?;
+        map_update(&self.shared.slots, index, self.slot)?;
+        self.steered = Some(index);
+        Ok(())
     }
 }
 
 impl Drop for XdpProg {
     fn drop(&mut self) {
-        // Detach, only if the program on that ifindex is still ours (the interface may be gone,
-        // and its index reused by another device).
+        // Detach, only if the program on that ifindex is still ours (the interface may be gone;
+        // the kernel hands out interface indexes cyclically, so another of our ports does not
+        // get the same one).
         if let Some((index, flags)) = self.attached.take() {
             let flags = flags & !XDP_FLAGS_UPDATE_IF_NOEXIST;
             if let Ok(mut nl) = Netlink::open() {
-                let _ = nl.set_xdp(index, -1, flags, Some(self.prog.as_raw_fd()));
+                let _ = nl.set_xdp(index, -1, flags, Some(self.shared.prog.as_raw_fd()));
             }
         }
+        if let Some(index) = self.steered.take() {
+            map_delete(&self.shared.slots, index);
+        }
+        // Closing the socket took it out of the XSKMAP already; this covers a port that never
+        // got that far.
+        map_delete(&self.shared.xsks, self.slot);
+        self.shared
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.slot);
     }
 }
 
@@ -746,6 +860,11 @@ mod tests {
     fn instructions_encode_as_the_kernel_reads_them() {
         // ldxw r2, [r1 + 16]
         assert_eq!(insn(0x61, 2, 1, 16, 0), [0x61, 0x12, 16, 0, 0, 0, 0, 0]);
+        // stxw [r10 - 4], r2: a negative offset, little-endian
+        assert_eq!(
+            insn(0x63, 10, 2, -4, 0),
+            [0x63, 0x2a, 0xfc, 0xff, 0, 0, 0, 0]
+        );
         // call 51
         assert_eq!(insn(0x85, 0, 0, 0, 51), [0x85, 0, 0, 0, 51, 0, 0, 0]);
         let mut a = BpfAttr::new();
