@@ -20,6 +20,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 use xsk_rs::config::{
@@ -212,7 +213,7 @@ impl AfXdp {
                 source,
             })?
             .ok_or_else(|| AfXdpError::Vanished(ifname.to_string()))?;
-        let mut prog = XdpProg::load()?;
+        let mut prog = XdpProg::claim()?;
         let modes: &[(&'static str, u32)] = match cfg.mode {
             XdpMode::Auto => &[("native", XDP_FLAGS_DRV_MODE), ("skb", XDP_FLAGS_SKB_MODE)],
             XdpMode::Native => &[("native", XDP_FLAGS_DRV_MODE)],
@@ -642,12 +643,11 @@ struct SharedXdp {
     xsks: OwnedFd,
     prog: OwnedFd,
     /// Slots not in use.
-    free: std::sync::Mutex<Vec<u32>>,
+    free: Mutex<Vec<u32>>,
 }
 
 /// The program while some port holds it; loaded again after the last one went.
-static SHARED_XDP: std::sync::Mutex<std::sync::Weak<SharedXdp>> =
-    std::sync::Mutex::new(std::sync::Weak::new());
+static SHARED_XDP: Mutex<Weak<SharedXdp>> = Mutex::new(Weak::new());
 
 fn bpf_fd(rc: libc::c_long) -> OwnedFd {
     // SAFETY: `rc` is a fd the kernel just returned to us (bpf succeeded); nothing else owns it.
@@ -676,13 +676,13 @@ fn map_delete(map: &OwnedFd, key: u32) {
 
 impl SharedXdp {
     /// This process's program: the one in use, or a newly loaded one.
-    fn get() -> Result<std::sync::Arc<SharedXdp>, AfXdpError> {
+    fn get() -> Result<Arc<SharedXdp>, AfXdpError> {
         let mut cur = SHARED_XDP.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shared) = cur.upgrade() {
             return Ok(shared);
         }
-        let shared = std::sync::Arc::new(Self::load()?);
-        *cur = std::sync::Arc::downgrade(&shared);
+        let shared = Arc::new(Self::load()?);
+        *cur = Arc::downgrade(&shared);
         Ok(shared)
     }
 
@@ -736,14 +736,14 @@ impl SharedXdp {
             slots,
             xsks,
             prog,
-            free: std::sync::Mutex::new((0..MAX_XDP_PORTS).rev().collect()),
+            free: Mutex::new((0..MAX_XDP_PORTS).rev().collect()),
         })
     }
 }
 
 /// A port's hold on the shared program: its slot, and the interface it is attached to.
 struct XdpProg {
-    shared: std::sync::Arc<SharedXdp>,
+    shared: Arc<SharedXdp>,
     slot: u32,
     /// (ifindex, flags) while attached.
     attached: Option<(u32, u32)>,
@@ -752,7 +752,8 @@ struct XdpProg {
 }
 
 impl XdpProg {
-    fn load() -> Result<XdpProg, AfXdpError> {
+    /// A slot of this process's program (loaded now if no port holds it).
+    fn claim() -> Result<XdpProg, AfXdpError> {
         let shared = SharedXdp::get()?;
         let slot = shared
             .free
