@@ -1,0 +1,43 @@
+//! The peers under test, each built as a [`Topology`]: client and server namespaces joined by
+//! one switch. One file per peer: `bridge.rs` (the Linux bridge), `ovs.rs` (Open vSwitch's
+//! userspace datapath), `tap_copy.rs` (the TAP-to-TAP copy loop, no switch at all) and
+//! `vswitchd.rs` (vswitch with TAP or AF_XDP ports).
+
+mod bridge;
+mod ovs;
+mod tap_copy;
+mod vswitchd;
+
+pub use bridge::bridge;
+pub use ovs::ovs;
+pub use tap_copy::tap_copy_topology;
+pub use vswitchd::{vswitch_topology, Vswitchd};
+
+use crate::sandbox::{prefix, Ns};
+
+/// Client and server namespaces joined by one switch, with whatever keeps it running.
+pub struct Topology {
+    pub client: Ns,
+    pub server: Ns,
+    pub server_ip: &'static str,
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+pub const CLIENT_IP: &str = "10.250.0.1";
+pub const SERVER_IP: &str = "10.250.0.2";
+
+/// Two namespaces, each with `eth0` whose peer `v1`/`v2` is in `switch`.
+fn veth_pair_topology(switch: &Ns) -> Result<(Ns, Ns), String> {
+    let p = prefix();
+    let client = Ns::new(format!("{p}c"))?;
+    let server = Ns::new(format!("{p}s"))?;
+    for (ns, v, ip) in [(&client, "v1", CLIENT_IP), (&server, "v2", SERVER_IP)] {
+        switch.exec(&[
+            "ip", "link", "add", v, "type", "veth", "peer", "name", "eth0", "netns", &ns.0,
+        ])?;
+        switch.exec(&["ip", "link", "set", v, "up"])?;
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    }
+    Ok((client, server))
+}

@@ -1,0 +1,145 @@
+//! The helper subcommands the harness starts as processes of their own, most of them inside a
+//! namespace: the UDP echo server and ping-pong client (latency), the datagram counter and the
+//! AF_PACKET frame generator (pps, macs), and the TAP-to-TAP copy loop (the `tap-copy` peer).
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+pub fn udp_echo(port: u16, secs: u64) {
+    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}
+
+pub fn udp_ping(target: &str, count: usize) {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect(target).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut rtts = Vec::with_capacity(count);
+    let mut buf = [0u8; 64];
+    let mut lost = 0;
+    for i in 0..count + 100 {
+        let payload = (i as u64).to_be_bytes();
+        let t = Instant::now();
+        s.send(&payload).unwrap();
+        loop {
+            match s.recv(&mut buf) {
+                Ok(8) if buf[..8] == payload => {
+                    if i >= 100 {
+                        rtts.push(t.elapsed().as_nanos() as f64 / 1000.0);
+                    }
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    lost += 1;
+                    break;
+                }
+            }
+        }
+    }
+    rtts.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::json!({"p50": pct(0.5), "p99": pct(0.99), "p999": pct(0.999), "lost": lost})
+    );
+}
+
+pub fn pps_recv(port: u16, secs: f64) {
+    let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut bufs = vec![[0u8; 64]; 256];
+    let mut received = 0u64;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        if let Ok(n) = sys::recv_batch(&s, &mut bufs) {
+            received += n as u64;
+        }
+    }
+    println!("{}", serde_json::json!({ "received": received }));
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn mac_flood(
+    src_mac: Option<&str>,
+    ifname: &str,
+    dst_mac: &str,
+    src_ip: &str,
+    dst_ip: &str,
+    port: u16,
+    macs: u32,
+    secs: f64,
+) {
+    let dst: vswitch::wire::MacAddr = dst_mac.parse().expect("destination MAC");
+    let src_ip: std::net::Ipv4Addr = src_ip.parse().expect("source IP");
+    let dst_ip: std::net::Ipv4Addr = dst_ip.parse().expect("destination IP");
+    let src: Option<vswitch::wire::MacAddr> = src_mac.map(|m| m.parse().expect("source MAC"));
+    let frames: Vec<Vec<u8>> = (0..if src.is_some() { 1 } else { macs })
+        .map(|i| {
+            let b = i.to_be_bytes();
+            let mac = src.map_or([0x02, 0x77, b[0], b[1], b[2], b[3]], |m| m.0);
+            let mut f = Vec::with_capacity(60);
+            etherparse::PacketBuilder::ethernet2(mac, dst.0)
+                .ipv4(src_ip.octets(), dst_ip.octets(), 64)
+                .udp(4000, port)
+                .write(&mut f, &[0x5a; 18])
+                .expect("frame");
+            f
+        })
+        .collect();
+    let sock = sys::packet_socket(ifname).expect("packet socket");
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let batch: Vec<&[u8]> = (0..64)
+            .map(|k| frames[(next + k) % frames.len()].as_slice())
+            .collect();
+        match sys::send_many(std::os::fd::AsRawFd::as_raw_fd(&sock), &batch) {
+            Ok(n) => {
+                sent += n as u64;
+                next = (next + n) % frames.len();
+            }
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
+}
+
+pub fn tap_copy(client: &str, server: &str) {
+    use vswitch::ports::Port;
+    let open = |ns: &str| {
+        let spec = vswitch::sandbox::NetnsSpec::parse(ns).expect("namespace");
+        let file = spec.open().expect("namespace");
+        let tap = vswitch::sandbox::in_netns(&file, &spec, || {
+            Ok(vswitch::ports::tap::Tap::create("eth0", true)?)
+        })
+        .expect("TAP");
+        sys::set_blocking(tap.raw_fd()).expect("blocking");
+        tap
+    };
+    let (a, b) = (open(client), open(server));
+    let (fa, fb) = (a.raw_fd(), b.raw_fd());
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    std::thread::spawn(move || sys::pump(fa, fb));
+    sys::pump(fb, fa);
+    drop((a, b));
+}
