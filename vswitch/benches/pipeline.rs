@@ -41,6 +41,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             fdb_limit,
             aging_ms: 300_000,
             gateway: gw,
+            egress: true,
         },
     );
     for i in 0..ports {
@@ -65,10 +66,10 @@ fn l2(c: &mut Criterion) {
     for gateway in [false, true] {
         let mut p = pipeline(8, gateway, 8192);
         let mut a = Actions::with_capacity(16);
-        let f01 = frame(mac(1), mac(0), 1514);
-        let f10 = frame(mac(0), mac(1), 1514);
-        p.process(0, PortId(0), &f01, &mut a);
-        p.process(0, PortId(1), &f10, &mut a);
+        let mut f01 = frame(mac(1), mac(0), 1514);
+        let mut f10 = frame(mac(0), mac(1), 1514);
+        p.process(0, PortId(0), &mut f01, &mut a);
+        p.process(0, PortId(1), &mut f10, &mut a);
         let name = if gateway {
             "known_unicast_with_gateway"
         } else {
@@ -76,11 +77,11 @@ fn l2(c: &mut Criterion) {
         };
         g.bench_function(name, |b| {
             b.iter(|| {
-                p.process(1, PortId(0), black_box(&f01), &mut a);
+                p.process(1, PortId(0), black_box(&mut f01), &mut a);
                 black_box(a.out.len())
             })
         });
-        let bcast = frame(MacAddr::BROADCAST, mac(0), 60);
+        let mut bcast = frame(MacAddr::BROADCAST, mac(0), 60);
         let name = if gateway {
             "flood_8_ports_with_gateway"
         } else {
@@ -88,7 +89,7 @@ fn l2(c: &mut Criterion) {
         };
         g.bench_function(name, |b| {
             b.iter(|| {
-                p.process(1, PortId(0), black_box(&bcast), &mut a);
+                p.process(1, PortId(0), black_box(&mut bcast), &mut a);
                 black_box(a.out.len())
             })
         });
@@ -130,14 +131,14 @@ fn fdb(c: &mut Criterion) {
         p.process(
             0,
             PortId(i % 2),
-            &frame(MacAddr::BROADCAST, mac(1000 + i), 60),
+            &mut frame(MacAddr::BROADCAST, mac(1000 + i), 60),
             &mut a,
         );
     }
-    let f = frame(mac(1001), mac(1000), 1514);
+    let mut f = frame(mac(1001), mac(1000), 1514);
     g.bench_function("forward_with_100k_learned", |b| {
         b.iter(|| {
-            p.process(1, PortId(0), black_box(&f), &mut a);
+            p.process(1, PortId(0), black_box(&mut f), &mut a);
             black_box(a.out.len())
         })
     });
@@ -163,7 +164,7 @@ fn gateway(c: &mut Criterion) {
     f.extend_from_slice(&arp.to_bytes());
     g.bench_function("arp_suppressed_reply", |b| {
         b.iter(|| {
-            p.process(1, PortId(0), black_box(&f), &mut a);
+            p.process(1, PortId(0), black_box(&mut f), &mut a);
             black_box(a.reply.len())
         })
     });
@@ -178,7 +179,7 @@ fn gateway(c: &mut Criterion) {
     builder.write(&mut q, &dns).unwrap();
     g.bench_function("dns_a_answer", |b| {
         b.iter(|| {
-            p.process(1, PortId(0), black_box(&q), &mut a);
+            p.process(1, PortId(0), black_box(&mut q), &mut a);
             black_box(a.reply.len())
         })
     });

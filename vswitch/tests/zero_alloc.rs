@@ -68,6 +68,7 @@ fn forwarding_allocates_nothing_per_packet() {
                 domain: "n.vswitch".into(),
                 dns_forward: false,
             }),
+            egress: true,
         },
     );
     for i in 0..8 {
@@ -83,14 +84,14 @@ fn forwarding_allocates_nothing_per_packet() {
     }
     let mut actions = Actions::with_capacity(16);
     // Warm-up: learn every MAC, size the buffers.
-    for (now, (port, f)) in frames.iter().enumerate() {
+    for (now, (port, f)) in frames.iter_mut().enumerate() {
         p.process(now as u64, PortId(u32::from(*port)), f, &mut actions);
     }
     ALLOCS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     let mut forwarded = 0usize;
     for round in 0..10_000u64 {
-        for (port, f) in &frames {
+        for (port, f) in frames.iter_mut() {
             p.process(1000 + round, PortId(u32::from(*port)), f, &mut actions);
             forwarded += actions.out.len();
         }

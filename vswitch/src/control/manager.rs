@@ -486,6 +486,7 @@ impl Manager {
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
             gateway: Some(gateway),
+            egress: true,
         };
         self.dp_call(|done| Command::AddNetwork { id, params, done })?;
         self.nets.insert(net.name.clone(), id);

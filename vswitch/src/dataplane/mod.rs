@@ -559,17 +559,26 @@ impl Dataplane {
                 }
                 continue;
             }
-            self.pipeline.process(
-                now,
-                in_port,
-                &self.rx_bufs[i][headroom..len],
-                &mut self.actions,
-            );
+            let (meta, frame) = self.rx_bufs[i][..len].split_at_mut(headroom);
+            let vnet = if headroom > 0 {
+                VnetHdr::parse(meta)
+            } else {
+                None
+            };
+            self.pipeline
+                .process_vnet(now, in_port, frame, vnet.as_ref(), &mut self.actions);
             for out in &self.actions.out {
                 self.txq.push((*out, i as u16));
             }
             if !self.actions.reply.is_empty() {
                 self.send_reply(in_port);
+            }
+            if !self.actions.emit.is_empty() {
+                let mut emit = std::mem::take(&mut self.actions.emit);
+                for (port, frame) in emit.drain(..) {
+                    self.send_frame(port, &frame);
+                }
+                self.actions.emit = emit;
             }
             for ev in self.actions.events.drain(..) {
                 if self.events.try_send(ev).is_err() {

@@ -1,15 +1,20 @@
 //! The pure pipeline: bytes and time in, forwarding decisions out. No syscalls, no clock reads,
 //! no allocation per packet (the action buffers are reused and only grow to the widest flood).
 //!
-//! Stages (classify → L2 → later gateway, L3/NAT, overlay) read the frame through `wire` views.
+//! Stages (classify → L2 → gateway → routing and NAT to the uplink → later overlay) read the
+//! frame through `wire` views; only a routed frame is rewritten, in place.
 
 pub mod fdb;
 pub mod gateway;
+pub mod nat;
 
 use crate::wire::ethernet::FrameError;
-use crate::wire::Frame;
+use crate::wire::{Frame, MacAddr};
 use fdb::{Fdb, Learned};
 use gateway::{Endpoint, Event, Gateway, GatewayConfig, Verdict};
+use nat::{Emit, Routed, Uplink, UplinkConfig, Via};
+
+use crate::wire::offload::VnetHdr;
 
 /// A port's index in the dataplane's tables (stable while the port exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -66,13 +71,24 @@ drop_reasons! {
     Truncated => "truncated": "Larger than the receive buffer.",
     TxError => "tx_error": "The egress port refused the frame (interface down or gone).",
     RogueDhcp => "rogue_dhcp": "A DHCP server message (UDP 67 to 68) sent by a container.",
-    NoRoute => "no_route": "Addressed to the gateway but not something it serves (no routing yet).",
+    NoRoute => "no_route": "Addressed to the gateway but not something it serves, or routed with no uplink (or no next hop) to take it.",
     BadArp => "bad_arp": "A malformed ARP packet addressed to the gateway.",
     BadIp => "bad_ip": "A malformed IPv4 packet addressed to the gateway.",
     BadDhcp => "bad_dhcp": "A malformed or invalid DHCP message.",
-        BadDns => "bad_dns": "A malformed DNS query to the gateway.",
-            Overloaded => "overloaded": "A DHCP lease or DNS query the control plane had no room for (event queue full).",
+    BadDns => "bad_dns": "A malformed DNS query to the gateway.",
+    Overloaded => "overloaded": "A DHCP lease or DNS query the control plane had no room for (event queue full).",
     NeedsOffload => "needs_offload": "A TSO/GSO or checksum-pending frame that software offload could not finish (malformed, or UFO).",
+    Internal => "internal": "Routed out of an --internal network, which has no way out.",
+    Isolated => "isolated": "Routed to another network of the switch: networks are isolated from each other.",
+    TtlExceeded => "ttl_exceeded": "A routed packet whose TTL ran out (the gateway answers a container's with ICMP time exceeded).",
+    TooBig => "too_big": "Larger than the uplink's MTU (with DF set the sender gets ICMP fragmentation needed).",
+    ConntrackFull => "conntrack_full": "A new flow refused because the connection tracking table is full.",
+    NatExhausted => "nat_exhausted": "A new flow refused because no NAT port was free for its destination.",
+    NoConntrack => "no_conntrack": "Arrived on the uplink for no tracked flow (or a TCP RST for none).",
+    NatUnsupported => "nat_unsupported": "A protocol masquerade does not translate (only TCP, UDP and ICMP echo).",
+    NoNeighbor => "no_neighbor": "The next hop's MAC is unknown and the frames waiting for it are at their bound.",
+    BadFragment => "bad_fragment": "A later IPv4 fragment whose first fragment was not seen.",
+    NotOurs => "not_ours": "Arrived on the uplink for another MAC or address than the uplink's.",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -109,6 +125,9 @@ pub struct Actions {
     pub reply: Vec<u8>,
     /// Changes the control plane must hear about (DHCP leases).
     pub events: Vec<Event>,
+    /// Frames the switch sends on its own, each out of its port (ARP requests for a next hop,
+    /// frames that waited for one). The slow path: empty for almost every frame.
+    pub emit: Emit,
 }
 
 impl Actions {
@@ -119,6 +138,7 @@ impl Actions {
             flooded: false,
             reply: Vec::with_capacity(2048),
             events: Vec::new(),
+            emit: Vec::new(),
         }
     }
 
@@ -133,7 +153,8 @@ impl Actions {
 
 #[derive(Debug)]
 struct PortEntry {
-    network: NetId,
+    /// The port's network; `None` for the uplink.
+    network: Option<NetId>,
     counters: PortCounters,
 }
 
@@ -143,6 +164,8 @@ pub struct Network {
     pub members: Vec<PortId>,
     pub fdb: Fdb,
     pub gateway: Option<Gateway>,
+    /// Routed packets may leave through the uplink (false for `--internal`).
+    pub egress: bool,
 }
 
 /// The switch's forwarding state and logic.
@@ -150,6 +173,7 @@ pub struct Network {
 pub struct Pipeline {
     ports: Vec<Option<PortEntry>>,
     networks: Vec<Option<Network>>,
+    uplink: Option<Uplink>,
 }
 
 /// Settings of a network the pipeline needs.
@@ -159,6 +183,8 @@ pub struct NetworkParams {
     pub aging_ms: u64,
     /// The switch's router on this network, if it has one.
     pub gateway: Option<GatewayConfig>,
+    /// Routed packets may leave through the uplink (false for `--internal`).
+    pub egress: bool,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -178,6 +204,7 @@ impl Pipeline {
             members: Vec::new(),
             fdb: Fdb::new(params.fdb_limit, params.aging_ms),
             gateway: params.gateway.map(Gateway::new),
+            egress: params.egress,
         });
     }
 
@@ -216,18 +243,44 @@ impl Pipeline {
             gw.add_endpoint(id, ep);
         }
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
-            network,
+            network: Some(network),
             counters: PortCounters::default(),
         });
         true
     }
 
+    /// Makes `id` the uplink: routed packets leave through it, masqueraded behind its address.
+    /// Returns false when there is one already.
+    pub fn set_uplink(&mut self, id: PortId, cfg: UplinkConfig) -> bool {
+        if self.uplink.is_some() {
+            return false;
+        }
+        self.uplink = Some(Uplink::new(id, cfg));
+        *slot(&mut self.ports, id.idx()) = Some(PortEntry {
+            network: None,
+            counters: PortCounters::default(),
+        });
+        true
+    }
+
+    pub fn uplink(&self) -> Option<&Uplink> {
+        self.uplink.as_ref()
+    }
+
+    pub fn uplink_mut(&mut self) -> Option<&mut Uplink> {
+        self.uplink.as_mut()
+    }
+
     /// Detaches a port, forgetting the MACs learned on it. Returns its final counters.
     pub fn remove_port(&mut self, id: PortId) -> Option<PortCounters> {
         let entry = self.ports.get_mut(id.idx()).and_then(Option::take)?;
-        if let Some(net) = self
-            .networks
-            .get_mut(entry.network.idx())
+        if entry.network.is_none() && self.uplink.as_ref().is_some_and(|u| u.port == id) {
+            // The uplink goes, and every flow through it.
+            self.uplink = None;
+        }
+        if let Some(net) = entry
+            .network
+            .and_then(|n| self.networks.get_mut(n.idx()))
             .and_then(Option::as_mut)
         {
             net.members.retain(|p| *p != id);
@@ -261,11 +314,28 @@ impl Pipeline {
                 gw.expire(now);
             }
         }
+        if let Some(u) = &mut self.uplink {
+            u.expire(now);
+        }
     }
 
     /// Decides where one frame received on `in_port` at `now` (milliseconds, any monotonic origin)
     /// goes. Counts rx and drops on the ingress port; tx is counted by the shell when it sends.
-    pub fn process(&mut self, now: u64, in_port: PortId, frame: &[u8], actions: &mut Actions) {
+    pub fn process(&mut self, now: u64, in_port: PortId, frame: &mut [u8], actions: &mut Actions) {
+        self.process_vnet(now, in_port, frame, None, actions)
+    }
+
+    /// `process` for a frame that came with a virtio-net header (a TAP with offloads): a
+    /// routed frame's pending checksum is updated as such, and a TSO super-frame is translated
+    /// whole.
+    pub fn process_vnet(
+        &mut self,
+        now: u64,
+        in_port: PortId,
+        frame: &mut [u8],
+        vnet: Option<&VnetHdr>,
+        actions: &mut Actions,
+    ) {
         actions.clear();
         let Some(port) = self.ports.get_mut(in_port.idx()).and_then(Option::as_mut) else {
             actions.drop = Some(DropReason::UnknownPort);
@@ -275,7 +345,7 @@ impl Pipeline {
         counters.rx_packets += 1;
         counters.rx_bytes += frame.len() as u64;
 
-        let eth = match Frame::new_checked(frame) {
+        let eth = match Frame::new_checked(&*frame) {
             Ok(f) => f,
             Err(e) => {
                 let reason = match e {
@@ -293,7 +363,9 @@ impl Pipeline {
             actions.drop = Some(DropReason::InvalidSource);
             return;
         }
-        let net_id = port.network;
+        let Some(net_id) = port.network else {
+            return self.route_in(now, in_port, frame, actions);
+        };
         let Some(net) = self.networks.get_mut(net_id.idx()).and_then(Option::as_mut) else {
             counters.count_drop(DropReason::UnknownPort);
             actions.drop = Some(DropReason::UnknownPort);
@@ -325,6 +397,15 @@ impl Pipeline {
                     actions.drop = Some(reason);
                     return;
                 }
+                Verdict::Route(dst) => {
+                    let via = Via {
+                        net: net_id,
+                        ip: gw.config().ip,
+                        mac: gw.config().mac,
+                    };
+                    let egress = net.egress;
+                    return self.route_out(now, in_port, via, egress, dst, frame, vnet, actions);
+                }
             }
         }
 
@@ -348,6 +429,91 @@ impl Pipeline {
         if actions.out.is_empty() {
             counters.count_drop(DropReason::NoDestination);
             actions.drop = Some(DropReason::NoDestination);
+        }
+    }
+
+    fn count(&mut self, port: PortId, reason: DropReason, actions: &mut Actions) {
+        if let Some(c) = self.port_counters_mut(port) {
+            c.count_drop(reason);
+        }
+        actions.drop = Some(reason);
+    }
+
+    /// A container's packet for `dst`, outside its network: out through the uplink, unless the
+    /// network is internal or `dst` is another network of the switch.
+    #[allow(clippy::too_many_arguments)]
+    fn route_out(
+        &mut self,
+        now: u64,
+        in_port: PortId,
+        via: Via,
+        egress: bool,
+        dst: std::net::Ipv4Addr,
+        frame: &mut [u8],
+        vnet: Option<&VnetHdr>,
+        actions: &mut Actions,
+    ) {
+        let reason = if !egress {
+            Some(DropReason::Internal)
+        } else if self.networks().any(|(_, n)| {
+            n.gateway
+                .as_ref()
+                .is_some_and(|g| g.config().subnet.contains(&dst))
+        }) {
+            Some(DropReason::Isolated)
+        } else if self.uplink.is_none() {
+            Some(DropReason::NoRoute)
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            return self.count(in_port, r, actions);
+        }
+        let Some(up) = self.uplink.as_mut() else {
+            return;
+        };
+        match up.outbound(now, via, frame, vnet, &mut actions.reply, &mut actions.emit) {
+            Routed::Out(p) => actions.out.push(p),
+            Routed::Replied | Routed::Consumed | Routed::Deliver { .. } => {}
+            Routed::Drop(r) => {
+                actions.reply.clear();
+                self.count(in_port, r, actions)
+            }
+        }
+    }
+
+    /// A frame from the uplink: ARP and echo for its address, or a reply of a tracked flow,
+    /// which goes to its container with the gateway's MAC as the source.
+    fn route_in(&mut self, now: u64, in_port: PortId, frame: &mut [u8], actions: &mut Actions) {
+        let Some(up) = self.uplink.as_mut().filter(|u| u.port == in_port) else {
+            return self.count(in_port, DropReason::UnknownPort, actions);
+        };
+        match up.inbound(now, frame, &mut actions.reply, &mut actions.emit) {
+            Routed::Deliver { net, mac } => {
+                let Some(n) = self.networks.get_mut(net.idx()).and_then(Option::as_mut) else {
+                    return self.count(in_port, DropReason::NoDestination, actions);
+                };
+                let gw_mac = n.gateway.as_ref().map_or(MacAddr::ZERO, |g| g.config().mac);
+                frame[0..6].copy_from_slice(&mac.0);
+                frame[6..12].copy_from_slice(&gw_mac.0);
+                match n.fdb.lookup(&mac, now) {
+                    Some(out) => actions.out.push(out),
+                    None => {
+                        // Not heard from lately: flood it within its network, as L2 does.
+                        actions.flooded = true;
+                        actions.out.extend(n.members.iter().copied());
+                        if actions.out.is_empty() {
+                            self.count(in_port, DropReason::NoDestination, actions);
+                        }
+                    }
+                }
+            }
+            Routed::Out(p) => actions.out.push(p),
+            Routed::Replied | Routed::Consumed => {}
+            Routed::Drop(r) => {
+                actions.reply.clear();
+                self.count(in_port, r, actions)
+            }
         }
     }
 }

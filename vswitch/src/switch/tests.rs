@@ -24,6 +24,7 @@ fn params() -> NetworkParams {
         fdb_limit: 8192,
         aging_ms: 300_000,
         gateway: None,
+        egress: true,
     }
 }
 
@@ -43,7 +44,7 @@ fn two_networks() -> Pipeline {
 
 fn run(p: &mut Pipeline, now: u64, port: u32, frame: &[u8]) -> Actions {
     let mut a = Actions::with_capacity(8);
-    p.process(now, PortId(port), frame, &mut a);
+    p.process(now, PortId(port), &mut frame.to_vec(), &mut a);
     a
 }
 
@@ -113,6 +114,7 @@ fn aged_entry_floods_again() {
             fdb_limit: 16,
             aging_ms: 1000,
             gateway: None,
+            egress: true,
         },
     );
     for i in 0..3 {
@@ -210,6 +212,7 @@ fn full_table_keeps_forwarding() {
             fdb_limit: 64,
             aging_ms: 300_000,
             gateway: None,
+            egress: true,
         },
     );
     p.add_port(PortId(0), NetId(0), None);

@@ -5,7 +5,9 @@
 //! `mod field` holds the offsets and nothing else touches raw offsets. Protocols the switch answers
 //! itself (ARP, DHCP, DNS) use maintained codecs (etherparse, dhcproto, hickory-proto).
 
+pub mod checksum;
 pub mod ethernet;
+pub mod ipv4;
 pub mod mac;
 pub mod offload;
 

@@ -56,29 +56,7 @@ pub enum OffloadError {
     TooBig,
 }
 
-/// One's-complement sum of 16-bit big-endian words (RFC 1071), not yet folded or inverted.
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// The finished Internet checksum of `data` starting from `acc`.
-fn checksum(data: &[u8], acc: u32) -> u16 {
-    !fold(sum16(data, acc))
-}
+use super::checksum::{checksum, sum16};
 
 /// Layout of the headers of a frame.
 struct Layout {

@@ -103,6 +103,8 @@ pub enum Verdict {
     Consumed,
     /// Dropped and to be counted under this reason.
     Drop(DropReason),
+    /// An IPv4 packet to the gateway's MAC for this address outside the network: to be routed.
+    Route(Ipv4Addr),
 }
 
 /// How a neighbour entry was learned.
@@ -436,6 +438,9 @@ impl Gateway {
                 Verdict::Drop(DropReason::RogueDhcp)
             }
             _ if !to_gateway => Verdict::Pass,
+            _ if dst_ip != self.cfg.ip && !self.cfg.subnet.contains(&dst_ip) => {
+                Verdict::Route(dst_ip)
+            }
             _ if dst_ip != self.cfg.ip => Verdict::Drop(DropReason::NoRoute),
             Some(TransportSlice::Icmpv4(icmp)) => match icmp.icmp_type() {
                 Icmpv4Type::EchoRequest(echo) => {
