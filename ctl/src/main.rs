@@ -46,6 +46,57 @@ enum Cmd {
     /// DHCP leases.
     #[command(subcommand)]
     Dhcp(DhcpCmd),
+    /// The interface routed traffic leaves through, masqueraded behind its address.
+    #[command(subcommand)]
+    Uplink(UplinkCmd),
+    /// Flows tracked for NAT through the uplink.
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum UplinkCmd {
+    /// Serve IFACE (in vswitchd's namespace) with an AF_XDP socket as the uplink.
+    Set {
+        iface: String,
+        /// shared (the host keeps IFACE and its address; not built yet) or dedicated (IFACE and
+        /// --ip belong to the switch).
+        #[arg(long, default_value = "shared")]
+        mode: String,
+        /// The uplink's own address, CIDR (dedicated mode).
+        #[arg(long)]
+        ip: Option<String>,
+        /// The next hop for destinations off the uplink's link.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// NAT ports and ICMP identifiers, LO-HI [default: 61000-65535].
+        #[arg(long)]
+        nat_ports: Option<String>,
+        /// Most tracked flows [default: 262144].
+        #[arg(long)]
+        conntrack_max: Option<usize>,
+    },
+    /// The uplink, its counters and neighbours.
+    Show,
+    /// Stop using the uplink (its flows are forgotten).
+    #[command(alias = "remove")]
+    Rm,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConntrackCmd {
+    /// Tracked flows.
+    Show {
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Table size and counters.
+    Stats,
+    /// Forget every flow (or a network's).
+    Flush {
+        #[arg(long)]
+        network: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +149,9 @@ enum NetworkCmd {
         /// DHCP lease time in seconds [default: 3600].
         #[arg(long)]
         lease_time: Option<u32>,
+        /// No way out through the uplink (Docker's --internal).
+        #[arg(long)]
+        internal: bool,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -187,6 +241,7 @@ fn op_of(cmd: Cmd) -> Op {
             no_arp_suppress,
             domain,
             lease_time,
+            internal,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -200,6 +255,7 @@ fn op_of(cmd: Cmd) -> Op {
             arp_suppress: Some(!no_arp_suppress),
             domain,
             lease_secs: lease_time,
+            internal,
         }),
         Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
         Cmd::Network(NetworkCmd::Inspect { name }) => Op::NetworkInspect { name },
@@ -226,6 +282,26 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::Port(PortCmd::Stats { port }) => Op::PortStats { port },
         Cmd::Arp(ArpCmd::Show { network }) => Op::ArpShow { network },
         Cmd::Dhcp(DhcpCmd::Leases { network }) => Op::DhcpLeases { network },
+        Cmd::Uplink(UplinkCmd::Set {
+            iface,
+            mode,
+            ip,
+            gateway,
+            nat_ports,
+            conntrack_max,
+        }) => Op::UplinkSet(UplinkSet {
+            iface,
+            mode: Some(mode),
+            ip,
+            gateway,
+            nat_ports,
+            conntrack_max,
+        }),
+        Cmd::Uplink(UplinkCmd::Show) => Op::UplinkShow,
+        Cmd::Uplink(UplinkCmd::Rm) => Op::UplinkRemove,
+        Cmd::Conntrack(ConntrackCmd::Show { network }) => Op::ConntrackShow { network },
+        Cmd::Conntrack(ConntrackCmd::Stats) => Op::ConntrackStats,
+        Cmd::Conntrack(ConntrackCmd::Flush { network }) => Op::ConntrackFlush { network },
     }
 }
 
@@ -428,6 +504,69 @@ fn print_human(reply: &Reply) {
                 print!("{}", table(&["  ADDRESS", "MAC", "PORT", "KIND"], &rows));
             }
         }
+        Reply::Uplink(None) => println!("no uplink"),
+        Reply::Uplink(Some(u)) => {
+            println!(
+                "uplink {} ({}, {}): {} mac {} mtu {}",
+                u.iface, u.mode, u.status, u.ip, u.mac, u.mtu
+            );
+            println!(
+                "  gateway {}, NAT ports {}",
+                u.gateway.as_deref().unwrap_or("-"),
+                u.nat_ports
+            );
+            println!(
+                "  conntrack: {} of {} entries; {}",
+                u.conntrack.entries,
+                u.conntrack.max,
+                serde_json::to_string(&u.conntrack.counters).unwrap_or_default()
+            );
+            println!(
+                "  counters: {}",
+                serde_json::to_string(&u.counters).unwrap_or_default()
+            );
+            for (ip, mac, age) in &u.neighbors {
+                println!("  neighbour {ip} at {mac} ({age}s)");
+            }
+        }
+        Reply::Conntrack(rows) => {
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.network.clone(),
+                        r.proto.clone(),
+                        format!("{}:{}", r.src, r.sport),
+                        format!("{}:{}", r.dst, r.dport),
+                        r.nat_port.to_string(),
+                        r.state.clone(),
+                        format!("{}s", r.expires_in_secs),
+                        format!("{}/{}", r.packets_out, r.packets_in),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "NETWORK",
+                        "PROTO",
+                        "SOURCE",
+                        "DESTINATION",
+                        "NAT PORT",
+                        "STATE",
+                        "EXPIRES",
+                        "PACKETS OUT/IN"
+                    ],
+                    &rows
+                )
+            );
+        }
+        Reply::ConntrackStats(s) => {
+            println!("entries {} of {}", s.entries, s.max);
+            println!("{}", serde_json::to_string(&s.counters).unwrap_or_default());
+        }
+        Reply::Flushed(n) => println!("{n} flows removed"),
         Reply::Leases(leases) => {
             let rows: Vec<Vec<String>> = leases
                 .iter()

@@ -75,6 +75,84 @@ pub enum Op {
         #[serde(default)]
         network: Option<String>,
     },
+    /// Sets the interface routed traffic leaves through (masqueraded).
+    UplinkSet(UplinkSet),
+    UplinkShow,
+    UplinkRemove,
+    /// Tracked flows through the uplink (at most `CONNTRACK_SHOW_MAX`).
+    ConntrackShow {
+        #[serde(default)]
+        network: Option<String>,
+    },
+    ConntrackStats,
+    ConntrackFlush {
+        #[serde(default)]
+        network: Option<String>,
+    },
+}
+
+/// Most flows `conntrack-show` lists.
+pub const CONNTRACK_SHOW_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UplinkSet {
+    pub iface: String,
+    /// "shared" (the default) or "dedicated".
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The uplink's own address, CIDR (dedicated mode).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The next hop for off-link destinations.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// "LO-HI", default 61000-65535.
+    #[serde(default)]
+    pub nat_ports: Option<String>,
+    #[serde(default)]
+    pub conntrack_max: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UplinkInfo {
+    pub iface: String,
+    pub mode: String,
+    pub ip: String,
+    pub gateway: Option<String>,
+    pub mac: String,
+    pub mtu: u16,
+    pub nat_ports: String,
+    /// "up", or why the uplink is not attached.
+    pub status: String,
+    pub counters: crate::switch::nat::NatCounters,
+    pub conntrack: ConntrackStats,
+    /// The next hops the uplink resolved: address, MAC, seconds since confirmed.
+    pub neighbors: Vec<(String, String, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConntrackStats {
+    pub entries: usize,
+    pub max: usize,
+    pub counters: crate::switch::nat::conntrack::CtCounters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConntrackRow {
+    pub network: String,
+    /// "tcp", "udp" or "icmp".
+    pub proto: String,
+    pub src: String,
+    pub sport: u16,
+    pub dst: String,
+    pub dport: u16,
+    pub nat_port: u16,
+    pub state: String,
+    pub expires_in_secs: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -108,6 +186,9 @@ pub struct NetworkCreate {
     pub domain: Option<String>,
     #[serde(default)]
     pub lease_secs: Option<u32>,
+    /// No way out through the uplink (Docker's `--internal`).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -171,6 +252,11 @@ pub enum Reply {
     Stats(Vec<PortStatsInfo>),
     Arp(Vec<ArpTable>),
     Leases(Vec<LeaseInfo>),
+    Uplink(Option<UplinkInfo>),
+    Conntrack(Vec<ConntrackRow>),
+    ConntrackStats(ConntrackStats),
+    /// How many flows a flush removed.
+    Flushed(usize),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

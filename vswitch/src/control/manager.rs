@@ -79,7 +79,11 @@ pub struct Manager {
     leases: Vec<StoredLease>,
     /// Upstream resolvers are configured (DNS queries for other names are forwarded).
     dns_forward: bool,
+    /// The uplink's port in the dataplane while it is attached, and why not otherwise.
+    uplink: Option<Result<uplink::UplinkRt, String>>,
 }
+
+mod uplink;
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -159,6 +163,7 @@ impl Manager {
             socket,
             leases,
             dns_forward,
+            uplink: None,
         };
         let saved = saved.unwrap_or_default();
         for net in saved.networks {
@@ -182,6 +187,7 @@ impl Manager {
                 arp_suppress: Some(net.arp_suppress),
                 domain: net.domain.clone(),
                 lease_secs: Some(net.lease_secs),
+                internal: net.internal,
             };
             let cfg = m
                 .validate_network(&req)
@@ -214,6 +220,9 @@ impl Manager {
             };
             m.ports.insert(port.name.clone(), rt);
             m.state.ports.push(port);
+        }
+        if let Some(u) = saved.uplink {
+            m.restore_uplink(u);
         }
         m.save().map_err(|e| e.message)?;
         Ok(m)
@@ -265,6 +274,12 @@ impl Manager {
             Op::PortStats { port } => self.port_stats(port.as_deref()),
             Op::ArpShow { network } => self.arp_show(network.as_deref()),
             Op::DhcpLeases { network } => self.dhcp_leases(network.as_deref()),
+            Op::UplinkSet(req) => self.uplink_set(req),
+            Op::UplinkShow => self.uplink_show(),
+            Op::UplinkRemove => self.uplink_remove(),
+            Op::ConntrackShow { network } => self.conntrack_show(network.as_deref()),
+            Op::ConntrackStats => self.conntrack_stats(),
+            Op::ConntrackFlush { network } => self.conntrack_flush(network.as_deref()),
         }
     }
 
@@ -447,6 +462,7 @@ impl Manager {
             arp_suppress: req.arp_suppress.unwrap_or(true),
             domain: req.domain.as_ref().map(|d| d.to_ascii_lowercase()),
             lease_secs,
+            internal: req.internal,
         })
     }
 
@@ -486,7 +502,7 @@ impl Manager {
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
             gateway: Some(gateway),
-            egress: true,
+            egress: !net.internal,
         };
         self.dp_call(|done| Command::AddNetwork { id, params, done })?;
         self.nets.insert(net.name.clone(), id);
@@ -1041,12 +1057,7 @@ impl Manager {
         if report.kept_existing_default_route {
             info!(port = %cfg.name, "namespace already has a default route; kept it");
         }
-        let id = PortId(Self::free_id(
-            self.ports
-                .values()
-                .filter_map(|p| p.id.as_ref())
-                .map(|p| &p.0),
-        ));
+        let id = self.free_port_id();
         let endpoint = Some(Self::endpoint(cfg));
         let added = self
             .dp_call(|done| Command::AddPort {
@@ -1378,6 +1389,7 @@ impl Manager {
         self.ports
             .iter()
             .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
+            .chain(self.uplink_port())
             .collect()
     }
 
@@ -1401,8 +1413,11 @@ impl Manager {
     }
 
     fn port_stats(&self, port: Option<&str>) -> ApiResult<Reply> {
+        let uplink = self.uplink_port();
         if let Some(p) = port {
-            self.port_config(p)?;
+            if uplink.as_ref().is_none_or(|(_, name)| name != p) {
+                self.port_config(p)?;
+            }
         }
         let snap = self.snapshot()?;
         let mut out = Vec::new();
@@ -1422,6 +1437,28 @@ impl Manager {
                 port: p.name.clone(),
                 network: p.network.clone(),
                 status: info.status,
+                rx_packets: counters.rx_packets,
+                rx_bytes: counters.rx_bytes,
+                tx_packets: counters.tx_packets,
+                tx_bytes: counters.tx_bytes,
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), counters.drops[*r as usize]))
+                    .collect::<BTreeMap<_, _>>(),
+            });
+        }
+        if let Some((id, name)) = uplink.filter(|(_, n)| port.is_none_or(|p| p == n)) {
+            // The uplink's own counters, under "uplink:IFACE".
+            let counters = snap
+                .ports
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.counters)
+                .unwrap_or_default();
+            out.push(PortStatsInfo {
+                port: name,
+                network: "-".into(),
+                status: "up".into(),
                 rx_packets: counters.rx_packets,
                 rx_bytes: counters.rx_bytes,
                 tx_packets: counters.tx_packets,

@@ -21,6 +21,8 @@ use crate::ports::uring::Uring;
 use crate::ports::Port;
 use crate::switch::fdb::{FdbCounters, FdbEntry};
 use crate::switch::gateway::{Endpoint, Event, GatewayCounters, LeaseRecord, Neighbor};
+use crate::switch::nat::conntrack::{CtCounters, Entry as CtEntry};
+use crate::switch::nat::{NatCounters, UplinkConfig};
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
 use crate::wire::offload::{self, VnetHdr};
 
@@ -80,6 +82,25 @@ pub enum Command {
     Snapshot {
         reply: Sender<Snapshot>,
     },
+    /// Makes a port the uplink (routed traffic leaves through it, masqueraded).
+    SetUplink {
+        id: PortId,
+        port: Box<dyn Port>,
+        cfg: UplinkConfig,
+        done: Sender<io::Result<()>>,
+    },
+    /// Closes the uplink's port; every flow through it is forgotten.
+    RemoveUplink {
+        done: Sender<()>,
+    },
+    /// The uplink's counters, neighbours and (some of) its flows; `flush` empties the table (of
+    /// one network) first.
+    UplinkQuery {
+        network: Option<NetId>,
+        entries: usize,
+        flush: bool,
+        reply: Sender<Option<UplinkView>>,
+    },
     /// Sends a frame the shell built (an upstream DNS answer) out of a port.
     Inject {
         port: PortId,
@@ -100,6 +121,21 @@ impl Injector {
             let _ = self.waker.wake();
         }
     }
+}
+
+/// The uplink as the dataplane sees it.
+#[derive(Debug, Clone)]
+pub struct UplinkView {
+    pub port: PortId,
+    pub counters: NatCounters,
+    pub ct: CtCounters,
+    pub len: usize,
+    pub max: usize,
+    pub neighbors: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr, u64)>,
+    pub entries: Vec<CtEntry>,
+    /// What `flush` removed.
+    pub flushed: usize,
+    pub now: u64,
 }
 
 /// A port as the dataplane sees it, for `show` and `port stats`.
@@ -447,6 +483,66 @@ impl Dataplane {
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
+            }
+            Command::SetUplink {
+                id,
+                port,
+                cfg,
+                done,
+            } => {
+                let fd = port.raw_fd();
+                let res = if self.pipeline.uplink().is_some() {
+                    Err(io::Error::other("the dataplane has an uplink already"))
+                } else {
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&fd), token(id), Interest::READABLE)
+                };
+                if res.is_ok() {
+                    self.pipeline.set_uplink(id, cfg);
+                    if self.ports.len() <= id.idx() {
+                        self.ports.resize_with(id.idx() + 1, || None);
+                    }
+                    self.ports[id.idx()] = Some(PortSlot {
+                        kind: port.kind(),
+                        port: Some(port),
+                        down: None,
+                        final_counters: None,
+                        queued: false,
+                        last_batch: 0,
+                    });
+                    self.enqueue(id);
+                }
+                let _ = done.send(res);
+            }
+            Command::RemoveUplink { done } => {
+                if let Some(id) = self.pipeline.uplink().map(|u| u.port) {
+                    self.remove_port(id);
+                }
+                let _ = done.send(());
+            }
+            Command::UplinkQuery {
+                network,
+                entries,
+                flush,
+                reply,
+            } => {
+                let now = self.now_ms();
+                let view = self.pipeline.uplink_mut().map(|u| {
+                    let flushed = if flush { u.ct.flush(network) } else { 0 };
+                    UplinkView {
+                        port: u.port,
+                        counters: u.counters,
+                        ct: u.ct.counters,
+                        len: u.ct.len(),
+                        max: u.ct.max(),
+                        neighbors: u.neighbors(now),
+                        entries: u.ct.entries(now, network, entries),
+                        flushed,
+                        now,
+                    }
+                });
+                let _ = reply.send(view);
             }
             Command::Inject { port, frame } => {
                 self.send_frame(port, &frame);

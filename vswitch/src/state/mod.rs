@@ -66,6 +66,9 @@ pub struct NetworkConfig {
     pub domain: Option<String>,
     #[serde(default = "default_lease")]
     pub lease_secs: u32,
+    /// Docker's `--internal`: no way out through the uplink.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 impl NetworkConfig {
@@ -161,6 +164,22 @@ pub struct State {
     pub format: u32,
     pub networks: Vec<NetworkConfig>,
     pub ports: Vec<PortConfig>,
+    /// The interface routed traffic leaves through, if one is set.
+    #[serde(default)]
+    pub uplink: Option<UplinkState>,
+}
+
+/// The uplink as `uplink set` configured it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UplinkState {
+    pub iface: String,
+    pub mode: crate::switch::nat::UplinkMode,
+    /// The uplink's own address and prefix (dedicated mode).
+    pub ip: Ipv4Net,
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    pub nat_ports: (u16, u16),
+    pub conntrack_max: usize,
 }
 
 /// One change to the state, as appended to the journal between snapshots. Applying a change twice
@@ -173,6 +192,8 @@ pub enum Change {
     NetworkRemove(String),
     PortAdd(PortConfig),
     PortRemove(String),
+    UplinkSet(UplinkState),
+    UplinkRemove,
 }
 
 impl State {
@@ -191,6 +212,8 @@ impl State {
                 self.ports.push(p.clone());
             }
             Change::PortRemove(name) => self.ports.retain(|p| &p.name != name),
+            Change::UplinkSet(u) => self.uplink = Some(u.clone()),
+            Change::UplinkRemove => self.uplink = None,
         }
     }
 }
@@ -204,6 +227,7 @@ impl Default for State {
             format: STATE_FORMAT,
             networks: Vec::new(),
             ports: Vec::new(),
+            uplink: None,
         }
     }
 }
@@ -466,6 +490,7 @@ mod tests {
             arp_suppress: true,
             domain: None,
             lease_secs: 3600,
+            internal: false,
         }
     }
 

@@ -1,0 +1,387 @@
+//! The uplink: `uplink set/show/rm` and `conntrack show/stats/flush`. The uplink is an existing
+//! interface of vswitchd's namespace served by an AF_XDP socket; in dedicated mode it and its
+//! address belong to the switch, which answers ARP and ping for that address and masquerades
+//! every network that is not `--internal` behind it.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
+
+use super::{internal, invalid, ApiResult, Manager};
+use crate::api::{
+    ApiError, ConntrackRow, ConntrackStats, ErrorCode, Reply, UplinkInfo, UplinkSet,
+    CONNTRACK_SHOW_MAX,
+};
+use crate::dataplane::{Command, UplinkView};
+use crate::ports::{AfXdp, XdpConfig};
+use crate::sandbox::netlink::Netlink;
+use crate::state::{Change, UplinkState};
+use crate::switch::nat::{UplinkConfig, UplinkMode};
+use crate::switch::{NetId, PortId};
+use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::MacAddr;
+
+pub const DEFAULT_NAT_PORTS: (u16, u16) = (61000, 65535);
+pub const DEFAULT_CONNTRACK_MAX: usize = 262_144;
+const MAX_CONNTRACK_MAX: usize = 16 << 20;
+
+/// The attached uplink.
+#[derive(Debug, Clone)]
+pub struct UplinkRt {
+    pub id: PortId,
+    pub mac: MacAddr,
+    pub mtu: u16,
+}
+
+fn parse_ports(s: &str) -> ApiResult<(u16, u16)> {
+    let bad = || {
+        invalid(format!(
+            "NAT port range {s:?} is not LO-HI (e.g. 61000-65535)"
+        ))
+    };
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (u16, u16) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if lo < 1024 || lo > hi {
+        return Err(invalid(format!(
+            "NAT port range {lo}-{hi} must be ascending and above 1023"
+        )));
+    }
+    Ok((lo, hi))
+}
+
+impl Manager {
+    /// A dataplane port id no port (nor the uplink) holds.
+    pub(super) fn free_port_id(&self) -> PortId {
+        let uplink = self
+            .uplink
+            .as_ref()
+            .and_then(|u| u.as_ref().ok())
+            .map(|u| u.id.0);
+        let used: Vec<u32> = self
+            .ports
+            .values()
+            .filter_map(|p| p.id.map(|p| p.0))
+            .chain(uplink)
+            .collect();
+        PortId(Self::free_id(used.iter()))
+    }
+
+    fn validate_uplink(&self, req: &UplinkSet) -> ApiResult<UplinkState> {
+        if let Some(u) = &self.state.uplink {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "an uplink is set already ({}); `vswitchctl uplink rm` first",
+                    u.iface
+                ),
+            ));
+        }
+        if !crate::sandbox::valid_ifname(&req.iface) {
+            return Err(invalid(format!("{:?} is not an interface name", req.iface)));
+        }
+        if self
+            .state
+            .ports
+            .iter()
+            .any(|p| p.host_ifname.as_deref() == Some(req.iface.as_str()))
+        {
+            return Err(invalid(format!(
+                "{} is a port's own veth, not an uplink",
+                req.iface
+            )));
+        }
+        let mode =
+            match req.mode.as_deref().unwrap_or("shared") {
+                "dedicated" => UplinkMode::Dedicated,
+                "shared" => return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "shared mode (masquerading behind the host's own address) is not built yet: \
+                     use --mode dedicated with the switch's own --ip",
+                )),
+                other => {
+                    return Err(invalid(format!(
+                        "uplink mode {other:?} is not shared or dedicated"
+                    )))
+                }
+            };
+        let ip: Ipv4Net = req
+            .ip
+            .as_deref()
+            .ok_or_else(|| invalid("a dedicated uplink needs its own address: --ip CIDR"))?
+            .parse()
+            .map_err(|_| invalid(format!("{:?} is not an IPv4 CIDR", req.ip)))?;
+        if ip.addr() == ip.network() && ip.prefix_len() < 31 || ip.addr().is_unspecified() {
+            return Err(invalid(format!("{ip} is not a host address")));
+        }
+        let gateway = match &req.gateway {
+            None => None,
+            Some(g) => {
+                let g: Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| invalid(format!("gateway {g:?} is not an IPv4 address")))?;
+                if !ip.contains(&g) || g == ip.addr() {
+                    return Err(invalid(format!(
+                        "gateway {g} is not another address on the uplink's link {}",
+                        ip.trunc()
+                    )));
+                }
+                Some(g)
+            }
+        };
+        if let Some(n) = self
+            .state
+            .networks
+            .iter()
+            .find(|n| n.subnet.contains(&ip.addr()) || ip.contains(&n.subnet.network()))
+        {
+            return Err(ApiError::new(
+                ErrorCode::SubnetOverlap,
+                format!(
+                    "uplink address {ip} overlaps network {:?} ({})",
+                    n.name, n.subnet
+                ),
+            ));
+        }
+        let nat_ports = match &req.nat_ports {
+            Some(s) => parse_ports(s)?,
+            None => DEFAULT_NAT_PORTS,
+        };
+        let conntrack_max = req.conntrack_max.unwrap_or(DEFAULT_CONNTRACK_MAX);
+        if !(1..=MAX_CONNTRACK_MAX).contains(&conntrack_max) {
+            return Err(invalid(format!(
+                "conntrack table size {conntrack_max} is out of range (1 to {MAX_CONNTRACK_MAX})"
+            )));
+        }
+        Ok(UplinkState {
+            iface: req.iface.clone(),
+            mode,
+            ip,
+            gateway,
+            nat_ports,
+            conntrack_max,
+        })
+    }
+
+    /// Binds the uplink's AF_XDP socket and hands it to the dataplane.
+    fn attach_uplink(&mut self, u: &UplinkState) -> ApiResult<UplinkRt> {
+        let link = Netlink::open()
+            .and_then(|mut nl| nl.link(&u.iface))
+            .map_err(|e| internal(format!("netlink: {e}")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no interface {:?} in vswitchd's namespace",
+                    u.iface
+                ))
+            })?;
+        let mac = link
+            .mac
+            .ok_or_else(|| invalid(format!("{} has no MAC address", u.iface)))?;
+        let mtu = link.mtu.unwrap_or(1500).min(u32::from(u16::MAX)) as u16;
+        let xsk = AfXdp::open(&u.iface, XdpConfig::default())
+            .map_err(|e| internal(format!("cannot serve {} with AF_XDP: {e}", u.iface)))?;
+        let id = self.free_port_id();
+        let cfg = UplinkConfig {
+            mode: u.mode,
+            ip: u.ip.addr(),
+            prefix_len: u.ip.prefix_len(),
+            mac,
+            gateway: u.gateway,
+            mtu,
+            nat_ports: u.nat_ports,
+            conntrack_max: u.conntrack_max,
+        };
+        self.dp_call(|done| Command::SetUplink {
+            id,
+            port: Box::new(xsk),
+            cfg,
+            done,
+        })?
+        .map_err(|e| internal(format!("dataplane: {e}")))?;
+        info!(iface = %u.iface, ip = %u.ip, "uplink attached");
+        Ok(UplinkRt { id, mac, mtu })
+    }
+
+    /// At start: attaches the saved uplink, or keeps it with the reason it could not be.
+    pub(super) fn restore_uplink(&mut self, u: UplinkState) {
+        // After a kill -9 the dead daemon's program is still attached (holding its socket's
+        // map): the state says the interface is ours, so it goes. `uplink set` never does this
+        // (another program on the interface is an error there). The dead socket itself is
+        // released by the kernel a moment after its process, so the attach is retried briefly.
+        let mut attached = Err(internal("not tried"));
+        for attempt in 0..20 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if let Ok(mut nl) = Netlink::open() {
+                if let Ok(Some(index)) = nl.link_index(&u.iface) {
+                    for mode in [
+                        crate::ports::afxdp::XDP_FLAGS_DRV_MODE,
+                        crate::ports::afxdp::XDP_FLAGS_SKB_MODE,
+                    ] {
+                        if let Err(e) = nl.set_xdp(index, -1, mode, None) {
+                            warn!(iface = %u.iface, error = %e, "detaching a stale XDP program");
+                        }
+                    }
+                }
+            }
+            attached = self.attach_uplink(&u);
+            if attached.is_ok() {
+                break;
+            }
+        }
+        match attached {
+            Ok(rt) => self.uplink = Some(Ok(rt)),
+            Err(e) => {
+                warn!(iface = %u.iface, error = %e.message, "uplink not restored");
+                self.uplink = Some(Err(e.message));
+            }
+        }
+        self.state.uplink = Some(u);
+    }
+
+    pub(super) fn uplink_set(&mut self, req: UplinkSet) -> ApiResult<Reply> {
+        let u = self.validate_uplink(&req)?;
+        let rt = self.attach_uplink(&u)?;
+        self.uplink = Some(Ok(rt));
+        self.state.uplink = Some(u.clone());
+        self.record(Change::UplinkSet(u))?;
+        self.uplink_show()
+    }
+
+    pub(super) fn uplink_remove(&mut self) -> ApiResult<Reply> {
+        if self.state.uplink.is_none() {
+            return Err(invalid("no uplink is set"));
+        }
+        self.dp_call(|done| Command::RemoveUplink { done })?;
+        self.uplink = None;
+        self.state.uplink = None;
+        self.record(Change::UplinkRemove)?;
+        Ok(Reply::Done)
+    }
+
+    fn uplink_view(
+        &self,
+        network: Option<&str>,
+        entries: usize,
+        flush: bool,
+    ) -> ApiResult<Option<UplinkView>> {
+        let network = match network {
+            Some(n) => Some(*self.nets.get(n).ok_or_else(|| {
+                ApiError::new(ErrorCode::NetworkNotFound, format!("no network {n:?}"))
+            })?),
+            None => None,
+        };
+        self.dp_call(|reply| Command::UplinkQuery {
+            network,
+            entries,
+            flush,
+            reply,
+        })
+    }
+
+    pub(super) fn uplink_show(&self) -> ApiResult<Reply> {
+        let Some(u) = &self.state.uplink else {
+            return Ok(Reply::Uplink(None));
+        };
+        let view = self.uplink_view(None, 0, false)?;
+        let (status, mac, mtu) = match &self.uplink {
+            Some(Ok(rt)) => ("up".to_string(), rt.mac.to_string(), rt.mtu),
+            Some(Err(e)) => (format!("detached: {e}"), String::new(), 0),
+            None => ("detached".to_string(), String::new(), 0),
+        };
+        Ok(Reply::Uplink(Some(UplinkInfo {
+            iface: u.iface.clone(),
+            mode: match u.mode {
+                UplinkMode::Shared => "shared",
+                UplinkMode::Dedicated => "dedicated",
+            }
+            .into(),
+            ip: u.ip.to_string(),
+            gateway: u.gateway.map(|g| g.to_string()),
+            mac,
+            mtu,
+            nat_ports: format!("{}-{}", u.nat_ports.0, u.nat_ports.1),
+            status,
+            counters: view.as_ref().map(|v| v.counters).unwrap_or_default(),
+            conntrack: stats(view.as_ref()),
+            neighbors: view
+                .map(|v| {
+                    v.neighbors
+                        .iter()
+                        .map(|(ip, mac, age)| (ip.to_string(), mac.to_string(), age / 1000))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })))
+    }
+
+    fn network_name(&self, id: NetId) -> String {
+        self.nets
+            .iter()
+            .find(|(_, n)| **n == id)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn conntrack_show(&self, network: Option<&str>) -> ApiResult<Reply> {
+        let Some(v) = self.uplink_view(network, CONNTRACK_SHOW_MAX, false)? else {
+            return Ok(Reply::Conntrack(Vec::new()));
+        };
+        let rows = v
+            .entries
+            .iter()
+            .map(|e| ConntrackRow {
+                network: self.network_name(e.orig.net),
+                proto: match e.orig.proto {
+                    PROTO_TCP => "tcp",
+                    PROTO_UDP => "udp",
+                    PROTO_ICMP => "icmp",
+                    _ => "other",
+                }
+                .into(),
+                src: e.orig.src.to_string(),
+                sport: e.orig.sport,
+                dst: e.orig.dst.to_string(),
+                dport: e.orig.dport,
+                nat_port: e.nat_port,
+                state: e.state.name().into(),
+                expires_in_secs: e.expires.saturating_sub(v.now) / 1000,
+                packets_out: e.packets[0],
+                packets_in: e.packets[1],
+                bytes_out: e.bytes[0],
+                bytes_in: e.bytes[1],
+            })
+            .collect();
+        Ok(Reply::Conntrack(rows))
+    }
+
+    pub(super) fn conntrack_stats(&self) -> ApiResult<Reply> {
+        let v = self.uplink_view(None, 0, false)?;
+        Ok(Reply::ConntrackStats(stats(v.as_ref())))
+    }
+
+    pub(super) fn conntrack_flush(&self, network: Option<&str>) -> ApiResult<Reply> {
+        let v = self.uplink_view(network, 0, true)?;
+        Ok(Reply::Flushed(v.map_or(0, |v| v.flushed)))
+    }
+
+    /// The uplink's dataplane port and its label for `port stats`.
+    pub(super) fn uplink_port(&self) -> Option<(PortId, String)> {
+        let rt = self.uplink.as_ref()?.as_ref().ok()?;
+        let iface = &self.state.uplink.as_ref()?.iface;
+        Some((rt.id, format!("uplink:{iface}")))
+    }
+}
+
+fn stats(v: Option<&UplinkView>) -> ConntrackStats {
+    v.map(|v| ConntrackStats {
+        entries: v.len,
+        max: v.max,
+        counters: v.ct,
+    })
+    .unwrap_or_default()
+}
