@@ -1,0 +1,191 @@
+//! Addresses: IPAM (the first free address, or a requested one checked), the persisted DHCP
+//! leases kept in step with the dataplane's events, and the resolv.conf upkeep of named
+//! namespaces.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use tracing::{info, warn};
+
+use super::{invalid, unix_now, ApiResult, Manager};
+use crate::api::*;
+use crate::control::resolv;
+use crate::sandbox::NetnsSpec;
+use crate::state::{NetworkConfig, PortConfig, StoredLease};
+use crate::switch::gateway::Event;
+use crate::wire::MacAddr;
+
+impl Manager {
+    /// IPAM: the first free address of the network's range.
+    pub(super) fn allocate_ip(
+        &self,
+        net: &NetworkConfig,
+        peers: &[&PortConfig],
+        mac: Option<&str>,
+    ) -> ApiResult<Ipv4Net> {
+        let now = unix_now();
+        let mac: Option<MacAddr> = mac.and_then(|m| m.parse().ok());
+        let pool = net.pool();
+        let mut used: HashSet<Ipv4Addr> = peers
+            .iter()
+            .filter_map(|p| p.ip.map(|i| i.addr()))
+            .collect();
+        used.extend(
+            self.leases
+                .iter()
+                .filter(|l| l.network == net.name && l.expires > now && Some(l.mac) != mac)
+                .map(|l| l.ip),
+        );
+        used.extend([net.gateway, net.subnet.network(), net.subnet.broadcast()]);
+        let taken = |ip: Ipv4Addr| used.contains(&ip);
+        let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
+        (start..=end)
+            .map(Ipv4Addr::from)
+            .find(|ip| !taken(*ip))
+            .map(|ip| Ipv4Net::new(ip, net.subnet.prefix_len()).expect("valid prefix"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::AddressPoolExhausted,
+                    format!(
+                        "no free address left in {} of network {:?}; remove ports or widen --ip-range",
+                        pool, net.name
+                    ),
+                )
+            })
+    }
+
+    pub(super) fn validate_ip(
+        &self,
+        s: &str,
+        net: &NetworkConfig,
+        peers: &[&PortConfig],
+    ) -> ApiResult<Ipv4Net> {
+        let bad = || {
+            invalid(format!(
+                "invalid address {s:?}: expected an IPv4 address like {} or {}/{}",
+                net.gateway,
+                net.gateway,
+                net.subnet.prefix_len()
+            ))
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (
+                a.parse::<Ipv4Addr>().map_err(|_| bad())?,
+                Some(p.parse::<u8>().map_err(|_| bad())?),
+            ),
+            None => (s.parse::<Ipv4Addr>().map_err(|_| bad())?, None),
+        };
+        if let Some(p) = prefix {
+            if p != net.subnet.prefix_len() {
+                return Err(invalid(format!(
+                    "address {s} has prefix /{p} but network {:?} is {}; use /{} or no prefix",
+                    net.name,
+                    net.subnet,
+                    net.subnet.prefix_len()
+                )));
+            }
+        }
+        if !net.subnet.contains(&addr) {
+            return Err(invalid(format!(
+                "address {addr} is outside network {:?} ({})",
+                net.name, net.subnet
+            )));
+        }
+        if addr == net.subnet.network() || addr == net.subnet.broadcast() {
+            return Err(invalid(format!(
+                "address {addr} is the network or broadcast address of {}",
+                net.subnet
+            )));
+        }
+        if addr == net.gateway {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!("address {addr} is the gateway of network {:?}", net.name),
+            ));
+        }
+        if let Some(p) = peers.iter().find(|p| p.ip.map(|i| i.addr()) == Some(addr)) {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!("address {addr} is already used by port {:?}", p.name),
+            ));
+        }
+        Ipv4Net::new(addr, net.subnet.prefix_len()).map_err(|_| bad())
+    }
+
+    /// A DHCP lease changed in the dataplane: keep the persisted copy in step.
+    pub fn on_event(&mut self, ev: Event) {
+        let net_name = |id| {
+            self.nets
+                .iter()
+                .find(|(_, n)| **n == id)
+                .map(|(name, _)| name.clone())
+        };
+        match ev {
+            Event::Lease { network, lease } => {
+                let Some(network) = net_name(network) else {
+                    return;
+                };
+                self.leases.retain(|l| {
+                    !(l.network == network && (l.mac == lease.mac || l.ip == lease.ip))
+                });
+                info!(%network, mac = %lease.mac, ip = %lease.ip, "DHCP lease");
+                self.leases.push(StoredLease {
+                    network,
+                    mac: lease.mac,
+                    ip: lease.ip,
+                    hostname: lease.hostname,
+                    expires: unix_now() + u64::from(lease.remaining_secs),
+                });
+            }
+            // Handled by the DNS forwarder, not the control plane.
+            Event::DnsForward(_) => return,
+            Event::Released { network, mac } => {
+                let Some(network) = net_name(network) else {
+                    return;
+                };
+                info!(%network, %mac, "DHCP lease released");
+                self.leases
+                    .retain(|l| !(l.network == network && l.mac == mac));
+            }
+        }
+        self.save_leases();
+    }
+
+    pub(super) fn save_leases(&mut self) {
+        let now = unix_now();
+        self.leases.retain(|l| l.expires > now);
+        if let Err(e) = self.store.save_leases(&self.leases) {
+            warn!(error = %e, "cannot save DHCP leases");
+        }
+    }
+
+    /// For a named namespace on a network that resolves names, points the namespace's resolver
+    /// (`/etc/netns/NS/resolv.conf`, which `ip netns exec` mounts) at the gateway.
+    pub(super) fn write_resolv(&self, cfg: &PortConfig) {
+        let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&cfg.netns) else {
+            return;
+        };
+        let Some(net) = self.state.networks.iter().find(|n| n.name == cfg.network) else {
+            return;
+        };
+        if !net.dns {
+            return;
+        }
+        if let Err(e) = resolv::add(&ns, net.gateway, &net.domain()) {
+            warn!(netns = %ns, error = %e, "cannot write resolv.conf");
+        }
+    }
+
+    /// Takes the port's network out of the resolver config written for its (named) namespace.
+    pub(super) fn remove_resolv(&self, port: &PortConfig) {
+        if let (Ok(NetnsSpec::Name(ns)), Some(net)) = (
+            NetnsSpec::parse(&port.netns),
+            self.state.networks.iter().find(|n| n.name == port.network),
+        ) {
+            if let Err(e) = resolv::remove(&ns, net.gateway, &net.domain()) {
+                warn!(netns = %ns, error = %e, "cannot update resolv.conf");
+            }
+        }
+    }
+}

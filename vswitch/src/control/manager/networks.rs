@@ -1,0 +1,305 @@
+//! Networks: validating a create request, attaching a network (and its restored leases) to the
+//! dataplane, create, remove, and the `NetworkInfo` views of them.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use tracing::info;
+
+use super::{
+    check_name, gateway_mac, invalid, unix_now, valid_dns_name, ApiResult, Manager, PortRt,
+    MAX_AGING_SECS, MAX_FDB_LIMIT,
+};
+use crate::api::*;
+use crate::dataplane::Command;
+use crate::state::{
+    Change, NetworkConfig, DEFAULT_FDB_LIMIT, DEFAULT_LEASE_SECS, DEFAULT_MAC_AGING_SECS,
+};
+use crate::switch::gateway::{DhcpConfig, GatewayConfig, LeaseRecord};
+use crate::switch::{NetId, NetworkParams};
+
+impl Manager {
+    pub(super) fn validate_network(&self, req: &NetworkCreate) -> ApiResult<NetworkConfig> {
+        check_name("network", &req.name)?;
+        if let Some(existing) = self.state.networks.iter().find(|n| n.name == req.name) {
+            return Err(ApiError::new(
+                ErrorCode::NetworkExists,
+                format!(
+                    "network {:?} already exists (subnet {})",
+                    req.name, existing.subnet
+                ),
+            ));
+        }
+        let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(invalid(format!(
+                "driver {driver:?} is not supported; use --driver bridge"
+            )));
+        }
+        let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {
+            invalid(format!(
+                "invalid subnet {:?}: expected an IPv4 CIDR like 10.1.0.0/24",
+                req.subnet
+            ))
+        })?;
+        if subnet.trunc() != subnet {
+            return Err(invalid(format!(
+                "invalid subnet {subnet}: it has host bits set; did you mean {}?",
+                subnet.trunc()
+            )));
+        }
+        if subnet.prefix_len() > 30 || subnet.prefix_len() < 8 {
+            return Err(invalid(format!(
+                "subnet {subnet} must have a prefix length between /8 and /30"
+            )));
+        }
+        if let Some(other) =
+            self.state.networks.iter().find(|n| {
+                n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
+            })
+        {
+            return Err(ApiError::new(
+                ErrorCode::SubnetOverlap,
+                format!(
+                    "subnet {subnet} overlaps network {:?} ({}); choose a disjoint subnet",
+                    other.name, other.subnet
+                ),
+            ));
+        }
+        let gateway = match &req.gateway {
+            None => subnet
+                .hosts()
+                .next()
+                .ok_or_else(|| invalid("subnet has no hosts"))?,
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().map_err(|_| {
+                    invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+                })?;
+                if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                    return Err(invalid(format!(
+                        "gateway {g} must be a host address inside subnet {subnet}"
+                    )));
+                }
+                g
+            }
+        };
+        let mac_aging_secs = req.mac_aging_secs.unwrap_or(DEFAULT_MAC_AGING_SECS);
+        if !(1..=MAX_AGING_SECS).contains(&mac_aging_secs) {
+            return Err(invalid(format!(
+                "MAC aging {mac_aging_secs}s is out of range (1 to {MAX_AGING_SECS} seconds)"
+            )));
+        }
+        let fdb_limit = req.fdb_limit.unwrap_or(DEFAULT_FDB_LIMIT);
+        if !(1..=MAX_FDB_LIMIT).contains(&fdb_limit) {
+            return Err(invalid(format!(
+                "FDB limit {fdb_limit} is out of range (1 to {MAX_FDB_LIMIT})"
+            )));
+        }
+        let ip_range = match &req.ip_range {
+            None => None,
+            Some(r) => {
+                let r: Ipv4Net = r.parse().map_err(|_| {
+                    invalid(format!(
+                        "invalid --ip-range {r:?}: expected a CIDR inside {subnet}"
+                    ))
+                })?;
+                if r.trunc() != r || !subnet.contains(&r) {
+                    return Err(invalid(format!(
+                        "--ip-range {r} must be a CIDR (no host bits) inside subnet {subnet}"
+                    )));
+                }
+                Some(r)
+            }
+        };
+        let lease_secs = req.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
+        if !(60..=MAX_AGING_SECS).contains(&lease_secs) {
+            return Err(invalid(format!(
+                "lease time {lease_secs}s is out of range (60 to {MAX_AGING_SECS} seconds)"
+            )));
+        }
+        if let Some(d) = &req.domain {
+            if !valid_dns_name(d) {
+                return Err(invalid(format!(
+                    "invalid domain {d:?}: expected a DNS name like web.example"
+                )));
+            }
+        }
+        Ok(NetworkConfig {
+            name: req.name.clone(),
+            driver,
+            subnet,
+            gateway,
+            mac_aging_secs,
+            fdb_limit,
+            ip_range,
+            dhcp: req.dhcp.unwrap_or(true),
+            dns: req.dns.unwrap_or(true),
+            arp_suppress: req.arp_suppress.unwrap_or(true),
+            domain: req.domain.as_ref().map(|d| d.to_ascii_lowercase()),
+            lease_secs,
+            internal: req.internal,
+        })
+    }
+
+    pub(super) fn free_id<'a>(used: impl Iterator<Item = &'a u32>) -> u32 {
+        let mut used: Vec<u32> = used.copied().collect();
+        used.sort_unstable();
+        let mut next = 0;
+        for u in used {
+            if u == next {
+                next += 1;
+            } else if u > next {
+                break;
+            }
+        }
+        next
+    }
+
+    pub(super) fn attach_network(&mut self, net: &NetworkConfig) -> ApiResult<NetId> {
+        let id = NetId(Self::free_id(self.nets.values().map(|n| &n.0)));
+        let pool = net.pool();
+        let gateway = GatewayConfig {
+            ip: net.gateway,
+            mac: gateway_mac(net.gateway),
+            subnet: net.subnet,
+            arp_suppress: net.arp_suppress,
+            dhcp: net.dhcp.then(|| DhcpConfig {
+                range_start: pool.network(),
+                range_end: pool.broadcast(),
+                lease_secs: net.lease_secs,
+                mtu: 1500,
+            }),
+            dns_names: net.dns,
+            domain: net.domain(),
+            dns_forward: self.dns_forward,
+        };
+        let params = NetworkParams {
+            fdb_limit: net.fdb_limit as usize,
+            aging_ms: u64::from(net.mac_aging_secs) * 1000,
+            gateway: Some(gateway),
+            egress: !net.internal,
+        };
+        self.dp_call(|done| Command::AddNetwork { id, params, done })?;
+        self.nets.insert(net.name.clone(), id);
+        let now = unix_now();
+        let leases: Vec<LeaseRecord> = self
+            .leases
+            .iter()
+            .filter(|l| l.network == net.name && l.expires > now)
+            .map(|l| LeaseRecord {
+                mac: l.mac,
+                ip: l.ip,
+                hostname: l.hostname.clone(),
+                remaining_secs: (l.expires - now).min(u64::from(u32::MAX)) as u32,
+            })
+            .collect();
+        if !leases.is_empty() {
+            self.dp_call(|done| Command::RestoreLeases {
+                network: id,
+                leases,
+                done,
+            })?;
+        }
+        Ok(id)
+    }
+
+    pub(super) fn network_create(&mut self, req: NetworkCreate) -> ApiResult<Reply> {
+        let cfg = self.validate_network(&req)?;
+        let id = self.attach_network(&cfg)?;
+        self.state.networks.push(cfg.clone());
+        if let Err(e) = self.record(Change::NetworkAdd(cfg.clone())) {
+            self.state.networks.pop();
+            self.nets.remove(&cfg.name);
+            let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
+            return Err(e);
+        }
+        info!(network = %cfg.name, subnet = %cfg.subnet, "network created");
+        Ok(Reply::Network(self.network_info(&cfg)))
+    }
+
+    pub(super) fn network_remove(&mut self, name: &str, force: bool) -> ApiResult<Reply> {
+        self.net_config(name)?;
+        if self.declared.contains(name) {
+            return Err(invalid(format!(
+                "network {name:?} is declared in the config file and cannot be removed; remove it there"
+            )));
+        }
+        let ports: Vec<String> = self
+            .state
+            .ports
+            .iter()
+            .filter(|p| p.network == name)
+            .map(|p| p.name.clone())
+            .collect();
+        if !ports.is_empty() && !force {
+            return Err(ApiError::new(
+                ErrorCode::NetworkInUse,
+                format!(
+                    "network {name:?} has {} port(s) attached ({}); delete them first or use --force",
+                    ports.len(),
+                    ports.join(", ")
+                ),
+            ));
+        }
+        let saved = self.state.clone();
+        let change = Change::NetworkRemove(name.to_string());
+        self.state.apply(&change);
+        if let Err(e) = self.record(change) {
+            self.state = saved;
+            return Err(e);
+        }
+        for p in saved.ports.iter().filter(|p| p.network == name) {
+            self.forget_port(p);
+        }
+        self.leases.retain(|l| l.network != name);
+        self.save_leases();
+        for p in &ports {
+            if let Some(PortRt { id: Some(id), .. }) = self.ports.remove(p) {
+                self.dp_call(|done| Command::RemovePort { id, done })?;
+            }
+        }
+        if let Some(id) = self.nets.remove(name) {
+            self.dp_call(|done| Command::RemoveNetwork { id, done })?;
+        }
+        info!(network = %name, ports = ports.len(), "network removed");
+        Ok(Reply::Done)
+    }
+
+    fn network_info(&self, n: &NetworkConfig) -> NetworkInfo {
+        let mut ports: Vec<String> = self
+            .state
+            .ports
+            .iter()
+            .filter(|p| p.network == n.name)
+            .map(|p| p.name.clone())
+            .collect();
+        ports.sort();
+        NetworkInfo {
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            subnet: n.subnet.to_string(),
+            gateway: n.gateway.to_string(),
+            mac_aging_secs: n.mac_aging_secs,
+            fdb_limit: n.fdb_limit,
+            ip_range: n.pool().to_string(),
+            gateway_mac: gateway_mac(n.gateway).to_string(),
+            dhcp: n.dhcp,
+            dns: n.dns,
+            arp_suppress: n.arp_suppress,
+            domain: n.domain(),
+            lease_secs: n.lease_secs,
+            ports,
+        }
+    }
+
+    pub(super) fn network_infos(&self) -> Vec<NetworkInfo> {
+        let mut v: Vec<NetworkInfo> = self
+            .state
+            .networks
+            .iter()
+            .map(|n| self.network_info(n))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
