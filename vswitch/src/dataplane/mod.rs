@@ -457,19 +457,7 @@ impl Dataplane {
                         }
                     });
                 if res.is_ok() {
-                    if self.ports.len() <= id.idx() {
-                        self.ports.resize_with(id.idx() + 1, || None);
-                    }
-                    self.ports[id.idx()] = Some(PortSlot {
-                        kind: port.kind(),
-                        port: Some(port),
-                        down: None,
-                        final_counters: None,
-                        queued: false,
-                        last_batch: 0,
-                    });
-                    // Frames may have arrived before registration (edge-triggered poll).
-                    self.enqueue(id);
+                    self.install(id, port);
                 }
                 let _ = done.send(res);
             }
@@ -500,18 +488,7 @@ impl Dataplane {
                 };
                 if res.is_ok() {
                     self.pipeline.set_uplink(id, cfg);
-                    if self.ports.len() <= id.idx() {
-                        self.ports.resize_with(id.idx() + 1, || None);
-                    }
-                    self.ports[id.idx()] = Some(PortSlot {
-                        kind: port.kind(),
-                        port: Some(port),
-                        down: None,
-                        final_counters: None,
-                        queued: false,
-                        last_batch: 0,
-                    });
-                    self.enqueue(id);
+                    self.install(id, port);
                 }
                 let _ = done.send(res);
             }
@@ -548,6 +525,23 @@ impl Dataplane {
                 self.send_frame(port, &frame);
             }
         }
+    }
+
+    /// Puts a registered port in its slot and looks at it once: frames may have arrived before
+    /// registration (edge-triggered poll).
+    fn install(&mut self, id: PortId, port: Box<dyn Port>) {
+        if self.ports.len() <= id.idx() {
+            self.ports.resize_with(id.idx() + 1, || None);
+        }
+        self.ports[id.idx()] = Some(PortSlot {
+            kind: port.kind(),
+            port: Some(port),
+            down: None,
+            final_counters: None,
+            queued: false,
+            last_batch: 0,
+        });
+        self.enqueue(id);
     }
 
     fn remove_port(&mut self, id: PortId) {

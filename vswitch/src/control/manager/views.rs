@@ -77,19 +77,12 @@ impl Manager {
                 .and_then(|id| snap.ports.iter().find(|s| s.id == id))
                 .map(|s| s.counters)
                 .unwrap_or_default();
-            out.push(PortStatsInfo {
-                port: p.name.clone(),
-                network: p.network.clone(),
-                status: info.status,
-                rx_packets: counters.rx_packets,
-                rx_bytes: counters.rx_bytes,
-                tx_packets: counters.tx_packets,
-                tx_bytes: counters.tx_bytes,
-                drops: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), counters.drops[*r as usize]))
-                    .collect::<BTreeMap<_, _>>(),
-            });
+            out.push(stats_info(
+                p.name.clone(),
+                p.network.clone(),
+                info.status,
+                &counters,
+            ));
         }
         if let Some((id, name)) = uplink.filter(|(_, n)| port.is_none_or(|p| p == n)) {
             // The uplink's own counters, under "uplink:IFACE".
@@ -99,19 +92,7 @@ impl Manager {
                 .find(|s| s.id == id)
                 .map(|s| s.counters)
                 .unwrap_or_default();
-            out.push(PortStatsInfo {
-                port: name,
-                network: "-".into(),
-                status: "up".into(),
-                rx_packets: counters.rx_packets,
-                rx_bytes: counters.rx_bytes,
-                tx_packets: counters.tx_packets,
-                tx_bytes: counters.tx_bytes,
-                drops: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.name().to_string(), counters.drops[*r as usize]))
-                    .collect::<BTreeMap<_, _>>(),
-            });
+            out.push(stats_info(name, "-".into(), "up".into(), &counters));
         }
         out.sort_by(|a, b| a.port.cmp(&b.port));
         Ok(Reply::Stats(out))
@@ -242,4 +223,26 @@ fn port_label(names: &HashMap<PortId, String>, id: PortId) -> String {
         .get(&id)
         .cloned()
         .unwrap_or_else(|| format!("#{}", id.0))
+}
+
+/// One port's line of `port stats`.
+fn stats_info(
+    port: String,
+    network: String,
+    status: String,
+    counters: &crate::switch::PortCounters,
+) -> PortStatsInfo {
+    PortStatsInfo {
+        port,
+        network,
+        status,
+        rx_packets: counters.rx_packets,
+        rx_bytes: counters.rx_bytes,
+        tx_packets: counters.tx_packets,
+        tx_bytes: counters.tx_bytes,
+        drops: DropReason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), counters.drops[*r as usize]))
+            .collect::<BTreeMap<_, _>>(),
+    }
 }

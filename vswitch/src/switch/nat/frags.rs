@@ -21,6 +21,18 @@ struct Key {
     proto: u8,
 }
 
+impl Key {
+    fn new(dir: Dir, src: Ipv4Addr, dst: Ipv4Addr, id: u16, proto: u8) -> Key {
+        Key {
+            reply: dir == Dir::Reply,
+            src,
+            dst,
+            id,
+            proto,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Frags {
     map: HashMap<Key, (u32, u64)>,
@@ -48,14 +60,8 @@ impl Frags {
                 return;
             }
         }
-        let key = Key {
-            reply: dir == Dir::Reply,
-            src,
-            dst,
-            id,
-            proto,
-        };
-        self.map.insert(key, (slot, now + FRAG_MS));
+        self.map
+            .insert(Key::new(dir, src, dst, id, proto), (slot, now + FRAG_MS));
     }
 
     pub fn get(
@@ -67,15 +73,8 @@ impl Frags {
         id: u16,
         proto: u8,
     ) -> Option<u32> {
-        let key = Key {
-            reply: dir == Dir::Reply,
-            src,
-            dst,
-            id,
-            proto,
-        };
         self.map
-            .get(&key)
+            .get(&Key::new(dir, src, dst, id, proto))
             .filter(|(_, expires)| *expires > now)
             .map(|(slot, _)| *slot)
     }

@@ -297,14 +297,8 @@ impl Uplink {
         let payload = ip.payload();
         let (sport_at, key, flags) = match proto {
             PROTO_TCP | PROTO_UDP => {
-                let min = if proto == PROTO_TCP { 20 } else { 8 };
-                if payload.len() < min {
+                let Some(flags) = tcp_udp_flags(proto, payload) else {
                     return Routed::Drop(DropReason::BadIp);
-                }
-                let flags = if proto == PROTO_TCP {
-                    payload[l4::TCP_FLAGS]
-                } else {
-                    0
                 };
                 (
                     l4::SRC_PORT.start,
@@ -494,14 +488,8 @@ impl Uplink {
         let payload = ip.payload();
         match proto {
             PROTO_TCP | PROTO_UDP => {
-                let min = if proto == PROTO_TCP { 20 } else { 8 };
-                if payload.len() < min {
+                let Some(flags) = tcp_udp_flags(proto, payload) else {
                     return Routed::Drop(DropReason::BadIp);
-                }
-                let flags = if proto == PROTO_TCP {
-                    payload[l4::TCP_FLAGS]
-                } else {
-                    0
                 };
                 let rk = ReplyKey {
                     proto,
@@ -719,6 +707,20 @@ impl Uplink {
         }
         Routed::Consumed
     }
+}
+
+/// The TCP flags of a TCP/UDP header at the start of `payload` (0 for UDP), or `None` when the
+/// header is not all there.
+fn tcp_udp_flags(proto: u8, payload: &[u8]) -> Option<u8> {
+    let min = if proto == PROTO_TCP { 20 } else { 8 };
+    if payload.len() < min {
+        return None;
+    }
+    Some(if proto == PROTO_TCP {
+        payload[l4::TCP_FLAGS]
+    } else {
+        0
+    })
 }
 
 #[cfg(test)]
