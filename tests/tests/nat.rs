@@ -4,88 +4,8 @@
 
 mod common;
 
+use common::egress::*;
 use common::*;
-
-/// A host namespace (where vswitchd runs) joined to an external one by a veth: the host end
-/// is the uplink, the external end is the router 192.0.2.1 that also owns the "internet"
-/// address 203.0.113.10 (off the uplink's link, so the switch must use its gateway).
-struct World {
-    ext: Netns,
-    host: Netns,
-    uplink: String,
-}
-
-const SERVER: &str = "203.0.113.10";
-
-fn world() -> World {
-    let host = Netns::new("nh");
-    let ext = Netns::new("ne");
-    let uplink = format!("{}u", host.name);
-    let peer = format!("{}p", host.name);
-    must(
-        "ip",
-        &[
-            "link", "add", &uplink, "netns", &host.name, "type", "veth", "peer", "name", &peer,
-            "netns", &ext.name,
-        ],
-    );
-    host.exec_ok(&["ip", "link", "set", &uplink, "up"]);
-    host.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    ext.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    ext.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", &peer]);
-    ext.exec_ok(&["ip", "addr", "add", &format!("{SERVER}/32"), "dev", "lo"]);
-    ext.exec_ok(&["ip", "link", "set", &peer, "up"]);
-    // A real NIC hands the switch complete checksums; a veth would leave them pending.
-    ext.exec_ok(&[
-        "ethtool", "-K", &peer, "tx", "off", "tso", "off", "gso", "off",
-    ]);
-    World { ext, host, uplink }
-}
-
-fn set_uplink(d: &Daemon, w: &World) {
-    d.ok(&[
-        "uplink",
-        "set",
-        &w.uplink,
-        "--mode",
-        "dedicated",
-        "--ip",
-        "192.0.2.2/24",
-        "--gateway",
-        "192.0.2.1",
-    ]);
-}
-
-/// An HTTP server in the external namespace serving `dir`; its log goes to `log`.
-fn http_server(ext: &Netns, dir: &TempDir, log: &std::path::Path) -> Bg {
-    let child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ext.name,
-            "python3",
-            "-m",
-            "http.server",
-            "--bind",
-            SERVER,
-        ])
-        .arg("--directory")
-        .arg(&dir.0)
-        .arg("8080")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let bg = Bg(child);
-    assert!(
-        wait_until(10, || ext
-            .exec(&["bash", "-c", &format!("echo > /dev/tcp/{SERVER}/8080")])
-            .status
-            .success()),
-        "http server up"
-    );
-    bg
-}
 
 fn egress_curl_ping_and_time_exceeded() {
     require_root();

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod egress;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
