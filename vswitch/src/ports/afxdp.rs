@@ -19,7 +19,7 @@
 //! the dataplane before they reach `send_frame` (`headroom() == 0`).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
+use super::bpf::{self, insn};
 use super::Port;
 use crate::sandbox::netlink::Netlink;
 
@@ -554,62 +555,6 @@ impl Port for AfXdp {
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
 pub const XDP_FLAGS_SKB_MODE: u32 = 2;
 pub const XDP_FLAGS_DRV_MODE: u32 = 4;
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_MAP_TYPE_XSKMAP: u32 = 17;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-
-/// `union bpf_attr`, as a zeroed 128-byte buffer the commands' fields are written into.
-#[repr(C, align(8))]
-struct BpfAttr([u8; 128]);
-
-impl BpfAttr {
-    fn new() -> BpfAttr {
-        BpfAttr([0; 128])
-    }
-    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
-        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
-        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn name(&mut self, off: usize, name: &str) -> &mut Self {
-        let n = name.len().min(15);
-        self.0[off..off + n].copy_from_slice(&name.as_bytes()[..n]);
-        self
-    }
-}
-
-/// `bpf(cmd, attr, sizeof attr)`.
-fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a 128-byte, 8-aligned buffer laid out as `union bpf_attr` for `cmd`;
-    // every pointer written into it refers to memory that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            attr.0.len() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-/// One `struct bpf_insn`: opcode, dst/src registers, offset, immediate.
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-    let o = off.to_le_bytes();
-    let i = imm.to_le_bytes();
-    [code, dst | (src << 4), o[0], o[1], i[0], i[1], i[2], i[3]]
-}
 
 /// AF_XDP ports a daemon can have at once: slots in the shared program's maps (each port also
 /// pins its UMEM, 4 MiB by default).
@@ -649,29 +594,12 @@ struct SharedXdp {
 /// The program while some port holds it; loaded again after the last one went.
 static SHARED_XDP: Mutex<Weak<SharedXdp>> = Mutex::new(Weak::new());
 
-fn bpf_fd(rc: libc::c_long) -> OwnedFd {
-    // SAFETY: `rc` is a fd the kernel just returned to us (bpf succeeded); nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(rc as RawFd) }
-}
-
 fn map_update(map: &OwnedFd, key: u32, value: u32) -> io::Result<()> {
-    bpf(
-        BPF_MAP_UPDATE_ELEM,
-        BpfAttr::new()
-            .u32(0, map.as_raw_fd() as u32)
-            .u64(8, &key as *const u32 as u64)
-            .u64(16, &value as *const u32 as u64),
-    )
-    .map(|_| ())
+    bpf::map_update(map, &key.to_ne_bytes(), &value.to_ne_bytes())
 }
 
 fn map_delete(map: &OwnedFd, key: u32) {
-    let _ = bpf(
-        BPF_MAP_DELETE_ELEM,
-        BpfAttr::new()
-            .u32(0, map.as_raw_fd() as u32)
-            .u64(8, &key as *const u32 as u64),
-    );
+    bpf::map_delete(map, &key.to_ne_bytes())
 }
 
 impl SharedXdp {
@@ -688,20 +616,9 @@ impl SharedXdp {
 
     fn load() -> Result<SharedXdp, AfXdpError> {
         let err = |what| move |source| AfXdpError::Program { what, source };
-        let map = |kind: u32, name: &str| {
-            bpf(
-                BPF_MAP_CREATE,
-                BpfAttr::new()
-                    .u32(0, kind)
-                    .u32(4, 4)
-                    .u32(8, 4)
-                    .u32(12, MAX_XDP_PORTS)
-                    .name(28, name),
-            )
-            .map(bpf_fd)
-        };
-        let slots = map(BPF_MAP_TYPE_HASH, "vswitch_slots").map_err(err("map create"))?;
-        let xsks = map(BPF_MAP_TYPE_XSKMAP, "vswitch_xsks").map_err(err("map create"))?;
+        let map = |kind, name| bpf::map_create(kind, 4, 4, MAX_XDP_PORTS, name);
+        let slots = map(bpf::BPF_MAP_TYPE_HASH, "vswitch_slots").map_err(err("map create"))?;
+        let xsks = map(bpf::BPF_MAP_TYPE_XSKMAP, "vswitch_xsks").map_err(err("map create"))?;
         let insns: [[u8; 8]; 16] = [
             insn(0x61, 2, 1, 12, 0),                // ldxw r2, [r1 + 12]
             insn(0x63, 10, 2, -4, 0),               // stxw [r10 - 4], r2
@@ -720,18 +637,7 @@ impl SharedXdp {
             insn(0xb7, 0, 0, 0, 2),                 // pass: mov r0, XDP_PASS
             insn(0x95, 0, 0, 0, 0),                 // exit
         ];
-        let license = c"Apache-2.0";
-        let prog = bpf(
-            BPF_PROG_LOAD,
-            BpfAttr::new()
-                .u32(0, BPF_PROG_TYPE_XDP)
-                .u32(4, insns.len() as u32)
-                .u64(8, insns.as_ptr() as u64)
-                .u64(16, license.as_ptr() as u64)
-                .name(48, "vswitch_xsk"),
-        )
-        .map(bpf_fd)
-        .map_err(err("program load"))?;
+        let prog = bpf::prog_load_xdp(&insns, "vswitch_xsk").map_err(err("program load"))?;
         Ok(SharedXdp {
             slots,
             xsks,
@@ -855,23 +761,5 @@ mod tests {
         assert_eq!(errno_in("no errno here"), None);
         assert!(bind_hint("(Numerical result out of range (os error 34))").contains("MTU"));
         assert_eq!(bind_hint("(os error 99999)"), "");
-    }
-
-    #[test]
-    fn instructions_encode_as_the_kernel_reads_them() {
-        // ldxw r2, [r1 + 16]
-        assert_eq!(insn(0x61, 2, 1, 16, 0), [0x61, 0x12, 16, 0, 0, 0, 0, 0]);
-        // stxw [r10 - 4], r2: a negative offset, little-endian
-        assert_eq!(
-            insn(0x63, 10, 2, -4, 0),
-            [0x63, 0x2a, 0xfc, 0xff, 0, 0, 0, 0]
-        );
-        // call 51
-        assert_eq!(insn(0x85, 0, 0, 0, 51), [0x85, 0, 0, 0, 51, 0, 0, 0]);
-        let mut a = BpfAttr::new();
-        a.u32(4, 0x0102_0304).name(28, "a_name_longer_than_sixteen");
-        assert_eq!(&a.0[4..8], &0x0102_0304u32.to_ne_bytes());
-        assert_eq!(&a.0[28..43], b"a_name_longer_t");
-        assert_eq!(a.0[43], 0, "names stay NUL-terminated");
     }
 }

@@ -9,6 +9,8 @@
 //! buffer is passed through untouched; frames the switch builds itself go out with `send_frame`.
 
 pub mod afxdp;
+pub mod bpf;
+pub mod steer;
 pub mod tap;
 pub mod uring;
 
