@@ -59,16 +59,22 @@ enum UplinkCmd {
     /// Serve IFACE (in vswitchd's namespace) with an AF_XDP socket as the uplink.
     Set {
         iface: String,
-        /// shared (the host keeps IFACE and its address; not built yet) or dedicated (IFACE and
-        /// --ip belong to the switch).
+        /// shared (the host keeps IFACE and its address; the switch masquerades behind that
+        /// address with its NAT ports only) or dedicated (IFACE and --ip belong to the switch).
         #[arg(long, default_value = "shared")]
         mode: String,
-        /// The uplink's own address, CIDR (dedicated mode).
+        /// The uplink's own address, CIDR (dedicated mode); shared: which of IFACE's addresses
+        /// to masquerade behind [default: its primary one].
         #[arg(long)]
         ip: Option<String>,
-        /// The next hop for destinations off the uplink's link.
+        /// The next hop for destinations off the uplink's link [shared: the host's default
+        /// gateway on IFACE].
         #[arg(long)]
         gateway: Option<String>,
+        /// XDP attach mode: auto, native or skb [default: skb for shared (some drivers reset
+        /// their queues on a native attach), auto for dedicated].
+        #[arg(long)]
+        xdp_mode: Option<String>,
         /// NAT ports and ICMP identifiers, LO-HI [default: 61000-65535].
         #[arg(long)]
         nat_ports: Option<String>,
@@ -289,6 +295,7 @@ fn op_of(cmd: Cmd) -> Op {
             gateway,
             nat_ports,
             conntrack_max,
+            xdp_mode,
         }) => Op::UplinkSet(UplinkSet {
             iface,
             mode: Some(mode),
@@ -296,6 +303,7 @@ fn op_of(cmd: Cmd) -> Op {
             gateway,
             nat_ports,
             conntrack_max,
+            xdp_mode,
         }),
         Cmd::Uplink(UplinkCmd::Show) => Op::UplinkShow,
         Cmd::Uplink(UplinkCmd::Rm) => Op::UplinkRemove,
@@ -507,8 +515,18 @@ fn print_human(reply: &Reply) {
         Reply::Uplink(None) => println!("no uplink"),
         Reply::Uplink(Some(u)) => {
             println!(
-                "uplink {} ({}, {}): {} mac {} mtu {}",
-                u.iface, u.mode, u.status, u.ip, u.mac, u.mtu
+                "uplink {} ({}, {}): {} mac {} mtu {}{}",
+                u.iface,
+                u.mode,
+                u.status,
+                u.ip,
+                u.mac,
+                u.mtu,
+                if u.xdp_mode.is_empty() {
+                    String::new()
+                } else {
+                    format!(", xdp {}", u.xdp_mode)
+                }
             );
             println!(
                 "  gateway {}, NAT ports {}",

@@ -111,6 +111,9 @@ pub struct UplinkSet {
     pub nat_ports: Option<String>,
     #[serde(default)]
     pub conntrack_max: Option<usize>,
+    /// "auto", "native" or "skb" (default: skb for shared, auto for dedicated).
+    #[serde(default)]
+    pub xdp_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +125,9 @@ pub struct UplinkInfo {
     pub mac: String,
     pub mtu: u16,
     pub nat_ports: String,
+    /// The XDP mode the uplink's program is attached in ("native" or "skb"), when attached.
+    #[serde(default)]
+    pub xdp_mode: String,
     /// "up", or why the uplink is not attached.
     pub status: String,
     pub counters: crate::switch::nat::NatCounters,

@@ -229,6 +229,8 @@ impl Manager {
     /// The saved state keeps them, so the next start re-creates them.
     pub fn shutdown(&mut self) {
         self.dp.shutdown();
+        // A shared uplink's reserved ports go back to the host, its neighbour thread stops.
+        self.uplink = None;
         // AF_XDP ports' veths outlive the socket: take them away too, as a TAP goes with its fd.
         for p in &self.state.ports {
             if let Some(host) = &p.host_ifname {

@@ -3,6 +3,7 @@
 //! clients get an error and are disconnected; other clients are unaffected.
 
 pub mod dns_forward;
+pub mod host_neigh;
 pub mod manager;
 pub mod resolv;
 

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,6 +26,7 @@ use crate::switch::nat::conntrack::{CtCounters, Entry as CtEntry};
 use crate::switch::nat::{NatCounters, UplinkConfig};
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
 use crate::wire::offload::{self, VnetHdr};
+use crate::wire::MacAddr;
 
 /// Frames read from one port before the others get their turn.
 pub const RX_BATCH: usize = 64;
@@ -87,7 +89,14 @@ pub enum Command {
         id: PortId,
         port: Box<dyn Port>,
         cfg: UplinkConfig,
+        /// Shared mode: where next hops to look up in the host's neighbour table go.
+        wants: Option<Sender<Ipv4Addr>>,
         done: Sender<io::Result<()>>,
+    },
+    /// A neighbour of the uplink from the host's table (shared mode); `None` forgets it.
+    UplinkNeighbor {
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
     },
     /// Closes the uplink's port; every flow through it is forgotten.
     RemoveUplink {
@@ -117,7 +126,16 @@ pub struct Injector {
 
 impl Injector {
     pub fn inject(&self, port: PortId, frame: Vec<u8>) {
-        if self.tx.send(Command::Inject { port, frame }).is_ok() {
+        self.send(Command::Inject { port, frame });
+    }
+
+    /// Tells the uplink a neighbour's MAC from the host's table (`None`: it is gone).
+    pub fn neighbor(&self, ip: Ipv4Addr, mac: Option<MacAddr>) {
+        self.send(Command::UplinkNeighbor { ip, mac });
+    }
+
+    fn send(&self, c: Command) {
+        if self.tx.send(c).is_ok() {
             let _ = self.waker.wake();
         }
     }
@@ -246,6 +264,8 @@ impl Drop for Handle {
 }
 
 struct Dataplane {
+    /// Shared uplink: next hops for the host's neighbour table (`Command::SetUplink`).
+    uplink_wants: Option<Sender<Ipv4Addr>>,
     poll: Poll,
     commands: Receiver<Command>,
     events: Sender<Event>,
@@ -286,6 +306,7 @@ impl Dataplane {
         io_uring: bool,
     ) -> Dataplane {
         Dataplane {
+            uplink_wants: None,
             poll,
             commands,
             events,
@@ -476,6 +497,7 @@ impl Dataplane {
                 id,
                 port,
                 cfg,
+                wants,
                 done,
             } => {
                 let fd = port.raw_fd();
@@ -489,10 +511,28 @@ impl Dataplane {
                 if res.is_ok() {
                     self.pipeline.set_uplink(id, cfg);
                     self.install(id, port);
+                    self.uplink_wants = wants;
                 }
                 let _ = done.send(res);
             }
+            Command::UplinkNeighbor { ip, mac } => {
+                let now = self.now_ms();
+                if let Some(u) = self.pipeline.uplink_mut() {
+                    match mac {
+                        Some(mac) => {
+                            let mut emit = std::mem::take(&mut self.actions.emit);
+                            u.set_neighbor(now, ip, mac, &mut emit);
+                            for (port, frame) in emit.drain(..) {
+                                self.send_frame(port, &frame);
+                            }
+                            self.actions.emit = emit;
+                        }
+                        None => u.forget_neighbor(ip),
+                    }
+                }
+            }
             Command::RemoveUplink { done } => {
+                self.uplink_wants = None;
                 if let Some(id) = self.pipeline.uplink().map(|u| u.port) {
                     self.remove_port(id);
                 }
@@ -669,6 +709,15 @@ impl Dataplane {
                     self.send_frame(port, &frame);
                 }
                 self.actions.emit = emit;
+            }
+            if let Some(u) = self.pipeline.uplink_mut() {
+                if !u.wanted.is_empty() {
+                    for ip in u.wanted.drain(..) {
+                        if let Some(tx) = &self.uplink_wants {
+                            let _ = tx.try_send(ip);
+                        }
+                    }
+                }
             }
             for ev in self.actions.events.drain(..) {
                 if self.events.try_send(ev).is_err() {

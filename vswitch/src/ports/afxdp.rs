@@ -29,6 +29,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::bpf::{self, insn};
+use super::steer::{self, Steer, SteerProg};
 use super::Port;
 use crate::sandbox::netlink::Netlink;
 
@@ -205,6 +206,16 @@ impl AfXdp {
     /// Creates the UMEM, binds a socket to queue 0 of `ifname` (in the calling thread's
     /// namespace) and fills the fill ring.
     pub fn open(ifname: &str, cfg: XdpConfig) -> Result<AfXdp, AfXdpError> {
+        Self::open_steered(ifname, cfg, None)
+    }
+
+    /// As `open`, but with `steer` only what it describes goes to the socket (a shared
+    /// uplink: `ports::steer`); the rest passes to the host's stack.
+    pub fn open_steered(
+        ifname: &str,
+        cfg: XdpConfig,
+        steer: Option<Steer>,
+    ) -> Result<AfXdp, AfXdpError> {
         cfg.validate().map_err(AfXdpError::Config)?;
         let index = Netlink::open()
             .and_then(|mut nl| nl.link_index(ifname))
@@ -215,6 +226,14 @@ impl AfXdp {
             })?
             .ok_or_else(|| AfXdpError::Vanished(ifname.to_string()))?;
         let mut prog = XdpProg::claim()?;
+        if let Some(steer) = steer {
+            prog.own = Some(steer::load(steer, &prog.shared.xsks, prog.slot).map_err(
+                |source| AfXdpError::Program {
+                    what: "steering program load",
+                    source,
+                },
+            )?);
+        }
         let modes: &[(&'static str, u32)] = match cfg.mode {
             XdpMode::Auto => &[("native", XDP_FLAGS_DRV_MODE), ("skb", XDP_FLAGS_SKB_MODE)],
             XdpMode::Native => &[("native", XDP_FLAGS_DRV_MODE)],
@@ -655,6 +674,8 @@ struct XdpProg {
     attached: Option<(u32, u32)>,
     /// The ifindex whose frames go to this port's slot.
     steered: Option<u32>,
+    /// A program of this port's own attached instead of the shared one (a shared uplink's).
+    own: Option<SteerProg>,
 }
 
 impl XdpProg {
@@ -676,13 +697,21 @@ impl XdpProg {
             slot,
             attached: None,
             steered: None,
+            own: None,
         })
+    }
+
+    fn prog_fd(&self) -> RawFd {
+        match &self.own {
+            Some(own) => own.prog.as_raw_fd(),
+            None => self.shared.prog.as_raw_fd(),
+        }
     }
 
     /// Attaches the program to `index` in the mode `flags` says, unless one is there already.
     fn attach(&mut self, index: u32, flags: u32) -> io::Result<()> {
         let flags = flags | XDP_FLAGS_UPDATE_IF_NOEXIST;
-        Netlink::open()?.set_xdp(index, self.shared.prog.as_raw_fd(), flags, None)?;
+        Netlink::open()?.set_xdp(index, self.prog_fd(), flags, None)?;
         self.attached = Some((index, flags));
         Ok(())
     }
@@ -708,7 +737,7 @@ impl Drop for XdpProg {
         if let Some((index, flags)) = self.attached.take() {
             let flags = flags & !XDP_FLAGS_UPDATE_IF_NOEXIST;
             if let Ok(mut nl) = Netlink::open() {
-                let _ = nl.set_xdp(index, -1, flags, Some(self.shared.prog.as_raw_fd()));
+                let _ = nl.set_xdp(index, -1, flags, Some(self.prog_fd()));
             }
         }
         if let Some(index) = self.steered.take() {

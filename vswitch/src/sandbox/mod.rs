@@ -4,6 +4,7 @@
 //! the daemon never changes namespace; a TAP created on that thread is born inside the namespace
 //! and its fd works from any thread afterwards.
 
+pub mod hostports;
 pub mod netlink;
 
 use std::fmt;

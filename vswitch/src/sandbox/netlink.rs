@@ -5,12 +5,15 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -285,11 +288,177 @@ impl Netlink {
             .map(|_| ())
     }
 
+    /// The IPv4 addresses of a link, primary first: (address, prefix length).
+    pub fn addresses_v4(&mut self, index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.index = index;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    let prefix = a.header.prefix_len;
+                    a.attributes.into_iter().find_map(|at| match at {
+                        AddressAttribute::Local(IpAddr::V4(ip)) => Some((ip, prefix)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The gateway of the main table's IPv4 default route out of the link, if there is one.
+    pub fn default_gateway(&mut self, index: u32) -> io::Result<Option<Ipv4Addr>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
+        Ok(replies.into_iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewRoute(rt)
+                if rt.header.destination_prefix_length == 0
+                    && rt.header.table
+                        == netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
+                    && rt.header.kind == RouteType::Unicast =>
+            {
+                let oif = rt.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                });
+                let gw = rt.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                    _ => None,
+                });
+                gw.filter(|_| oif == Some(index))
+            }
+            _ => None,
+        }))
+    }
+
+    /// The IPv4 neighbours of a link with a usable link-layer address.
+    pub fn neighbours_v4(&mut self, index: u32) -> io::Result<Vec<(Ipv4Addr, MacAddr)>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        let replies = self.request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match neighbour(r) {
+                Some((i, ip, Some(mac))) if i == index => Some((ip, mac)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Asks the kernel to resolve (or re-confirm) `ip` on the link, as if a packet were going
+    /// there (`NTF_USE`): an ARP request goes out, and the answer lands in the host's table.
+    pub fn resolve_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::None;
+        msg.header.flags = NeighbourFlags::Use;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        self.request(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE)
+            .map(|_| ())
+    }
+
     /// Deletes a link.
     pub fn del_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         self.request(RouteNetlinkMessage::DelLink(msg), 0)
             .map(|_| ())
+    }
+}
+
+/// (link, address, MAC) of an IPv4 neighbour message; the MAC is `None` when the entry is
+/// deleted, failed or not resolved (yet).
+fn neighbour(m: RouteNetlinkMessage) -> Option<(u32, Ipv4Addr, Option<MacAddr>)> {
+    let (n, deleted) = match m {
+        RouteNetlinkMessage::NewNeighbour(n) => (n, false),
+        RouteNetlinkMessage::DelNeighbour(n) => (n, true),
+        _ => return None,
+    };
+    if n.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let ip = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })?;
+    let usable = matches!(
+        n.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    let mac = n
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(l.as_slice()).ok(),
+            _ => None,
+        })
+        .map(MacAddr)
+        .filter(|m| usable && !deleted && m.is_valid_source());
+    Some((n.header.ifindex, ip, mac))
+}
+
+/// A socket that hears the kernel's neighbour-table changes (`RTNLGRP_NEIGH`).
+pub struct NeighbourWatch {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl NeighbourWatch {
+    pub fn open() -> io::Result<NeighbourWatch> {
+        const RTNLGRP_NEIGH: u32 = 3;
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.add_membership(RTNLGRP_NEIGH)?;
+        socket.set_non_blocking(true)?;
+        Ok(NeighbourWatch {
+            socket,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// The changes queued now: (link, address, MAC or `None` when no longer usable).
+    pub fn changes(&mut self) -> io::Result<Vec<(u32, Ipv4Addr, Option<MacAddr>)>> {
+        let mut out = Vec::new();
+        loop {
+            let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                // The kernel dropped notifications (ENOBUFS): the caller re-reads the table.
+                Err(e) => return Err(e),
+            };
+            let mut offset = 0;
+            while offset < n {
+                let Ok(msg) =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
+                else {
+                    break;
+                };
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+                if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                    out.extend(neighbour(m));
+                }
+            }
+        }
     }
 }

@@ -174,12 +174,24 @@ pub struct State {
 pub struct UplinkState {
     pub iface: String,
     pub mode: crate::switch::nat::UplinkMode,
-    /// The uplink's own address and prefix (dedicated mode).
+    /// The uplink's own address and prefix (dedicated mode); the host's address the switch
+    /// masquerades behind (shared mode).
     pub ip: Ipv4Net,
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
     pub nat_ports: (u16, u16),
     pub conntrack_max: usize,
+    /// Shared mode: `ip` was not given but read off the interface (and is read again at
+    /// every attach, so a new address after a restart is followed).
+    #[serde(default)]
+    pub auto_ip: bool,
+    /// `gateway` came from the host's default route (read again at every attach).
+    #[serde(default)]
+    pub auto_gateway: bool,
+    /// The XDP attach mode asked for; `None`: shared uplinks generic (skb), dedicated ones
+    /// native first.
+    #[serde(default)]
+    pub xdp_mode: Option<crate::ports::XdpMode>,
 }
 
 /// One change to the state, as appended to the journal between snapshots. Applying a change twice

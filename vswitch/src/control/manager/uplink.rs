@@ -13,8 +13,11 @@ use crate::api::{
     ApiError, ConntrackRow, ConntrackStats, ErrorCode, Reply, UplinkInfo, UplinkSet,
     CONNTRACK_SHOW_MAX,
 };
+use crate::control::host_neigh::HostNeighbors;
 use crate::dataplane::{Command, UplinkView};
-use crate::ports::{AfXdp, XdpConfig};
+use crate::ports::steer::Steer;
+use crate::ports::{AfXdp, XdpConfig, XdpMode};
+use crate::sandbox::hostports;
 use crate::sandbox::netlink::Netlink;
 use crate::state::{Change, UplinkState};
 use crate::switch::nat::{UplinkConfig, UplinkMode};
@@ -26,12 +29,15 @@ pub const DEFAULT_NAT_PORTS: (u16, u16) = (61000, 65535);
 pub const DEFAULT_CONNTRACK_MAX: usize = 262_144;
 const MAX_CONNTRACK_MAX: usize = 16 << 20;
 
-/// The attached uplink.
-#[derive(Debug, Clone)]
+/// The attached uplink (and, shared, what it holds of the host's until it goes).
+#[derive(Debug)]
 pub struct UplinkRt {
     pub id: PortId,
     pub mac: MacAddr,
     pub mtu: u16,
+    pub xdp_mode: &'static str,
+    _neigh: Option<HostNeighbors>,
+    _reservation: Option<hostports::Reservation>,
 }
 
 fn parse_ports(s: &str) -> ApiResult<(u16, u16)> {
@@ -51,6 +57,116 @@ fn parse_ports(s: &str) -> ApiResult<(u16, u16)> {
         )));
     }
     Ok((lo, hi))
+}
+
+fn parse_gateway(g: Option<&str>, ip: Ipv4Net) -> ApiResult<Option<Ipv4Addr>> {
+    let Some(g) = g else { return Ok(None) };
+    let g: Ipv4Addr = g
+        .parse()
+        .map_err(|_| invalid(format!("gateway {g:?} is not an IPv4 address")))?;
+    if !ip.contains(&g) || g == ip.addr() {
+        return Err(invalid(format!(
+            "gateway {g} is not another address on the uplink's link {}",
+            ip.trunc()
+        )));
+    }
+    Ok(Some(g))
+}
+
+fn link_index(iface: &str) -> ApiResult<(Netlink, u32)> {
+    let mut nl = Netlink::open().map_err(|e| internal(format!("netlink: {e}")))?;
+    let index = nl
+        .link_index(iface)
+        .map_err(|e| internal(format!("netlink: {e}")))?
+        .ok_or_else(|| invalid(format!("no interface {iface:?} in vswitchd's namespace")))?;
+    Ok((nl, index))
+}
+
+/// Shared mode: the host's address on `iface` the switch masquerades behind — `wanted` when
+/// it is one of them, else the interface's primary one. Returns it and whether it was chosen
+/// automatically.
+fn host_address(iface: &str, wanted: Option<&str>) -> ApiResult<(Ipv4Net, bool)> {
+    let (mut nl, index) = link_index(iface)?;
+    let addrs = nl
+        .addresses_v4(index)
+        .map_err(|e| internal(format!("netlink: {e}")))?;
+    let nets: Vec<Ipv4Net> = addrs
+        .iter()
+        .filter_map(|&(a, p)| Ipv4Net::new(a, p).ok())
+        .collect();
+    match wanted {
+        None => nets.first().map(|n| (*n, true)).ok_or_else(|| {
+            invalid(format!(
+                "{iface} has no IPv4 address: a shared uplink masquerades behind the host's own \
+                 address (give {iface} one, or use --mode dedicated --ip CIDR)"
+            ))
+        }),
+        Some(w) => {
+            let want: Ipv4Addr = w
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| invalid(format!("{w:?} is not an IPv4 address")))?;
+            nets.iter()
+                .find(|n| n.addr() == want)
+                .map(|n| (*n, false))
+                .ok_or_else(|| {
+                    let have: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+                    invalid(format!(
+                        "{want} is not an address of {iface} (it has: {}); a shared uplink \
+                         uses one of the host's own",
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ))
+                })
+        }
+    }
+}
+
+/// The host's default gateway out of `iface`, if it has one.
+fn host_gateway(iface: &str) -> ApiResult<Option<Ipv4Addr>> {
+    let (mut nl, index) = link_index(iface)?;
+    nl.default_gateway(index)
+        .map_err(|e| internal(format!("netlink: {e}")))
+}
+
+/// A shared uplink's NAT range must be free of the host's own ports: no socket of the host
+/// may hold one (replies to it would go to the switch), and the host must keep ephemeral
+/// ports of its own.
+fn check_host_ports((lo, hi): (u16, u16)) -> ApiResult<()> {
+    let used = hostports::in_use(lo, hi);
+    if !used.is_empty() {
+        let list: Vec<String> = used
+            .iter()
+            .take(5)
+            .map(|(proto, port)| format!("{proto} {port}"))
+            .collect();
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "NAT ports {lo}-{hi} overlap the host's own: {}{} in use by its sockets; \
+                 choose another range with --nat-ports",
+                list.join(", "),
+                if used.len() > 5 { ", ..." } else { "" }
+            ),
+        ));
+    }
+    if let Ok((elo, ehi)) = hostports::ephemeral() {
+        if lo <= elo && ehi <= hi {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "NAT ports {lo}-{hi} cover the host's whole ephemeral range {elo}-{ehi}: \
+                     the host would have no ports left for its own connections"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Manager {
@@ -94,42 +210,44 @@ impl Manager {
                 req.iface
             )));
         }
-        let mode =
-            match req.mode.as_deref().unwrap_or("shared") {
-                "dedicated" => UplinkMode::Dedicated,
-                "shared" => return Err(ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "shared mode (masquerading behind the host's own address) is not built yet: \
-                     use --mode dedicated with the switch's own --ip",
-                )),
-                other => {
-                    return Err(invalid(format!(
-                        "uplink mode {other:?} is not shared or dedicated"
-                    )))
-                }
-            };
-        let ip: Ipv4Net = req
-            .ip
-            .as_deref()
-            .ok_or_else(|| invalid("a dedicated uplink needs its own address: --ip CIDR"))?
-            .parse()
-            .map_err(|_| invalid(format!("{:?} is not an IPv4 CIDR", req.ip)))?;
-        if ip.addr() == ip.network() && ip.prefix_len() < 31 || ip.addr().is_unspecified() {
-            return Err(invalid(format!("{ip} is not a host address")));
-        }
-        let gateway = match &req.gateway {
+        let mode = match req.mode.as_deref().unwrap_or("shared") {
+            "dedicated" => UplinkMode::Dedicated,
+            "shared" => UplinkMode::Shared,
+            other => {
+                return Err(invalid(format!(
+                    "uplink mode {other:?} is not shared or dedicated"
+                )))
+            }
+        };
+        let xdp_mode = match req.xdp_mode.as_deref() {
             None => None,
-            Some(g) => {
-                let g: Ipv4Addr = g
+            Some(m) => Some(m.parse::<XdpMode>().map_err(invalid)?),
+        };
+        let nat_ports = match &req.nat_ports {
+            Some(s) => parse_ports(s)?,
+            None => DEFAULT_NAT_PORTS,
+        };
+        let (ip, gateway, auto_ip, auto_gateway) = match mode {
+            UplinkMode::Dedicated => {
+                let ip: Ipv4Net = req
+                    .ip
+                    .as_deref()
+                    .ok_or_else(|| invalid("a dedicated uplink needs its own address: --ip CIDR"))?
                     .parse()
-                    .map_err(|_| invalid(format!("gateway {g:?} is not an IPv4 address")))?;
-                if !ip.contains(&g) || g == ip.addr() {
-                    return Err(invalid(format!(
-                        "gateway {g} is not another address on the uplink's link {}",
-                        ip.trunc()
-                    )));
+                    .map_err(|_| invalid(format!("{:?} is not an IPv4 CIDR", req.ip)))?;
+                if ip.addr() == ip.network() && ip.prefix_len() < 31 || ip.addr().is_unspecified() {
+                    return Err(invalid(format!("{ip} is not a host address")));
                 }
-                Some(g)
+                (ip, parse_gateway(req.gateway.as_deref(), ip)?, false, false)
+            }
+            UplinkMode::Shared => {
+                let (ip, auto_ip) = host_address(&req.iface, req.ip.as_deref())?;
+                let (gateway, auto_gateway) = match req.gateway.as_deref() {
+                    Some(g) => (parse_gateway(Some(g), ip)?, false),
+                    None => (host_gateway(&req.iface)?, true),
+                };
+                check_host_ports(nat_ports)?;
+                (ip, gateway, auto_ip, auto_gateway)
             }
         };
         if let Some(n) = self
@@ -146,10 +264,6 @@ impl Manager {
                 ),
             ));
         }
-        let nat_ports = match &req.nat_ports {
-            Some(s) => parse_ports(s)?,
-            None => DEFAULT_NAT_PORTS,
-        };
         let conntrack_max = req.conntrack_max.unwrap_or(DEFAULT_CONNTRACK_MAX);
         if !(1..=MAX_CONNTRACK_MAX).contains(&conntrack_max) {
             return Err(invalid(format!(
@@ -163,11 +277,17 @@ impl Manager {
             gateway,
             nat_ports,
             conntrack_max,
+            auto_ip,
+            auto_gateway,
+            xdp_mode,
         })
     }
 
-    /// Binds the uplink's AF_XDP socket and hands it to the dataplane.
-    fn attach_uplink(&mut self, u: &UplinkState) -> ApiResult<UplinkRt> {
+    /// Binds the uplink's AF_XDP socket and hands it to the dataplane. A shared uplink
+    /// re-reads what was automatic (the host's address, its gateway), steers only the NAT
+    /// range to the switch, reserves that range from the host's ephemeral ports and follows
+    /// the host's neighbour table.
+    fn attach_uplink(&mut self, u: &mut UplinkState) -> ApiResult<UplinkRt> {
         let link = Netlink::open()
             .and_then(|mut nl| nl.link(&u.iface))
             .map_err(|e| internal(format!("netlink: {e}")))?
@@ -181,8 +301,50 @@ impl Manager {
             .mac
             .ok_or_else(|| invalid(format!("{} has no MAC address", u.iface)))?;
         let mtu = link.mtu.unwrap_or(1500).min(u32::from(u16::MAX)) as u16;
-        let xsk = AfXdp::open(&u.iface, XdpConfig::default())
+        let shared = u.mode == UplinkMode::Shared;
+        if shared {
+            let want = (!u.auto_ip).then(|| u.ip.addr().to_string());
+            u.ip = host_address(&u.iface, want.as_deref())?.0;
+            if u.auto_gateway {
+                u.gateway = host_gateway(&u.iface)?;
+            }
+        }
+        let xdp = XdpConfig {
+            mode: u.xdp_mode.unwrap_or(if shared {
+                // Some drivers reset their queues when a native program comes: the host
+                // would be cut off for a moment.
+                XdpMode::Skb
+            } else {
+                XdpMode::Auto
+            }),
+            ..XdpConfig::default()
+        };
+        let steer = shared.then_some(Steer {
+            ip: u.ip.addr(),
+            ports: u.nat_ports,
+        });
+        let reservation = match shared {
+            true => Some(
+                hostports::Reservation::take(u.nat_ports.0, u.nat_ports.1).map_err(|e| {
+                    internal(format!(
+                        "cannot reserve ports {}-{} from the host (ip_local_reserved_ports): {e}",
+                        u.nat_ports.0, u.nat_ports.1
+                    ))
+                })?,
+            ),
+            false => None,
+        };
+        let xsk = AfXdp::open_steered(&u.iface, xdp, steer)
             .map_err(|e| internal(format!("cannot serve {} with AF_XDP: {e}", u.iface)))?;
+        let xdp_mode = xsk.mode();
+        let (neigh, wants) = match shared {
+            true => {
+                let (n, tx) = HostNeighbors::spawn(link.index, u.gateway, self.dp.injector())
+                    .map_err(|e| internal(format!("cannot follow the host's neighbours: {e}")))?;
+                (Some(n), Some(tx))
+            }
+            false => (None, None),
+        };
         let id = self.free_port_id();
         let cfg = UplinkConfig {
             mode: u.mode,
@@ -198,15 +360,23 @@ impl Manager {
             id,
             port: Box::new(xsk),
             cfg,
+            wants,
             done,
         })?
         .map_err(|e| internal(format!("dataplane: {e}")))?;
-        info!(iface = %u.iface, ip = %u.ip, "uplink attached");
-        Ok(UplinkRt { id, mac, mtu })
+        info!(iface = %u.iface, ip = %u.ip, mode = ?u.mode, xdp = xdp_mode, "uplink attached");
+        Ok(UplinkRt {
+            id,
+            mac,
+            mtu,
+            xdp_mode,
+            _neigh: neigh,
+            _reservation: reservation,
+        })
     }
 
     /// At start: attaches the saved uplink, or keeps it with the reason it could not be.
-    pub(super) fn restore_uplink(&mut self, u: UplinkState) {
+    pub(super) fn restore_uplink(&mut self, mut u: UplinkState) {
         // After a kill -9 the dead daemon's program is still attached (holding its socket's
         // map): the state says the interface is ours, so it goes. `uplink set` never does this
         // (another program on the interface is an error there). The dead socket itself is
@@ -228,7 +398,7 @@ impl Manager {
                     }
                 }
             }
-            attached = self.attach_uplink(&u);
+            attached = self.attach_uplink(&mut u);
             if attached.is_ok() {
                 break;
             }
@@ -244,8 +414,8 @@ impl Manager {
     }
 
     pub(super) fn uplink_set(&mut self, req: UplinkSet) -> ApiResult<Reply> {
-        let u = self.validate_uplink(&req)?;
-        let rt = self.attach_uplink(&u)?;
+        let mut u = self.validate_uplink(&req)?;
+        let rt = self.attach_uplink(&mut u)?;
         self.uplink = Some(Ok(rt));
         self.state.uplink = Some(u.clone());
         self.record(Change::UplinkSet(u))?;
@@ -293,6 +463,10 @@ impl Manager {
             Some(Err(e)) => (format!("detached: {e}"), String::new(), 0),
             None => ("detached".to_string(), String::new(), 0),
         };
+        let xdp_mode = match &self.uplink {
+            Some(Ok(rt)) => rt.xdp_mode.to_string(),
+            _ => String::new(),
+        };
         Ok(Reply::Uplink(Some(UplinkInfo {
             iface: u.iface.clone(),
             mode: match u.mode {
@@ -305,6 +479,7 @@ impl Manager {
             mac,
             mtu,
             nat_ports: format!("{}-{}", u.nat_ports.0, u.nat_ports.1),
+            xdp_mode,
             status,
             counters: view.as_ref().map(|v| v.counters).unwrap_or_default(),
             conntrack: stats(view.as_ref()),

@@ -129,6 +129,9 @@ pub struct Uplink {
     frags: Frags,
     /// Frames waiting for their next hop's MAC: (next hop, since, frame).
     pending: VecDeque<(Ipv4Addr, u64, Vec<u8>)>,
+    /// Shared mode: next hops to look up in the host's neighbour table (the shell drains it and
+    /// answers with `set_neighbor`); at most one per address a second.
+    pub wanted: Vec<Ipv4Addr>,
     pub counters: NatCounters,
 }
 
@@ -152,6 +155,7 @@ impl Uplink {
             neighbors: Neighbors::new(),
             frags: Frags::new(),
             pending: VecDeque::new(),
+            wanted: Vec::new(),
             counters: NatCounters::default(),
         }
     }
@@ -166,6 +170,11 @@ impl Uplink {
     pub fn set_neighbor(&mut self, now: u64, ip: Ipv4Addr, mac: MacAddr, emit: &mut Emit) {
         self.neighbors.confirm(ip, mac, now);
         self.release(ip, mac, emit);
+    }
+
+    /// Forgets a neighbour the host's table no longer has (or has as failed).
+    pub fn forget_neighbor(&mut self, ip: Ipv4Addr) {
+        self.neighbors.forget(ip);
     }
 
     /// Ages neighbours, fragments, waiting frames and flows (a bounded sweep).
@@ -198,7 +207,11 @@ impl Uplink {
         };
         let (mac, ask) = self.neighbors.lookup(hop, now);
         if ask {
-            self.arp_request(hop, emit);
+            match self.cfg.mode {
+                UplinkMode::Dedicated => self.arp_request(hop, emit),
+                UplinkMode::Shared if self.wanted.len() < MAX_PENDING => self.wanted.push(hop),
+                UplinkMode::Shared => {}
+            }
         }
         Ok((hop, mac))
     }

@@ -73,6 +73,10 @@ impl Neighbors {
         );
     }
 
+    pub fn forget(&mut self, ip: Ipv4Addr) {
+        self.map.remove(&ip);
+    }
+
     pub fn expire(&mut self, now: u64) {
         self.map.retain(|_, e| match e.mac {
             Some(_) => now.saturating_sub(e.confirmed) < DEAD_MS,

@@ -325,6 +325,56 @@ fn the_first_packet_waits_for_the_next_hop_arp() {
 }
 
 #[test]
+fn shared_mode_asks_the_hosts_table_and_keeps_to_its_port_range() {
+    let mut p = setup(1500, false);
+    let mut cfg = uplink_cfg(1500);
+    cfg.mode = UplinkMode::Shared;
+    cfg.nat_ports = (62000, 62009);
+    p.remove_port(UPLINK);
+    assert!(p.set_uplink(UPLINK, cfg));
+    let mut f = udp(C1, GW, C1_IP, REMOTE, 40000, 53);
+    let a = run(&mut p, PortId(0), &mut f);
+    assert!(a.out.is_empty() && a.drop.is_none(), "queued");
+    assert!(
+        a.emit.is_empty(),
+        "no ARP of its own from the host's address"
+    );
+    let u = p.uplink_mut().unwrap();
+    assert_eq!(
+        u.wanted,
+        vec![Ipv4Addr::from(ROUTER_IP)],
+        "the host is asked"
+    );
+    u.wanted.clear();
+    // Asked again only after a second.
+    let mut f = udp(C1, GW, C1_IP, REMOTE, 40001, 53);
+    run(&mut p, PortId(0), &mut f);
+    assert!(p.uplink_mut().unwrap().wanted.is_empty());
+    // The host's table answers: both datagrams go, from ports of the range only (the
+    // container's own 40000 is the host's to use).
+    let mut emit = Vec::new();
+    p.uplink_mut()
+        .unwrap()
+        .set_neighbor(2, Ipv4Addr::from(ROUTER_IP), ROUTER_MAC, &mut emit);
+    assert_eq!(emit.len(), 2);
+    for (port, frame) in &emit {
+        assert_eq!(*port, UPLINK);
+        assert_eq!(&frame[0..6], &ROUTER_MAC.0);
+        let (sport, _) = ports_of(frame);
+        assert!((62000..=62009).contains(&sport), "port {sport}");
+        assert_valid(frame);
+    }
+    // A neighbour the host forgot is asked for again.
+    p.uplink_mut()
+        .unwrap()
+        .forget_neighbor(Ipv4Addr::from(ROUTER_IP));
+    let mut f = udp(C1, GW, C1_IP, REMOTE, 40002, 53);
+    let a = run(&mut p, PortId(0), &mut f);
+    assert!(a.out.is_empty());
+    assert_eq!(p.uplink().unwrap().wanted.len(), 1);
+}
+
+#[test]
 fn arp_and_ping_for_the_uplink_address_are_answered() {
     let mut p = setup(1500, true);
     let ask = ArpEthIpv4Packet {
