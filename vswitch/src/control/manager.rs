@@ -228,6 +228,9 @@ impl Manager {
     /// Stops the dataplane, which closes every port (their interfaces leave the namespaces).
     /// The saved state keeps them, so the next start re-creates them.
     pub fn shutdown(&mut self) {
+        if let Some(Ok(rt)) = &mut self.uplink {
+            rt.stop_neighbors();
+        }
         self.dp.shutdown();
         // A shared uplink's reserved ports go back to the host, its neighbour thread stops.
         self.uplink = None;

@@ -142,7 +142,7 @@ impl Reservation {
             .collect();
         let mut v = now;
         v.push((lo, hi));
-        fs::write(RESERVED, format_ranges(&parse_ranges(&format_ranges(&v))))?;
+        write_reserved(&v)?;
         Ok(Reservation {
             lo,
             hi,
@@ -162,8 +162,14 @@ impl Reservation {
         if self.before != [(self.lo, self.hi)] {
             v.extend_from_slice(&self.before);
         }
-        fs::write(RESERVED, format_ranges(&parse_ranges(&format_ranges(&v))))
+        write_reserved(&v)
     }
+}
+
+/// Writes the list (a newline-terminated one: an empty write would leave the old list).
+fn write_reserved(v: &[(u16, u16)]) -> io::Result<()> {
+    let text = format_ranges(&parse_ranges(&format_ranges(v)));
+    fs::write(RESERVED, format!("{text}\n"))
 }
 
 impl Drop for Reservation {

@@ -36,8 +36,16 @@ pub struct UplinkRt {
     pub mac: MacAddr,
     pub mtu: u16,
     pub xdp_mode: &'static str,
-    _neigh: Option<HostNeighbors>,
+    neigh: Option<HostNeighbors>,
     _reservation: Option<hostports::Reservation>,
+}
+
+impl UplinkRt {
+    /// Stops following the host's neighbours (its thread holds a way into the dataplane,
+    /// which must go before the dataplane can stop).
+    pub fn stop_neighbors(&mut self) {
+        self.neigh = None;
+    }
 }
 
 fn parse_ports(s: &str) -> ApiResult<(u16, u16)> {
@@ -370,7 +378,7 @@ impl Manager {
             mac,
             mtu,
             xdp_mode,
-            _neigh: neigh,
+            neigh,
             _reservation: reservation,
         })
     }
