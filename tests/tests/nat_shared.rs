@@ -53,7 +53,7 @@ fn shared_uplink_keeps_the_host_working() {
     std::fs::write(hdir.path("hello"), b"the host's own page\n").unwrap();
     // Not `python3 -m http.server`: it looks its address up in DNS before it listens, which
     // with the host's default route through the test's external namespace takes a timeout.
-    let mut _host_server = Bg(std::process::Command::new("ip")
+    let mut host_server = Bg(std::process::Command::new("ip")
         .args(["netns", "exec", &w.host.name, "python3", "-c"])
         .arg(
             "import http.server, os, socketserver, sys\nos.chdir(sys.argv[1])\n\
@@ -72,9 +72,9 @@ fn shared_uplink_keeps_the_host_working() {
             .exec(&["bash", "-c", &format!("echo > /dev/tcp/{HOST_IP}/8000")])
             .status
             .success()),
-        "the host's server is up: {} {}",
+        "the host's server is up: {} {:?}",
         std::fs::read_to_string(hdir.path("server.log")).unwrap_or_default(),
-        format!("{:?}", _host_server.0.try_wait()),
+        host_server.0.try_wait(),
     );
     let dir = TempDir::new("www");
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
