@@ -201,6 +201,35 @@ fn bad_shared_uplinks_are_clear_errors() {
     );
 }
 
+fn the_daemon_sets_its_uplink_from_the_command_line() {
+    require_root();
+    let w = shared_world();
+    let d = Daemon::start_with(Some(&w.host), &["--uplink", &w.uplink]);
+    let shown = d.ok(&["uplink", "show"]);
+    assert!(
+        shown.contains("(shared, up)") && shown.contains(HOST_IP),
+        "{shown}"
+    );
+    d.ok(&["network", "create", "web", "--subnet", "10.79.0.0/24"]);
+    let c = Netns::new("c");
+    d.ok(&["add-port", "web", "--netns", &c.name, "--name", "c"]);
+    assert!(c.ping(SERVER, 2), "out through the uplink of --uplink");
+    // A saved uplink wins over the command line at the next start.
+    d.ok(&["uplink", "rm"]);
+    d.ok(&["uplink", "set", &w.uplink, "--nat-ports", "63000-63999"]);
+    let mut d = d;
+    d.stop_with(15);
+    d.restart();
+    assert!(wait_until(10, || d
+        .ok(&["uplink", "show"])
+        .contains("63000-63999")));
+}
+
+#[test]
+fn uplink_from_the_command_line() {
+    with_port_type("tap", the_daemon_sets_its_uplink_from_the_command_line);
+}
+
 #[test]
 fn shared_uplink() {
     with_port_type("tap", shared_uplink_keeps_the_host_working);

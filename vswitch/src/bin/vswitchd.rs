@@ -46,6 +46,11 @@ struct Args {
     /// whose seccomp or sysctl blocks io_uring; vswitchd falls back by itself when it fails).
     #[arg(long, env = "VSWITCH_NO_IO_URING")]
     no_io_uring: bool,
+    /// Use IFACE (of vswitchd's namespace) as the uplink, in shared mode unless the config's
+    /// `[uplink]` says otherwise; overrides that section's `iface`. Set once: a saved uplink
+    /// (`vswitchctl uplink set`) is kept as it is.
+    #[arg(long, env = "VSWITCH_UPLINK")]
+    uplink: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +113,11 @@ fn main() -> ExitCode {
     }
 
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
-    match run(config, &socket, &state_dir, upstreams, io_uring) {
+    let mut uplink = config.uplink.clone();
+    if let Some(iface) = &args.uplink {
+        uplink.get_or_insert_with(Default::default).iface = iface.clone();
+    }
+    match run(config, &socket, &state_dir, upstreams, io_uring, uplink) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -147,6 +156,7 @@ fn run(
     state_dir: &Path,
     upstreams: Vec<SocketAddr>,
     io_uring: bool,
+    uplink: Option<vswitch::api::UplinkSet>,
 ) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -172,6 +182,14 @@ fn run(
     };
     for (port, why) in manager.detached_ports() {
         warn!(%port, reason = %why, "port could not be restored");
+    }
+    let mut manager = manager;
+    if let Some(req) = uplink {
+        if let Err(e) = manager.declare_uplink(req) {
+            // Not fatal: the interface may come later (`vswitchctl uplink set`).
+            eprintln!("vswitchd: uplink: {e}");
+            warn!(error = %e, "the configured uplink is not set");
+        }
     }
     let forwarder = if upstreams.is_empty() {
         None

@@ -267,6 +267,9 @@ pub struct ConfigFile {
     pub daemon: DaemonConfig,
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConfig>,
+    /// The uplink to set at start when none is saved (`vswitchctl uplink set`'s options).
+    #[serde(default)]
+    pub uplink: Option<crate::api::UplinkSet>,
 }
 
 impl ConfigFile {

@@ -430,6 +430,21 @@ impl Manager {
         self.uplink_show()
     }
 
+    /// The uplink of the config file or `vswitchd --uplink`: set when no uplink is saved; a
+    /// saved one is kept (the operator's `uplink set` wins), with a warning if it differs.
+    pub fn declare_uplink(&mut self, req: UplinkSet) -> Result<(), String> {
+        if req.iface.is_empty() {
+            return Err("[uplink] needs iface = \"IFACE\"".into());
+        }
+        if let Some(u) = &self.state.uplink {
+            if u.iface != req.iface {
+                warn!(saved = %u.iface, configured = %req.iface, "keeping the saved uplink; `vswitchctl uplink rm` to change it");
+            }
+            return Ok(());
+        }
+        self.uplink_set(req).map(|_| ()).map_err(|e| e.message)
+    }
+
     pub(super) fn uplink_remove(&mut self) -> ApiResult<Reply> {
         if self.state.uplink.is_none() {
             return Err(invalid("no uplink is set"));
