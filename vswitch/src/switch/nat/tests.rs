@@ -716,3 +716,45 @@ fn mangled_frames_from_either_side_never_panic() {
         "{out_frames} out, {drops} dropped"
     );
 }
+
+#[test]
+fn tcp_with_a_bad_data_offset_is_a_bad_ip_drop_both_ways() {
+    let mut p = setup(1500, true);
+    let mut syn = tcp_syn(C1, GW, C1_IP, REMOTE, 40000, 80, 1460);
+    assert_eq!(run(&mut p, PortId(0), &mut syn).out, vec![UPLINK]);
+    // From outside, for the live flow: a data offset under the header (2 words) and one past
+    // the end of the segment (15 words in a 24-byte segment) — an RST that would close it.
+    for doff in [2u8, 15] {
+        let b = PacketBuilder::ethernet2(ROUTER_MAC.0, UPLINK_MAC.0)
+            .ipv4(REMOTE, UPLINK_IP, 64)
+            .tcp(80, 40000, 1, 64240)
+            .rst();
+        let mut r = Vec::new();
+        b.write(&mut r, b"").unwrap();
+        r[14 + 20 + 12] = doff << 4;
+        let a = run(&mut p, UPLINK, &mut r);
+        assert_eq!(a.drop, Some(DropReason::BadIp), "doff {doff}");
+        assert!(a.out.is_empty());
+    }
+    let e = p.uplink().unwrap().ct.entries(1, None, 10);
+    assert_eq!(
+        e[0].state,
+        conntrack::State::SynSent,
+        "the flow is untouched"
+    );
+    assert_eq!(e[0].packets[1], 0);
+    assert_eq!(
+        p.port_counters(UPLINK).unwrap().drops[DropReason::BadIp as usize],
+        2
+    );
+    // From the container, in a first fragment (which the gateway's parser does not look into).
+    let mut f = tcp_syn(C1, GW, C1_IP, REMOTE, 40002, 80, 1460);
+    f[14 + 6] = 0x20; // MF
+    f[14 + 20 + 12] = 1 << 4;
+    let h = ip_of(&f);
+    let c = h.calc_header_checksum();
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let a = run(&mut p, PortId(0), &mut f);
+    assert_eq!(a.drop, Some(DropReason::BadIp));
+    assert_eq!(p.uplink().unwrap().ct.len(), 1, "no flow for it");
+}
