@@ -723,17 +723,21 @@ impl Uplink {
 }
 
 /// The TCP flags of a TCP/UDP header at the start of `payload` (0 for UDP), or `None` when the
-/// header is not all there.
+/// header is not all there — for TCP, also when its data offset is below the 20-byte header or
+/// past the packet (Linux's conntrack calls such a segment invalid and leaves it untranslated).
 fn tcp_udp_flags(proto: u8, payload: &[u8]) -> Option<u8> {
     let min = if proto == PROTO_TCP { 20 } else { 8 };
     if payload.len() < min {
         return None;
     }
-    Some(if proto == PROTO_TCP {
-        payload[l4::TCP_FLAGS]
-    } else {
-        0
-    })
+    if proto != PROTO_TCP {
+        return Some(0);
+    }
+    let doff = usize::from(payload[l4::TCP_DATA_OFF] >> 4) * 4;
+    if doff < 20 || doff > payload.len() {
+        return None;
+    }
+    Some(payload[l4::TCP_FLAGS])
 }
 
 #[cfg(test)]

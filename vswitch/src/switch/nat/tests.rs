@@ -673,3 +673,138 @@ fn no_uplink_means_no_route_and_a_full_table_refuses_new_flows() {
     let mut f = udp(C1, GW, C1_IP, REMOTE, 1, 2);
     assert_eq!(run(&mut p, PortId(0), &mut f).out, vec![UPLINK]);
 }
+
+/// Mutated copies of real frames (bytes flipped, cut short, lengths and offsets overwritten)
+/// from both sides: each is a counted drop or a translation, never a panic.
+#[test]
+fn mangled_frames_from_either_side_never_panic() {
+    let mut p = setup(1500, true);
+    // Live flows for the mutants to hit: UDP, TCP, ICMP echo, and their replies.
+    let mut seeds = vec![
+        (PortId(0), udp(C1, GW, C1_IP, REMOTE, 40000, 53)),
+        (PortId(0), tcp_syn(C1, GW, C1_IP, REMOTE, 40001, 80, 1460)),
+        (PortId(0), ping(C1, C1_IP, 7, 1)),
+        (
+            UPLINK,
+            udp(ROUTER_MAC, UPLINK_MAC, REMOTE, UPLINK_IP, 53, 40000),
+        ),
+        (
+            UPLINK,
+            tcp_syn(ROUTER_MAC, UPLINK_MAC, REMOTE, UPLINK_IP, 80, 40001, 1460),
+        ),
+    ];
+    for (port, f) in seeds.clone().iter_mut() {
+        run(&mut p, *port, f);
+    }
+    // An ICMP error quoting the UDP flow, as the remote would send it.
+    let mut out = udp(C1, GW, C1_IP, REMOTE, 40000, 53);
+    run(&mut p, PortId(0), &mut out);
+    let b = PacketBuilder::ethernet2(ROUTER_MAC.0, UPLINK_MAC.0)
+        .ipv4(REMOTE, UPLINK_IP, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            icmpv4::DestUnreachableHeader::Port,
+        ));
+    let mut err = Vec::new();
+    b.write(&mut err, &out[14..14 + 28]).unwrap();
+    seeds.push((UPLINK, err));
+
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // The same with the next hop unresolved: frames wait, their offload finished first.
+    let mut q = setup(1500, false);
+    let mut a = Actions::with_capacity(8);
+    let (mut out_frames, mut drops) = (0, 0);
+    for round in 0..200_000u64 {
+        let (port, seed) = &seeds[(rnd() % seeds.len() as u64) as usize];
+        let mut f = seed.clone();
+        for _ in 0..1 + rnd() % 4 {
+            let at = 14 + (rnd() as usize) % (f.len() - 14);
+            match rnd() % 4 {
+                0 => f[at] = rnd() as u8,
+                1 => f[at] ^= 1 << (rnd() % 8),
+                // Header length, total length, flags/offset, TCP data offset: the fields
+                // a length check hangs on.
+                2 => {
+                    let fields = [14, 16, 17, 20, 21, 14 + 20 + 12, 14 + 20 + 4, 14 + 20 + 5];
+                    let i = fields[(rnd() as usize) % fields.len()];
+                    if i < f.len() {
+                        f[i] = rnd() as u8;
+                    }
+                }
+                _ => f.truncate(14 + (rnd() as usize) % (f.len() - 13)),
+            }
+            if f.len() <= 14 {
+                break;
+            }
+        }
+        let now = 1 + round / 1000;
+        // Some come from a TAP with offloads: checksum pending, or a TSO super-frame.
+        let vnet = (*port != UPLINK && rnd() % 3 == 0).then(|| VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: [GSO_NONE, crate::wire::offload::GSO_TCPV4][(rnd() % 2) as usize],
+            hdr_len: (rnd() % 80) as u16,
+            gso_size: (rnd() % 1500) as u16,
+            csum_start: (rnd() % 60) as u16,
+            csum_offset: [6, 16, (rnd() % 40) as u16][(rnd() % 3) as usize],
+        });
+        let pipe = if rnd() % 4 == 0 { &mut q } else { &mut p };
+        pipe.process_vnet(now, *port, &mut f, vnet.as_ref(), &mut a);
+        out_frames += a.out.len();
+        drops += usize::from(a.drop.is_some());
+        a.emit.clear();
+        if round % 10_000 == 0 {
+            q.expire(now);
+        }
+    }
+    assert!(
+        out_frames > 1000 && drops > 1000,
+        "{out_frames} out, {drops} dropped"
+    );
+}
+
+#[test]
+fn tcp_with_a_bad_data_offset_is_a_bad_ip_drop_both_ways() {
+    let mut p = setup(1500, true);
+    let mut syn = tcp_syn(C1, GW, C1_IP, REMOTE, 40000, 80, 1460);
+    assert_eq!(run(&mut p, PortId(0), &mut syn).out, vec![UPLINK]);
+    // From outside, for the live flow: a data offset under the header (2 words) and one past
+    // the end of the segment (15 words in a 24-byte segment) — an RST that would close it.
+    for doff in [2u8, 15] {
+        let b = PacketBuilder::ethernet2(ROUTER_MAC.0, UPLINK_MAC.0)
+            .ipv4(REMOTE, UPLINK_IP, 64)
+            .tcp(80, 40000, 1, 64240)
+            .rst();
+        let mut r = Vec::new();
+        b.write(&mut r, b"").unwrap();
+        r[14 + 20 + 12] = doff << 4;
+        let a = run(&mut p, UPLINK, &mut r);
+        assert_eq!(a.drop, Some(DropReason::BadIp), "doff {doff}");
+        assert!(a.out.is_empty());
+    }
+    let e = p.uplink().unwrap().ct.entries(1, None, 10);
+    assert_eq!(
+        e[0].state,
+        conntrack::State::SynSent,
+        "the flow is untouched"
+    );
+    assert_eq!(e[0].packets[1], 0);
+    assert_eq!(
+        p.port_counters(UPLINK).unwrap().drops[DropReason::BadIp as usize],
+        2
+    );
+    // From the container, in a first fragment (which the gateway's parser does not look into).
+    let mut f = tcp_syn(C1, GW, C1_IP, REMOTE, 40002, 80, 1460);
+    f[14 + 6] = 0x20; // MF
+    f[14 + 20 + 12] = 1 << 4;
+    let h = ip_of(&f);
+    let c = h.calc_header_checksum();
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    let a = run(&mut p, PortId(0), &mut f);
+    assert_eq!(a.drop, Some(DropReason::BadIp));
+    assert_eq!(p.uplink().unwrap().ct.len(), 1, "no flow for it");
+}
