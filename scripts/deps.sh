@@ -5,11 +5,12 @@ set -euo pipefail
 
 # Tools the daemon and the integration tests use: ip/netns (iproute2), ping (iputils-ping),
 # arping, sysctl (procps), modprobe (kmod), python3 (raw frames in tests), DHCP clients
-# (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), iperf3 and curl (TCP
+# (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), a real DNS server for
+# the tests to forward to (dnsmasq-base: the binary without a system service), iperf3 and curl (TCP
 # through software segmentation), and a C toolchain for crates that build C. AF_XDP ports use
 # xsk-rs, which builds libxdp/libbpf from source: libelf, zlib, clang/llvm (the BPF program),
 # m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads.
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils iperf3 gcc pkg-config ca-certificates curl
+PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils dnsmasq-base iperf3 gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool)
 
 if [ "$(id -u)" != 0 ]; then

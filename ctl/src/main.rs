@@ -430,6 +430,21 @@ fn print_human(reply: &Reply) {
                     "moved with read/write, one per frame (io_uring off or unavailable)".into()
                 }
             );
+            if let Some(dns) = &d.dns {
+                let from = match &dns.resolv_conf {
+                    Some(p) => format!("from {p}"),
+                    None => "configured".into(),
+                };
+                let to = if dns.upstreams.is_empty() {
+                    "none (other names get SERVFAIL)".to_string()
+                } else {
+                    dns.upstreams.join(" ")
+                };
+                println!(
+                    "  dns upstreams ({from}): {to}; forwarded {} answered {} servfail {} dropped {}",
+                    dns.forwarded, dns.answered, dns.servfail, dns.dropped
+                );
+            }
             if d.ports_lost > 0 {
                 println!(
                     "  {} port(s) lost their interface or namespace since start",

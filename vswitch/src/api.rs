@@ -357,6 +357,27 @@ pub struct DaemonInfo {
     /// frames waiting last time is read this way).
     #[serde(default)]
     pub io_uring_read_batches: u64,
+    /// The DNS forwarder: where its upstream resolvers come from and what it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsInfo>,
+}
+
+/// The embedded DNS's forwarding of names the networks do not own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DnsInfo {
+    /// "config" (`dns_upstreams` / `--dns-upstream`) or "resolv.conf" (the host's).
+    pub source: String,
+    /// The resolv.conf followed, when that is the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
+    /// The resolvers asked now, in order ("IP:PORT"); none: other names get SERVFAIL.
+    pub upstreams: Vec<String>,
+    /// Queries handed to the forwarder, answered by an upstream, answered SERVFAIL (no upstream
+    /// or none answered), dropped (queue full).
+    pub forwarded: u64,
+    pub answered: u64,
+    pub servfail: u64,
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -257,8 +257,21 @@ impl Daemon {
         Daemon::start_with(None, &[])
     }
 
-    /// Starts a daemon inside `netns` (when given) with extra command-line arguments.
+    /// Starts a daemon inside `netns` (when given) with extra command-line arguments. Its DNS
+    /// upstreams (unless `extra` names some) come from a resolv.conf of its own that does not
+    /// exist: no test forwards names to the machine's real resolvers by accident.
     pub fn start_with(netns: Option<&Netns>, extra: &[&str]) -> Daemon {
+        Daemon::start_opts(netns, extra, false)
+    }
+
+    /// As `start_with`, but the daemon follows the resolv.conf it finds at the default place,
+    /// `/etc/resolv.conf` — under `ip netns exec NS` the bind mount of
+    /// `/etc/netns/NS/resolv.conf`, when that file exists at start.
+    pub fn start_with_host_resolv_conf(netns: Option<&Netns>, extra: &[&str]) -> Daemon {
+        Daemon::start_opts(netns, extra, true)
+    }
+
+    fn start_opts(netns: Option<&Netns>, extra: &[&str], host_resolv_conf: bool) -> Daemon {
         let port_type = port_type();
         let host = match (netns, port_type) {
             (None, "afxdp" | "mixed") => Some(Netns::new("h")),
@@ -273,13 +286,18 @@ impl Daemon {
             "[[network]]\nname = \"bridge\"\nsubnet = \"172.17.0.0/16\"\ngateway = \"172.17.0.1\"\ndns = false\n",
         )
         .unwrap();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !host_resolv_conf {
+            extra.push("--resolv-conf".into());
+            extra.push(dir.join("resolv.conf").display().to_string());
+        }
         let mut d = Daemon {
             child: None,
             port_type,
             ports_added: std::cell::Cell::new(0),
             _host: host,
             netns: netns_name,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             socket: dir.join("vswitchd.sock"),
             state_dir: dir.join("state"),
             config,

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use vswitch::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use vswitch::control::dns_forward::Forwarder;
+use vswitch::control::upstreams::{Upstreams, DEFAULT_RESOLV_CONF};
 use vswitch::control::{self, Manager};
 use vswitch::state::{ConfigFile, Store};
 use vswitch::switch::gateway::Event;
@@ -39,9 +40,14 @@ struct Args {
     #[arg(long, env = "VSWITCH_LOG")]
     log_level: Option<String>,
     /// Upstream DNS resolver (IP or IP:PORT) for names the networks do not own; repeatable.
-    /// Overrides `dns_upstreams` of the config file.
+    /// Overrides `dns_upstreams` of the config file. Without any, the `nameserver`s of
+    /// --resolv-conf are the upstreams.
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<String>,
+    /// The resolver configuration followed for upstreams when none are configured: read at
+    /// start and again whenever it changes [default: /etc/resolv.conf].
+    #[arg(long, env = "VSWITCH_RESOLV_CONF")]
+    resolv_conf: Option<PathBuf>,
     /// Move TAP frames with one read(2)/write(2) each instead of io_uring batches (for hosts
     /// whose seccomp or sysctl blocks io_uring; vswitchd falls back by itself when it fails).
     #[arg(long, env = "VSWITCH_NO_IO_URING")]
@@ -112,6 +118,25 @@ fn main() -> ExitCode {
         }
     }
 
+    // Configured upstreams win; without any, the host's resolvers are followed.
+    let upstreams = if upstreams.is_empty() {
+        let path = args
+            .resolv_conf
+            .clone()
+            .or(config.daemon.resolv_conf.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_RESOLV_CONF));
+        match Upstreams::from_resolv_conf(path) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("vswitchd: cannot start the resolv.conf watcher: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        info!(?upstreams, "DNS upstreams for other names (configured)");
+        Upstreams::configured(upstreams)
+    };
+
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
     let mut uplink = config.uplink.clone();
     if let Some(iface) = &args.uplink {
@@ -154,7 +179,7 @@ fn run(
     config: ConfigFile,
     socket: &Path,
     state_dir: &Path,
-    upstreams: Vec<SocketAddr>,
+    upstreams: Arc<Upstreams>,
     io_uring: bool,
     uplink: Option<vswitch::api::UplinkSet>,
 ) -> Result<(), String> {
@@ -171,7 +196,7 @@ fn run(
         config.networks,
         socket.to_path_buf(),
         events_tx,
-        !upstreams.is_empty(),
+        Some(upstreams.clone()),
         io_uring,
     ) {
         Ok(m) => m,
@@ -191,16 +216,9 @@ fn run(
             warn!(error = %e, "the configured uplink is not set");
         }
     }
-    let forwarder = if upstreams.is_empty() {
-        None
-    } else {
-        info!(?upstreams, "forwarding DNS for other names");
-        let injector = manager.injector();
-        Some(
-            Forwarder::spawn(upstreams, injector)
-                .map_err(|e| format!("cannot start DNS forwarder: {e}"))?,
-        )
-    };
+    // Always running: the upstreams it asks can come and go with the resolv.conf.
+    let forwarder = Forwarder::spawn(upstreams, manager.injector())
+        .map_err(|e| format!("cannot start DNS forwarder: {e}"))?;
     let manager = Arc::new(Mutex::new(manager));
     {
         let manager = manager.clone();
@@ -217,10 +235,9 @@ fn run(
             .name("events".into())
             .spawn(move || {
                 for ev in events_rx {
-                    match (ev, &forwarder) {
-                        (Event::DnsForward(job), Some(f)) => f.submit(job),
-                        (Event::DnsForward(_), None) => {}
-                        (ev, _) => manager
+                    match ev {
+                        Event::DnsForward(job) => forwarder.submit(job),
+                        ev => manager
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .on_event(ev),

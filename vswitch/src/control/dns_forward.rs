@@ -1,11 +1,13 @@
-//! Forwarding of DNS queries the networks do not own to the configured upstream resolvers.
+//! Forwarding of DNS queries the networks do not own to the upstream resolvers (the configured
+//! ones, else the host's resolv.conf: see `upstreams`).
 //!
 //! The pipeline hands such a query over as an event; a small pool of worker threads asks the
 //! upstreams over UDP (from the daemon's own namespace) and injects the answer — or SERVFAIL when
-//! none answers — back into the dataplane, addressed from the gateway to the asking container.
+//! there are none or none answers — back into the dataplane, addressed from the gateway to the
+//! asking container. The upstreams' answers (NXDOMAIN, REFUSED, ...) are passed on as they are.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use etherparse::PacketBuilder;
 use hickory_proto::op::{Message, ResponseCode};
 use tracing::{debug, warn};
 
+use super::upstreams::Upstreams;
 use crate::dataplane::Injector;
 use crate::switch::gateway::{DnsForward, DNS_PORT};
 
@@ -23,34 +26,25 @@ const WORKERS: usize = 4;
 /// How long one upstream gets to answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Counters of the forwarder.
-#[derive(Debug, Default)]
-pub struct ForwardCounters {
-    pub forwarded: AtomicU64,
-    pub answered: AtomicU64,
-    pub servfail: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
 pub struct Forwarder {
     tx: Sender<Box<DnsForward>>,
-    pub counters: Arc<ForwardCounters>,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Forwarder {
-    pub fn spawn(upstreams: Vec<SocketAddr>, injector: Injector) -> std::io::Result<Forwarder> {
+    /// Starts the workers; each query goes to the upstreams `upstreams` holds when it is asked.
+    pub fn spawn(upstreams: Arc<Upstreams>, injector: Injector) -> std::io::Result<Forwarder> {
         let (tx, rx) = crossbeam_channel::bounded::<Box<DnsForward>>(QUEUE);
-        let counters = Arc::new(ForwardCounters::default());
         for i in 0..WORKERS {
             let rx = rx.clone();
             let upstreams = upstreams.clone();
             let injector = injector.clone();
-            let counters = counters.clone();
             std::thread::Builder::new()
                 .name(format!("dns-forward-{i}"))
                 .spawn(move || {
+                    let counters = &upstreams.counters;
                     for job in rx {
-                        let answer = ask_upstreams(&upstreams, &job.query);
+                        let answer = ask_upstreams(&upstreams.current(), &job.query);
                         let payload = match answer {
                             Some(a) => {
                                 counters.answered.fetch_add(1, Ordering::Relaxed);
@@ -89,16 +83,17 @@ impl Forwarder {
                     }
                 })?;
         }
-        Ok(Forwarder { tx, counters })
+        Ok(Forwarder { tx, upstreams })
     }
 
     /// Queues a query; drops it (counted) when the upstreams are too far behind.
     pub fn submit(&self, job: Box<DnsForward>) {
-        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.upstreams.counters;
+        counters.forwarded.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
                 warn!("DNS forward queue full; query dropped");
             }
         }

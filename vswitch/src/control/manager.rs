@@ -16,10 +16,12 @@ mod views;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
+use super::upstreams::Upstreams;
 use crate::api::*;
 use crate::dataplane::{self, Command, Snapshot};
 use crate::sandbox::{self, NetnsId, NetnsSpec};
@@ -85,8 +87,9 @@ pub struct Manager {
     socket: PathBuf,
     /// DHCP leases, persisted in the state dir.
     leases: Vec<StoredLease>,
-    /// Upstream resolvers are configured (DNS queries for other names are forwarded).
+    /// DNS queries for other names are forwarded, to these upstreams (shown by `show`).
     dns_forward: bool,
+    dns_upstreams: Option<Arc<Upstreams>>,
     /// The uplink's port in the dataplane while it is attached, and why not otherwise.
     uplink: Option<Result<uplink::UplinkRt, String>>,
 }
@@ -119,12 +122,14 @@ fn valid_dns_name(name: &str) -> bool {
 impl Manager {
     /// Starts from the saved state plus the networks the config declares, re-creating every port
     /// whose namespace still exists. Ports that cannot be restored stay in the state as detached.
+    /// With `dns_upstreams`, queries for names the networks do not own are handed to the DNS
+    /// forwarder (as events), which asks the upstreams it holds at that moment.
     pub fn start(
         mut store: Store,
         declared: Vec<NetworkConfig>,
         socket: PathBuf,
         events: crossbeam_channel::Sender<Event>,
-        dns_forward: bool,
+        dns_upstreams: Option<Arc<Upstreams>>,
         io_uring: bool,
     ) -> Result<Manager, String> {
         let saved = store.load().map_err(|e| e.to_string())?;
@@ -143,7 +148,8 @@ impl Manager {
             started: Instant::now(),
             socket,
             leases,
-            dns_forward,
+            dns_forward: dns_upstreams.is_some(),
+            dns_upstreams,
             uplink: None,
         };
         let saved = saved.unwrap_or_default();

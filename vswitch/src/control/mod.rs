@@ -6,6 +6,7 @@ pub mod dns_forward;
 pub mod host_neigh;
 pub mod manager;
 pub mod resolv;
+pub mod upstreams;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

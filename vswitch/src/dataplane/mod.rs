@@ -47,6 +47,8 @@ const WAKER: Token = Token(0);
 
 /// A request from the control thread.
 pub enum Command {
+    /// Stop the thread (sent by `Handle::shutdown`: injectors may still hold senders).
+    Stop,
     AddNetwork {
         id: NetId,
         params: NetworkParams,
@@ -246,8 +248,10 @@ impl Handle {
         }
     }
 
-    /// Stops the thread; every port fd is closed on the way out.
+    /// Stops the thread; every port fd is closed on the way out. An explicit `Stop`, because
+    /// the channel does not disconnect while an `Injector` (the DNS forwarder's) holds it.
     pub fn shutdown(&mut self) {
+        let _ = self.tx.send(Command::Stop);
         let (tx, _) = crossbeam_channel::bounded(0);
         drop(std::mem::replace(&mut self.tx, tx));
         let _ = self.waker.wake();
@@ -411,10 +415,11 @@ impl Dataplane {
         }
     }
 
-    /// Applies pending commands. Returns false when the control side has gone (shut down).
+    /// Applies pending commands. Returns false when told to stop or the control side has gone.
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
+                Ok(Command::Stop) => return false,
                 Ok(cmd) => self.apply(cmd),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
@@ -424,6 +429,8 @@ impl Dataplane {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
+            // Handled by drain_commands.
+            Command::Stop => {}
             Command::AddNetwork { id, params, done } => {
                 self.pipeline.add_network(id, params);
                 let _ = done.send(());

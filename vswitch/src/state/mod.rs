@@ -251,9 +251,14 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_level: Option<String>,
-    /// Resolvers the embedded DNS forwards other names to ("IP:PORT" or "IP"). None: SERVFAIL.
+    /// Resolvers the embedded DNS forwards other names to ("IP:PORT" or "IP"). None: those of
+    /// `resolv_conf`, followed as it changes.
     #[serde(default)]
     pub dns_upstreams: Vec<String>,
+    /// The resolver configuration whose `nameserver`s are the upstreams when `dns_upstreams`
+    /// is empty [default: /etc/resolv.conf].
+    #[serde(default)]
+    pub resolv_conf: Option<PathBuf>,
     /// Batch TAP reads and writes through io_uring where the kernel allows it [default: true].
     #[serde(default)]
     pub io_uring: Option<bool>,
@@ -607,6 +612,20 @@ mod tests {
         assert!(
             !bridge.dns,
             "Docker's default bridge does not resolve names"
+        );
+        assert!(cfg.daemon.dns_upstreams.is_empty() && cfg.daemon.resolv_conf.is_none());
+    }
+
+    #[test]
+    fn dns_settings_parse() {
+        let cfg: ConfigFile = toml::from_str(
+            "[daemon]\ndns_upstreams = [\"192.0.2.53\"]\nresolv_conf = \"/run/systemd/resolve/resolv.conf\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.daemon.dns_upstreams, vec!["192.0.2.53".to_string()]);
+        assert_eq!(
+            cfg.daemon.resolv_conf.as_deref(),
+            Some(Path::new("/run/systemd/resolve/resolv.conf"))
         );
     }
 }

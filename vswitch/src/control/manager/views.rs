@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
 
 use super::{gateway_mac, ApiResult, Manager};
 use crate::api::*;
+use crate::control::upstreams::Source;
 use crate::dataplane::{self, Snapshot};
 use crate::state::{NetworkConfig, PortConfig};
 use crate::switch::{DropReason, PortId};
@@ -31,10 +33,29 @@ impl Manager {
                 ports_lost: snap.ports_lost,
                 io_uring: snap.io_uring,
                 io_uring_read_batches: snap.io_uring_read_batches,
+                dns: self.dns_info(),
             },
             networks: self.network_infos(),
             ports,
         }))
+    }
+
+    fn dns_info(&self) -> Option<DnsInfo> {
+        let up = self.dns_upstreams.as_ref()?;
+        let (source, resolv_conf) = match up.source() {
+            Source::Config => ("config", None),
+            Source::ResolvConf(p) => ("resolv.conf", Some(p.display().to_string())),
+        };
+        let c = &up.counters;
+        Some(DnsInfo {
+            source: source.into(),
+            resolv_conf,
+            upstreams: up.current().iter().map(ToString::to_string).collect(),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            answered: c.answered.load(Ordering::Relaxed),
+            servfail: c.servfail.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        })
     }
 
     pub(super) fn fdb_show(&self, network: Option<&str>) -> ApiResult<Reply> {

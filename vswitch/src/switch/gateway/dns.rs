@@ -1,8 +1,8 @@
 //! The embedded DNS server on the gateway address, on hickory-proto: A and PTR records for the
 //! network's ports (name, container name, aliases), scoped to the network. Names under the
-//! network's domain that do not exist get NXDOMAIN; other names go to the upstream resolvers when
-//! there are any (over UDP and TCP alike), else get SERVFAIL at once, so clients fall through
-//! quickly instead of timing out.
+//! network's domain that do not exist get NXDOMAIN; other names go to the shell's forwarder when
+//! it runs (over UDP and TCP alike; it asks the upstream resolvers, or answers SERVFAIL when it
+//! has none), else get SERVFAIL at once, so clients fall through quickly instead of timing out.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -31,7 +31,7 @@ pub enum Answer {
 pub struct Resolver {
     domain: String,
     names_enabled: bool,
-    /// Upstream resolvers are configured: names that are not ours are forwarded.
+    /// A forwarder runs: names that are not ours are handed to it.
     upstream: bool,
     forward: HashMap<String, Vec<Ipv4Addr>>,
     /// The names of each address, in the order they were added; the first is its PTR.

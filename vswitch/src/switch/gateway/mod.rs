@@ -44,7 +44,8 @@ pub struct GatewayConfig {
     pub dns_names: bool,
     /// Search domain handed out by DHCP; names also resolve as `name.domain`.
     pub domain: String,
-    /// Upstream resolvers exist: UDP queries for other names are forwarded (by the shell).
+    /// Queries for other names (UDP and TCP) are handed to the shell's forwarder, which answers
+    /// them from its upstream resolvers (or SERVFAIL when it has none); false: SERVFAIL here.
     pub dns_forward: bool,
 }
 
