@@ -48,11 +48,7 @@ fn egress_curl_ping_and_time_exceeded() {
         );
     }
     let served = std::fs::read_to_string(&log).unwrap();
-    let clients: Vec<&str> = served
-        .lines()
-        .filter(|l| l.contains("GET /blob"))
-        .map(|l| l.split_whitespace().next().unwrap_or(""))
-        .collect();
+    let clients = served_clients(&log, "/blob");
     assert_eq!(
         clients,
         vec!["192.0.2.2", "192.0.2.2"],

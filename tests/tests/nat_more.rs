@@ -311,19 +311,7 @@ fn a_full_table_refuses_new_flows_while_an_established_one_flows() {
     let w = world();
     let (d, cs) = egress(&w, "full", "10.84.0.0/24", &["c"]);
     let c = &cs[0];
-    d.ok(&[
-        "uplink",
-        "set",
-        &w.uplink,
-        "--mode",
-        "dedicated",
-        "--ip",
-        "192.0.2.2/24",
-        "--gateway",
-        "192.0.2.1",
-        "--conntrack-max",
-        "4",
-    ]);
+    set_uplink_with(&d, &w, &["--conntrack-max", "4"]);
     assert_eq!(ct_stats(&d)["max"], 4);
     let dir = TempDir::new("full");
     write_blob(&dir.path("blob"), 2);

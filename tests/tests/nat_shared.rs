@@ -110,11 +110,7 @@ fn shared_uplink_keeps_the_host_working() {
     }
     assert!(c1.ping(SERVER, 3), "ping through the shared uplink");
     let served = std::fs::read_to_string(&log).unwrap();
-    let clients: Vec<&str> = served
-        .lines()
-        .filter(|l| l.contains("GET /blob"))
-        .map(|l| l.split_whitespace().next().unwrap_or(""))
-        .collect();
+    let clients = served_clients(&log, "/blob");
     assert_eq!(clients, vec![HOST_IP, HOST_IP], "{served}");
     let ct = d.json(&["conntrack", "show"]).to_string();
     for port in ct

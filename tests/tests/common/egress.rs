@@ -40,7 +40,12 @@ pub fn world() -> World {
 }
 
 pub fn set_uplink(d: &Daemon, w: &World) {
-    d.ok(&[
+    set_uplink_with(d, w, &[]);
+}
+
+/// The dedicated uplink 192.0.2.2/24 via 192.0.2.1, with more options of `uplink set`.
+pub fn set_uplink_with(d: &Daemon, w: &World, extra: &[&str]) {
+    let mut args = vec![
         "uplink",
         "set",
         &w.uplink,
@@ -50,7 +55,19 @@ pub fn set_uplink(d: &Daemon, w: &World) {
         "192.0.2.2/24",
         "--gateway",
         "192.0.2.1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    d.ok(&args);
+}
+
+/// The client address of each `GET /path` line of an http.server log.
+pub fn served_clients(log: &std::path::Path, path: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("GET {path}")))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
 }
 
 /// An HTTP server in the external namespace serving `dir`; its log goes to `log`.
