@@ -139,6 +139,7 @@ fn main() {
     if let Some(cmd) = cli.cmd {
         return helper(cmd);
     }
+    sandbox::clean_up_on_signal();
     let d = if cli.quick {
         Durations {
             iperf: 4,

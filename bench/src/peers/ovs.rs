@@ -38,7 +38,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/ovsdb.log"),
     ]);
     env(&mut c);
-    let dbp = Proc(
+    let dbp = Proc::new(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,7 +66,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/vswitchd.log"),
     ]);
     env(&mut c);
-    let vsp = Proc(
+    let vsp = Proc::new(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

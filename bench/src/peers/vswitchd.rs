@@ -34,7 +34,7 @@ impl Vswitchd {
             }
             None => Command::new(bin),
         };
-        let proc = Proc(
+        let proc = Proc::new(
             cmd.arg("--socket")
                 .arg(&socket)
                 .arg("--state-dir")
