@@ -68,9 +68,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// (helper) UDP echo server.
+    /// (helper) UDP echo server on `bind` (an address of the server's: replies leave from the
+    /// address the requests came to, which a NAT matches them by).
     #[command(hide = true)]
-    UdpEcho { port: u16, secs: u64 },
+    UdpEcho { bind: String, port: u16, secs: u64 },
     /// (helper) UDP ping-pong client: prints RTT percentiles in µs as JSON.
     #[command(hide = true)]
     UdpPing { target: String, count: usize },
@@ -100,7 +101,7 @@ enum Cmd {
 /// Runs one of the hidden helper subcommands the harness starts (most inside a namespace).
 fn helper(cmd: Cmd) {
     match cmd {
-        Cmd::UdpEcho { port, secs } => udp_echo(port, secs),
+        Cmd::UdpEcho { bind, port, secs } => udp_echo(&bind, port, secs),
         Cmd::UdpPing { target, count } => udp_ping(&target, count),
         Cmd::PpsRecv { port, secs } => pps_recv(port, secs),
         Cmd::TapCopy { client, server } => tap_copy(&client, &server),

@@ -42,7 +42,9 @@ pub fn iperf(t: &Topology, streams: u32, secs: u64) -> Result<f64, String> {
 
 pub fn latency(t: &Topology, count: usize) -> Result<Value, String> {
     let me = std::env::current_exe().unwrap().display().to_string();
-    let echo = t.server.spawn(&[&me, "udp-echo", "7000", "120"])?;
+    let echo = t
+        .server
+        .spawn(&[&me, "udp-echo", t.server_ip, "7000", "120"])?;
     std::thread::sleep(Duration::from_millis(300));
     let out = t.client.exec(&[
         &me,
@@ -51,7 +53,11 @@ pub fn latency(t: &Topology, count: usize) -> Result<Value, String> {
         &count.to_string(),
     ])?;
     drop(echo);
-    serde_json::from_str(out.trim()).map_err(|e| e.to_string())
+    let v: Value = serde_json::from_str(out.trim()).map_err(|e| e.to_string())?;
+    if v["p50"].as_f64().is_none() {
+        return Err(format!("no replies ({} lost)", v["lost"]));
+    }
+    Ok(v)
 }
 
 /// Where a blast's frames are counted.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-pub fn udp_echo(port: u16, secs: u64) {
-    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+pub fn udp_echo(bind: &str, port: u16, secs: u64) {
+    let s = UdpSocket::bind((bind, port)).expect("bind");
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -47,6 +47,9 @@ pub fn udp_ping(target: &str, count: usize) {
                     break;
                 }
             }
+        }
+        if i == 99 && lost == 100 {
+            break; // nothing comes back: no point waiting out every ping
         }
     }
     rtts.sort_by(|a, b| a.total_cmp(b));
