@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{veth_pair_topology, Topology, SERVER_IP};
+use super::{veth_pair_topology, Topology, CLIENT_IP, SERVER_IP};
 use crate::sandbox::{prefix, run, temp_dir, wait_for, Ns, Proc};
 
 /// Open vSwitch with the userspace (`netdev`) datapath, its db and daemon started here with
@@ -104,6 +104,8 @@ pub fn ovs() -> Result<Topology, String> {
         client,
         server,
         server_ip: SERVER_IP,
+        client_ip: CLIENT_IP,
+        gateway_mac: None,
         _keep: vec![Box::new(vsp), Box::new(dbp), Box::new(sw), Box::new(dir)],
     })
 }

@@ -35,6 +35,8 @@ pub fn tap_copy_topology() -> Result<Topology, String> {
         client,
         server,
         server_ip: SERVER_IP,
+        client_ip: CLIENT_IP,
+        gateway_mac: None,
         _keep: vec![Box::new(helper)],
     })
 }
