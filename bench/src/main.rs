@@ -5,12 +5,15 @@
 //!
 //! Timings are only ever compared within one run: this machine is noisy.
 //!
-//! This file holds the command line and the order of a run (rounds, peers taking turns, then the
-//! scale scenario, then the report). The rest, by concern: `peers/` builds each peer's topology
-//! (one file per peer), `scenarios.rs` measures, `report.rs` gathers the figures and writes the
-//! results, `sandbox.rs` has the namespaces, processes and temporary directories, `tools.rs`
-//! the helper subcommands run inside the namespaces, and `sys.rs` the generator's syscalls.
+//! This file holds the command line and the order of a run (rounds, peers taking turns — the
+//! nat scenario's own two peers after them — then the scale scenario and the nat scenario's
+//! conntrack fill, then the report). The rest, by concern: `peers/` builds each peer's topology
+//! (one file per peer), `scenarios.rs` measures, `nat.rs` is the nat scenario (vswitch's NAT
+//! against the kernel's), `report.rs` gathers the figures and writes the results, `sandbox.rs`
+//! has the namespaces, processes and temporary directories, `tools.rs` the helper subcommands
+//! run inside the namespaces, and `sys.rs` the generator's syscalls.
 
+mod nat;
 mod peers;
 mod report;
 mod sandbox;
@@ -28,7 +31,10 @@ use peers::{bridge, ovs, tap_copy_topology, vswitch_topology};
 use report::{machine, record, report, Figure};
 use sandbox::wait_for;
 use scenarios::{iperf, latency, mac_scale, pps, scale, scale_counts, Durations, Sink};
-use tools::{mac_flood, pps_recv, tap_copy, udp_echo, udp_ping};
+use tools::{
+    conn_client, conn_server, flow_flood, mac_flood, port_range, pps_recv, tap_copy, udp_echo,
+    udp_ping,
+};
 
 #[derive(Parser)]
 #[command(
@@ -41,15 +47,17 @@ struct Cli {
     /// Short runs (the whole suite in under 3 minutes).
     #[arg(long, global = true)]
     quick: bool,
-    /// Scenarios to run: throughput, latency, pps, macs, scale.
+    /// Scenarios to run: throughput, latency, pps, macs, scale, nat (a container to an external
+    /// server through NAT: vswitch's against the kernel's, with peers of its own, kernel-nat and
+    /// vswitch-nat, whatever --peers says).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale"
+        default_value = "throughput,latency,pps,macs,scale,nat"
     )]
     scenarios: Vec<String>,
-    /// Peers to measure: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the ceiling for TAP
-    /// ports), vswitch-tap, vswitch-afxdp.
+    /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
+    /// ceiling for TAP ports), vswitch-tap, vswitch-afxdp.
     #[arg(
         long,
         value_delimiter = ',',
@@ -68,9 +76,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// (helper) UDP echo server.
+    /// (helper) UDP echo server on `bind` (an address of the server's: replies leave from the
+    /// address the requests came to, which a NAT matches them by).
     #[command(hide = true)]
-    UdpEcho { port: u16, secs: u64 },
+    UdpEcho { bind: String, port: u16, secs: u64 },
     /// (helper) UDP ping-pong client: prints RTT percentiles in µs as JSON.
     #[command(hide = true)]
     UdpPing { target: String, count: usize },
@@ -95,12 +104,40 @@ enum Cmd {
         macs: u32,
         secs: f64,
     },
+    /// (helper) sends one 64-byte UDP frame per (source port, destination port) of the ranges
+    /// (LO-HI) out of `ifname` through AF_PACKET: a new flow each, for a NAT's conntrack.
+    #[command(hide = true)]
+    FlowFlood {
+        ifname: String,
+        src_mac: String,
+        dst_mac: String,
+        src_ip: String,
+        dst_ip: String,
+        sports: String,
+        dports: String,
+    },
+    /// (helper) short-connection server: accept, read 1 byte, write it back, close.
+    #[command(hide = true)]
+    ConnServer {
+        port: u16,
+        secs: f64,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
+    /// (helper) short-connection client: `parallel` threads connecting to `target`, 1 byte
+    /// each way, then closing, for `secs`; prints the connections made as JSON.
+    #[command(hide = true)]
+    ConnClient {
+        target: String,
+        parallel: usize,
+        secs: f64,
+    },
 }
 
 /// Runs one of the hidden helper subcommands the harness starts (most inside a namespace).
 fn helper(cmd: Cmd) {
     match cmd {
-        Cmd::UdpEcho { port, secs } => udp_echo(port, secs),
+        Cmd::UdpEcho { bind, port, secs } => udp_echo(&bind, port, secs),
         Cmd::UdpPing { target, count } => udp_ping(&target, count),
         Cmd::PpsRecv { port, secs } => pps_recv(port, secs),
         Cmd::TapCopy { client, server } => tap_copy(&client, &server),
@@ -123,6 +160,33 @@ fn helper(cmd: Cmd) {
             macs,
             secs,
         ),
+        Cmd::FlowFlood {
+            ifname,
+            src_mac,
+            dst_mac,
+            src_ip,
+            dst_ip,
+            sports,
+            dports,
+        } => flow_flood(
+            &ifname,
+            &src_mac,
+            &dst_mac,
+            &src_ip,
+            &dst_ip,
+            port_range(&sports),
+            port_range(&dports),
+        ),
+        Cmd::ConnServer {
+            port,
+            secs,
+            threads,
+        } => conn_server(port, secs, threads),
+        Cmd::ConnClient {
+            target,
+            parallel,
+            secs,
+        } => conn_client(&target, parallel, secs),
     }
 }
 
@@ -139,17 +203,20 @@ fn main() {
     if let Some(cmd) = cli.cmd {
         return helper(cmd);
     }
+    sandbox::clean_up_on_signal();
     let d = if cli.quick {
         Durations {
             iperf: 4,
             pps: 3.0,
             pings: 3000,
+            conns: 3.0,
         }
     } else {
         Durations {
             iperf: 8,
             pps: 5.0,
             pings: 10000,
+            conns: 5.0,
         }
     };
     let want = |s: &str| cli.scenarios.iter().any(|x| x == s);
@@ -159,6 +226,7 @@ fn main() {
         .count() as u64;
     let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1);
     let steps = rounds as u64 * cli.peers.len() as u64 * traffic
+        + if want("nat") { nat::steps(rounds) } else { 0 }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -174,9 +242,16 @@ fn main() {
     );
     let mut gathered = Gathered::default();
     for round in 1..=rounds {
-        for peer in &cli.peers {
-            let stage = format!("round {round}/{rounds}");
-            run_peer(peer, &stage, &d, &want, traffic, &bar, &mut gathered);
+        let stage = format!("round {round}/{rounds}");
+        if traffic > 0 {
+            for peer in &cli.peers {
+                run_peer(peer, &stage, &d, &want, traffic, &bar, &mut gathered);
+            }
+        }
+        if want("nat") {
+            for peer in nat::PEERS {
+                nat::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
         }
     }
     if want("pps") || want("macs") {
@@ -185,6 +260,9 @@ fn main() {
     if want("scale") {
         run_scale(cli.quick, &cli.peers, &bar, &mut gathered);
     }
+    if want("nat") {
+        nat::run_fill(&bar, &mut gathered);
+    }
     bar.finish_and_clear();
     let mut seen = std::collections::HashSet::new();
     gathered.notes.retain(|n| seen.insert(n.clone()));
@@ -192,6 +270,7 @@ fn main() {
     if let Err(e) = report(
         &gathered.figures,
         &gathered.peers_run,
+        &nat::targets(),
         &gathered.notes,
         &machine(),
         cli.quick,
@@ -360,8 +439,12 @@ fn run_peer(
 /// The scale scenario, for each vswitch port type among the peers.
 fn run_scale(quick: bool, peers: &[String], bar: &ProgressBar, gathered: &mut Gathered) {
     for port_type in ["tap", "afxdp"] {
-        if !peers.iter().any(|p| *p == format!("vswitch-{port_type}")) {
+        let peer = format!("vswitch-{port_type}");
+        if !peers.contains(&peer) {
             continue;
+        }
+        if !gathered.peers_run.contains(&peer) {
+            gathered.peers_run.push(peer);
         }
         if let Err(e) = scale(quick, port_type, &mut gathered.figures, bar) {
             gathered.notes.push(format!("scale ({port_type}): {e}"));

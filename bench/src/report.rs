@@ -60,6 +60,53 @@ pub fn record(
     f.values.insert(peer.to_string(), median(samples));
 }
 
+/// A goal a figure is held to, reported as met or not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub scenario: &'static str,
+    pub metric: &'static str,
+    pub goal: Goal,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum Goal {
+    /// `ours` at least `min` times `peer`.
+    RatioAtLeast {
+        ours: &'static str,
+        peer: &'static str,
+        min: f64,
+    },
+    /// `peer`'s value at most `max`, in the figure's unit.
+    AtMost { peer: &'static str, max: f64 },
+}
+
+impl Target {
+    /// The goal in words.
+    fn describe(&self, unit: &str) -> String {
+        match self.goal {
+            Goal::RatioAtLeast { ours, peer, min } => format!("{ours} ≥ {min:.2}x {peer}"),
+            Goal::AtMost { peer, max } => format!("{peer} ≤ {max} {unit}"),
+        }
+    }
+
+    /// What was measured for it and whether it is met (`None`: not measured).
+    fn check(&self, figures: &[Figure]) -> Option<(String, bool)> {
+        let f = figures
+            .iter()
+            .find(|f| f.scenario == self.scenario && f.metric == self.metric)?;
+        match self.goal {
+            Goal::RatioAtLeast { ours, peer, min } => {
+                let r = ratio(f, ours, peer).filter(|r| r.is_finite())?;
+                Some((format!("{r:.2}x"), r >= min))
+            }
+            Goal::AtMost { peer, max } => {
+                let v = *f.values.get(peer).filter(|v| v.is_finite())?;
+                Some((format!("{} {}", fmt_value(Some(&v)), f.unit), v <= max))
+            }
+        }
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
@@ -95,9 +142,16 @@ pub fn machine() -> Value {
         .unwrap_or(0);
     // The checkout the harness (and the vswitchd beside it, built with it) came from:
     // target/release/vswitch-bench → the workspace root.
+    // (Or, with the build's target directory elsewhere, the checkout it was built from.)
     let commit = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|root| root.join("Cargo.toml").exists())
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+        })
         .and_then(|root| {
             run(
                 "git",
@@ -145,9 +199,11 @@ fn ratio(f: &Figure, ours: &str, peer: &str) -> Option<f64> {
     (*theirs != 0.0).then(|| ours / theirs)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn report(
     figures: &[Figure],
     peers: &[String],
+    targets: &[Target],
     notes: &[String],
     machine: &Value,
     quick: bool,
@@ -166,7 +222,7 @@ pub fn report(
         rounds,
         if rounds == 1 { "" } else { "s" }
     ));
-    md.push_str("Ratios are vswitch (tap or afxdp ports) / peer, from this one run (for latency, loss and time, lower is better).\n\n");
+    md.push_str("Ratios are vswitch (tap or afxdp ports; nat: vswitch's NAT) / peer, from this one run (for latency, loss, time and memory, lower is better).\n\n");
     let mut header = vec!["scenario".to_string(), "figure".into(), "unit".into()];
     header.extend(peers.iter().cloned());
     let pairs: Vec<(&str, &str)> = OURS
@@ -181,6 +237,10 @@ pub fn report(
         .chain(
             (peers.iter().any(|p| p == "vswitch-tap") && peers.iter().any(|p| p == "tap-copy"))
                 .then_some(("vswitch-tap", "tap-copy")),
+        )
+        .chain(
+            (peers.iter().any(|p| p == "vswitch-nat") && peers.iter().any(|p| p == "kernel-nat"))
+                .then_some(("vswitch-nat", "kernel-nat")),
         )
         .collect();
     header.extend(
@@ -208,6 +268,38 @@ pub fn report(
         }
         md.push_str(&format!("| {} |\n", row.join(" | ")));
         rows.push(row);
+    }
+    let mut checked = Vec::new();
+    for t in targets
+        .iter()
+        .filter(|t| figures.iter().any(|f| f.scenario == t.scenario))
+    {
+        let unit = figures
+            .iter()
+            .find(|f| f.scenario == t.scenario && f.metric == t.metric)
+            .map_or("", |f| f.unit.as_str());
+        let (measured, met) = match t.check(figures) {
+            Some((m, ok)) => (m, if ok { "met" } else { "not met" }),
+            None => ("-".into(), "not measured"),
+        };
+        checked.push(serde_json::json!({
+            "scenario": t.scenario, "figure": t.metric, "target": t.describe(unit),
+            "measured": measured, "result": met,
+        }));
+    }
+    if !checked.is_empty() {
+        md.push_str("\nTargets:\n\n| scenario | figure | target | measured | result |\n|---|---|---|---|---|\n");
+        for c in &checked {
+            let cell = |k: &str| c[k].as_str().unwrap_or("").to_string();
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                cell("scenario"),
+                cell("figure"),
+                cell("target"),
+                cell("measured"),
+                cell("result")
+            ));
+        }
     }
     if !notes.is_empty() {
         md.push_str("\nNotes:\n");
@@ -237,11 +329,21 @@ pub fn report(
     for r in &rows {
         println!("{}", line(r));
     }
+    for c in &checked {
+        println!(
+            "target: {} {}: {} — measured {}: {}",
+            c["scenario"].as_str().unwrap_or(""),
+            c["figure"].as_str().unwrap_or(""),
+            c["target"].as_str().unwrap_or(""),
+            c["measured"].as_str().unwrap_or(""),
+            c["result"].as_str().unwrap_or("")
+        );
+    }
     for n in notes {
         println!("note: {n}");
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let json = serde_json::json!({ "machine": machine, "quick": quick, "rounds": rounds, "peers": peers, "figures": figures, "notes": notes });
+    let json = serde_json::json!({ "machine": machine, "quick": quick, "rounds": rounds, "peers": peers, "figures": figures, "targets": checked, "notes": notes });
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap(),
@@ -253,13 +355,20 @@ pub fn report(
     Ok(())
 }
 
-/// Grouped bars: every peer's value relative to the Linux bridge (1.0), per figure.
+/// The peer a figure is plotted relative to: the Linux bridge, or for the nat scenario the
+/// kernel's NAT.
+fn baseline(f: &Figure) -> Option<f64> {
+    ["bridge", "kernel-nat"]
+        .iter()
+        .find_map(|p| f.values.get(*p).copied())
+        .filter(|v| *v != 0.0 && v.is_finite())
+}
+
+/// Grouped bars: every peer's value relative to the Linux bridge (1.0; for nat figures the
+/// kernel's NAT), per figure.
 fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let figs: Vec<&Figure> = figures
-        .iter()
-        .filter(|f| f.values.contains_key("bridge"))
-        .collect();
+    let figs: Vec<&Figure> = figures.iter().filter(|f| baseline(f).is_some()).collect();
     if figs.is_empty() {
         return Ok(());
     }
@@ -268,7 +377,7 @@ fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String>
         .flat_map(|f| {
             peers
                 .iter()
-                .filter_map(|p| Some(f.values.get(p)? / f.values.get("bridge")?))
+                .filter_map(|p| Some(f.values.get(p)? / baseline(f)?))
         })
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max)
@@ -277,7 +386,7 @@ fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String>
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "vswitch-bench: value relative to the Linux bridge (= 1.0)",
+            "vswitch-bench: value relative to the Linux bridge (nat: the kernel's NAT) = 1.0",
             ("sans-serif", 20),
         )
         .margin(10)
@@ -299,7 +408,7 @@ fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String>
                 .into_font()
                 .transform(FontTransform::Rotate90),
         )
-        .y_desc("ratio to bridge")
+        .y_desc("ratio to bridge (nat: kernel-nat)")
         .draw()
         .map_err(|e| e.to_string())?;
     let colors = [
@@ -314,7 +423,7 @@ fn plot(figures: &[Figure], peers: &[String], path: &Path) -> Result<(), String>
             .iter()
             .enumerate()
             .filter_map(|(i, f)| {
-                let r = f.values.get(peer)? / f.values.get("bridge")?;
+                let r = f.values.get(peer)? / baseline(f)?;
                 let x0 = i as f64 + 0.1 + pi as f64 * w;
                 Some(Rectangle::new([(x0, 0.0), (x0 + w, r)], color.filled()))
             })
@@ -358,5 +467,58 @@ mod tests {
         assert_eq!(f.values["bridge"], 20.0);
         assert_eq!(f.values["ovs"], 5.0);
         assert_eq!(ratio(f, "bridge", "ovs"), Some(4.0));
+    }
+
+    #[test]
+    fn targets_are_met_or_not() {
+        let mut figures = Vec::new();
+        record(
+            &mut figures,
+            "nat",
+            "tcp",
+            "Gbit/s",
+            true,
+            "kernel-nat",
+            10.0,
+        );
+        record(
+            &mut figures,
+            "nat",
+            "tcp",
+            "Gbit/s",
+            true,
+            "vswitch-nat",
+            7.0,
+        );
+        record(
+            &mut figures,
+            "nat",
+            "rss",
+            "MiB",
+            false,
+            "vswitch-nat",
+            200.0,
+        );
+        let at_least = |min| Target {
+            scenario: "nat",
+            metric: "tcp",
+            goal: Goal::RatioAtLeast {
+                ours: "vswitch-nat",
+                peer: "kernel-nat",
+                min,
+            },
+        };
+        assert_eq!(at_least(0.8).check(&figures), Some(("0.70x".into(), false)));
+        assert_eq!(at_least(0.5).check(&figures), Some(("0.70x".into(), true)));
+        let at_most = Target {
+            scenario: "nat",
+            metric: "rss",
+            goal: Goal::AtMost {
+                peer: "vswitch-nat",
+                max: 256.0,
+            },
+        };
+        assert_eq!(at_most.check(&figures), Some(("200 MiB".into(), true)));
+        assert_eq!(at_most.describe("MiB"), "vswitch-nat ≤ 256 MiB");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use serde_json::Value;
 
-use crate::peers::{Topology, Vswitchd, CLIENT_IP};
+use crate::peers::{Topology, Vswitchd};
 use crate::report::{record, Figure};
 use crate::sandbox::{prefix, Ns};
 
@@ -15,6 +15,8 @@ pub struct Durations {
     pub iperf: u64,
     pub pps: f64,
     pub pings: usize,
+    /// Seconds of short TCP connections (nat).
+    pub conns: f64,
 }
 
 pub fn iperf(t: &Topology, streams: u32, secs: u64) -> Result<f64, String> {
@@ -42,7 +44,9 @@ pub fn iperf(t: &Topology, streams: u32, secs: u64) -> Result<f64, String> {
 
 pub fn latency(t: &Topology, count: usize) -> Result<Value, String> {
     let me = std::env::current_exe().unwrap().display().to_string();
-    let echo = t.server.spawn(&[&me, "udp-echo", "7000", "120"])?;
+    let echo = t
+        .server
+        .spawn(&[&me, "udp-echo", t.server_ip, "7000", "120"])?;
     std::thread::sleep(Duration::from_millis(300));
     let out = t.client.exec(&[
         &me,
@@ -51,7 +55,11 @@ pub fn latency(t: &Topology, count: usize) -> Result<Value, String> {
         &count.to_string(),
     ])?;
     drop(echo);
-    serde_json::from_str(out.trim()).map_err(|e| e.to_string())
+    let v: Value = serde_json::from_str(out.trim()).map_err(|e| e.to_string())?;
+    if v["p50"].as_f64().is_none() {
+        return Err(format!("no replies ({} lost)", v["lost"]));
+    }
+    Ok(v)
 }
 
 /// Where a blast's frames are counted.
@@ -67,9 +75,9 @@ pub enum Sink {
 
 const SINK_TABLE: &str = "vswitch_bench";
 
-/// Installs the counting drop rule on the server's `eth0` (removed with the namespace, and by
-/// [`sink_remove`]).
-fn sink_install(server: &Ns) -> Result<(), String> {
+/// Installs the counting drop rule on the server's `eth0` for UDP to `dports` ("7001", or a
+/// range "7002-7017") (removed with the namespace, and by [`sink_remove`]).
+pub fn sink_install(server: &Ns, dports: &str) -> Result<(), String> {
     let t = SINK_TABLE;
     server
         .exec(&["nft", "add", "table", "netdev", t])
@@ -80,13 +88,13 @@ fn sink_install(server: &Ns) -> Result<(), String> {
         "device", "eth0", "priority", "0", ";", "}",
     ])?;
     server.exec(&[
-        "nft", "add", "rule", "netdev", t, "in", "udp", "dport", "7001", "counter", "name",
+        "nft", "add", "rule", "netdev", t, "in", "udp", "dport", dports, "counter", "name",
         "frames", "drop",
     ])?;
     Ok(())
 }
 
-fn sink_count(server: &Ns) -> Result<u64, String> {
+pub fn sink_count(server: &Ns) -> Result<u64, String> {
     let out = server.exec(&[
         "nft", "-j", "list", "counter", "netdev", SINK_TABLE, "frames",
     ])?;
@@ -97,7 +105,7 @@ fn sink_count(server: &Ns) -> Result<u64, String> {
         .ok_or_else(|| format!("no counter in {out:?}"))
 }
 
-fn sink_remove(server: &Ns) {
+pub fn sink_remove(server: &Ns) {
     let _ = server.exec(&["nft", "delete", "table", "netdev", SINK_TABLE]);
 }
 
@@ -115,7 +123,7 @@ fn blast(t: &Topology, secs: f64, sink: Sink, sender: &[&str]) -> Result<(f64, f
             )
         }
         Sink::Interface => {
-            if let Err(e) = sink_install(&t.server) {
+            if let Err(e) = sink_install(&t.server, "7001") {
                 sink_remove(&t.server);
                 return Err(e);
             }
@@ -167,7 +175,10 @@ fn flood(
     src_mac: Option<&str>,
     macs: u32,
 ) -> Result<(f64, f64), String> {
-    let dst_mac = t.server.exec(&["cat", "/sys/class/net/eth0/address"])?;
+    let dst_mac = match &t.gateway_mac {
+        Some(m) => m.clone(),
+        None => t.server.exec(&["cat", "/sys/class/net/eth0/address"])?,
+    };
     let (macs, secs_s) = (macs.to_string(), secs.to_string());
     let mut args = vec!["mac-flood"];
     if let Some(m) = src_mac {
@@ -176,7 +187,7 @@ fn flood(
     args.extend([
         "eth0",
         dst_mac.trim(),
-        CLIENT_IP,
+        t.client_ip,
         t.server_ip,
         "7001",
         &macs,

@@ -1,15 +1,17 @@
 //! The helper subcommands the harness starts as processes of their own, most of them inside a
 //! namespace: the UDP echo server and ping-pong client (latency), the datagram counter and the
-//! AF_PACKET frame generator (pps, macs), and the TAP-to-TAP copy loop (the `tap-copy` peer).
+//! AF_PACKET frame generators (pps, macs; one frame per flow for the nat scenario's conntrack
+//! fill), the short-connection server and client (nat: new connections per second), and the
+//! TAP-to-TAP copy loop (the `tap-copy` peer).
 
-use std::io::Write;
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::sys;
 
-pub fn udp_echo(port: u16, secs: u64) {
-    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+pub fn udp_echo(bind: &str, port: u16, secs: u64) {
+    let s = UdpSocket::bind((bind, port)).expect("bind");
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let end = Instant::now() + Duration::from_secs(secs);
@@ -47,6 +49,9 @@ pub fn udp_ping(target: &str, count: usize) {
                     break;
                 }
             }
+        }
+        if i == 99 && lost == 100 {
+            break; // nothing comes back: no point waiting out every ping
         }
     }
     rtts.sort_by(|a, b| a.total_cmp(b));
@@ -142,4 +147,136 @@ pub fn tap_copy(client: &str, server: &str) {
     std::thread::spawn(move || sys::pump(fa, fb));
     sys::pump(fb, fa);
     drop((a, b));
+}
+
+/// The short-connection server: accepts, reads one byte, writes it back and closes (first, so
+/// the TIME_WAIT is the server's and the client's ports are free again at once), for `secs`
+/// seconds, on `threads` threads sharing the listener.
+pub fn conn_server(port: u16, secs: f64, threads: usize) {
+    let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    for _ in 0..threads.max(1) {
+        let l = listener.try_clone().expect("listener");
+        std::thread::spawn(move || loop {
+            let Ok((mut s, _)) = l.accept() else { continue };
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_ok() {
+                let _ = s.write_all(&b);
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_secs_f64(secs));
+}
+
+/// The short-connection client: `parallel` threads, each connecting to `target`, sending one
+/// byte, reading it back and the server's close, then closing, over and over for `secs`
+/// seconds. Prints the completed connections, the failed ones and the time taken as JSON.
+pub fn conn_client(target: &str, parallel: usize, secs: f64) {
+    let addr: SocketAddr = target.parse().expect("target IP:PORT");
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let one = move || -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(&[1])?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        // Wait for the server's FIN: the server closes first and keeps the TIME_WAIT.
+        match s.read(&mut b)? {
+            0 => Ok(()),
+            _ => Err(std::io::ErrorKind::InvalidData.into()),
+        }
+    };
+    let threads: Vec<_> = (0..parallel.max(1))
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < end {
+                    match one() {
+                        Ok(()) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for t in threads {
+        let (o, f) = t.join().unwrap_or((0, 0));
+        ok += o;
+        failed += f;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "connections": ok,
+            "failed": failed,
+            "secs": start.elapsed().as_secs_f64(),
+        })
+    );
+}
+
+/// Parses "LO-HI" (or a single port).
+pub fn port_range(s: &str) -> (u16, u16) {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi): (u16, u16) = (
+        lo.parse().expect("port range LO-HI"),
+        hi.parse().expect("port range LO-HI"),
+    );
+    assert!(lo <= hi, "port range {s} is not ascending");
+    (lo, hi)
+}
+
+/// Sends one 64-byte UDP frame for every (source port, destination port) pair of the ranges —
+/// each a new flow for a NAT — through AF_PACKET, as fast as the interface takes them (a full
+/// queue's ENOBUFS is waited out, not lost). Prints how many frames went as JSON.
+#[allow(clippy::too_many_arguments)]
+pub fn flow_flood(
+    ifname: &str,
+    src_mac: &str,
+    dst_mac: &str,
+    src_ip: &str,
+    dst_ip: &str,
+    sports: (u16, u16),
+    dports: (u16, u16),
+) {
+    let src: vswitch::wire::MacAddr = src_mac.parse().expect("source MAC");
+    let dst: vswitch::wire::MacAddr = dst_mac.parse().expect("destination MAC");
+    let src_ip: std::net::Ipv4Addr = src_ip.parse().expect("source IP");
+    let dst_ip: std::net::Ipv4Addr = dst_ip.parse().expect("destination IP");
+    let sock = sys::packet_socket(ifname).expect("packet socket");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let mut flows = (dports.0..=dports.1).flat_map(|d| (sports.0..=sports.1).map(move |s| (s, d)));
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(64);
+    let mut sent = 0u64;
+    // Gives up if the interface refuses everything for this long.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        batch.clear();
+        for (sport, dport) in flows.by_ref().take(64) {
+            let mut f = Vec::with_capacity(64);
+            etherparse::PacketBuilder::ethernet2(src.0, dst.0)
+                .ipv4(src_ip.octets(), dst_ip.octets(), 64)
+                .udp(sport, dport)
+                .write(&mut f, &[0x5a; 18])
+                .expect("frame");
+            batch.push(f);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let mut done = 0;
+        while done < batch.len() && Instant::now() < deadline {
+            let rest: Vec<&[u8]> = batch[done..].iter().map(Vec::as_slice).collect();
+            match sys::send_many(fd, &rest) {
+                Ok(n) => done += n,
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        sent += done as u64;
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
 }

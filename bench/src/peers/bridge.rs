@@ -1,6 +1,6 @@
 //! The Linux bridge: `br0` in a switch namespace, the veths' switch ends enslaved to it.
 
-use super::{veth_pair_topology, Topology, SERVER_IP};
+use super::{veth_pair_topology, Topology, CLIENT_IP, SERVER_IP};
 use crate::sandbox::{prefix, Ns};
 
 pub fn bridge() -> Result<Topology, String> {
@@ -15,6 +15,8 @@ pub fn bridge() -> Result<Topology, String> {
         client,
         server,
         server_ip: SERVER_IP,
+        client_ip: CLIENT_IP,
+        gateway_mac: None,
         _keep: vec![Box::new(sw)],
     })
 }

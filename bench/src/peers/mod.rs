@@ -1,14 +1,17 @@
 //! The peers under test, each built as a [`Topology`]: client and server namespaces joined by
 //! one switch. One file per peer: `bridge.rs` (the Linux bridge), `ovs.rs` (Open vSwitch's
-//! userspace datapath), `tap_copy.rs` (the TAP-to-TAP copy loop, no switch at all) and
-//! `vswitchd.rs` (vswitch with TAP or AF_XDP ports).
+//! userspace datapath), `tap_copy.rs` (the TAP-to-TAP copy loop, no switch at all),
+//! `vswitchd.rs` (vswitch with TAP or AF_XDP ports) and `nat.rs` (the `nat` scenario's worlds:
+//! the kernel's NAT and vswitch's, between a container and an external namespace).
 
 mod bridge;
+mod nat;
 mod ovs;
 mod tap_copy;
 mod vswitchd;
 
 pub use bridge::bridge;
+pub use nat::{kernel_nat, vswitch_nat};
 pub use ovs::ovs;
 pub use tap_copy::tap_copy_topology;
 pub use vswitchd::{vswitch_topology, Vswitchd};
@@ -20,7 +23,25 @@ pub struct Topology {
     pub client: Ns,
     pub server: Ns,
     pub server_ip: &'static str,
+    /// The client's own address (the source of generated frames).
+    pub client_ip: &'static str,
+    /// Where the client's frames to the server go when that is not the server's `eth0`: the
+    /// MAC of the NAT's gateway.
+    pub gateway_mac: Option<String>,
     _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Topology {
+    /// The first thing of type `T` that keeps this topology running (its vswitchd, the
+    /// kernel NAT's router namespace).
+    pub fn kept<T: 'static>(&self) -> Option<&T> {
+        self._keep.iter().find_map(|k| k.downcast_ref::<T>())
+    }
+
+    /// The vswitchd serving this topology, if it is one of ours.
+    pub fn daemon(&self) -> Option<&Vswitchd> {
+        self.kept::<Vswitchd>()
+    }
 }
 
 pub const CLIENT_IP: &str = "10.250.0.1";

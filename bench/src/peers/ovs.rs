@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{veth_pair_topology, Topology, SERVER_IP};
+use super::{veth_pair_topology, Topology, CLIENT_IP, SERVER_IP};
 use crate::sandbox::{prefix, run, temp_dir, wait_for, Ns, Proc};
 
 /// Open vSwitch with the userspace (`netdev`) datapath, its db and daemon started here with
@@ -38,7 +38,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/ovsdb.log"),
     ]);
     env(&mut c);
-    let dbp = Proc(
+    let dbp = Proc::new(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,7 +66,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/vswitchd.log"),
     ]);
     env(&mut c);
-    let vsp = Proc(
+    let vsp = Proc::new(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -104,6 +104,8 @@ pub fn ovs() -> Result<Topology, String> {
         client,
         server,
         server_ip: SERVER_IP,
+        client_ip: CLIENT_IP,
+        gateway_mac: None,
         _keep: vec![Box::new(vsp), Box::new(dbp), Box::new(sw), Box::new(dir)],
     })
 }

@@ -34,7 +34,7 @@ impl Vswitchd {
             }
             None => Command::new(bin),
         };
-        let proc = Proc(
+        let proc = Proc::new(
             cmd.arg("--socket")
                 .arg(&socket)
                 .arg("--state-dir")
@@ -113,6 +113,8 @@ pub fn vswitch_topology(port_type: &str) -> Result<Topology, String> {
         client,
         server,
         server_ip: SERVER_IP,
+        client_ip: CLIENT_IP,
+        gateway_mac: None,
         _keep: keep,
     })
 }
