@@ -456,7 +456,19 @@ pub fn reuse_veth_interface(
             source,
         })
     })?;
-    Ok(Some(AfXdp::open(host_ifname, xdp)?))
+    // The dead daemon's socket is released by the kernel a moment after its process (EBUSY
+    // until then, longer on a loaded host): retried briefly, as the uplink's restore does.
+    let mut tries = 0;
+    loop {
+        match AfXdp::open(host_ifname, xdp) {
+            Ok(port) => return Ok(Some(port)),
+            Err(e) if tries < 20 && e.to_string().contains("os error 16") => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Fails unless `ns` is a network namespace (what `setns(fd, CLONE_NEWNET)` would check).
