@@ -4,67 +4,102 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// What is alive right now: namespaces, child pids, temporary directories.
-#[derive(Default)]
+/// What is alive right now: namespaces and temporary directories.
 struct Live {
     netns: Vec<String>,
-    pids: Vec<u32>,
     dirs: Vec<PathBuf>,
 }
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
     netns: Vec::new(),
-    pids: Vec::new(),
     dirs: Vec::new(),
 });
 
+/// Changes the registry. Blocks for good once an interrupted run is cleaning up (the cleaner
+/// holds the lock until it exits), so nothing new is made meanwhile.
 fn live(f: impl FnOnce(&mut Live)) {
-    if let Ok(mut l) = LIVE.lock() {
-        f(&mut l);
-    }
+    let mut l = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut l);
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: kills the children still running, deletes the namespaces and
-/// temporary directories still there, and exits (128 + the signal). Call before any thread is
-/// started (the signals are blocked in every thread but the one waiting for them; children get
-/// an empty mask from `Command`).
+/// The write end of the pipe the signal handler reports on.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd is the pipe's write end (or -1: EBADF).
+    unsafe { libc::write(SIGNAL_PIPE.load(Ordering::Relaxed), &b as *const u8 as _, 1) };
+}
+
+/// Our own children (by parent pid), whatever started them.
+fn children() -> Vec<libc::pid_t> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: libc::pid_t = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces, so read after its last ')'.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
+            (ppid == me).then_some(pid)
+        })
+        .collect()
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kills our children still running (the daemons, servers and
+/// clients in the namespaces), deletes the namespaces and temporary directories still there,
+/// and exits (128 + the signal). The handler only writes to a pipe; a thread does the rest.
+/// Children start with default handling (an exec resets caught signals).
 pub fn clean_up_on_signal() {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls only read and write
-    // the set we own and the calling thread's mask.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two-element array we pass; sigaction gets a zeroed struct with
+    // our handler (which only calls write) and an empty mask.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return;
+        }
+        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    }
+    let read_fd = fds[0];
     std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` and `sig` are live locals; sigwait only reads the one, writes the other.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        eprintln!("vswitch-bench: signal {sig}: cleaning up");
-        let l = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-        for pid in l.pids {
-            // SAFETY: kill(2) on a child we spawned and have not reaped (a reaped one is
-            // unregistered first).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        let mut b = 0u8;
+        // SAFETY: reads one byte into a live local from the pipe's read end, which we own.
+        while unsafe { libc::read(read_fd, &mut b as *mut u8 as _, 1) } != 1 {}
+        eprintln!("vswitch-bench: signal {b}: cleaning up");
+        let l = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        for pid in children() {
+            // SAFETY: kill(2) of a process whose parent we are.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
         for ns in l.netns.iter().rev() {
             let _ = run("ip", &["netns", "del", ns]);
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
-        for d in l.dirs {
+        for d in &l.dirs {
             let _ = std::fs::remove_dir_all(d);
         }
-        std::process::exit(128 + sig);
+        std::process::exit(128 + i32::from(b));
     });
 }
 
@@ -92,8 +127,12 @@ pub struct Ns(pub String);
 
 impl Ns {
     pub fn new(name: String) -> Result<Ns, String> {
-        run("ip", &["netns", "add", &name])?;
+        // Registered first: an interrupted run deletes it even if it stops just after this.
         live(|l| l.netns.push(name.clone()));
+        if let Err(e) = run("ip", &["netns", "add", &name]) {
+            live(|l| l.netns.retain(|n| *n != name));
+            return Err(e);
+        }
         let ns = Ns(name);
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
@@ -112,7 +151,7 @@ impl Ns {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map(Proc::new)
+            .map(Proc)
             .map_err(|e| e.to_string())
     }
 }
@@ -129,18 +168,9 @@ impl Drop for Ns {
 pub struct Proc(pub Child);
 
 impl Proc {
-    /// Wraps a child just spawned (registered so that an interrupted run kills it).
-    pub fn new(child: Child) -> Proc {
-        live(|l| l.pids.push(child.id()));
-        Proc(child)
-    }
-
     pub fn wait_json(mut self) -> Result<Value, String> {
         let out = self.0.stdout.take().ok_or("no stdout")?;
-        let status = self.0.wait();
-        let id = self.0.id();
-        live(|l| l.pids.retain(|p| *p != id));
-        let status = status.map_err(|e| e.to_string())?;
+        let status = self.0.wait().map_err(|e| e.to_string())?;
         let text = std::io::read_to_string(out).map_err(|e| e.to_string())?;
         serde_json::from_str(text.trim())
             .map_err(|e| format!("helper exited {status}: {e}: {text:?}"))
@@ -150,8 +180,6 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
-        let id = self.0.id();
-        live(|l| l.pids.retain(|p| *p != id));
         let _ = self.0.wait();
     }
 }
@@ -168,8 +196,8 @@ impl Drop for TempDir {
 pub fn temp_dir(tag: &str) -> TempDir {
     let p = std::env::temp_dir().join(format!("{}-{tag}", prefix()));
     let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
     live(|l| l.dirs.push(p.clone()));
+    std::fs::create_dir_all(&p).unwrap();
     TempDir(p)
 }
 

@@ -38,7 +38,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/ovsdb.log"),
     ]);
     env(&mut c);
-    let dbp = Proc::new(
+    let dbp = Proc(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,7 +66,7 @@ pub fn ovs() -> Result<Topology, String> {
         &format!("--log-file={d}/vswitchd.log"),
     ]);
     env(&mut c);
-    let vsp = Proc::new(
+    let vsp = Proc(
         c.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

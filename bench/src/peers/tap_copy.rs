@@ -12,7 +12,7 @@ pub fn tap_copy_topology() -> Result<Topology, String> {
     let client = Ns::new(format!("{p}c"))?;
     let server = Ns::new(format!("{p}s"))?;
     let me = std::env::current_exe().unwrap().display().to_string();
-    let mut helper = Proc::new(
+    let mut helper = Proc(
         Command::new(&me)
             .args(["tap-copy", &client.0, &server.0])
             .stdout(Stdio::piped())

@@ -34,7 +34,7 @@ impl Vswitchd {
             }
             None => Command::new(bin),
         };
-        let proc = Proc::new(
+        let proc = Proc(
             cmd.arg("--socket")
                 .arg(&socket)
                 .arg("--state-dir")
