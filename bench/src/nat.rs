@@ -21,8 +21,9 @@ use crate::Gathered;
 
 /// The scenario's peers, in the order they take turns.
 pub const PEERS: [&str; 2] = ["kernel-nat", "vswitch-nat"];
-/// Short connections in flight at once, and the server's threads.
-const CONN_PARALLEL: usize = 8;
+/// Short connections in flight at once (one at a time: bound by the round trips; several:
+/// by the CPUs), and the server's threads.
+const CONN_PARALLEL: [usize; 2] = [1, 8];
 const CONN_SERVER_THREADS: usize = 4;
 const CONN_PORT: u16 = 7100;
 /// The conntrack fill: one UDP flow for each (source port, destination port) pair — 64 512 ×
@@ -54,7 +55,8 @@ pub fn targets() -> Vec<Target> {
     vec![
         ratio("TCP 1 stream", 0.8),
         ratio("TCP 4 streams", 0.8),
-        ratio("new TCP connections", 1.0),
+        ratio("new TCP connections, 1 in flight", 1.0),
+        ratio("new TCP connections, 8 in flight", 1.0),
         Target {
             scenario: "nat",
             metric: "daemon RSS @1M conntrack entries",
@@ -144,36 +146,26 @@ pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &m
         }
         Err(e) => g.notes.push(format!("nat: {peer} pps: {e}")),
     }
-    bar.set_message(format!("{stage}: {peer}: short TCP connections"));
-    match conn_rate(&t, d.conns) {
-        Ok((rate, failed)) => {
-            record(
-                figures,
-                "nat",
-                "new TCP connections",
-                "conn/s",
-                true,
-                peer,
-                rate,
-            );
-            record(
-                figures,
-                "nat",
-                "failed TCP connections",
-                "count",
-                false,
-                peer,
-                failed,
-            );
+    for parallel in CONN_PARALLEL {
+        bar.set_message(format!(
+            "{stage}: {peer}: short TCP connections, {parallel} in flight"
+        ));
+        match conn_rate(&t, parallel, d.conns) {
+            Ok((rate, failed)) => {
+                let metric = format!("new TCP connections, {parallel} in flight");
+                record(figures, "nat", &metric, "conn/s", true, peer, rate);
+                let metric = format!("failed TCP connections, {parallel} in flight");
+                record(figures, "nat", &metric, "count", false, peer, failed);
+            }
+            Err(e) => g.notes.push(format!("nat: {peer} connections: {e}")),
         }
-        Err(e) => g.notes.push(format!("nat: {peer} connections: {e}")),
     }
     bar.inc(1);
 }
 
-/// New TCP connections per second: [`CONN_PARALLEL`] client threads each connecting, sending
-/// one byte, reading it back and the close, for `secs`. Returns the rate and the failures.
-pub fn conn_rate(t: &Topology, secs: f64) -> Result<(f64, f64), String> {
+/// New TCP connections per second: `parallel` client threads each connecting, sending one
+/// byte, reading it back and the close, for `secs`. Returns the rate and the failures.
+pub fn conn_rate(t: &Topology, parallel: usize, secs: f64) -> Result<(f64, f64), String> {
     let me = std::env::current_exe().unwrap().display().to_string();
     let server = t.server.spawn(&[
         &me,
@@ -188,7 +180,7 @@ pub fn conn_rate(t: &Topology, secs: f64) -> Result<(f64, f64), String> {
         &me,
         "conn-client",
         &format!("{}:{CONN_PORT}", t.server_ip),
-        &CONN_PARALLEL.to_string(),
+        &parallel.to_string(),
         &secs.to_string(),
     ])?;
     drop(server);
@@ -271,7 +263,7 @@ pub fn run_fill(bar: &ProgressBar, g: &mut Gathered) {
         g.notes.push(format!("nat: kernel-nat conntrack fill: {e}"));
     }
     g.notes.push(format!(
-        "nat: two worlds with the same container (10.251.0.2/24, default via .1) and external namespace (router 192.0.2.1 on eth0, the server 203.0.113.10 on lo, eth0 with tx checksum/TSO/GSO off as a NIC would hand over complete frames): kernel-nat is a router namespace (ip_forward=1, nftables masquerade on its external veth), vswitch-nat is vswitchd with the container on a TAP port and the uplink on an AF_XDP veth in dedicated mode (192.0.2.2, gateway 192.0.2.1). New TCP connections: this binary's client, {CONN_PARALLEL} threads each connecting, sending 1 byte, reading it back and the server's close, against an accept/read/write/close server on {CONN_SERVER_THREADS} threads. Conntrack fill: one 64-byte UDP frame per flow, {FILL_FLOWS} flows (source ports {FILL_SPORTS} x destination ports {FILL_DPORTS}), dropped at the server's eth0; vswitch's table raised to {FILL_CONNTRACK_MAX} entries (--conntrack-max); RSS is the daemon's VmRSS (it includes the AF_XDP UMEMs of the uplink and every AF_XDP port, 4 MiB each)."
+        "nat: two worlds with the same container (10.251.0.2/24, default via .1) and external namespace (router 192.0.2.1 on eth0, the server 203.0.113.10 on lo, eth0 with tx checksum/TSO/GSO off as a NIC would hand over complete frames): kernel-nat is a router namespace (ip_forward=1, nftables masquerade on its external veth), vswitch-nat is vswitchd with the container on a TAP port and the uplink on an AF_XDP veth in dedicated mode (192.0.2.2, gateway 192.0.2.1). New TCP connections: this binary's client, 1 or 8 threads each connecting, sending 1 byte, reading it back and the server's close, against an accept/read/write/close server on {CONN_SERVER_THREADS} threads. Conntrack fill: one 64-byte UDP frame per flow, {FILL_FLOWS} flows (source ports {FILL_SPORTS} x destination ports {FILL_DPORTS}), dropped at the server's eth0; vswitch's table raised to {FILL_CONNTRACK_MAX} entries (--conntrack-max); RSS is the daemon's VmRSS (it includes the AF_XDP UMEMs of the uplink and every AF_XDP port, 4 MiB each)."
     ));
     bar.inc(1);
 }
