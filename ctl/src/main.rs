@@ -52,6 +52,61 @@ enum Cmd {
     /// Flows tracked for NAT through the uplink.
     #[command(subcommand)]
     Conntrack(ConntrackCmd),
+    /// Containers: network namespaces the switch manages, in Docker's network modes.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// Create a container (a network namespace named NAME) in a network mode.
+    Create {
+        name: String,
+        /// A network by name (repeat for several: eth0, eth1, … in order), or host, none,
+        /// container:OTHER [default: bridge].
+        #[arg(long = "network", alias = "net")]
+        networks: Vec<String>,
+        /// Address on the first network.
+        #[arg(long)]
+        ip: Option<String>,
+        /// MAC of the first interface.
+        #[arg(long)]
+        mac: Option<String>,
+        /// A DNS name on user-defined networks (repeatable, or comma-separated).
+        #[arg(long = "alias", value_delimiter = ',')]
+        aliases: Vec<String>,
+        /// [default: the container's name]
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Legacy link OTHER[:ALIAS]: OTHER's address in this container's /etc/hosts (repeatable).
+        #[arg(long = "link")]
+        links: Vec<String>,
+        /// A nameserver for its resolv.conf instead of its networks' gateways (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Interface type: tap or afxdp [default: tap].
+        #[arg(long = "type")]
+        kind: Option<String>,
+    },
+    /// List containers.
+    #[command(alias = "list")]
+    Ls,
+    /// Mode, networks (IP, MAC, gateway, aliases), DNS servers, namespace, links.
+    Inspect { name: String },
+    /// Remove a container, its interfaces and its namespace.
+    #[command(alias = "remove")]
+    Rm {
+        name: String,
+        /// Also remove the containers joined to its namespace.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a command in the container's namespace (with its resolv.conf, hosts, hostname).
+    Exec {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +227,17 @@ enum NetworkCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Give a container an interface on NETWORK.
+    Connect {
+        network: String,
+        container: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long = "alias", value_delimiter = ',')]
+        aliases: Vec<String>,
+    },
+    /// Take a container's interface on NETWORK away.
+    Disconnect { network: String, container: String },
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +376,46 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::Conntrack(ConntrackCmd::Show { network }) => Op::ConntrackShow { network },
         Cmd::Conntrack(ConntrackCmd::Stats) => Op::ConntrackStats,
         Cmd::Conntrack(ConntrackCmd::Flush { network }) => Op::ConntrackFlush { network },
+        Cmd::Network(NetworkCmd::Connect {
+            network,
+            container,
+            ip,
+            aliases,
+        }) => Op::NetworkConnect(NetworkConnect {
+            network,
+            container,
+            ip,
+            aliases,
+        }),
+        Cmd::Network(NetworkCmd::Disconnect { network, container }) => {
+            Op::NetworkDisconnect { network, container }
+        }
+        Cmd::Container(ContainerCmd::Create {
+            name,
+            networks,
+            ip,
+            mac,
+            aliases,
+            hostname,
+            links,
+            dns,
+            kind,
+        }) => Op::ContainerCreate(ContainerCreate {
+            name,
+            networks,
+            ip,
+            mac,
+            aliases,
+            hostname,
+            links,
+            dns,
+            kind,
+        }),
+        Cmd::Container(ContainerCmd::Ls) => Op::ContainerList,
+        Cmd::Container(ContainerCmd::Inspect { name }) => Op::ContainerInspect { name },
+        Cmd::Container(ContainerCmd::Rm { name, force }) => Op::ContainerRemove { name, force },
+        // Handled in main: it runs here, not in the daemon.
+        Cmd::Container(ContainerCmd::Exec { name, .. }) => Op::ContainerInspect { name },
     }
 }
 
@@ -388,6 +494,106 @@ fn print_port(p: &PortInfo, indent: &str) {
             None => println!("{indent}    afxdp: veth {h}"),
         }
     }
+}
+
+fn print_container(c: &ContainerInfo) {
+    println!("container {}", c.name);
+    println!("  mode:      {}", c.mode);
+    println!(
+        "  netns:     {} ({})",
+        c.netns.as_deref().unwrap_or("(the host's)"),
+        c.netns_path
+    );
+    println!("  hostname:  {}", c.hostname);
+    for n in &c.networks {
+        println!(
+            "  network {}: {} ip {} mac {} gateway {} port {} ({}){}",
+            n.network,
+            n.ifname,
+            n.ip.as_deref().unwrap_or("-"),
+            n.mac,
+            n.gateway,
+            n.port,
+            n.status,
+            if n.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" aliases {}", n.aliases.join(","))
+            }
+        );
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    println!("  dns:       {}", list(&c.dns_servers));
+    println!("  links:     {}", list(&c.links));
+    if !c.joined_by.is_empty() {
+        println!("  joined by: {}", list(&c.joined_by));
+    }
+    println!("  ports:     {}", list(&c.ports));
+}
+
+/// Is `cmd` something exec can run (a path to an executable file, or a name found in PATH)?
+fn runnable(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        return ok(std::path::Path::new(cmd));
+    }
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| ok(&d.join(cmd))))
+        .unwrap_or(false)
+}
+
+/// `container exec`: enters the container's namespace as `ip netns exec` does (which also
+/// bind-mounts its /etc/netns files over /etc), or, in host mode, vswitchd's namespace.
+fn container_exec(c: &ContainerInfo, cmd: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    if !runnable(&cmd[0]) {
+        eprintln!(
+            "vswitchctl: cannot run {:?} in container {}: no such command (not an executable file, nor found in PATH)",
+            cmd[0], c.name
+        );
+        return ExitCode::from(127);
+    }
+    let mut command = match &c.netns {
+        Some(ns) => {
+            let mut x = std::process::Command::new("ip");
+            x.args(["netns", "exec", ns]).args(cmd);
+            x
+        }
+        None => {
+            let own = std::fs::metadata("/proc/self/ns/net").map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+            let theirs = std::fs::metadata(&c.netns_path).map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+            match (own, theirs) {
+                (Ok(a), Ok(b)) if a == b => {
+                    let mut x = std::process::Command::new(&cmd[0]);
+                    x.args(&cmd[1..]);
+                    x
+                }
+                _ => {
+                    let mut x = std::process::Command::new("nsenter");
+                    x.arg(format!("--net={}", c.netns_path)).arg("--").args(cmd);
+                    x
+                }
+            }
+        }
+    };
+    let err = command.exec();
+    eprintln!("vswitchctl: cannot run {:?}: {err}", cmd[0]);
+    ExitCode::from(126)
 }
 
 fn print_human(reply: &Reply) {
@@ -600,6 +806,33 @@ fn print_human(reply: &Reply) {
             println!("{}", serde_json::to_string(&s.counters).unwrap_or_default());
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
+        Reply::Container(c) => print_container(c),
+        Reply::Containers(cs) => {
+            let rows: Vec<Vec<String>> = cs
+                .iter()
+                .map(|c| {
+                    let addrs: Vec<String> = c
+                        .networks
+                        .iter()
+                        .map(|n| format!("{}={}", n.network, n.ip.as_deref().unwrap_or("-")))
+                        .collect();
+                    vec![
+                        c.name.clone(),
+                        c.mode.clone(),
+                        c.netns.clone().unwrap_or_else(|| "(host)".into()),
+                        if addrs.is_empty() {
+                            "-".into()
+                        } else {
+                            addrs.join(" ")
+                        },
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["NAME", "MODE", "NETNS", "ADDRESSES"], &rows)
+            );
+        }
         Reply::Leases(leases) => {
             let rows: Vec<Vec<String>> = leases
                 .iter()
@@ -649,6 +882,24 @@ fn print_human(reply: &Reply) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Cmd::Container(ContainerCmd::Exec { name, cmd }) = &cli.cmd {
+        let info = Client::connect(&cli.socket).and_then(|mut c| {
+            c.call(Op::ContainerInspect {
+                name: name.clone(),
+            })
+        });
+        return match info {
+            Ok(Reply::Container(info)) => container_exec(&info, cmd),
+            Ok(_) => {
+                eprintln!("vswitchctl: vswitchd answered inspect with something else");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("vswitchctl: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = Client::connect(&cli.socket).and_then(|mut c| c.call(op_of(cli.cmd)));
     match result {
         Ok(reply) => {

@@ -89,6 +89,99 @@ pub enum Op {
         #[serde(default)]
         network: Option<String>,
     },
+    /// A container: a namespace the switch manages, in one of Docker's network modes.
+    ContainerCreate(ContainerCreate),
+    ContainerList,
+    ContainerInspect {
+        name: String,
+    },
+    ContainerRemove {
+        name: String,
+        /// Also remove the containers joined to this one's namespace (`container:NAME`).
+        #[serde(default)]
+        force: bool,
+    },
+    /// Gives a container one more interface, on NETWORK.
+    NetworkConnect(NetworkConnect),
+    NetworkDisconnect {
+        network: String,
+        container: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerCreate {
+    pub name: String,
+    /// Modes, as `docker run --network`: network names (one interface each, eth0, eth1, … in
+    /// order), or one of "host", "none", "container:OTHER". Empty: the default "bridge".
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Address on the first network.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// MAC of the first interface.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// DNS names on user-defined networks.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// [default: the container's name]
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Legacy links, "OTHER" or "OTHER:ALIAS".
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Nameservers for the container's resolv.conf [default: its networks' gateways].
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// "tap" (default) or "afxdp".
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetworkConnect {
+    pub network: String,
+    pub container: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerNetworkInfo {
+    pub network: String,
+    pub port: String,
+    pub ifname: String,
+    pub ip: Option<String>,
+    pub mac: String,
+    pub gateway: String,
+    pub aliases: Vec<String>,
+    /// The port's status ("up", "detached").
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerInfo {
+    pub name: String,
+    /// Docker's NetworkMode: the first network's name, "host", "none" or "container:OTHER".
+    pub mode: String,
+    /// The `ip netns` name to enter (`ip netns exec`); none in host mode.
+    pub netns: Option<String>,
+    /// The namespace file.
+    pub netns_path: String,
+    pub hostname: String,
+    pub networks: Vec<ContainerNetworkInfo>,
+    /// The nameservers of its resolv.conf.
+    pub dns_servers: Vec<String>,
+    pub aliases: Vec<String>,
+    /// "OTHER" or "OTHER:ALIAS".
+    pub links: Vec<String>,
+    /// Containers sharing this one's namespace (`container:NAME`).
+    pub joined_by: Vec<String>,
+    /// Published ports (none until publishing exists).
+    pub ports: Vec<String>,
 }
 
 /// Most flows `conntrack-show` lists.
@@ -263,6 +356,8 @@ pub enum Reply {
     ConntrackStats(ConntrackStats),
     /// How many flows a flush removed.
     Flushed(usize),
+    Container(ContainerInfo),
+    Containers(Vec<ContainerInfo>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -435,6 +530,9 @@ pub enum ErrorCode {
     MacInUse,
     NetnsNotFound,
     IfnameTaken,
+    ContainerExists,
+    ContainerNotFound,
+    ContainerInUse,
     Busy,
     Internal,
 }

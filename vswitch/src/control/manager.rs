@@ -4,10 +4,12 @@
 //! This file is the spine: the `Manager` struct, start and shutdown, the `handle` dispatch, the
 //! save/record/dataplane-call plumbing and the small helpers the others share. Each concern has
 //! its own file beside it: `networks.rs` (create, remove, inspect), `ports.rs` (add, delete,
-//! attach, namespace watching), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
+//! attach, namespace watching), `containers.rs` (containers and Docker's network modes, their
+//! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
 //! `views.rs` (show, fdb, stats, arp and lease tables).
 
 mod addresses;
+mod containers;
 mod networks;
 mod ports;
 mod uplink;
@@ -182,6 +184,10 @@ impl Manager {
             m.attach_network(&cfg).map_err(|e| e.to_string())?;
             m.state.networks.push(cfg);
         }
+        // Containers' namespaces before the ports that go into them.
+        for c in saved.containers {
+            m.restore_container(c);
+        }
         for port in saved.ports {
             let rt = match m.attach_port(&port, true) {
                 Ok(rt) => {
@@ -211,6 +217,7 @@ impl Manager {
         if let Some(u) = saved.uplink {
             m.restore_uplink(u);
         }
+        m.refresh_container_files();
         m.save().map_err(|e| e.message)?;
         Ok(m)
     }
@@ -272,6 +279,14 @@ impl Manager {
             Op::ConntrackShow { network } => self.conntrack_show(network.as_deref()),
             Op::ConntrackStats => self.conntrack_stats(),
             Op::ConntrackFlush { network } => self.conntrack_flush(network.as_deref()),
+            Op::ContainerCreate(req) => self.container_create(req),
+            Op::ContainerList => Ok(self.container_list()),
+            Op::ContainerInspect { name } => self.container_inspect(&name),
+            Op::ContainerRemove { name, force } => self.container_remove(&name, force),
+            Op::NetworkConnect(req) => self.network_connect(req),
+            Op::NetworkDisconnect { network, container } => {
+                self.network_disconnect(&network, &container)
+            }
         }
     }
 

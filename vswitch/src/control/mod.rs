@@ -5,6 +5,7 @@
 pub mod dns_forward;
 pub mod host_neigh;
 pub mod manager;
+pub mod netns_files;
 pub mod resolv;
 pub mod upstreams;
 

@@ -5,6 +5,7 @@
 //! and its fd works from any thread afterwards.
 
 pub mod hostports;
+pub mod named_netns;
 pub mod netlink;
 
 use std::fmt;

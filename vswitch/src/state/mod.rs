@@ -113,6 +113,58 @@ pub struct PortConfig {
     /// AF_XDP ports: the name of the veth's host end (in vswitchd's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifname: Option<String>,
+    /// The container this port is one of the interfaces of (`container create`, `network
+    /// connect`); `None` for ports added with `add-port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// A container's network mode, as Docker names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerMode {
+    /// Its own namespace with one interface per network (the default `bridge`, or user-defined
+    /// networks by name).
+    Networks,
+    /// No namespace of its own: vswitchd's (the host's).
+    Host,
+    /// Its own namespace with only `lo`.
+    None,
+    /// The namespace of another container.
+    Container(String),
+}
+
+/// A legacy link: another container's address under its name (and an alias) in this one's
+/// `/etc/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLink {
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// A container: a network namespace the switch manages, in one of Docker's network modes. Its
+/// interfaces are the ports whose `container` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub mode: ContainerMode,
+    /// The `ip netns` name of the namespace the switch created for it (networks and none
+    /// modes); removed with the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    pub hostname: String,
+    /// DNS names on user-defined networks (besides the container's name).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub links: Vec<ContainerLink>,
+    /// Nameservers for its resolv.conf instead of its networks' gateways.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// The kind of port its interfaces get.
+    #[serde(default)]
+    pub kind: PortKind,
 }
 
 /// How a port's frames reach the switch.
@@ -167,6 +219,8 @@ pub struct State {
     /// The interface routed traffic leaves through, if one is set.
     #[serde(default)]
     pub uplink: Option<UplinkState>,
+    #[serde(default)]
+    pub containers: Vec<ContainerConfig>,
 }
 
 /// The uplink as `uplink set` configured it.
@@ -206,6 +260,13 @@ pub enum Change {
     PortRemove(String),
     UplinkSet(UplinkState),
     UplinkRemove,
+    /// A container with its interfaces, in one step.
+    ContainerAdd {
+        container: ContainerConfig,
+        ports: Vec<PortConfig>,
+    },
+    /// Removes the container and its ports.
+    ContainerRemove(String),
 }
 
 impl State {
@@ -226,6 +287,19 @@ impl State {
             Change::PortRemove(name) => self.ports.retain(|p| &p.name != name),
             Change::UplinkSet(u) => self.uplink = Some(u.clone()),
             Change::UplinkRemove => self.uplink = None,
+            Change::ContainerAdd { container, ports } => {
+                self.containers.retain(|c| c.name != container.name);
+                self.containers.push(container.clone());
+                for p in ports {
+                    self.ports.retain(|x| x.name != p.name);
+                    self.ports.push(p.clone());
+                }
+            }
+            Change::ContainerRemove(name) => {
+                self.ports
+                    .retain(|p| p.container.as_deref() != Some(name.as_str()));
+                self.containers.retain(|c| &c.name != name);
+            }
         }
     }
 }
@@ -240,6 +314,7 @@ impl Default for State {
             networks: Vec::new(),
             ports: Vec::new(),
             uplink: None,
+            containers: Vec::new(),
         }
     }
 }
@@ -529,6 +604,7 @@ mod tests {
             kind: PortKind::Tap,
             xdp: None,
             host_ifname: None,
+            container: None,
         }
     }
 

@@ -163,6 +163,9 @@ impl Manager {
     /// For a named namespace on a network that resolves names, points the namespace's resolver
     /// (`/etc/netns/NS/resolv.conf`, which `ip netns exec` mounts) at the gateway.
     pub(super) fn write_resolv(&self, cfg: &PortConfig) {
+        if cfg.container.is_some() {
+            return; // a container's files are its own (containers.rs)
+        }
         let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&cfg.netns) else {
             return;
         };
@@ -179,10 +182,17 @@ impl Manager {
 
     /// Takes the port's network out of the resolver config written for its (named) namespace.
     pub(super) fn remove_resolv(&self, port: &PortConfig) {
-        if let (Ok(NetnsSpec::Name(ns)), Some(net)) = (
-            NetnsSpec::parse(&port.netns),
-            self.state.networks.iter().find(|n| n.name == port.network),
-        ) {
+        if let Some(net) = self.state.networks.iter().find(|n| n.name == port.network) {
+            Self::remove_resolv_of(port, net);
+        }
+    }
+
+    /// As `remove_resolv`, for a network that may be gone from the state already.
+    pub(super) fn remove_resolv_of(port: &PortConfig, net: &NetworkConfig) {
+        if port.container.is_some() {
+            return;
+        }
+        if let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&port.netns) {
             if let Err(e) = resolv::remove(&ns, net.gateway, &net.domain()) {
                 warn!(netns = %ns, error = %e, "cannot update resolv.conf");
             }

@@ -248,7 +248,13 @@ impl Manager {
             self.state = saved;
             return Err(e);
         }
+        let net = saved.networks.iter().find(|n| n.name == name).cloned();
         for p in saved.ports.iter().filter(|p| p.network == name) {
+            // The network is gone from the state already: its resolver entry goes here (it
+            // used to stay behind, naming the vanished gateway).
+            if let Some(net) = &net {
+                Self::remove_resolv_of(p, net);
+            }
             self.forget_port(p);
         }
         self.leases.retain(|l| l.network != name);
@@ -261,6 +267,7 @@ impl Manager {
         if let Some(id) = self.nets.remove(name) {
             self.dp_call(|done| Command::RemoveNetwork { id, done })?;
         }
+        self.refresh_container_files();
         info!(network = %name, ports = ports.len(), "network removed");
         Ok(Reply::Done)
     }

@@ -47,7 +47,7 @@ impl WatchedPort {
 }
 
 impl Manager {
-    fn validate_port(&self, req: &PortAdd) -> ApiResult<PortConfig> {
+    pub(super) fn validate_port(&self, req: &PortAdd) -> ApiResult<PortConfig> {
         let net = self.net_config(&req.network)?.clone();
         let spec = NetnsSpec::parse(&req.netns).map_err(|e| invalid(e.to_string()))?;
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
@@ -184,6 +184,7 @@ impl Manager {
             kind,
             xdp,
             host_ifname,
+            container: None,
         })
     }
 
@@ -459,6 +460,7 @@ impl Manager {
         if let Some(port) = saved.ports.iter().find(|p| p.name == name) {
             self.forget_port(port);
         }
+        self.refresh_container_files();
         info!(port = %name, "port deleted");
         Ok(Reply::Done)
     }
