@@ -278,11 +278,12 @@ impl Manager {
                 ))
             })?;
         }
-        // Attach the interfaces; on a failure, take back what was made.
-        let mut attached: Vec<(String, PortRt)> = Vec::new();
-        let undo = |m: &mut Manager, attached: Vec<(String, PortRt)>, ports: &[PortConfig]| {
-            for (pname, rt) in attached {
-                if let Some(id) = rt.id {
+        // Attach the interfaces (each in `self.ports` at once: the next one's dataplane id is
+        // chosen among those); on a failure, take back what was made.
+        let mut attached: Vec<String> = Vec::new();
+        let undo = |m: &mut Manager, attached: Vec<String>, ports: &[PortConfig]| {
+            for pname in attached {
+                if let Some(PortRt { id: Some(id), .. }) = m.ports.remove(&pname) {
                     let _ = m.dp_call(|done| Command::RemovePort { id, done });
                 }
                 if let Some(p) = ports.iter().find(|p| p.name == pname) {
@@ -297,7 +298,10 @@ impl Manager {
         };
         for p in &ports {
             match self.attach_port(p, false) {
-                Ok(rt) => attached.push((p.name.clone(), rt)),
+                Ok(rt) => {
+                    self.ports.insert(p.name.clone(), rt);
+                    attached.push(p.name.clone());
+                }
                 Err(e) => {
                     undo(self, attached, &ports);
                     return Err(e);
@@ -314,9 +318,6 @@ impl Manager {
             self.state = saved;
             undo(self, attached, &ports);
             return Err(e);
-        }
-        for (pname, rt) in attached {
-            self.ports.insert(pname, rt);
         }
         self.refresh_container_files();
         info!(container = %name, mode = %what, interfaces = ports.len(), "container created");
