@@ -828,10 +828,7 @@ fn print_human(reply: &Reply) {
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(&["NAME", "MODE", "NETNS", "ADDRESSES"], &rows)
-            );
+            print!("{}", table(&["NAME", "MODE", "NETNS", "ADDRESSES"], &rows));
         }
         Reply::Leases(leases) => {
             let rows: Vec<Vec<String>> = leases
@@ -883,11 +880,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
     if let Cmd::Container(ContainerCmd::Exec { name, cmd }) = &cli.cmd {
-        let info = Client::connect(&cli.socket).and_then(|mut c| {
-            c.call(Op::ContainerInspect {
-                name: name.clone(),
-            })
-        });
+        let info = Client::connect(&cli.socket)
+            .and_then(|mut c| c.call(Op::ContainerInspect { name: name.clone() }));
         return match info {
             Ok(Reply::Container(info)) => container_exec(&info, cmd),
             Ok(_) => {

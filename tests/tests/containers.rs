@@ -92,7 +92,13 @@ fn ip_of(d: &Daemon, c: &str, net: &str) -> String {
         .iter()
         .find(|n| n["network"] == net)
         .unwrap_or_else(|| panic!("{c} not on {net}: {v}"));
-    n["ip"].as_str().unwrap().split('/').next().unwrap().to_string()
+    n["ip"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn links(d: &Daemon, c: &str) -> Vec<String> {
@@ -150,7 +156,10 @@ fn seed_example_two_containers_serve_each_other_by_ip_and_name() {
     assert_eq!(v["netns_path"], format!("/run/netns/{c1}"));
     assert_eq!(v["networks"][0]["gateway"], "10.61.0.1");
     assert_eq!(v["networks"][0]["ifname"], "eth0");
-    assert!(v["networks"][0]["mac"].as_str().unwrap().starts_with("02:42:"));
+    assert!(v["networks"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .starts_with("02:42:"));
     assert_eq!(v["dns_servers"], serde_json::json!(["10.61.0.1"]));
 }
 
@@ -164,7 +173,10 @@ fn none_host_and_container_modes() {
     d.ok(&["network", "create", &net, "--subnet", "10.63.0.0/24"]);
     d.ok(&["container", "create", none, "--network", "none"]);
     assert_eq!(links(&d, none), vec!["lo".to_string()]);
-    assert!(exec_ok(&d, none, &["ip", "-o", "link"]).contains("UP"), "lo is up");
+    assert!(
+        exec_ok(&d, none, &["ip", "-o", "link"]).contains("UP"),
+        "lo is up"
+    );
     assert_eq!(inspect(&d, none)["mode"], "none");
 
     d.ok(&["container", "create", host, "--network", "host"]);
@@ -173,7 +185,11 @@ fn none_host_and_container_modes() {
         .filter_map(|l| l.split(':').nth(1))
         .map(|s| s.trim().split('@').next().unwrap().to_string())
         .collect();
-    assert_eq!(links(&d, host), host_links, "host mode runs in vswitchd's namespace");
+    assert_eq!(
+        links(&d, host),
+        host_links,
+        "host mode runs in vswitchd's namespace"
+    );
     let v = inspect(&d, host);
     assert_eq!(v["mode"], "host");
     assert!(v["netns"].is_null());
@@ -201,14 +217,28 @@ fn none_host_and_container_modes() {
     let _srv = Bg(Command::new(bin("vswitchctl"))
         .arg("--socket")
         .arg(&d.socket)
-        .args(["container", "exec", owner, "--", "python3", "-m", "http.server", "8081"])
+        .args([
+            "container",
+            "exec",
+            owner,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+        ])
         .args(["--bind", "127.0.0.1", "--directory"])
         .arg(&root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
-    assert!(wait_until(10, || curl(&d, joined, "http://127.0.0.1:8081/").as_deref()
+    assert!(wait_until(10, || curl(
+        &d,
+        joined,
+        "http://127.0.0.1:8081/"
+    )
+    .as_deref()
         == Some("loopback\n")));
     let v = inspect(&d, joined);
     assert_eq!(v["mode"], format!("container:{owner}"));
@@ -248,7 +278,13 @@ fn default_bridge_has_no_names_but_links_follow_their_container() {
     let db_ip = ip_of(&d, db, "bridge");
     assert!(db_ip.starts_with("172.17."), "{db_ip}");
     assert_eq!(inspect(&d, db)["mode"], "bridge");
-    d.ok(&["container", "create", web, "--link", &format!("{db}:database")]);
+    d.ok(&[
+        "container",
+        "create",
+        web,
+        "--link",
+        &format!("{db}:database"),
+    ]);
     // Names do not resolve on the default bridge...
     let plain = unique("x");
     d.ok(&["container", "create", &plain]);
@@ -260,10 +296,15 @@ fn default_bridge_has_no_names_but_links_follow_their_container() {
         assert!(got.starts_with(&format!("{db_ip} ")), "{n}: {got}");
     }
     assert!(exec_ok(&d, web, &["ping", "-c1", "-W2", "database"]).contains("1 received"));
-    assert_eq!(inspect(&d, web)["links"], serde_json::json!([format!("{db}:database")]));
+    assert_eq!(
+        inspect(&d, web)["links"],
+        serde_json::json!([format!("{db}:database")])
+    );
     // The linked container is re-created with a new address: the link follows.
     d.ok(&["container", "rm", db]);
-    assert!(!exec(&d, web, &["getent", "hosts", "database"]).status.success());
+    assert!(!exec(&d, web, &["getent", "hosts", "database"])
+        .status
+        .success());
     d.ok(&["container", "create", tmp]);
     d.ok(&["container", "create", db]);
     let new_ip = ip_of(&d, db, "bridge");
@@ -284,18 +325,34 @@ fn several_networks_and_connect_disconnect_update_dns() {
     d.ok(&["network", "create", &b, "--subnet", "10.65.0.0/24"]);
     d.ok(&["network", "create", &c, "--subnet", "10.66.0.0/24"]);
     d.ok(&[
-        "container", "create", multi, "--network", &a, "--network", &b, "--alias", "api",
+        "container",
+        "create",
+        multi,
+        "--network",
+        &a,
+        "--network",
+        &b,
+        "--alias",
+        "api",
     ]);
     let v = inspect(&d, multi);
     let ifs: Vec<(&str, &str)> = v["networks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| (n["ifname"].as_str().unwrap(), n["network"].as_str().unwrap()))
+        .map(|n| {
+            (
+                n["ifname"].as_str().unwrap(),
+                n["network"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ifs, vec![("eth0", a.as_str()), ("eth1", b.as_str())]);
     let got = links(&d, multi);
-    assert!(got.contains(&"eth0".into()) && got.contains(&"eth1".into()), "{got:?}");
+    assert!(
+        got.contains(&"eth0".into()) && got.contains(&"eth1".into()),
+        "{got:?}"
+    );
     d.ok(&["container", "create", peer, "--network", &c]);
     // Not yet on c: the peer cannot resolve it.
     assert!(!exec(&d, peer, &["getent", "hosts", multi]).status.success());
@@ -312,7 +369,9 @@ fn several_networks_and_connect_disconnect_update_dns() {
     d.ok(&["network", "disconnect", &c, multi]);
     assert!(!links(&d, multi).contains(&"eth2".into()));
     assert!(!exec(&d, peer, &["getent", "hosts", multi]).status.success());
-    assert!(!exec(&d, peer, &["ping", "-c1", "-W1", &ip_c]).status.success());
+    assert!(!exec(&d, peer, &["ping", "-c1", "-W1", &ip_c])
+        .status
+        .success());
     let resolv = exec_ok(&d, multi, &["cat", "/etc/resolv.conf"]);
     assert!(!resolv.contains("10.66.0.1"), "{resolv}");
     // Connect picks the first free interface name again.
@@ -340,15 +399,39 @@ fn removal_leaves_nothing_and_restarts_keep_containers() {
     let net = unique("rn");
     d.ok(&["network", "create", &net, "--subnet", "10.67.0.0/24"]);
     d.ok(&["container", "create", ra, "--network", &net]);
-    d.ok(&["container", "create", rb, "--network", &net, "--network", "bridge"]);
-    d.ok(&["container", "create", rn, "--network", "none", "--dns", "192.0.2.53"]);
-    d.ok(&["container", "create", rj, "--network", &format!("container:{ra}")]);
+    d.ok(&[
+        "container",
+        "create",
+        rb,
+        "--network",
+        &net,
+        "--network",
+        "bridge",
+    ]);
+    d.ok(&[
+        "container",
+        "create",
+        rn,
+        "--network",
+        "none",
+        "--dns",
+        "192.0.2.53",
+    ]);
+    d.ok(&[
+        "container",
+        "create",
+        rj,
+        "--network",
+        &format!("container:{ra}"),
+    ]);
     assert!(exec_ok(&d, rn, &["cat", "/etc/resolv.conf"]).contains("nameserver 192.0.2.53"));
     // A plain add-port namespace on the same network: its resolv.conf entry must go with the
     // network too (it used to stay, naming the vanished gateway).
     let plain = Netns::new("pl");
     d.ok(&["add-port", &net, "--netns", &plain.name]);
-    let plain_resolv = Path::new("/etc/netns").join(&plain.name).join("resolv.conf");
+    let plain_resolv = Path::new("/etc/netns")
+        .join(&plain.name)
+        .join("resolv.conf");
     assert!(plain_resolv.exists());
 
     let summary = |d: &Daemon| -> Vec<(String, String, Vec<String>)> {
@@ -376,10 +459,16 @@ fn removal_leaves_nothing_and_restarts_keep_containers() {
         d.stop_with(signal);
         d.restart();
         assert_eq!(summary(&d), before, "after signal {signal}");
-        d.wait_up(&[&format!("{ra}-eth0"), &format!("{rb}-eth0"), &format!("{rb}-eth1")]);
+        d.wait_up(&[
+            &format!("{ra}-eth0"),
+            &format!("{rb}-eth0"),
+            &format!("{rb}-eth1"),
+        ]);
         let ip = ip_of(&d, ra, &net);
         assert!(
-            wait_until(10, || exec(&d, rb, &["ping", "-c1", "-W1", &ip]).status.success()),
+            wait_until(10, || exec(&d, rb, &["ping", "-c1", "-W1", &ip])
+                .status
+                .success()),
             "traffic between containers after signal {signal}"
         );
         assert_eq!(links(&d, rn), vec!["lo".to_string()]);
@@ -391,10 +480,18 @@ fn removal_leaves_nothing_and_restarts_keep_containers() {
     // network rm --force: every port on it goes, the containers stay (without it), and no
     // file names its gateway.
     d.ok(&["network", "rm", &net, "--force"]);
-    assert!(!plain_resolv.exists(), "network rm --force left {}", plain_resolv.display());
+    assert!(
+        !plain_resolv.exists(),
+        "network rm --force left {}",
+        plain_resolv.display()
+    );
     assert!(!plain.has_link("eth0"));
     for c in [ra, rb] {
-        assert!(links(&d, c) == vec!["lo".to_string()], "{c}: {:?}", links(&d, c));
+        assert!(
+            links(&d, c) == vec!["lo".to_string()],
+            "{c}: {:?}",
+            links(&d, c)
+        );
         let resolv = exec_ok(&d, c, &["cat", "/etc/resolv.conf"]);
         assert!(!resolv.contains("10.67.0.1"), "{c}: {resolv}");
     }
@@ -403,8 +500,14 @@ fn removal_leaves_nothing_and_restarts_keep_containers() {
     d.ok(&["container", "rm", rb]);
     d.ok(&["container", "rm", rn]);
     for c in [ra, rb, rn, rj] {
-        assert!(!Path::new("/run/netns").join(c).exists(), "{c}'s namespace left");
-        assert!(!Path::new("/etc/netns").join(c).exists(), "{c}'s /etc/netns left");
+        assert!(
+            !Path::new("/run/netns").join(c).exists(),
+            "{c}'s namespace left"
+        );
+        assert!(
+            !Path::new("/etc/netns").join(c).exists(),
+            "{c}'s /etc/netns left"
+        );
     }
     assert!(d.json(&["container", "ls"]).as_array().unwrap().is_empty());
     let ports = d.json(&["show"])["ports"].as_array().unwrap().len();
@@ -423,19 +526,83 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     let (ok, squat, host, nx) = (names.get(0), names.get(1), names.get(2), names.get(3));
     let net = unique("b");
     d.ok(&["network", "create", &net, "--subnet", "10.68.0.0/24"]);
-    d.ok(&["container", "create", ok, "--network", &net, "--ip", "10.68.0.5"]);
+    d.ok(&[
+        "container",
+        "create",
+        ok,
+        "--network",
+        &net,
+        "--ip",
+        "10.68.0.5",
+    ]);
     d.ok(&["container", "create", host, "--network", "host"]);
     let before = d.show_stable();
     let cases: Vec<(Vec<String>, &str, &str)> = vec![
-        (vec!["--network".into(), "nosuchnet".into()], "network_not_found", "nosuchnet"),
-        (vec!["--network".into(), "host".into(), "--network".into(), net.clone()], "invalid_argument", "combined"),
-        (vec!["--network".into(), format!("container:{nx}")], "invalid_argument", "own namespace"),
-        (vec!["--network".into(), "container:nosuchcontainer".into()], "container_not_found", "nosuchcontainer"),
-        (vec!["--network".into(), net.clone(), "--ip".into(), "10.99.0.5".into()], "invalid_argument", "10.99.0.5"),
-        (vec!["--network".into(), net.clone(), "--ip".into(), "10.68.0.5".into()], "address_in_use", "10.68.0.5"),
-        (vec!["--network".into(), "none".into(), "--ip".into(), "10.68.0.9".into()], "invalid_argument", "--ip"),
-        (vec!["--link".into(), "nosuchcontainer".into()], "container_not_found", "nosuchcontainer"),
-        (vec!["--network".into(), net.clone(), "--net".into(), net.clone()], "invalid_argument", "twice"),
+        (
+            vec!["--network".into(), "nosuchnet".into()],
+            "network_not_found",
+            "nosuchnet",
+        ),
+        (
+            vec![
+                "--network".into(),
+                "host".into(),
+                "--network".into(),
+                net.clone(),
+            ],
+            "invalid_argument",
+            "combined",
+        ),
+        (
+            vec!["--network".into(), format!("container:{nx}")],
+            "invalid_argument",
+            "own namespace",
+        ),
+        (
+            vec!["--network".into(), "container:nosuchcontainer".into()],
+            "container_not_found",
+            "nosuchcontainer",
+        ),
+        (
+            vec![
+                "--network".into(),
+                net.clone(),
+                "--ip".into(),
+                "10.99.0.5".into(),
+            ],
+            "invalid_argument",
+            "10.99.0.5",
+        ),
+        (
+            vec![
+                "--network".into(),
+                net.clone(),
+                "--ip".into(),
+                "10.68.0.5".into(),
+            ],
+            "address_in_use",
+            "10.68.0.5",
+        ),
+        (
+            vec![
+                "--network".into(),
+                "none".into(),
+                "--ip".into(),
+                "10.68.0.9".into(),
+            ],
+            "invalid_argument",
+            "--ip",
+        ),
+        (
+            vec!["--link".into(), "nosuchcontainer".into()],
+            "container_not_found",
+            "nosuchcontainer",
+        ),
+        (
+            vec!["--network".into(), net.clone(), "--net".into(), net.clone()],
+            "invalid_argument",
+            "twice",
+        ),
     ];
     for (args, want_code, want_msg) in cases {
         let mut a = vec!["container", "create", nx];
@@ -443,7 +610,10 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         let (code, msg) = d.err(&a);
         assert_eq!(code, want_code, "{args:?}: {msg}");
         assert!(msg.contains(want_msg), "{args:?}: {msg}");
-        assert!(!Path::new("/run/netns").join(nx).exists(), "{args:?} left a namespace");
+        assert!(
+            !Path::new("/run/netns").join(nx).exists(),
+            "{args:?} left a namespace"
+        );
     }
     let (code, msg) = d.err(&["container", "create", ok, "--network", &net]);
     assert_eq!(code, "container_exists", "{msg}");
@@ -479,4 +649,58 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     // And the container that exists still works.
     assert!(exec_ok(&d, ok, &["ping", "-c1", "-W2", "10.68.0.1"]).contains("1 received"));
+}
+
+/// `--type afxdp` containers: veth pairs whose host ends an AF_XDP socket serves, in a "host"
+/// namespace of the test's (the daemon enters it with nsenter, keeping the mount namespace);
+/// traffic flows, and survives kill -9 (the veths are taken over).
+#[test]
+fn afxdp_containers() {
+    require_root();
+    let host = Netns::new("ah");
+    let mut d = Daemon::start_keeping_mounts(&host, &[]);
+    let names = Names::new(&["xa", "xb"]);
+    let (xa, xb) = (names.get(0), names.get(1));
+    let net = unique("x");
+    d.ok(&["network", "create", &net, "--subnet", "10.69.0.0/24"]);
+    d.ok(&[
+        "container",
+        "create",
+        xa,
+        "--network",
+        &net,
+        "--type",
+        "afxdp",
+    ]);
+    d.ok(&[
+        "container",
+        "create",
+        xb,
+        "--network",
+        &net,
+        "--type",
+        "afxdp",
+    ]);
+    let port = d.port(&format!("{xa}-eth0"));
+    assert_eq!(port["kind"], "afxdp");
+    let veth = port["host_ifname"].as_str().unwrap().to_string();
+    assert!(
+        host.has_link(&veth),
+        "the veth's host end is in the daemon's namespace"
+    );
+    let dir = TempDir::new("xw");
+    let _srv = http_server(&d, xb, &dir, 80);
+    let want = format!("hello from {xb}\n");
+    assert!(wait_until(10, || curl(&d, xa, &format!("http://{xb}/"))
+        .as_deref()
+        == Some(want.as_str())));
+    d.stop_with(9);
+    d.restart();
+    d.wait_up(&[&format!("{xa}-eth0"), &format!("{xb}-eth0")]);
+    assert!(wait_until(10, || curl(&d, xa, &format!("http://{xb}/"))
+        .as_deref()
+        == Some(want.as_str())));
+    d.ok(&["container", "rm", xa]);
+    assert!(!host.has_link(&veth), "container rm removed the veth");
+    assert!(!Path::new("/run/netns").join(xa).exists());
 }

@@ -243,6 +243,9 @@ pub struct Daemon {
     _host: Option<Netns>,
     /// Run inside this namespace (its "host"), with these extra arguments.
     netns: Option<String>,
+    /// Enter `netns` with nsenter (network namespace only) instead of `ip netns exec` (which
+    /// gives the daemon a private mount namespace: namespaces it mounts would not be seen).
+    keep_mounts: bool,
     extra: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
@@ -271,7 +274,26 @@ impl Daemon {
         Daemon::start_opts(netns, extra, true)
     }
 
+    /// As `start_with`, entering `netns` with nsenter: the daemon shares the test's mount
+    /// namespace (the namespaces it creates for containers are visible to the test).
+    pub fn start_keeping_mounts(netns: &Netns, extra: &[&str]) -> Daemon {
+        let mut d = Daemon::start_opts_unspawned(Some(netns), extra, false);
+        d.keep_mounts = true;
+        d.spawn();
+        d
+    }
+
     fn start_opts(netns: Option<&Netns>, extra: &[&str], host_resolv_conf: bool) -> Daemon {
+        let mut d = Daemon::start_opts_unspawned(netns, extra, host_resolv_conf);
+        d.spawn();
+        d
+    }
+
+    fn start_opts_unspawned(
+        netns: Option<&Netns>,
+        extra: &[&str],
+        host_resolv_conf: bool,
+    ) -> Daemon {
         let port_type = port_type();
         let host = match (netns, port_type) {
             (None, "afxdp" | "mixed") => Some(Netns::new("h")),
@@ -291,20 +313,19 @@ impl Daemon {
             extra.push("--resolv-conf".into());
             extra.push(dir.join("resolv.conf").display().to_string());
         }
-        let mut d = Daemon {
+        Daemon {
             child: None,
             port_type,
             ports_added: std::cell::Cell::new(0),
             _host: host,
             netns: netns_name,
+            keep_mounts: false,
             extra,
             socket: dir.join("vswitchd.sock"),
             state_dir: dir.join("state"),
             config,
             dir,
-        };
-        d.spawn();
-        d
+        }
     }
 
     /// The namespace the daemon runs in when the test did not give one (AF_XDP tests).
@@ -335,6 +356,12 @@ impl Daemon {
             .open(self.dir.join("vswitchd.log"))
             .unwrap();
         let mut cmd = match &self.netns {
+            // nsenter without --fork execs in place too.
+            Some(ns) if self.keep_mounts => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(bin("vswitchd"));
+                c
+            }
             // `ip netns exec` execs in place: the child's PID is the daemon's.
             Some(ns) => {
                 let mut c = Command::new("ip");

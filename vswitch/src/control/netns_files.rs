@@ -100,7 +100,10 @@ mod tests {
             search: vec!["web.vswitch".into()],
             hosts: vec![
                 ("10.1.0.2".parse().unwrap(), vec!["c1".into(), "api".into()]),
-                ("172.17.0.3".parse().unwrap(), vec!["db".into(), "c2".into()]),
+                (
+                    "172.17.0.3".parse().unwrap(),
+                    vec!["db".into(), "c2".into()],
+                ),
             ],
             hostname: "c1".into(),
         };

@@ -208,7 +208,11 @@ impl Manager {
             if req.hostname.is_some() {
                 return Err(invalid(format!(
                     "--hostname conflicts with network mode {what}: the container shares {}'s",
-                    if mode == ContainerMode::Host { "the host" } else { "the container it joins" }
+                    if mode == ContainerMode::Host {
+                        "the host"
+                    } else {
+                        "the container it joins"
+                    }
                 )));
             }
         }
@@ -223,9 +227,10 @@ impl Manager {
         }
         let mut dns = Vec::new();
         for d in &req.dns {
-            let ip: Ipv4Addr = d.trim().parse().map_err(|_| {
-                invalid(format!("invalid --dns {d:?}: give an IPv4 address"))
-            })?;
+            let ip: Ipv4Addr = d
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("invalid --dns {d:?}: give an IPv4 address")))?;
             dns.push(ip);
         }
         let links = self.parse_links(&name, &req.links)?;
@@ -436,7 +441,11 @@ impl Manager {
         self.container_inspect(&c.name)
     }
 
-    pub(super) fn network_disconnect(&mut self, network: &str, container: &str) -> ApiResult<Reply> {
+    pub(super) fn network_disconnect(
+        &mut self,
+        network: &str,
+        container: &str,
+    ) -> ApiResult<Reply> {
         let c = self.container(container)?.clone();
         self.net_config(network)?;
         if c.mode != ContainerMode::Networks {
@@ -503,10 +512,9 @@ impl Manager {
             })
             .collect();
         let (netns, netns_path) = match (&owner.mode, &owner.netns) {
-            (ContainerMode::Host, _) | (_, None) => (
-                None,
-                format!("/proc/{}/ns/net", std::process::id()),
-            ),
+            (ContainerMode::Host, _) | (_, None) => {
+                (None, format!("/proc/{}/ns/net", std::process::id()))
+            }
             (_, Some(ns)) => (
                 Some(ns.clone()),
                 named_netns::path(ns).display().to_string(),
@@ -640,8 +648,12 @@ impl Manager {
             if !named_netns::exists(ns) {
                 let _ = named_netns::delete(ns); // a stale, unmounted file
                 match named_netns::create(ns) {
-                    Ok(()) => info!(container = %c.name, netns = %ns, "container namespace re-created"),
-                    Err(e) => warn!(container = %c.name, netns = %ns, error = %e, "cannot re-create the container's namespace"),
+                    Ok(()) => {
+                        info!(container = %c.name, netns = %ns, "container namespace re-created")
+                    }
+                    Err(e) => {
+                        warn!(container = %c.name, netns = %ns, error = %e, "cannot re-create the container's namespace")
+                    }
                 }
             }
         }
