@@ -55,6 +55,33 @@ enum Cmd {
     /// Containers: network namespaces the switch manages, in Docker's network modes.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// The VXLAN tunnel endpoint of overlay networks.
+    #[command(subcommand)]
+    Vtep(VtepCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCmd {
+    Add { network: String, ip: String },
+    #[command(alias = "remove")]
+    Rm { network: String, ip: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum VtepCmd {
+    /// Bind the VXLAN tunnel endpoint to an address of vswitchd's namespace.
+    Set {
+        #[arg(long)]
+        local_ip: String,
+        /// UDP port [default: 4789].
+        #[arg(long)]
+        port: Option<u16>,
+        /// TTL of the outer IP header [default: 64].
+        #[arg(long)]
+        ttl: Option<u8>,
+    },
+    /// The VTEP, its counters and overlay networks.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,7 +240,19 @@ enum NetworkCmd {
         /// No way out through the uplink (Docker's --internal).
         #[arg(long)]
         internal: bool,
+        /// Overlay networks: the VXLAN network identifier (1 to 16777215).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// Overlay networks: a remote VTEP (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// The ports' default MTU [default: 1500; overlays 1450].
+        #[arg(long)]
+        mtu: Option<u32>,
     },
+    /// Add or remove a remote VTEP of an overlay network.
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// List networks.
     #[command(alias = "list")]
     Ls,
@@ -314,6 +353,9 @@ fn op_of(cmd: Cmd) -> Op {
             domain,
             lease_time,
             internal,
+            vni,
+            peers,
+            mtu,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -328,7 +370,30 @@ fn op_of(cmd: Cmd) -> Op {
             domain,
             lease_secs: lease_time,
             internal,
+            vni,
+            peers,
+            mtu,
         }),
+        Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
+            network,
+            ip,
+            remove: false,
+        },
+        Cmd::Network(NetworkCmd::Peer(PeerCmd::Rm { network, ip })) => Op::NetworkPeer {
+            network,
+            ip,
+            remove: true,
+        },
+        Cmd::Vtep(VtepCmd::Set {
+            local_ip,
+            port,
+            ttl,
+        }) => Op::VtepSet(VtepSet {
+            local_ip,
+            port,
+            ttl,
+        }),
+        Cmd::Vtep(VtepCmd::Show) => Op::VtepShow,
         Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
         Cmd::Network(NetworkCmd::Inspect { name }) => Op::NetworkInspect { name },
         Cmd::Network(NetworkCmd::Rm { name, force }) => Op::NetworkRemove { name, force },
@@ -452,6 +517,10 @@ fn print_network(n: &NetworkInfo) {
     println!("  gateway:    {}", n.gateway);
     println!("  mac aging:  {}s", n.mac_aging_secs);
     println!("  fdb limit:  {}", n.fdb_limit);
+    if let Some(vni) = n.vni {
+        println!("  vni:        {vni}");
+        println!("  peers:      {}", n.peers.join(" "));
+    }
     println!(
         "  ports:      {}",
         if n.ports.is_empty() {
@@ -683,12 +752,19 @@ fn print_human(reply: &Reply) {
                 let rows: Vec<Vec<String>> = t
                     .entries
                     .iter()
-                    .map(|e| vec![e.port.clone(), e.mac.clone(), format!("{:.0}", e.age_secs)])
+                    .map(|e| {
+                        vec![
+                            e.port.clone(),
+                            e.mac.clone(),
+                            format!("{:.0}", e.age_secs),
+                            e.vtep.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
                     .collect();
                 print!(
                     "{}",
                     table(
-                        &["  PORT", "MAC", "AGE"],
+                        &["  PORT", "MAC", "AGE", "VTEP"],
                         &rows
                             .iter()
                             .map(|r| {
@@ -807,6 +883,22 @@ fn print_human(reply: &Reply) {
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
         Reply::Container(c) => print_container(c),
+        Reply::Vtep(None) => println!("no VTEP"),
+        Reply::Vtep(Some(v)) => {
+            println!(
+                "vtep {}:{} ttl {} ({}): rx {} datagrams, {} bytes",
+                v.local_ip, v.port, v.ttl, v.status, v.rx_packets, v.rx_bytes
+            );
+            let drops: Vec<String> = v
+                .drops
+                .iter()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            println!("  drops: {}", drops.join(" "));
+            for (n, vni, peers) in &v.networks {
+                println!("  network {n} vni {vni}: peers {}", peers.join(" "));
+            }
+        }
         Reply::Containers(cs) => {
             let rows: Vec<Vec<String>> = cs
                 .iter()

@@ -42,6 +42,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             aging_ms: 300_000,
             gateway: gw,
             egress: true,
+            vni: None,
         },
     );
     for i in 0..ports {

@@ -89,6 +89,16 @@ pub enum Op {
         #[serde(default)]
         network: Option<String>,
     },
+    /// The VXLAN tunnel endpoint of overlay networks.
+    VtepSet(VtepSet),
+    VtepShow,
+    /// Adds or removes a remote VTEP of an overlay network.
+    NetworkPeer {
+        network: String,
+        ip: String,
+        #[serde(default)]
+        remove: bool,
+    },
     /// A container: a namespace the switch manages, in one of Docker's network modes.
     ContainerCreate(ContainerCreate),
     ContainerList,
@@ -288,6 +298,40 @@ pub struct NetworkCreate {
     /// No way out through the uplink (Docker's `--internal`).
     #[serde(default)]
     pub internal: bool,
+    /// Overlay networks (`driver = "overlay"`): the VXLAN network identifier (1 to 2^24-1).
+    #[serde(default)]
+    pub vni: Option<u32>,
+    /// Overlay networks: remote VTEPs (IPv4 addresses).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// The ports' default MTU [default: 1500; overlays 1450].
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VtepSet {
+    /// An address of vswitchd's namespace.
+    pub local_ip: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub ttl: Option<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VtepInfo {
+    pub local_ip: String,
+    pub port: u16,
+    pub ttl: u8,
+    /// "up", or why the socket is not bound.
+    pub status: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Datagrams dropped before reaching a tunnel port, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Overlay networks: name, VNI, peers.
+    pub networks: Vec<(String, u32, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -358,6 +402,7 @@ pub enum Reply {
     Flushed(usize),
     Container(ContainerInfo),
     Containers(Vec<ContainerInfo>),
+    Vtep(Option<VtepInfo>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -406,6 +451,10 @@ pub struct NetworkInfo {
     pub domain: String,
     pub lease_secs: u32,
     pub ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -485,7 +534,11 @@ pub struct ShowInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FdbRow {
     pub mac: String,
+    /// The port, or `vxlan:IP` for a MAC behind a remote VTEP.
     pub port: String,
+    /// The remote VTEP a MAC was learned from (overlay networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep: Option<String>,
     pub age_secs: f64,
 }
 

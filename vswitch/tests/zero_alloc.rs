@@ -95,6 +95,7 @@ fn forwarding_allocates_nothing_per_packet() {
                 dns_forward: false,
             }),
             egress: true,
+            vni: None,
         },
     );
     for i in 0..8 {
@@ -205,6 +206,7 @@ fn nat_allocates_nothing_per_packet() {
                 dns_forward: false,
             }),
             egress: true,
+            vni: None,
         },
     );
     let ep = Endpoint {

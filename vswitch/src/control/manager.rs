@@ -11,6 +11,7 @@
 mod addresses;
 mod containers;
 mod networks;
+mod overlay;
 mod ports;
 mod uplink;
 mod views;
@@ -94,6 +95,8 @@ pub struct Manager {
     dns_upstreams: Option<Arc<Upstreams>>,
     /// The uplink's port in the dataplane while it is attached, and why not otherwise.
     uplink: Option<Result<uplink::UplinkRt, String>>,
+    /// The VTEP's socket and the overlay networks' tunnel ports.
+    overlay: overlay::OverlayRt,
 }
 
 fn unix_now() -> u64 {
@@ -153,8 +156,13 @@ impl Manager {
             dns_forward: dns_upstreams.is_some(),
             dns_upstreams,
             uplink: None,
+            overlay: overlay::OverlayRt::default(),
         };
         let saved = saved.unwrap_or_default();
+        // The VTEP before the overlay networks whose tunnels use its socket.
+        if let Some(v) = saved.vtep {
+            m.restore_vtep(v);
+        }
         for net in saved.networks {
             m.attach_network(&net).map_err(|e| e.to_string())?;
             m.state.networks.push(net);
@@ -177,6 +185,9 @@ impl Manager {
                 domain: net.domain.clone(),
                 lease_secs: Some(net.lease_secs),
                 internal: net.internal,
+                vni: net.vni,
+                peers: net.peers.iter().map(|p| p.to_string()).collect(),
+                mtu: net.mtu,
             };
             let cfg = m
                 .validate_network(&req)
@@ -279,6 +290,13 @@ impl Manager {
             Op::ConntrackShow { network } => self.conntrack_show(network.as_deref()),
             Op::ConntrackStats => self.conntrack_stats(),
             Op::ConntrackFlush { network } => self.conntrack_flush(network.as_deref()),
+            Op::VtepSet(req) => self.vtep_set(req),
+            Op::VtepShow => self.vtep_show(),
+            Op::NetworkPeer {
+                network,
+                ip,
+                remove,
+            } => self.network_peer(&network, &ip, remove),
             Op::ContainerCreate(req) => self.container_create(req),
             Op::ContainerList => Ok(self.container_list()),
             Op::ContainerInspect { name } => self.container_inspect(&name),

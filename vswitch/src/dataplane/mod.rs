@@ -44,6 +44,8 @@ const BUSY_POLL_MICROS: u64 = 200;
 /// How often aged MAC entries are swept out.
 const EXPIRE_EVERY_MS: u64 = 1000;
 const WAKER: Token = Token(0);
+/// The VTEP's socket (port tokens are the port id plus one).
+const VTEP: Token = Token(usize::MAX);
 
 /// A request from the control thread.
 pub enum Command {
@@ -111,6 +113,21 @@ pub enum Command {
         entries: usize,
         flush: bool,
         reply: Sender<Option<UplinkView>>,
+    },
+    /// Sets (or with `None` clears) the VTEP's socket, read for every overlay network.
+    SetVtep {
+        sock: Option<Arc<std::net::UdpSocket>>,
+        done: Sender<io::Result<()>>,
+    },
+    /// Attaches a tunnel port (to `remote` on overlay network `network`); false when the
+    /// network is not an overlay of that VNI.
+    AddTunnel {
+        id: PortId,
+        network: NetId,
+        vni: u32,
+        remote: Ipv4Addr,
+        port: Box<dyn Port>,
+        done: Sender<bool>,
     },
     /// Sends a frame the shell built (an upstream DNS answer) out of a port.
     Inject {
@@ -186,6 +203,8 @@ pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
     /// Ports taken down because their interface or namespace vanished, since start.
     pub ports_lost: u64,
+    /// The VTEP's counters while it is set.
+    pub vtep: Option<PortCounters>,
     /// TAP reads and writes are batched through io_uring.
     pub io_uring: bool,
     /// Batches of TAP reads that went through io_uring, since start.
@@ -296,6 +315,12 @@ struct Dataplane {
     last_expire: u64,
     ports_lost: u64,
     uring_read_batches: u64,
+    /// The VTEP's socket and its counters (datagrams in, and drops before a tunnel port is
+    /// known: malformed, unknown VNI, unknown VTEP).
+    vtep: Option<Arc<std::net::UdpSocket>>,
+    vtep_counters: PortCounters,
+    /// The VTEP's socket may have datagrams waiting.
+    vtep_ready: bool,
 }
 
 fn token(id: PortId) -> Token {
@@ -342,6 +367,9 @@ impl Dataplane {
             last_expire: 0,
             ports_lost: 0,
             uring_read_batches: 0,
+            vtep: None,
+            vtep_counters: PortCounters::default(),
+            vtep_ready: false,
         }
     }
 
@@ -356,7 +384,10 @@ impl Dataplane {
         'run: loop {
             // Busy-poll for a moment after traffic (a blocking wait costs a wake-up per burst),
             // then sleep until a port is readable or the MAC tables are due for aging.
-            let timeout = if !self.ready.is_empty() || last_work.elapsed() < BUSY_POLL {
+            let timeout = if !self.ready.is_empty()
+                || self.vtep_ready
+                || last_work.elapsed() < BUSY_POLL
+            {
                 Duration::ZERO
             } else {
                 Duration::from_millis(EXPIRE_EVERY_MS)
@@ -371,14 +402,21 @@ impl Dataplane {
                 if ev.token() == WAKER {
                     continue;
                 }
+                if ev.token() == VTEP {
+                    self.vtep_ready = true;
+                    continue;
+                }
                 let id = PortId((ev.token().0 - 1) as u32);
                 self.enqueue(id);
             }
             if !self.drain_commands() {
                 break;
             }
-            if !self.ready.is_empty() {
+            if !self.ready.is_empty() || self.vtep_ready {
                 last_work = Instant::now();
+            }
+            if self.vtep_ready {
+                self.service_vtep();
             }
             // Each port that is ready gets one batch per round, in turn; control commands are
             // looked at between ports so a long round (a wide flood) does not hold them up.
@@ -406,9 +444,51 @@ impl Dataplane {
         );
     }
 
+    /// Reads a batch of datagrams from the VTEP's socket; each goes through the pipeline as a
+    /// frame received on its tunnel port (decapsulated in place: the inner frame is moved to
+    /// the start of the buffer).
+    fn service_vtep(&mut self) {
+        let Some(sock) = self.vtep.clone() else {
+            self.vtep_ready = false;
+            return;
+        };
+        for _ in 0..RX_BATCH {
+            let (n, src) = match crate::ports::vxlan::recv(&sock, &mut self.rx_bufs[0]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.vtep_ready = false;
+                    return;
+                }
+                Err(e) => {
+                    // ICMP errors surface here (ECONNREFUSED from a peer without a VTEP): count,
+                    // keep reading.
+                    debug!(error = %e, "VTEP receive error");
+                    self.vtep_counters.count_drop(DropReason::TxError);
+                    continue;
+                }
+            };
+            self.vtep_counters.rx_packets += 1;
+            self.vtep_counters.rx_bytes += n as u64;
+            let demuxed = match src {
+                Some(src) => self.pipeline.tunnels.demux(src, &self.rx_bufs[0][..n]),
+                None => Err(DropReason::UnknownVtep),
+            };
+            match demuxed {
+                Ok(tunnel) => {
+                    let hdr = crate::switch::overlay::HEADER_LEN;
+                    self.rx_bufs[0].copy_within(hdr..n, 0);
+                    self.rx_lens[0] = n - hdr;
+                    self.forward(tunnel, 0, 1);
+                }
+                Err(reason) => self.vtep_counters.count_drop(reason),
+            }
+        }
+        // More may be waiting: the next round reads on.
+    }
+
     fn enqueue(&mut self, id: PortId) {
         if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
-            if !slot.queued && slot.port.is_some() {
+            if !slot.queued && slot.port.as_ref().is_some_and(|p| p.pollable()) {
                 slot.queued = true;
                 self.ready.push_back(id);
             }
@@ -492,6 +572,44 @@ impl Dataplane {
             Command::RemovePort { id, done } => {
                 self.remove_port(id);
                 let _ = done.send(());
+            }
+            Command::SetVtep { sock, done } => {
+                if let Some(old) = self.vtep.take() {
+                    use std::os::fd::AsRawFd;
+                    let fd = old.as_raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
+                let res = match sock {
+                    None => Ok(()),
+                    Some(s) => {
+                        use std::os::fd::AsRawFd;
+                        let fd = s.as_raw_fd();
+                        let r = self
+                            .poll
+                            .registry()
+                            .register(&mut SourceFd(&fd), VTEP, Interest::READABLE);
+                        if r.is_ok() {
+                            self.vtep = Some(s);
+                            self.vtep_ready = true;
+                        }
+                        r
+                    }
+                };
+                let _ = done.send(res);
+            }
+            Command::AddTunnel {
+                id,
+                network,
+                vni,
+                remote,
+                port,
+                done,
+            } => {
+                let ok = self.pipeline.add_tunnel(id, network, vni, remote);
+                if ok {
+                    self.install(id, port);
+                }
+                let _ = done.send(ok);
             }
             Command::PortDown { id, reason, done } => {
                 self.mark_down(id, reason);
@@ -594,8 +712,10 @@ impl Dataplane {
     fn remove_port(&mut self, id: PortId) {
         if let Some(slot) = self.ports.get_mut(id.idx()).and_then(Option::take) {
             if let Some(port) = slot.port {
-                let fd = port.raw_fd();
-                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                if port.pollable() {
+                    let fd = port.raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
                 drop(port);
             }
         }
@@ -611,8 +731,10 @@ impl Dataplane {
             return;
         };
         if let Some(port) = slot.port.take() {
-            let fd = port.raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            if port.pollable() {
+                let fd = port.raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
             self.ports_lost += 1;
         }
         warn!(port = id.0, reason = %why, "port down");
@@ -942,6 +1064,7 @@ impl Dataplane {
             ports,
             networks,
             ports_lost: self.ports_lost,
+            vtep: self.vtep.is_some().then_some(self.vtep_counters),
             io_uring: self.uring.is_some(),
             io_uring_read_batches: self.uring_read_batches,
         }

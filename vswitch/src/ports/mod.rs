@@ -13,6 +13,7 @@ pub mod bpf;
 pub mod steer;
 pub mod tap;
 pub mod uring;
+pub mod vxlan;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -24,6 +25,11 @@ pub use tap::Tap;
 pub trait Port: Send {
     /// The fd to register for readability.
     fn raw_fd(&self) -> RawFd;
+    /// Whether the dataplane polls `raw_fd` for this port (a VXLAN tunnel shares the VTEP's
+    /// socket, which the dataplane reads for all of them).
+    fn pollable(&self) -> bool {
+        true
+    }
     /// Bytes of metadata ahead of the Ethernet frame in what `recv` fills and `send` takes.
     fn headroom(&self) -> usize {
         0

@@ -69,6 +69,15 @@ pub struct NetworkConfig {
     /// Docker's `--internal`: no way out through the uplink.
     #[serde(default)]
     pub internal: bool,
+    /// Overlay networks (`driver = "overlay"`): the VXLAN network identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// Overlay networks: the remote VTEPs frames are replicated to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Ipv4Addr>,
+    /// The ports' default MTU [default: 1500, overlays the underlay's minus 50].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl NetworkConfig {
@@ -221,6 +230,28 @@ pub struct State {
     pub uplink: Option<UplinkState>,
     #[serde(default)]
     pub containers: Vec<ContainerConfig>,
+    /// The VXLAN tunnel endpoint overlay networks use.
+    #[serde(default)]
+    pub vtep: Option<VtepState>,
+}
+
+/// The VTEP as `vtep set` configured it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VtepState {
+    pub local_ip: Ipv4Addr,
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// TTL of the outer IP header.
+    #[serde(default = "default_vxlan_ttl")]
+    pub ttl: u8,
+}
+
+fn default_vxlan_port() -> u16 {
+    crate::switch::overlay::DEFAULT_PORT
+}
+fn default_vxlan_ttl() -> u8 {
+    64
 }
 
 /// The uplink as `uplink set` configured it.
@@ -267,6 +298,7 @@ pub enum Change {
     },
     /// Removes the container and its ports.
     ContainerRemove(String),
+    VtepSet(VtepState),
 }
 
 impl State {
@@ -295,6 +327,7 @@ impl State {
                     self.ports.push(p.clone());
                 }
             }
+            Change::VtepSet(v) => self.vtep = Some(v.clone()),
             Change::ContainerRemove(name) => {
                 self.ports
                     .retain(|p| p.container.as_deref() != Some(name.as_str()));
@@ -315,6 +348,7 @@ impl Default for State {
             ports: Vec::new(),
             uplink: None,
             containers: Vec::new(),
+            vtep: None,
         }
     }
 }
@@ -350,6 +384,9 @@ pub struct ConfigFile {
     /// The uplink to set at start when none is saved (`vswitchctl uplink set`'s options).
     #[serde(default)]
     pub uplink: Option<crate::api::UplinkSet>,
+    /// The VTEP to set at start when none is saved.
+    #[serde(default)]
+    pub vtep: Option<VtepState>,
 }
 
 impl ConfigFile {
@@ -586,6 +623,9 @@ mod tests {
             domain: None,
             lease_secs: 3600,
             internal: false,
+            vni: None,
+            peers: vec![],
+            mtu: None,
         }
     }
 

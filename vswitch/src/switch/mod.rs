@@ -7,6 +7,7 @@
 pub mod fdb;
 pub mod gateway;
 pub mod nat;
+pub mod overlay;
 
 use crate::wire::ethernet::FrameError;
 use crate::wire::{Frame, MacAddr};
@@ -89,6 +90,9 @@ drop_reasons! {
     NoNeighbor => "no_neighbor": "The next hop's MAC is unknown and the frames waiting for it are at their bound.",
     BadFragment => "bad_fragment": "A later IPv4 fragment whose first fragment was not seen.",
     NotOurs => "not_ours": "Arrived on the uplink for another MAC or address than the uplink's.",
+    BadVxlan => "bad_vxlan": "A datagram at the VTEP too short for VXLAN or without the I flag.",
+    UnknownVni => "unknown_vni": "A VXLAN datagram for a VNI no overlay network has.",
+    UnknownVtep => "unknown_vtep": "A VXLAN datagram from an address that is not a peer of its network.",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -161,7 +165,10 @@ struct PortEntry {
 /// One broadcast domain: its ports and its MAC table.
 #[derive(Debug)]
 pub struct Network {
+    /// Local ports.
     pub members: Vec<PortId>,
+    /// Tunnel ports to remote VTEPs (overlay networks): flooded to from local ports only.
+    pub remotes: Vec<PortId>,
     pub fdb: Fdb,
     pub gateway: Option<Gateway>,
     /// Routed packets may leave through the uplink (false for `--internal`).
@@ -174,6 +181,8 @@ pub struct Pipeline {
     ports: Vec<Option<PortEntry>>,
     networks: Vec<Option<Network>>,
     uplink: Option<Uplink>,
+    /// Overlay networks by VNI, tunnel ports by remote VTEP.
+    pub tunnels: overlay::Tunnels,
 }
 
 /// Settings of a network the pipeline needs.
@@ -185,6 +194,8 @@ pub struct NetworkParams {
     pub gateway: Option<GatewayConfig>,
     /// Routed packets may leave through the uplink (false for `--internal`).
     pub egress: bool,
+    /// Overlay networks: the VXLAN network identifier.
+    pub vni: Option<u32>,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -200,8 +211,12 @@ impl Pipeline {
     }
 
     pub fn add_network(&mut self, id: NetId, params: NetworkParams) {
+        if let Some(vni) = params.vni {
+            self.tunnels.add_network(vni, id);
+        }
         *slot(&mut self.networks, id.idx()) = Some(Network {
             members: Vec::new(),
+            remotes: Vec::new(),
             fdb: Fdb::new(params.fdb_limit, params.aging_ms),
             gateway: params.gateway.map(Gateway::new),
             egress: params.egress,
@@ -211,10 +226,11 @@ impl Pipeline {
     /// Removes a network and every port still on it.
     pub fn remove_network(&mut self, id: NetId) {
         if let Some(net) = self.networks.get_mut(id.idx()).and_then(Option::take) {
-            for p in net.members {
+            for p in net.members.into_iter().chain(net.remotes) {
                 self.ports[p.idx()] = None;
             }
         }
+        self.tunnels.remove_network(id);
     }
 
     pub fn network(&self, id: NetId) -> Option<&Network> {
@@ -249,6 +265,24 @@ impl Pipeline {
         true
     }
 
+    /// Attaches a tunnel port to the remote VTEP `remote` on an overlay network. Returns false
+    /// when the network does not exist or is not an overlay.
+    pub fn add_tunnel(&mut self, id: PortId, network: NetId, vni: u32, remote: std::net::Ipv4Addr) -> bool {
+        if self.tunnels.network_of(vni) != Some(network) {
+            return false;
+        }
+        let Some(net) = self.network_mut(network) else {
+            return false;
+        };
+        net.remotes.push(id);
+        self.tunnels.add_tunnel(vni, remote, id);
+        *slot(&mut self.ports, id.idx()) = Some(PortEntry {
+            network: Some(network),
+            counters: PortCounters::default(),
+        });
+        true
+    }
+
     /// Makes `id` the uplink: routed packets leave through it, masqueraded behind its address.
     /// Returns false when there is one already.
     pub fn set_uplink(&mut self, id: PortId, cfg: UplinkConfig) -> bool {
@@ -274,6 +308,7 @@ impl Pipeline {
     /// Detaches a port, forgetting the MACs learned on it. Returns its final counters.
     pub fn remove_port(&mut self, id: PortId) -> Option<PortCounters> {
         let entry = self.ports.get_mut(id.idx()).and_then(Option::take)?;
+        self.tunnels.remove_tunnel(id);
         if entry.network.is_none() && self.uplink.as_ref().is_some_and(|u| u.port == id) {
             // The uplink goes, and every flow through it.
             self.uplink = None;
@@ -284,6 +319,7 @@ impl Pipeline {
             .and_then(Option::as_mut)
         {
             net.members.retain(|p| *p != id);
+            net.remotes.retain(|p| *p != id);
             net.fdb.flush_port(id);
             if let Some(gw) = &mut net.gateway {
                 gw.remove_endpoint(id);
@@ -426,6 +462,11 @@ impl Pipeline {
         actions
             .out
             .extend(net.members.iter().copied().filter(|p| *p != in_port));
+        // Head-end replication with split horizon: what came from a remote VTEP is not sent
+        // to the others (each VTEP floods to all peers itself).
+        if !net.remotes.contains(&in_port) {
+            actions.out.extend(net.remotes.iter().copied());
+        }
         if actions.out.is_empty() {
             counters.count_drop(DropReason::NoDestination);
             actions.drop = Some(DropReason::NoDestination);

@@ -25,6 +25,7 @@ fn params() -> NetworkParams {
         aging_ms: 300_000,
         gateway: None,
         egress: true,
+        vni: None,
     }
 }
 
@@ -115,6 +116,7 @@ fn aged_entry_floods_again() {
             aging_ms: 1000,
             gateway: None,
             egress: true,
+            vni: None,
         },
     );
     for i in 0..3 {
@@ -213,6 +215,7 @@ fn full_table_keeps_forwarding() {
             aging_ms: 300_000,
             gateway: None,
             egress: true,
+            vni: None,
         },
     );
     p.add_port(PortId(0), NetId(0), None);

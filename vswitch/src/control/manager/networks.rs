@@ -31,11 +31,26 @@ impl Manager {
             ));
         }
         let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
-        if driver != "bridge" {
+        if driver != "bridge" && driver != "overlay" {
             return Err(invalid(format!(
-                "driver {driver:?} is not supported; use --driver bridge"
+                "driver {driver:?} is not supported; use --driver bridge or overlay"
             )));
         }
+        let (vni, peers) = self.validate_overlay(&driver, req)?;
+        let mtu = match req.mtu {
+            Some(m) if !(super::MIN_MTU..=super::MAX_MTU).contains(&m) => {
+                return Err(invalid(format!(
+                    "MTU {m} is out of range ({} to {})",
+                    super::MIN_MTU,
+                    super::MAX_MTU
+                )))
+            }
+            Some(m) => Some(m),
+            None if vni.is_some() => Some(
+                crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
+            ),
+            None => None,
+        };
         let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {
             invalid(format!(
                 "invalid subnet {:?}: expected an IPv4 CIDR like 10.1.0.0/24",
@@ -138,6 +153,9 @@ impl Manager {
             domain: req.domain.as_ref().map(|d| d.to_ascii_lowercase()),
             lease_secs,
             internal: req.internal,
+            vni,
+            peers,
+            mtu,
         })
     }
 
@@ -167,13 +185,14 @@ impl Manager {
                 range_start: pool.network(),
                 range_end: pool.broadcast(),
                 lease_secs: net.lease_secs,
-                mtu: 1500,
+                mtu: net.mtu.unwrap_or(crate::state::DEFAULT_MTU) as u16,
             }),
             dns_names: net.dns,
             domain: net.domain(),
             dns_forward: self.dns_forward,
         };
         let params = NetworkParams {
+            vni: net.vni,
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
             gateway: Some(gateway),
@@ -181,6 +200,7 @@ impl Manager {
         };
         self.dp_call(|done| Command::AddNetwork { id, params, done })?;
         self.nets.insert(net.name.clone(), id);
+        self.attach_tunnels(net);
         let now = unix_now();
         let leases: Vec<LeaseRecord> = self
             .leases
@@ -264,6 +284,7 @@ impl Manager {
                 self.dp_call(|done| Command::RemovePort { id, done })?;
             }
         }
+        self.detach_tunnels(name);
         if let Some(id) = self.nets.remove(name) {
             self.dp_call(|done| Command::RemoveNetwork { id, done })?;
         }
@@ -272,7 +293,7 @@ impl Manager {
         Ok(Reply::Done)
     }
 
-    fn network_info(&self, n: &NetworkConfig) -> NetworkInfo {
+    pub(super) fn network_info(&self, n: &NetworkConfig) -> NetworkInfo {
         let mut ports: Vec<String> = self
             .state
             .ports
@@ -296,6 +317,8 @@ impl Manager {
             domain: n.domain(),
             lease_secs: n.lease_secs,
             ports,
+            vni: n.vni,
+            peers: n.peers.iter().map(|p| p.to_string()).collect(),
         }
     }
 

@@ -77,7 +77,7 @@ impl Manager {
                 format!("port {name:?} already exists; choose another --name"),
             ));
         }
-        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        let mtu = req.mtu.or(net.mtu).unwrap_or(DEFAULT_MTU);
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(invalid(format!(
                 "MTU {mtu} is out of range ({MIN_MTU} to {MAX_MTU})"

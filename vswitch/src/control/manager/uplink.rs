@@ -190,6 +190,7 @@ impl Manager {
             .values()
             .filter_map(|p| p.id.map(|p| p.0))
             .chain(uplink)
+            .chain(self.tunnel_ids())
             .collect();
         PortId(Self::free_id(used.iter()))
     }

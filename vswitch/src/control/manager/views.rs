@@ -70,6 +70,7 @@ impl Manager {
                 .map(|e| FdbRow {
                     mac: e.mac.to_string(),
                     port: port_label(names, e.port),
+                    vtep: self.tunnel_vtep(e.port).map(|ip| ip.to_string()),
                     age_secs: e.age_ms as f64 / 1000.0,
                 })
                 .collect(),
@@ -234,6 +235,7 @@ impl Manager {
             .iter()
             .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
             .chain(self.uplink_port())
+            .chain(self.tunnel_names())
             .collect()
     }
 }

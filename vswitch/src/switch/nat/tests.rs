@@ -63,6 +63,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             aging_ms: 300_000,
             gateway: Some(gateway([10, 1, 0, 1], GW, "10.1.0.0/24")),
             egress: true,
+            vni: None,
         },
     );
     p.add_network(
@@ -72,6 +73,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             aging_ms: 300_000,
             gateway: Some(gateway([10, 2, 0, 1], GW2, "10.2.0.0/24")),
             egress: false,
+            vni: None,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {

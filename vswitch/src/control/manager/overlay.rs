@@ -1,0 +1,400 @@
+//! Overlay networks: the VTEP (`vtep set/show`, its UDP socket), validating `--driver overlay`
+//! networks, their tunnel ports (one per remote VTEP, in the dataplane's port id space) and
+//! `network peer add/rm`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{internal, invalid, ApiResult, Manager};
+use crate::api::*;
+use crate::dataplane::Command;
+use crate::ports::vxlan;
+use crate::state::{Change, NetworkConfig, VtepState};
+use crate::switch::overlay::{self, MAX_VNI};
+use crate::switch::{DropReason, PortId};
+
+/// The overlay side of the manager: the VTEP's socket and the tunnel ports.
+#[derive(Default)]
+pub struct OverlayRt {
+    pub sock: Option<Arc<std::net::UdpSocket>>,
+    /// Why the VTEP's socket is not bound (restore failed).
+    pub error: Option<String>,
+    /// Tunnel ports: network name and remote VTEP.
+    pub tunnels: BTreeMap<PortId, (String, Ipv4Addr)>,
+}
+
+impl Manager {
+    /// `--vni` and `--peer` of a network create request.
+    pub(super) fn validate_overlay(
+        &self,
+        driver: &str,
+        req: &NetworkCreate,
+    ) -> ApiResult<(Option<u32>, Vec<Ipv4Addr>)> {
+        if driver != "overlay" {
+            if req.vni.is_some() || !req.peers.is_empty() {
+                return Err(invalid(
+                    "--vni and --peer apply to --driver overlay networks only",
+                ));
+            }
+            return Ok((None, Vec::new()));
+        }
+        let Some(vtep) = &self.state.vtep else {
+            return Err(invalid(
+                "an overlay network needs a VTEP: `vswitchctl vtep set --local-ip IP` first",
+            ));
+        };
+        let vni = req
+            .vni
+            .ok_or_else(|| invalid("an overlay network needs --vni N (1 to 16777215)"))?;
+        if vni == 0 || vni > MAX_VNI {
+            return Err(invalid(format!(
+                "VNI {vni} is out of range (1 to {MAX_VNI})"
+            )));
+        }
+        if let Some(n) = self.state.networks.iter().find(|n| n.vni == Some(vni)) {
+            return Err(invalid(format!(
+                "VNI {vni} is already used by network {:?}",
+                n.name
+            )));
+        }
+        let mut peers = Vec::new();
+        for p in &req.peers {
+            let ip = self.validate_peer(vtep, p)?;
+            if !peers.contains(&ip) {
+                peers.push(ip);
+            }
+        }
+        Ok((Some(vni), peers))
+    }
+
+    fn validate_peer(&self, vtep: &VtepState, p: &str) -> ApiResult<Ipv4Addr> {
+        let ip: Ipv4Addr = p
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("invalid peer {p:?}: give an IPv4 address")))?;
+        if ip == vtep.local_ip {
+            return Err(invalid(format!(
+                "peer {ip} is this VTEP's own address"
+            )));
+        }
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            return Err(invalid(format!(
+                "peer {ip} is not a unicast address of a remote VTEP"
+            )));
+        }
+        Ok(ip)
+    }
+
+    /// Ids in use by tunnel ports (so ports and tunnels never share one).
+    pub(super) fn tunnel_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.overlay.tunnels.keys().map(|p| p.0)
+    }
+
+    /// Names of tunnel ports, for tables keyed by port id.
+    pub(super) fn tunnel_names(&self) -> impl Iterator<Item = (PortId, String)> + '_ {
+        self.overlay
+            .tunnels
+            .iter()
+            .map(|(id, (_, ip))| (*id, format!("vxlan:{ip}")))
+    }
+
+    /// The remote VTEP behind a port id, if it is a tunnel.
+    pub(super) fn tunnel_vtep(&self, id: PortId) -> Option<Ipv4Addr> {
+        self.overlay.tunnels.get(&id).map(|(_, ip)| *ip)
+    }
+
+    fn add_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr) -> ApiResult<()> {
+        let (Some(sock), Some(vtep), Some(vni)) =
+            (self.overlay.sock.clone(), self.state.vtep.clone(), net.vni)
+        else {
+            return Ok(()); // no VTEP socket: the tunnels come when it is bound
+        };
+        let Some(&network) = self.nets.get(&net.name) else {
+            return Err(internal("network has no dataplane id"));
+        };
+        let id = self.free_port_id();
+        let port = Box::new(vxlan::Tunnel::new(sock, remote, vtep.port, vni));
+        let ok = self.dp_call(|done| Command::AddTunnel {
+            id,
+            network,
+            vni,
+            remote,
+            port,
+            done,
+        })?;
+        if !ok {
+            return Err(internal("the dataplane refused the tunnel"));
+        }
+        self.overlay
+            .tunnels
+            .insert(id, (net.name.clone(), remote));
+        Ok(())
+    }
+
+    fn remove_tunnel(&mut self, network: &str, remote: Option<Ipv4Addr>) {
+        let ids: Vec<PortId> = self
+            .overlay
+            .tunnels
+            .iter()
+            .filter(|(_, (n, ip))| n == network && remote.is_none_or(|r| r == *ip))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.overlay.tunnels.remove(&id);
+            let _ = self.dp_call(|done| Command::RemovePort { id, done });
+        }
+    }
+
+    /// A network was attached to the dataplane: its tunnels too (overlays).
+    pub(super) fn attach_tunnels(&mut self, net: &NetworkConfig) {
+        for p in net.peers.clone() {
+            if let Err(e) = self.add_tunnel(net, p) {
+                warn!(network = %net.name, peer = %p, error = %e.message, "cannot add tunnel");
+            }
+        }
+    }
+
+    /// A network is going: its tunnels first.
+    pub(super) fn detach_tunnels(&mut self, network: &str) {
+        self.remove_tunnel(network, None);
+    }
+
+    fn validate_vtep(&self, req: &VtepSet) -> ApiResult<VtepState> {
+        let local_ip: Ipv4Addr = req.local_ip.trim().parse().map_err(|_| {
+            invalid(format!(
+                "invalid --local-ip {:?}: give an IPv4 address of vswitchd's namespace",
+                req.local_ip
+            ))
+        })?;
+        let port = req.port.unwrap_or(overlay::DEFAULT_PORT);
+        if port == 0 {
+            return Err(invalid("--port must be 1 to 65535"));
+        }
+        let ttl = req.ttl.unwrap_or(64);
+        if ttl == 0 {
+            return Err(invalid("--ttl must be 1 to 255"));
+        }
+        if let Some(n) = self
+            .state
+            .networks
+            .iter()
+            .find(|n| n.peers.contains(&local_ip))
+        {
+            return Err(invalid(format!(
+                "{local_ip} is a peer of network {:?}: a VTEP cannot be its own peer",
+                n.name
+            )));
+        }
+        Ok(VtepState {
+            local_ip,
+            port,
+            ttl,
+        })
+    }
+
+    fn bind_vtep(v: &VtepState) -> ApiResult<Arc<std::net::UdpSocket>> {
+        vxlan::bind(v.local_ip, v.port, v.ttl).map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::EADDRNOTAVAIL) => ": it is not an address of vswitchd's namespace",
+                Some(libc::EADDRINUSE) => ": the port is in use (a kernel vxlan device, another vswitchd?)",
+                _ => "",
+            };
+            invalid(format!(
+                "cannot bind the VTEP to {}:{} ({e}){hint}",
+                v.local_ip, v.port
+            ))
+        })
+    }
+
+    /// Binds the VTEP and (re)builds every overlay network's tunnels on its socket.
+    fn install_vtep(&mut self, sock: Arc<std::net::UdpSocket>) -> ApiResult<()> {
+        let networks: Vec<String> = self
+            .overlay
+            .tunnels
+            .values()
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in networks {
+            self.remove_tunnel(&n, None);
+        }
+        let s = sock.clone();
+        self.dp_call(|done| Command::SetVtep {
+            sock: Some(s),
+            done,
+        })?
+        .map_err(|e| internal(format!("dataplane: cannot poll the VTEP socket: {e}")))?;
+        self.overlay.sock = Some(sock);
+        self.overlay.error = None;
+        let overlays: Vec<NetworkConfig> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| n.vni.is_some())
+            .cloned()
+            .collect();
+        for n in &overlays {
+            self.attach_tunnels(n);
+        }
+        Ok(())
+    }
+
+    pub(super) fn vtep_set(&mut self, req: VtepSet) -> ApiResult<Reply> {
+        let v = self.validate_vtep(&req)?;
+        // Re-binding the same address and port needs the old socket closed first.
+        let same = self
+            .state
+            .vtep
+            .as_ref()
+            .is_some_and(|o| o.local_ip == v.local_ip && o.port == v.port);
+        if same {
+            let _ = self.dp_call(|done| Command::SetVtep { sock: None, done });
+            let nets: Vec<String> = self.overlay.tunnels.values().map(|(n, _)| n.clone()).collect();
+            for n in nets {
+                self.remove_tunnel(&n, None);
+            }
+            self.overlay.sock = None;
+        }
+        let sock = Self::bind_vtep(&v)?;
+        let saved = self.state.clone();
+        self.state.vtep = Some(v.clone());
+        if let Err(e) = self.record(Change::VtepSet(v.clone())) {
+            self.state = saved;
+            return Err(e);
+        }
+        self.install_vtep(sock)?;
+        info!(local_ip = %v.local_ip, port = v.port, "VTEP set");
+        self.vtep_show()
+    }
+
+    /// At start: the saved VTEP's socket, before the networks whose tunnels use it.
+    pub(super) fn restore_vtep(&mut self, v: VtepState) {
+        self.state.vtep = Some(v.clone());
+        match Self::bind_vtep(&v) {
+            Ok(sock) => {
+                if let Err(e) = self.install_vtep(sock) {
+                    self.overlay.error = Some(e.message);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e.message, "VTEP not restored");
+                self.overlay.error = Some(e.message);
+            }
+        }
+    }
+
+    /// `[vtep]` in the config: set at start when none is saved.
+    pub fn declare_vtep(&mut self, v: VtepState) -> Result<(), String> {
+        if self.state.vtep.is_some() {
+            return Ok(());
+        }
+        self.vtep_set(VtepSet {
+            local_ip: v.local_ip.to_string(),
+            port: Some(v.port),
+            ttl: Some(v.ttl),
+        })
+        .map(|_| ())
+        .map_err(|e| e.message)
+    }
+
+    pub(super) fn vtep_show(&self) -> ApiResult<Reply> {
+        let Some(v) = &self.state.vtep else {
+            return Ok(Reply::Vtep(None));
+        };
+        let snap = self.snapshot()?;
+        let c = snap.vtep.unwrap_or_default();
+        let drops = DropReason::ALL
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    DropReason::BadVxlan
+                        | DropReason::UnknownVni
+                        | DropReason::UnknownVtep
+                        | DropReason::TxError
+                )
+            })
+            .map(|r| (r.name().to_string(), c.drops[*r as usize]))
+            .collect();
+        let mut networks: Vec<(String, u32, Vec<String>)> = self
+            .state
+            .networks
+            .iter()
+            .filter_map(|n| {
+                n.vni.map(|vni| {
+                    (
+                        n.name.clone(),
+                        vni,
+                        n.peers.iter().map(|p| p.to_string()).collect(),
+                    )
+                })
+            })
+            .collect();
+        networks.sort();
+        Ok(Reply::Vtep(Some(VtepInfo {
+            local_ip: v.local_ip.to_string(),
+            port: v.port,
+            ttl: v.ttl,
+            status: match (&self.overlay.sock, &self.overlay.error) {
+                (Some(_), _) => "up".into(),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "not bound".into(),
+            },
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            drops,
+            networks,
+        })))
+    }
+
+    pub(super) fn network_peer(&mut self, network: &str, ip: &str, remove: bool) -> ApiResult<Reply> {
+        let net = self.net_config(network)?.clone();
+        if net.vni.is_none() {
+            return Err(invalid(format!(
+                "network {network:?} is not an overlay network (driver {})",
+                net.driver
+            )));
+        }
+        let vtep = self
+            .state
+            .vtep
+            .clone()
+            .ok_or_else(|| invalid("no VTEP is set"))?;
+        let ip = self.validate_peer(&vtep, ip)?;
+        let mut updated = net.clone();
+        if remove {
+            if !updated.peers.contains(&ip) {
+                return Err(invalid(format!(
+                    "{ip} is not a peer of network {network:?}"
+                )));
+            }
+            updated.peers.retain(|p| *p != ip);
+        } else {
+            if updated.peers.contains(&ip) {
+                return Err(invalid(format!(
+                    "{ip} is already a peer of network {network:?}"
+                )));
+            }
+            updated.peers.push(ip);
+        }
+        let saved = self.state.clone();
+        let change = Change::NetworkAdd(updated.clone());
+        // NetworkAdd replaces the network in place (keeping its ports).
+        if let Some(n) = self.state.networks.iter_mut().find(|n| n.name == network) {
+            *n = updated.clone();
+        }
+        if let Err(e) = self.record(change) {
+            self.state = saved;
+            return Err(e);
+        }
+        if remove {
+            self.remove_tunnel(network, Some(ip));
+        } else {
+            self.add_tunnel(&updated, ip)?;
+        }
+        info!(%network, peer = %ip, remove, "overlay peer changed");
+        Ok(Reply::Network(self.network_info(&updated)))
+    }
+}
