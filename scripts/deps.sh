@@ -10,7 +10,7 @@ set -euo pipefail
 # through software segmentation), and a C toolchain for crates that build C. AF_XDP ports use
 # xsk-rs, which builds libxdp/libbpf from source: libelf, zlib, clang/llvm (the BPF program),
 # m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads.
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils dnsmasq-base iperf3 gcc pkg-config ca-certificates curl
+PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool)
 
 if [ "$(id -u)" != 0 ]; then

@@ -62,9 +62,15 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum PeerCmd {
-    Add { network: String, ip: String },
+    Add {
+        network: String,
+        ip: String,
+    },
     #[command(alias = "remove")]
-    Rm { network: String, ip: String },
+    Rm {
+        network: String,
+        ip: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -889,11 +895,7 @@ fn print_human(reply: &Reply) {
                 "vtep {}:{} ttl {} ({}): rx {} datagrams, {} bytes",
                 v.local_ip, v.port, v.ttl, v.status, v.rx_packets, v.rx_bytes
             );
-            let drops: Vec<String> = v
-                .drops
-                .iter()
-                .map(|(r, n)| format!("{r}={n}"))
-                .collect();
+            let drops: Vec<String> = v.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
             println!("  drops: {}", drops.join(" "));
             for (n, vni, peers) in &v.networks {
                 println!("  network {n} vni {vni}: peers {}", peers.join(" "));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod containers;
 pub mod egress;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -384,14 +384,12 @@ impl Dataplane {
         'run: loop {
             // Busy-poll for a moment after traffic (a blocking wait costs a wake-up per burst),
             // then sleep until a port is readable or the MAC tables are due for aging.
-            let timeout = if !self.ready.is_empty()
-                || self.vtep_ready
-                || last_work.elapsed() < BUSY_POLL
-            {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(EXPIRE_EVERY_MS)
-            };
+            let timeout =
+                if !self.ready.is_empty() || self.vtep_ready || last_work.elapsed() < BUSY_POLL {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(EXPIRE_EVERY_MS)
+                };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!(error = %e, "poll failed");
@@ -584,10 +582,11 @@ impl Dataplane {
                     Some(s) => {
                         use std::os::fd::AsRawFd;
                         let fd = s.as_raw_fd();
-                        let r = self
-                            .poll
-                            .registry()
-                            .register(&mut SourceFd(&fd), VTEP, Interest::READABLE);
+                        let r = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            VTEP,
+                            Interest::READABLE,
+                        );
                         if r.is_ok() {
                             self.vtep = Some(s);
                             self.vtep_ready = true;

@@ -267,7 +267,13 @@ impl Pipeline {
 
     /// Attaches a tunnel port to the remote VTEP `remote` on an overlay network. Returns false
     /// when the network does not exist or is not an overlay.
-    pub fn add_tunnel(&mut self, id: PortId, network: NetId, vni: u32, remote: std::net::Ipv4Addr) -> bool {
+    pub fn add_tunnel(
+        &mut self,
+        id: PortId,
+        network: NetId,
+        vni: u32,
+        remote: std::net::Ipv4Addr,
+    ) -> bool {
         if self.tunnels.network_of(vni) != Some(network) {
             return false;
         }

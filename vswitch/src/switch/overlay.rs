@@ -37,7 +37,12 @@ pub fn parse(datagram: &[u8]) -> Result<u32, DropReason> {
     if datagram[0] & FLAG_I == 0 {
         return Err(DropReason::BadVxlan);
     }
-    Ok(u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]))
+    Ok(u32::from_be_bytes([
+        0,
+        datagram[4],
+        datagram[5],
+        datagram[6],
+    ]))
 }
 
 /// Overlay networks by VNI and their tunnel ports by remote VTEP.

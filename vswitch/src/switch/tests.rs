@@ -242,3 +242,46 @@ fn drop_reason_names_are_unique() {
     names.dedup();
     assert_eq!(names.len(), DropReason::COUNT);
 }
+
+/// An overlay network: local ports 0 and 1, tunnels 10 and 11 to two remote VTEPs. A local
+/// flood reaches every port and every VTEP; one from a VTEP reaches only local ports (split
+/// horizon: each VTEP replicates to all peers itself); a MAC learned on a tunnel is unicast
+/// to it; removing a tunnel forgets its demultiplexing entry.
+#[test]
+fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            vni: Some(42),
+            ..params()
+        },
+    );
+    assert!(p.add_port(PortId(0), NetId(0), None));
+    assert!(p.add_port(PortId(1), NetId(0), None));
+    let (r1, r2) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    assert!(p.add_tunnel(PortId(10), NetId(0), 42, r1));
+    assert!(p.add_tunnel(PortId(11), NetId(0), 42, r2));
+    assert!(!p.add_tunnel(PortId(12), NetId(0), 43, r2), "wrong VNI");
+    let a = run(&mut p, 0, 0, &udp(A, [0xff; 6]));
+    assert_eq!(a.out, vec![PortId(1), PortId(10), PortId(11)]);
+    let a = run(&mut p, 0, 10, &udp(C, [0xff; 6]));
+    assert_eq!(
+        a.out,
+        vec![PortId(0), PortId(1)],
+        "not back to another VTEP"
+    );
+    let a = run(&mut p, 1, 1, &udp(B, C));
+    assert_eq!(a.out, vec![PortId(10)], "C was learned behind VTEP 1");
+    let mut dgram = overlay::header(42).to_vec();
+    dgram.extend_from_slice(&udp(C, A));
+    assert_eq!(p.tunnels.demux(r1, &dgram), Ok(PortId(10)));
+    p.remove_port(PortId(10));
+    assert_eq!(p.tunnels.demux(r1, &dgram), Err(DropReason::UnknownVtep));
+    let a = run(&mut p, 2, 1, &udp(B, C));
+    assert_eq!(
+        a.out,
+        vec![PortId(0), PortId(11)],
+        "C forgotten with its tunnel"
+    );
+}

@@ -46,9 +46,9 @@ impl Manager {
                 )))
             }
             Some(m) => Some(m),
-            None if vni.is_some() => Some(
-                crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
-            ),
+            None if vni.is_some() => {
+                Some(crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD)
+            }
             None => None,
         };
         let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {

@@ -76,9 +76,7 @@ impl Manager {
             .parse()
             .map_err(|_| invalid(format!("invalid peer {p:?}: give an IPv4 address")))?;
         if ip == vtep.local_ip {
-            return Err(invalid(format!(
-                "peer {ip} is this VTEP's own address"
-            )));
+            return Err(invalid(format!("peer {ip} is this VTEP's own address")));
         }
         if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
             return Err(invalid(format!(
@@ -128,9 +126,7 @@ impl Manager {
         if !ok {
             return Err(internal("the dataplane refused the tunnel"));
         }
-        self.overlay
-            .tunnels
-            .insert(id, (net.name.clone(), remote));
+        self.overlay.tunnels.insert(id, (net.name.clone(), remote));
         Ok(())
     }
 
@@ -199,7 +195,9 @@ impl Manager {
         vxlan::bind(v.local_ip, v.port, v.ttl).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EADDRNOTAVAIL) => ": it is not an address of vswitchd's namespace",
-                Some(libc::EADDRINUSE) => ": the port is in use (a kernel vxlan device, another vswitchd?)",
+                Some(libc::EADDRINUSE) => {
+                    ": the port is in use (a kernel vxlan device, another vswitchd?)"
+                }
                 _ => "",
             };
             invalid(format!(
@@ -251,7 +249,12 @@ impl Manager {
             .is_some_and(|o| o.local_ip == v.local_ip && o.port == v.port);
         if same {
             let _ = self.dp_call(|done| Command::SetVtep { sock: None, done });
-            let nets: Vec<String> = self.overlay.tunnels.values().map(|(n, _)| n.clone()).collect();
+            let nets: Vec<String> = self
+                .overlay
+                .tunnels
+                .values()
+                .map(|(n, _)| n.clone())
+                .collect();
             for n in nets {
                 self.remove_tunnel(&n, None);
             }
@@ -349,7 +352,12 @@ impl Manager {
         })))
     }
 
-    pub(super) fn network_peer(&mut self, network: &str, ip: &str, remove: bool) -> ApiResult<Reply> {
+    pub(super) fn network_peer(
+        &mut self,
+        network: &str,
+        ip: &str,
+        remove: bool,
+    ) -> ApiResult<Reply> {
         let net = self.net_config(network)?.clone();
         if net.vni.is_none() {
             return Err(invalid(format!(
