@@ -44,6 +44,10 @@ fn hosts() -> Hosts {
 }
 
 fn overlay(d: &Daemon, name: &str, vni: &str, range: &str, peer: &str) {
+    overlay_on(d, name, vni, "10.42.0.0/24", range, peer)
+}
+
+fn overlay_on(d: &Daemon, name: &str, vni: &str, subnet: &str, range: &str, peer: &str) {
     d.ok(&[
         "network",
         "create",
@@ -53,7 +57,7 @@ fn overlay(d: &Daemon, name: &str, vni: &str, range: &str, peer: &str) {
         "--vni",
         vni,
         "--subnet",
-        "10.42.0.0/24",
+        subnet,
         "--ip-range",
         range,
         "--peer",
@@ -334,34 +338,8 @@ fn isolation_drops_restart_and_bad_input() {
     let (n1, n2) = (unique("i1"), unique("i2"));
     overlay(&hs.d1, &n1, "100", "10.42.0.0/25", H2);
     overlay(&hs.d2, &n1, "100", "10.42.0.128/25", H1);
-    hs.d1.ok(&[
-        "network",
-        "create",
-        &n2,
-        "--driver",
-        "overlay",
-        "--vni",
-        "200",
-        "--subnet",
-        "10.43.0.0/24",
-        "--peer",
-        H2,
-    ]);
-    hs.d2.ok(&[
-        "network",
-        "create",
-        &n2,
-        "--driver",
-        "overlay",
-        "--vni",
-        "200",
-        "--subnet",
-        "10.43.0.0/24",
-        "--ip-range",
-        "10.43.0.128/25",
-        "--peer",
-        H1,
-    ]);
+    overlay_on(&hs.d1, &n2, "200", "10.43.0.0/24", "10.43.0.0/25", H2);
+    overlay_on(&hs.d2, &n2, "200", "10.43.0.0/24", "10.43.0.128/25", H1);
     hs.d1.ok(&["container", "create", a, "--network", &n1]);
     hs.d2.ok(&["container", "create", b, "--network", &n1]);
     hs.d2.ok(&[

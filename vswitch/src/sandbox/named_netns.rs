@@ -55,42 +55,38 @@ fn prepare_run_dir() -> io::Result<()> {
     fs::create_dir_all(NETNS_RUN_DIR)?;
     let dir = cstr(Path::new(NETNS_RUN_DIR))?;
     let none = c"none";
-    // SAFETY: all pointers are NUL-terminated strings that outlive the calls; mount changes
-    // only the propagation of (or binds) /run/netns.
-    unsafe {
-        if libc::mount(
-            none.as_ptr(),
-            dir.as_ptr(),
-            std::ptr::null(),
-            libc::MS_SHARED | libc::MS_REC,
-            std::ptr::null(),
-        ) == 0
-        {
-            return Ok(());
-        }
-        // Not a mount point yet: bind it onto itself, then make it shared.
-        if libc::mount(
-            dir.as_ptr(),
-            dir.as_ptr(),
-            none.as_ptr(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::mount(
-            none.as_ptr(),
-            dir.as_ptr(),
-            std::ptr::null(),
-            libc::MS_SHARED | libc::MS_REC,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+    let shared = || mount(none, &dir, None, libc::MS_SHARED | libc::MS_REC);
+    if shared().is_ok() {
+        return Ok(());
     }
+    // Not a mount point yet: bind it onto itself, then make it shared.
+    mount(&dir, &dir, Some(none), libc::MS_BIND | libc::MS_REC)?;
+    shared()?;
     Ok(())
+}
+
+/// mount(2) without data.
+fn mount(
+    src: &std::ffi::CStr,
+    dst: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+) -> io::Result<()> {
+    // SAFETY: NUL-terminated strings that outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Creates the named namespace `name` with `lo` up. Fails with `AlreadyExists` if the name is
@@ -114,21 +110,7 @@ pub fn create(name: &str) -> io::Result<()> {
             let tid = unsafe { libc::gettid() };
             let src = cstr(Path::new(&format!("/proc/self/task/{tid}/ns/net")))?;
             let dst = cstr(&target)?;
-            let none = c"none";
-            // SAFETY: NUL-terminated paths that outlive the call; binds this thread's new
-            // namespace onto the file just created.
-            if unsafe {
-                libc::mount(
-                    src.as_ptr(),
-                    dst.as_ptr(),
-                    none.as_ptr(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                )
-            } != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
+            mount(&src, &dst, Some(c"none"), libc::MS_BIND)?;
             let mut nl = Netlink::open()?;
             if let Some(lo) = nl.link_index("lo")? {
                 nl.set_up(lo)?;
