@@ -191,7 +191,6 @@ fn run(
     // Bounded: a flood of DHCP/DNS from containers is shed (counted as `overloaded`), not queued
     // without limit.
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
-    let vtep = config.vtep.clone();
     let manager = match Manager::start(
         store,
         config.networks,
@@ -199,6 +198,7 @@ fn run(
         events_tx,
         Some(upstreams.clone()),
         io_uring,
+        config.vtep,
     ) {
         Ok(m) => m,
         Err(e) => {
@@ -210,12 +210,6 @@ fn run(
         warn!(%port, reason = %why, "port could not be restored");
     }
     let mut manager = manager;
-    if let Some(v) = vtep {
-        if let Err(e) = manager.declare_vtep(v) {
-            eprintln!("vswitchd: vtep: {e}");
-            warn!(error = %e, "the configured VTEP is not set");
-        }
-    }
     if let Some(req) = uplink {
         if let Err(e) = manager.declare_uplink(req) {
             // Not fatal: the interface may come later (`vswitchctl uplink set`).

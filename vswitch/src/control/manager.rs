@@ -136,6 +136,7 @@ impl Manager {
         events: crossbeam_channel::Sender<Event>,
         dns_upstreams: Option<Arc<Upstreams>>,
         io_uring: bool,
+        declared_vtep: Option<crate::state::VtepState>,
     ) -> Result<Manager, String> {
         let saved = store.load().map_err(|e| e.to_string())?;
         let now = unix_now();
@@ -160,7 +161,8 @@ impl Manager {
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.
-        if let Some(v) = saved.vtep {
+        // (a saved one wins over `[vtep]` in the config, as for the uplink).
+        if let Some(v) = saved.vtep.or(declared_vtep) {
             m.restore_vtep(v);
         }
         for net in saved.networks {

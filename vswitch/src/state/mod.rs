@@ -733,6 +733,24 @@ mod tests {
     }
 
     #[test]
+    fn vtep_and_overlay_networks_parse() {
+        let cfg: ConfigFile = toml::from_str(
+            "[vtep]\nlocal_ip = \"192.0.2.1\"\n\n[[network]]\nname = \"ov\"\ndriver = \"overlay\"\nsubnet = \"10.42.0.0/24\"\ngateway = \"10.42.0.1\"\nvni = 42\npeers = [\"192.0.2.2\"]\n",
+        )
+        .unwrap();
+        let v = cfg.vtep.unwrap();
+        assert_eq!(
+            (v.local_ip.to_string().as_str(), v.port, v.ttl),
+            ("192.0.2.1", 4789, 64)
+        );
+        assert_eq!(cfg.networks[0].vni, Some(42));
+        assert_eq!(
+            cfg.networks[0].peers,
+            vec!["192.0.2.2".parse::<Ipv4Addr>().unwrap()]
+        );
+    }
+
+    #[test]
     fn dns_settings_parse() {
         let cfg: ConfigFile = toml::from_str(
             "[daemon]\ndns_upstreams = [\"192.0.2.53\"]\nresolv_conf = \"/run/systemd/resolve/resolv.conf\"\n",

@@ -272,7 +272,8 @@ impl Manager {
         self.vtep_show()
     }
 
-    /// At start: the saved VTEP's socket, before the networks whose tunnels use it.
+    /// At start: the saved VTEP's socket (or the config's `[vtep]`), before the networks
+    /// whose tunnels use it.
     pub(super) fn restore_vtep(&mut self, v: VtepState) {
         self.state.vtep = Some(v.clone());
         match Self::bind_vtep(&v) {
@@ -286,20 +287,6 @@ impl Manager {
                 self.overlay.error = Some(e.message);
             }
         }
-    }
-
-    /// `[vtep]` in the config: set at start when none is saved.
-    pub fn declare_vtep(&mut self, v: VtepState) -> Result<(), String> {
-        if self.state.vtep.is_some() {
-            return Ok(());
-        }
-        self.vtep_set(VtepSet {
-            local_ip: v.local_ip.to_string(),
-            port: Some(v.port),
-            ttl: Some(v.ttl),
-        })
-        .map(|_| ())
-        .map_err(|e| e.message)
     }
 
     pub(super) fn vtep_show(&self) -> ApiResult<Reply> {
