@@ -116,7 +116,7 @@ pub enum Command {
     },
     /// Sets (or with `None` clears) the VTEP's socket, read for every overlay network.
     SetVtep {
-        sock: Option<Arc<std::net::UdpSocket>>,
+        sock: Option<Arc<crate::ports::vxlan::Vtep>>,
         done: Sender<io::Result<()>>,
     },
     /// Attaches a tunnel port (to `remote` on overlay network `network`); false when the
@@ -317,7 +317,7 @@ struct Dataplane {
     uring_read_batches: u64,
     /// The VTEP's socket and its counters (datagrams in, and drops before a tunnel port is
     /// known: malformed, unknown VNI, unknown VTEP).
-    vtep: Option<Arc<std::net::UdpSocket>>,
+    vtep: Option<Arc<crate::ports::vxlan::Vtep>>,
     vtep_counters: PortCounters,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
@@ -451,7 +451,7 @@ impl Dataplane {
             return;
         };
         for _ in 0..RX_BATCH {
-            let (n, src) = match crate::ports::vxlan::recv(&sock, &mut self.rx_bufs[0]) {
+            let (n, src) = match crate::ports::vxlan::recv(&sock.rx, &mut self.rx_bufs[0]) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.vtep_ready = false;
@@ -574,14 +574,14 @@ impl Dataplane {
             Command::SetVtep { sock, done } => {
                 if let Some(old) = self.vtep.take() {
                     use std::os::fd::AsRawFd;
-                    let fd = old.as_raw_fd();
+                    let fd = old.rx.as_raw_fd();
                     let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                 }
                 let res = match sock {
                     None => Ok(()),
                     Some(s) => {
                         use std::os::fd::AsRawFd;
-                        let fd = s.as_raw_fd();
+                        let fd = s.rx.as_raw_fd();
                         let r = self.poll.registry().register(
                             &mut SourceFd(&fd),
                             VTEP,

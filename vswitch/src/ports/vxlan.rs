@@ -15,8 +15,29 @@ use crate::switch::overlay;
 /// Socket buffer asked for each way.
 const SOCKET_BUFFER: libc::c_int = 4 << 20;
 
-/// Binds the VTEP's socket: non-blocking, DF on every datagram, `ttl` on the outer header.
-pub fn bind(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<Arc<UdpSocket>> {
+/// Sockets datagrams leave from, each on its own source port: a tunnel picks one by a hash of
+/// the inner flow, so the underlay's ECMP and RSS spread flows (RFC 7348 §5) as the kernel's
+/// per-flow source ports do.
+pub const TX_SOCKETS: usize = 8;
+
+/// The VTEP's sockets: `rx` bound to the VXLAN port (every peer sends there), and the transmit
+/// pool bound to the same address on ephemeral ports.
+pub struct Vtep {
+    pub rx: UdpSocket,
+    tx: Vec<UdpSocket>,
+}
+
+/// Binds the VTEP: the receive socket on `port` and the transmit pool.
+pub fn bind(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<Arc<Vtep>> {
+    let rx = socket(local, port, ttl)?;
+    let tx = (0..TX_SOCKETS)
+        .map(|_| socket(local, 0, ttl))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Arc::new(Vtep { rx, tx }))
+}
+
+/// One socket: non-blocking, DF on every datagram, `ttl` on the outer header, big buffers.
+fn socket(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, port))?;
     sock.set_nonblocking(true)?;
     sock.set_ttl(u32::from(ttl))?;
@@ -58,7 +79,7 @@ pub fn bind(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<Arc<UdpSocket>> {
             }
         }
     }
-    Ok(Arc::new(sock))
+    Ok(sock)
 }
 
 /// Receives one datagram (the VXLAN header and the inner frame) and its IPv4 source.
@@ -73,7 +94,7 @@ pub fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<Ipv4A
 
 /// A tunnel to one remote VTEP for one overlay network: a transmit-only port.
 pub struct Tunnel {
-    sock: Arc<UdpSocket>,
+    vtep: Arc<Vtep>,
     dst: SocketAddrV4,
     /// The VXLAN header, then the frame being sent (one copy: cheaper than the syscall it
     /// feeds, and no unsafe iovec juggling).
@@ -81,11 +102,11 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    pub fn new(sock: Arc<UdpSocket>, remote: Ipv4Addr, port: u16, vni: u32) -> Tunnel {
+    pub fn new(vtep: Arc<Vtep>, remote: Ipv4Addr, port: u16, vni: u32) -> Tunnel {
         let mut buf = Vec::with_capacity(overlay::HEADER_LEN + 65536);
         buf.extend_from_slice(&overlay::header(vni));
         Tunnel {
-            sock,
+            vtep,
             dst: SocketAddrV4::new(remote, port),
             buf,
         }
@@ -94,7 +115,7 @@ impl Tunnel {
 
 impl Port for Tunnel {
     fn raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.vtep.rx.as_raw_fd()
     }
 
     fn pollable(&self) -> bool {
@@ -112,7 +133,10 @@ impl Port for Tunnel {
     fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.buf.truncate(overlay::HEADER_LEN);
         self.buf.extend_from_slice(frame);
-        self.sock.send_to(&self.buf, self.dst).map(|_| frame.len())
+        let pick = overlay::flow_hash(frame) as usize % self.vtep.tx.len();
+        self.vtep.tx[pick]
+            .send_to(&self.buf, self.dst)
+            .map(|_| frame.len())
     }
 
     fn kind(&self) -> &'static str {

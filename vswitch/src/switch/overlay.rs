@@ -45,6 +45,38 @@ pub fn parse(datagram: &[u8]) -> Result<u32, DropReason> {
     ]))
 }
 
+/// A hash of an Ethernet frame's flow: MACs and EtherType, and for IPv4 the addresses,
+/// protocol and (first fragments) TCP/UDP ports. The same flow always hashes the same, so its
+/// datagrams keep one outer source port (one underlay path, no reordering).
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    // FNV-1a over the fields: cheap, and stable across versions.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    };
+    let Some(l2) = frame.get(..14) else {
+        eat(frame);
+        return h;
+    };
+    eat(l2);
+    if l2[12..14] == [0x08, 0x00] {
+        if let Some(ip) = frame.get(14..34) {
+            eat(&ip[9..10]);
+            eat(&ip[12..20]);
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let first_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+            if first_fragment && matches!(ip[9], 6 | 17) {
+                if let Some(ports) = frame.get(14 + ihl..14 + ihl + 4) {
+                    eat(ports);
+                }
+            }
+        }
+    }
+    h
+}
+
 /// Overlay networks by VNI and their tunnel ports by remote VTEP.
 #[derive(Debug, Default)]
 pub struct Tunnels {
@@ -98,6 +130,24 @@ impl Tunnels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_hash_follows_the_flow() {
+        let tcp = |sport: u16| {
+            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(sport, 80, 1, 1000);
+            let mut v = Vec::new();
+            b.write(&mut v, b"x").unwrap();
+            v
+        };
+        assert_eq!(flow_hash(&tcp(1000)), flow_hash(&tcp(1000)));
+        let spread: std::collections::HashSet<usize> = (1000..1064)
+            .map(|p| flow_hash(&tcp(p)) as usize % 8)
+            .collect();
+        assert!(spread.len() >= 6, "64 flows over 8 sockets: {spread:?}");
+        assert_ne!(flow_hash(&[0u8; 3]), flow_hash(&[1u8; 3]), "runts hash too");
+    }
 
     #[test]
     fn header_roundtrip_and_demux() {

@@ -19,7 +19,7 @@ use crate::switch::{DropReason, PortId};
 /// The overlay side of the manager: the VTEP's socket and the tunnel ports.
 #[derive(Default)]
 pub struct OverlayRt {
-    pub sock: Option<Arc<std::net::UdpSocket>>,
+    pub sock: Option<Arc<crate::ports::vxlan::Vtep>>,
     /// Why the VTEP's socket is not bound (restore failed).
     pub error: Option<String>,
     /// Tunnel ports: network name and remote VTEP.
@@ -191,7 +191,7 @@ impl Manager {
         })
     }
 
-    fn bind_vtep(v: &VtepState) -> ApiResult<Arc<std::net::UdpSocket>> {
+    fn bind_vtep(v: &VtepState) -> ApiResult<Arc<crate::ports::vxlan::Vtep>> {
         vxlan::bind(v.local_ip, v.port, v.ttl).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EADDRNOTAVAIL) => ": it is not an address of vswitchd's namespace",
@@ -208,7 +208,7 @@ impl Manager {
     }
 
     /// Binds the VTEP and (re)builds every overlay network's tunnels on its socket.
-    fn install_vtep(&mut self, sock: Arc<std::net::UdpSocket>) -> ApiResult<()> {
+    fn install_vtep(&mut self, sock: Arc<crate::ports::vxlan::Vtep>) -> ApiResult<()> {
         let networks: Vec<String> = self
             .overlay
             .tunnels
