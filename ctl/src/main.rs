@@ -333,8 +333,20 @@ struct AddPortArgs {
 
 #[derive(Subcommand, Debug)]
 enum FdbCmd {
-    /// Learned MACs with their port and age.
+    /// Learned and static MACs with their port, age and (overlays) VTEP.
     Show { network: Option<String> },
+    /// A static entry on an overlay network: MAC is behind the remote VTEP (known before any
+    /// traffic, never aged); with --ip the gateway answers ARP for that address.
+    Add {
+        network: String,
+        mac: String,
+        #[arg(long)]
+        vtep: String,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Removes a static entry.
+    Del { network: String, mac: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -422,6 +434,18 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
         Cmd::Fdb(FdbCmd::Show { network }) => Op::FdbShow { network },
+        Cmd::Fdb(FdbCmd::Add {
+            network,
+            mac,
+            vtep,
+            ip,
+        }) => Op::FdbAdd {
+            network,
+            mac,
+            vtep,
+            ip,
+        },
+        Cmd::Fdb(FdbCmd::Del { network, mac }) => Op::FdbDel { network, mac },
         Cmd::Port(PortCmd::Stats { port }) => Op::PortStats { port },
         Cmd::Arp(ArpCmd::Show { network }) => Op::ArpShow { network },
         Cmd::Dhcp(DhcpCmd::Leases { network }) => Op::DhcpLeases { network },
@@ -762,15 +786,20 @@ fn print_human(reply: &Reply) {
                         vec![
                             e.port.clone(),
                             e.mac.clone(),
-                            format!("{:.0}", e.age_secs),
+                            if e.is_static {
+                                "static".into()
+                            } else {
+                                format!("{:.0}", e.age_secs)
+                            },
                             e.vtep.clone().unwrap_or_else(|| "-".into()),
+                            e.ip.clone().unwrap_or_default(),
                         ]
                     })
                     .collect();
                 print!(
                     "{}",
                     table(
-                        &["  PORT", "MAC", "AGE", "VTEP"],
+                        &["  PORT", "MAC", "AGE", "VTEP", "IP"],
                         &rows
                             .iter()
                             .map(|r| {

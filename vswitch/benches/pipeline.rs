@@ -43,6 +43,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             gateway: gw,
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     for i in 0..ports {

@@ -62,6 +62,19 @@ pub enum Op {
         #[serde(default)]
         network: Option<String>,
     },
+    /// A static FDB entry on an overlay network: MAC behind a remote VTEP (and its address
+    /// for ARP suppression).
+    FdbAdd {
+        network: String,
+        mac: String,
+        vtep: String,
+        #[serde(default)]
+        ip: Option<String>,
+    },
+    FdbDel {
+        network: String,
+        mac: String,
+    },
     PortStats {
         #[serde(default)]
         port: Option<String>,
@@ -540,6 +553,12 @@ pub struct FdbRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep: Option<String>,
     pub age_secs: f64,
+    /// A static entry (`fdb add`): never aged or moved.
+    #[serde(default, rename = "static")]
+    pub is_static: bool,
+    /// A static entry's address (answered for by ARP suppression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

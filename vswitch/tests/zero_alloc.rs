@@ -96,6 +96,7 @@ fn forwarding_allocates_nothing_per_packet() {
             }),
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     for i in 0..8 {
@@ -207,6 +208,7 @@ fn nat_allocates_nothing_per_packet() {
             }),
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     let ep = Endpoint {

@@ -283,6 +283,13 @@ impl Manager {
             Op::PortDelete { name } => self.port_delete(&name),
             Op::Show => self.show(),
             Op::FdbShow { network } => self.fdb_show(network.as_deref()),
+            Op::FdbAdd {
+                network,
+                mac,
+                vtep,
+                ip,
+            } => self.fdb_add(&network, &mac, &vtep, ip.as_deref()),
+            Op::FdbDel { network, mac } => self.fdb_del(&network, &mac),
             Op::PortStats { port } => self.port_stats(port.as_deref()),
             Op::ArpShow { network } => self.arp_show(network.as_deref()),
             Op::DhcpLeases { network } => self.dhcp_leases(network.as_deref()),

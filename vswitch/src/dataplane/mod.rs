@@ -126,7 +126,24 @@ pub enum Command {
         network: NetId,
         vni: u32,
         remote: Ipv4Addr,
+        /// A peer floods are replicated to (else only static entries point at it).
+        flood: bool,
         port: Box<dyn Port>,
+        done: Sender<bool>,
+    },
+    /// Puts a tunnel in or out of its network's flood list.
+    TunnelFlood {
+        id: PortId,
+        flood: bool,
+        done: Sender<bool>,
+    },
+    /// A static FDB entry (`port` a tunnel of `network`), with its ARP suppression entry when
+    /// `ip` is given; `port: None` removes it.
+    FdbStatic {
+        network: NetId,
+        mac: MacAddr,
+        port: Option<PortId>,
+        ip: Option<Ipv4Addr>,
         done: Sender<bool>,
     },
     /// Sends a frame the shell built (an upstream DNS answer) out of a port.
@@ -601,13 +618,33 @@ impl Dataplane {
                 network,
                 vni,
                 remote,
+                flood,
                 port,
                 done,
             } => {
-                let ok = self.pipeline.add_tunnel(id, network, vni, remote);
+                let ok = self.pipeline.add_tunnel(id, network, vni, remote, flood);
                 if ok {
                     self.install(id, port);
                 }
+                let _ = done.send(ok);
+            }
+            Command::TunnelFlood { id, flood, done } => {
+                let _ = done.send(self.pipeline.set_tunnel_flood(id, flood));
+            }
+            Command::FdbStatic {
+                network,
+                mac,
+                port,
+                ip,
+                done,
+            } => {
+                let ok = match port {
+                    Some(port) => self.pipeline.fdb_pin(network, mac, port, ip),
+                    None => {
+                        self.pipeline.fdb_unpin(network, mac, ip);
+                        true
+                    }
+                };
                 let _ = done.send(ok);
             }
             Command::PortDown { id, reason, done } => {

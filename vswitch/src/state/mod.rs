@@ -78,6 +78,19 @@ pub struct NetworkConfig {
     /// The ports' default MTU [default: 1500, overlays the underlay's minus 50].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Overlay networks: static FDB entries (`fdb add`), MACs behind remote VTEPs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fdb: Vec<StaticFdb>,
+}
+
+/// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
+/// `ip` the gateway answers ARP for that address on its behalf.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StaticFdb {
+    pub mac: crate::wire::MacAddr,
+    pub vtep: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
 }
 
 impl NetworkConfig {
@@ -626,6 +639,7 @@ mod tests {
             vni: None,
             peers: vec![],
             mtu: None,
+            fdb: vec![],
         }
     }
 

@@ -15,6 +15,9 @@ struct Entry {
     last_seen: u64,
     /// Seen again since it was last considered for eviction (CLOCK's reference bit).
     referenced: bool,
+    /// A static entry (`fdb add`): never aged, evicted or moved by learning, and not in the
+    /// eviction queue.
+    pinned: bool,
 }
 
 /// What `learn` did.
@@ -28,6 +31,9 @@ pub enum Learned {
     Moved(PortId),
     /// A new entry that pushed out another one.
     NewEvicting,
+    /// Not learned: the MAC has a static entry on another port, or the table is full of
+    /// static entries.
+    Refused,
 }
 
 /// Counters of one table.
@@ -45,6 +51,8 @@ pub struct FdbEntry {
     pub mac: MacAddr,
     pub port: PortId,
     pub age_ms: u64,
+    /// A static entry (`fdb add`).
+    pub pinned: bool,
 }
 
 /// A per-network MAC table.
@@ -88,12 +96,21 @@ impl Fdb {
     }
 
     fn expired(&self, e: &Entry, now: u64) -> bool {
-        now.saturating_sub(e.last_seen) >= self.aging_ms
+        !e.pinned && now.saturating_sub(e.last_seen) >= self.aging_ms
     }
 
     /// Records that `mac` was seen on `port` at `now`.
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: u64) -> Learned {
         if let Some(e) = self.map.get_mut(&mac) {
+            if e.pinned {
+                // A static entry stays where it was put: a frame claiming the MAC elsewhere
+                // does not move it.
+                return if e.port == port {
+                    Learned::Refreshed
+                } else {
+                    Learned::Refused
+                };
+            }
             e.last_seen = now;
             e.referenced = true;
             if e.port == port {
@@ -107,6 +124,10 @@ impl Fdb {
         let mut result = Learned::New;
         if self.map.len() >= self.limit {
             self.evict_one(now);
+            if self.map.len() >= self.limit {
+                // Only static entries left to take: they are not pushed out.
+                return Learned::Refused;
+            }
             result = Learned::NewEvicting;
         }
         self.map.insert(
@@ -115,6 +136,7 @@ impl Fdb {
                 port,
                 last_seen: now,
                 referenced: false,
+                pinned: false,
             },
         );
         if self.clock.len() >= 2 * self.limit {
@@ -134,6 +156,9 @@ impl Fdb {
             let Some(e) = self.map.get_mut(&mac) else {
                 continue; // already gone (aged out or flushed)
             };
+            if e.pinned {
+                continue; // made static since it was learned: not for eviction
+            }
             let expired = now.saturating_sub(e.last_seen) >= self.aging_ms;
             if e.referenced && !expired && probes < EVICTION_PROBES {
                 e.referenced = false;
@@ -151,6 +176,30 @@ impl Fdb {
         }
     }
 
+    /// A static entry: `mac` is on `port` until `unpin` (or the port goes), whatever is learned.
+    /// Static entries are bounded by the control plane, not by the table's limit.
+    pub fn pin(&mut self, mac: MacAddr, port: PortId) {
+        self.map.insert(
+            mac,
+            Entry {
+                port,
+                last_seen: 0,
+                referenced: false,
+                pinned: true,
+            },
+        );
+    }
+
+    /// Removes a static entry; returns whether there was one.
+    pub fn unpin(&mut self, mac: &MacAddr) -> bool {
+        if self.map.get(mac).is_some_and(|e| e.pinned) {
+            self.map.remove(mac);
+            true
+        } else {
+            false
+        }
+    }
+
     /// The port `mac` was last seen on, unless the entry has aged out.
     #[inline]
     pub fn lookup(&self, mac: &MacAddr, now: u64) -> Option<PortId> {
@@ -165,7 +214,7 @@ impl Fdb {
         let before = self.map.len();
         let aging = self.aging_ms;
         self.map
-            .retain(|_, e| now.saturating_sub(e.last_seen) < aging);
+            .retain(|_, e| e.pinned || now.saturating_sub(e.last_seen) < aging);
         let n = before - self.map.len();
         if n > 0 {
             let map = &self.map;
@@ -191,7 +240,12 @@ impl Fdb {
             .map(|(mac, e)| FdbEntry {
                 mac: *mac,
                 port: e.port,
-                age_ms: now.saturating_sub(e.last_seen),
+                age_ms: if e.pinned {
+                    0
+                } else {
+                    now.saturating_sub(e.last_seen)
+                },
+                pinned: e.pinned,
             })
             .collect();
         v.sort_by_key(|e| (e.port, e.mac));
@@ -300,6 +354,31 @@ mod tests {
             f.expire(round * 20 + 15);
         }
         assert!(f.clock.len() <= 16, "{}", f.clock.len());
+    }
+
+    #[test]
+    fn static_entries_stay_put() {
+        let mut f = Fdb::new(2, 100);
+        f.pin(mac(1), PortId(9));
+        assert_eq!(f.learn(mac(1), PortId(2), 5), Learned::Refused, "not moved");
+        assert_eq!(f.learn(mac(1), PortId(9), 5), Learned::Refreshed);
+        assert_eq!(f.lookup(&mac(1), 1_000_000), Some(PortId(9)), "not aged");
+        f.expire(1_000_000);
+        assert_eq!(f.lookup(&mac(1), 1_000_000), Some(PortId(9)));
+        // The table full of a static and a learned entry: learning evicts the learned one only.
+        f.learn(mac(2), PortId(2), 0);
+        assert_eq!(f.learn(mac(3), PortId(2), 1), Learned::NewEvicting);
+        assert_eq!(f.lookup(&mac(1), 2), Some(PortId(9)));
+        assert_eq!(f.len(), 2);
+        // Full of static entries: nothing is learned, nothing grows.
+        f.pin(mac(3), PortId(9));
+        assert_eq!(f.learn(mac(4), PortId(2), 3), Learned::Refused);
+        assert_eq!(f.len(), 2);
+        let e = f.entries(7);
+        assert!(e.iter().all(|e| e.pinned && e.age_ms == 0), "{e:?}");
+        assert!(f.unpin(&mac(1)));
+        assert!(!f.unpin(&mac(1)));
+        assert_eq!(f.lookup(&mac(1), 8), None);
     }
 
     #[test]

@@ -159,6 +159,8 @@ impl Actions {
 struct PortEntry {
     /// The port's network; `None` for the uplink.
     network: Option<NetId>,
+    /// A tunnel to a remote VTEP: what comes in from it is not replicated to other VTEPs.
+    tunnel: bool,
     counters: PortCounters,
 }
 
@@ -167,8 +169,14 @@ struct PortEntry {
 pub struct Network {
     /// Local ports.
     pub members: Vec<PortId>,
-    /// Tunnel ports to remote VTEPs (overlay networks): flooded to from local ports only.
+    /// Tunnel ports to remote VTEPs (overlay networks) that floods are replicated to (the
+    /// peers), from local ports only. Tunnels for static FDB entries only are not here.
     pub remotes: Vec<PortId>,
+    /// Every tunnel port of the network (peers and static-entry-only ones).
+    pub tunnels: Vec<PortId>,
+    /// Overlay networks: the largest IPv4 packet a tunnel carries (the underlay's MTU minus
+    /// the encapsulation); bigger frames are not sent to a remote VTEP.
+    pub overlay_mtu: Option<u32>,
     pub fdb: Fdb,
     pub gateway: Option<Gateway>,
     /// Routed packets may leave through the uplink (false for `--internal`).
@@ -196,6 +204,8 @@ pub struct NetworkParams {
     pub egress: bool,
     /// Overlay networks: the VXLAN network identifier.
     pub vni: Option<u32>,
+    /// Overlay networks: the largest IPv4 packet sent to a remote VTEP (the ports' MTU).
+    pub overlay_mtu: Option<u32>,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -217,6 +227,8 @@ impl Pipeline {
         *slot(&mut self.networks, id.idx()) = Some(Network {
             members: Vec::new(),
             remotes: Vec::new(),
+            tunnels: Vec::new(),
+            overlay_mtu: params.vni.and(params.overlay_mtu),
             fdb: Fdb::new(params.fdb_limit, params.aging_ms),
             gateway: params.gateway.map(Gateway::new),
             egress: params.egress,
@@ -226,7 +238,7 @@ impl Pipeline {
     /// Removes a network and every port still on it.
     pub fn remove_network(&mut self, id: NetId) {
         if let Some(net) = self.networks.get_mut(id.idx()).and_then(Option::take) {
-            for p in net.members.into_iter().chain(net.remotes) {
+            for p in net.members.into_iter().chain(net.tunnels) {
                 self.ports[p.idx()] = None;
             }
         }
@@ -260,19 +272,23 @@ impl Pipeline {
         }
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
+            tunnel: false,
             counters: PortCounters::default(),
         });
         true
     }
 
-    /// Attaches a tunnel port to the remote VTEP `remote` on an overlay network. Returns false
-    /// when the network does not exist or is not an overlay.
+    /// Attaches a tunnel port to the remote VTEP `remote` on an overlay network; `flood`: a
+    /// peer that broadcasts and unknown unicast are replicated to (otherwise only static FDB
+    /// entries point at it). Returns false when the network does not exist or is not an
+    /// overlay.
     pub fn add_tunnel(
         &mut self,
         id: PortId,
         network: NetId,
         vni: u32,
         remote: std::net::Ipv4Addr,
+        flood: bool,
     ) -> bool {
         if self.tunnels.network_of(vni) != Some(network) {
             return false;
@@ -280,13 +296,74 @@ impl Pipeline {
         let Some(net) = self.network_mut(network) else {
             return false;
         };
-        net.remotes.push(id);
+        if flood {
+            net.remotes.push(id);
+        }
+        net.tunnels.push(id);
         self.tunnels.add_tunnel(vni, remote, id);
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
+            tunnel: true,
             counters: PortCounters::default(),
         });
         true
+    }
+
+    /// Makes a tunnel a peer that floods are replicated to, or takes it out of the flood list
+    /// (static FDB entries still point at it). Returns false when `id` is not a tunnel.
+    pub fn set_tunnel_flood(&mut self, id: PortId, flood: bool) -> bool {
+        let Some(PortEntry {
+            network: Some(net),
+            tunnel: true,
+            ..
+        }) = self.ports.get(id.idx()).and_then(Option::as_ref)
+        else {
+            return false;
+        };
+        let net = *net;
+        let Some(n) = self.network_mut(net) else {
+            return false;
+        };
+        n.remotes.retain(|p| *p != id);
+        if flood {
+            n.remotes.push(id);
+        }
+        true
+    }
+
+    /// A static FDB entry on network `net`: `mac` is behind `port` (a tunnel: a container on a
+    /// remote VTEP), and with `ip` ARP suppression answers for its address before any traffic.
+    /// Returns false when the network or the port is unknown, or the port is not on it.
+    pub fn fdb_pin(
+        &mut self,
+        net: NetId,
+        mac: MacAddr,
+        port: PortId,
+        ip: Option<std::net::Ipv4Addr>,
+    ) -> bool {
+        let on_net = self
+            .ports
+            .get(port.idx())
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.network == Some(net));
+        let Some(n) = self.network_mut(net).filter(|_| on_net) else {
+            return false;
+        };
+        n.fdb.pin(mac, port);
+        if let (Some(gw), Some(ip)) = (&mut n.gateway, ip) {
+            gw.set_static_neighbor(ip, mac, port);
+        }
+        true
+    }
+
+    /// Removes a static FDB entry (and its ARP suppression entry).
+    pub fn fdb_unpin(&mut self, net: NetId, mac: MacAddr, ip: Option<std::net::Ipv4Addr>) {
+        if let Some(n) = self.network_mut(net) {
+            n.fdb.unpin(&mac);
+            if let (Some(gw), Some(ip)) = (&mut n.gateway, ip) {
+                gw.remove_static_neighbor(ip, mac);
+            }
+        }
     }
 
     /// Makes `id` the uplink: routed packets leave through it, masqueraded behind its address.
@@ -298,6 +375,7 @@ impl Pipeline {
         self.uplink = Some(Uplink::new(id, cfg));
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: None,
+            tunnel: false,
             counters: PortCounters::default(),
         });
         true
@@ -326,6 +404,7 @@ impl Pipeline {
         {
             net.members.retain(|p| *p != id);
             net.remotes.retain(|p| *p != id);
+            net.tunnels.retain(|p| *p != id);
             net.fdb.flush_port(id);
             if let Some(gw) = &mut net.gateway {
                 gw.remove_endpoint(id);
@@ -408,6 +487,7 @@ impl Pipeline {
         let Some(net_id) = port.network else {
             return self.route_in(now, in_port, frame, actions);
         };
+        let from_tunnel = port.tunnel;
         let Some(net) = self.networks.get_mut(net_id.idx()).and_then(Option::as_mut) else {
             counters.count_drop(DropReason::UnknownPort);
             actions.drop = Some(DropReason::UnknownPort);
@@ -453,11 +533,29 @@ impl Pipeline {
 
         // Forward to the known port or flood within the network.
         let dst = eth.dst();
+        // A frame a tunnel cannot carry (over the overlay's MTU; a TSO super-frame is cut to
+        // its MSS later) is never sent to a remote VTEP.
+        let too_big_for_tunnels = !from_tunnel
+            && net.overlay_mtu.is_some_and(|mtu| {
+                frame.len() > 14 + mtu as usize
+                    && !vnet.is_some_and(|v| {
+                        v.gso_type & !crate::wire::offload::GSO_ECN
+                            != crate::wire::offload::GSO_NONE
+                    })
+            });
         if !dst.is_multicast() {
             if let Some(out) = net.fdb.lookup(&dst, now) {
                 if out == in_port {
                     counters.count_drop(DropReason::Hairpin);
                     actions.drop = Some(DropReason::Hairpin);
+                } else if too_big_for_tunnels && net.tunnels.contains(&out) {
+                    // With DF set the sender learns the path MTU from the gateway, as from a
+                    // router; without it there is no fragmenting the inner packet here.
+                    if let (Some(gw), Some(mtu)) = (&net.gateway, net.overlay_mtu) {
+                        gw.write_frag_needed(frame, mtu, &mut actions.reply);
+                    }
+                    counters.count_drop(DropReason::TooBig);
+                    actions.drop = Some(DropReason::TooBig);
                 } else {
                     actions.out.push(out);
                 }
@@ -470,7 +568,14 @@ impl Pipeline {
             .extend(net.members.iter().copied().filter(|p| *p != in_port));
         // Head-end replication with split horizon: what came from a remote VTEP is not sent
         // to the others (each VTEP floods to all peers itself).
-        if !net.remotes.contains(&in_port) {
+        if !from_tunnel {
+            if too_big_for_tunnels && !net.remotes.is_empty() {
+                counters.count_drop(DropReason::TooBig);
+                if actions.out.is_empty() {
+                    actions.drop = Some(DropReason::TooBig);
+                }
+                return;
+            }
             actions.out.extend(net.remotes.iter().copied());
         }
         if actions.out.is_empty() {

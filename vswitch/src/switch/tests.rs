@@ -26,6 +26,7 @@ fn params() -> NetworkParams {
         gateway: None,
         egress: true,
         vni: None,
+        overlay_mtu: None,
     }
 }
 
@@ -117,6 +118,7 @@ fn aged_entry_floods_again() {
             gateway: None,
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     for i in 0..3 {
@@ -216,6 +218,7 @@ fn full_table_keeps_forwarding() {
             gateway: None,
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     p.add_port(PortId(0), NetId(0), None);
@@ -254,15 +257,19 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
         NetId(0),
         NetworkParams {
             vni: Some(42),
+            overlay_mtu: None,
             ..params()
         },
     );
     assert!(p.add_port(PortId(0), NetId(0), None));
     assert!(p.add_port(PortId(1), NetId(0), None));
     let (r1, r2) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-    assert!(p.add_tunnel(PortId(10), NetId(0), 42, r1));
-    assert!(p.add_tunnel(PortId(11), NetId(0), 42, r2));
-    assert!(!p.add_tunnel(PortId(12), NetId(0), 43, r2), "wrong VNI");
+    assert!(p.add_tunnel(PortId(10), NetId(0), 42, r1, true));
+    assert!(p.add_tunnel(PortId(11), NetId(0), 42, r2, true));
+    assert!(
+        !p.add_tunnel(PortId(12), NetId(0), 43, r2, true),
+        "wrong VNI"
+    );
     let a = run(&mut p, 0, 0, &udp(A, [0xff; 6]));
     assert_eq!(a.out, vec![PortId(1), PortId(10), PortId(11)]);
     let a = run(&mut p, 0, 10, &udp(C, [0xff; 6]));
@@ -283,5 +290,135 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
         a.out,
         vec![PortId(0), PortId(11)],
         "C forgotten with its tunnel"
+    );
+}
+
+/// An overlay network with a gateway (172.17.0.1) and local port 0; tunnel 10 is a peer,
+/// tunnel 11 only has a static entry (MAC C at 172.17.0.4). C is unicast to 11 before any
+/// traffic, learning does not move it, ARP for its address is answered by the gateway, floods
+/// never reach 11; a frame over the overlay MTU with DF gets fragmentation needed from the
+/// gateway and is not sent to a VTEP (locally it is).
+#[test]
+fn overlay_static_entries_and_too_big_frames() {
+    use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
+    let gw_mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0, 1]);
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            vni: Some(42),
+            overlay_mtu: Some(1450),
+            gateway: Some(gateway::GatewayConfig {
+                ip: "172.17.0.1".parse().unwrap(),
+                mac: gw_mac,
+                subnet: "172.17.0.0/24".parse().unwrap(),
+                arp_suppress: true,
+                dhcp: None,
+                dns_names: true,
+                domain: "ov.vswitch".into(),
+                dns_forward: false,
+            }),
+            ..params()
+        },
+    );
+    assert!(p.add_port(PortId(0), NetId(0), None));
+    assert!(p.add_port(PortId(1), NetId(0), None));
+    let (r1, r2) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    assert!(p.add_tunnel(PortId(10), NetId(0), 42, r1, true));
+    assert!(p.add_tunnel(PortId(11), NetId(0), 42, r2, false));
+    let ip_c: std::net::Ipv4Addr = "172.17.0.4".parse().unwrap();
+    assert!(p.fdb_pin(NetId(0), MacAddr(C), PortId(11), Some(ip_c)));
+    assert!(
+        !p.fdb_pin(NetId(0), MacAddr(D), PortId(5), None),
+        "no such port"
+    );
+
+    assert_eq!(run(&mut p, 0, 0, &udp(A, C)).out, vec![PortId(11)]);
+    let a = run(&mut p, 0, 0, &udp(A, [0xff; 6]));
+    assert_eq!(a.out, vec![PortId(1), PortId(10)], "floods skip 11");
+    // A frame claiming C from the peer does not move the static entry.
+    run(&mut p, 1, 10, &udp(C, A));
+    assert_eq!(run(&mut p, 2, 0, &udp(A, C)).out, vec![PortId(11)]);
+    // From 11 (a VTEP that is not a peer) a flood reaches local ports only.
+    assert_eq!(
+        run(&mut p, 2, 11, &udp(D, [0xff; 6])).out,
+        vec![PortId(0), PortId(1)]
+    );
+
+    // ARP for C's address is answered at once.
+    let arp = {
+        let b = PacketBuilder::ethernet2(A, [0xff; 6]).arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &A,
+                &[172, 17, 0, 2],
+                &[0; 6],
+                &ip_c.octets(),
+            )
+            .unwrap(),
+        );
+        let mut v = Vec::new();
+        b.write(&mut v).unwrap();
+        v
+    };
+    let a = run(&mut p, 3, 0, &arp);
+    assert!(a.out.is_empty(), "{:?}", a.out);
+    let reply = etherparse::ArpPacketSlice::from_slice(&a.reply[14..]).unwrap();
+    assert_eq!(reply.sender_hw_addr(), &C);
+    assert_eq!(reply.sender_protocol_addr(), &ip_c.octets());
+
+    // Too big for a tunnel: 1451 bytes of IPv4 with DF.
+    let big = |df: bool, dst: [u8; 6]| {
+        let mut ip = etherparse::Ipv4Header::new(
+            1451 - 20 - 8,
+            64,
+            etherparse::IpNumber::UDP,
+            [172, 17, 0, 2],
+            ip_c.octets(),
+        )
+        .unwrap();
+        ip.dont_fragment = df;
+        let b = PacketBuilder::ethernet2(A, dst)
+            .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let mut v = Vec::new();
+        b.udp(4000, 5000).write(&mut v, &[0u8; 1451 - 28]).unwrap();
+        v
+    };
+    let a = run(&mut p, 4, 0, &big(true, C));
+    assert_eq!(a.drop, Some(DropReason::TooBig));
+    assert!(a.out.is_empty());
+    let icmp = SlicedPacket::from_ethernet(&a.reply).unwrap();
+    let Some(TransportSlice::Icmpv4(i)) = icmp.transport else {
+        panic!("no ICMP reply");
+    };
+    assert_eq!(
+        i.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1450 }
+        )
+    );
+    assert_eq!(&a.reply[6..12], &gw_mac.0, "from the gateway");
+    assert_eq!(&a.reply[0..6], &A, "to the sender");
+    // Without DF: dropped, no ICMP.
+    let a = run(&mut p, 4, 0, &big(false, C));
+    assert_eq!(a.drop, Some(DropReason::TooBig));
+    assert!(a.reply.is_empty());
+    // A big broadcast still reaches local ports, not the peer.
+    let a = run(&mut p, 4, 0, &big(true, [0xff; 6]));
+    assert_eq!(a.out, vec![PortId(1)]);
+    // 1450 bytes fit.
+    let mut ok = big(true, C);
+    ok.truncate(14 + 1450);
+    ok[16..18].copy_from_slice(&1450u16.to_be_bytes());
+    assert_eq!(run(&mut p, 5, 0, &ok).out, vec![PortId(11)]);
+
+    p.fdb_unpin(NetId(0), MacAddr(C), Some(ip_c));
+    let a = run(&mut p, 6, 0, &udp(A, C));
+    assert!(a.flooded, "C unknown once its entry is gone");
+    assert!(
+        run(&mut p, 6, 0, &arp).reply.is_empty(),
+        "no longer answered"
     );
 }

@@ -17,6 +17,36 @@ use crate::switch::gateway::Event;
 use crate::wire::MacAddr;
 
 impl Manager {
+    /// Addresses of an overlay network's remote endpoints: its static entries' and those the
+    /// gateway has heard (ARP) from behind a remote VTEP, with that MAC and VTEP. Until a
+    /// shared store exists, this is how one host knows what the others hand out.
+    pub(super) fn remote_addresses(
+        &self,
+        net: &NetworkConfig,
+    ) -> Vec<(Ipv4Addr, MacAddr, Ipv4Addr)> {
+        if net.vni.is_none() {
+            return Vec::new();
+        }
+        let mut v: Vec<(Ipv4Addr, MacAddr, Ipv4Addr)> = net
+            .fdb
+            .iter()
+            .filter_map(|e| e.ip.map(|ip| (ip, e.mac, e.vtep)))
+            .collect();
+        let (Some(id), Ok(snap)) = (self.nets.get(&net.name), self.snapshot()) else {
+            return v;
+        };
+        if let Some(ns) = snap.networks.iter().find(|n| n.id == *id) {
+            for (ip, n) in &ns.neighbors {
+                if let Some(vtep) = self.tunnel_vtep(n.port) {
+                    if !v.iter().any(|(i, _, _)| i == ip) {
+                        v.push((*ip, n.mac, vtep));
+                    }
+                }
+            }
+        }
+        v
+    }
+
     /// IPAM: the first free address of the network's range.
     pub(super) fn allocate_ip(
         &self,
@@ -38,6 +68,7 @@ impl Manager {
                 .map(|l| l.ip),
         );
         used.extend([net.gateway, net.subnet.network(), net.subnet.broadcast()]);
+        used.extend(self.remote_addresses(net).into_iter().map(|(ip, _, _)| ip));
         let taken = |ip: Ipv4Addr| used.contains(&ip);
         let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
         (start..=end)
@@ -108,6 +139,19 @@ impl Manager {
             return Err(ApiError::new(
                 ErrorCode::AddressInUse,
                 format!("address {addr} is already used by port {:?}", p.name),
+            ));
+        }
+        if let Some((_, mac, vtep)) = self
+            .remote_addresses(net)
+            .into_iter()
+            .find(|(ip, _, _)| *ip == addr)
+        {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!(
+                    "address {addr} is used on network {:?} by {mac} behind the remote VTEP {vtep}",
+                    net.name
+                ),
             ));
         }
         Ipv4Net::new(addr, net.subnet.prefix_len()).map_err(|_| bad())

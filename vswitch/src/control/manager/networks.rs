@@ -156,6 +156,7 @@ impl Manager {
             vni,
             peers,
             mtu,
+            fdb: Vec::new(),
         })
     }
 
@@ -193,6 +194,9 @@ impl Manager {
         };
         let params = NetworkParams {
             vni: net.vni,
+            overlay_mtu: net.mtu.or(Some(
+                crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
+            )),
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
             gateway: Some(gateway),

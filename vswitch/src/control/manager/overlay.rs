@@ -12,7 +12,11 @@ use super::{internal, invalid, ApiResult, Manager};
 use crate::api::*;
 use crate::dataplane::Command;
 use crate::ports::vxlan;
-use crate::state::{Change, NetworkConfig, VtepState};
+use crate::state::{Change, NetworkConfig, StaticFdb, VtepState};
+use crate::wire::MacAddr;
+
+/// Static FDB entries per overlay network, at most.
+const MAX_STATIC_FDB: usize = 65536;
 use crate::switch::overlay::{self, MAX_VNI};
 use crate::switch::{DropReason, PortId};
 
@@ -104,7 +108,64 @@ impl Manager {
         self.overlay.tunnels.get(&id).map(|(_, ip)| *ip)
     }
 
-    fn add_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr) -> ApiResult<()> {
+    /// The tunnel port to `remote` on `network`, if there is one.
+    fn tunnel_to(&self, network: &str, remote: Ipv4Addr) -> Option<PortId> {
+        self.overlay
+            .tunnels
+            .iter()
+            .find(|(_, (n, ip))| n == network && *ip == remote)
+            .map(|(id, _)| *id)
+    }
+
+    /// Makes the tunnel to `remote` on `net` what the configuration wants: a peer that floods
+    /// reach, a tunnel only static entries point at, or none; and puts the static entries
+    /// behind it in place when it is new.
+    fn sync_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr) -> ApiResult<()> {
+        let flood = net.peers.contains(&remote);
+        let wanted = flood || net.fdb.iter().any(|e| e.vtep == remote);
+        match (self.tunnel_to(&net.name, remote), wanted) {
+            (Some(_), false) => self.remove_tunnel(&net.name, Some(remote)),
+            (Some(id), true) => {
+                self.dp_call(|done| Command::TunnelFlood { id, flood, done })?;
+            }
+            (None, true) => {
+                self.add_tunnel(net, remote, flood)?;
+                for e in net.fdb.iter().filter(|e| e.vtep == remote) {
+                    self.install_static(net, e, false)?;
+                }
+            }
+            (None, false) => {}
+        }
+        Ok(())
+    }
+
+    /// Puts a static FDB entry in the dataplane (or takes it out).
+    fn install_static(
+        &mut self,
+        net: &NetworkConfig,
+        e: &StaticFdb,
+        remove: bool,
+    ) -> ApiResult<()> {
+        let (Some(&network), Some(port)) =
+            (self.nets.get(&net.name), self.tunnel_to(&net.name, e.vtep))
+        else {
+            return Ok(()); // no VTEP socket yet: installed when the tunnels come
+        };
+        let (mac, ip) = (e.mac, e.ip);
+        let ok = self.dp_call(|done| Command::FdbStatic {
+            network,
+            mac,
+            port: (!remove).then_some(port),
+            ip,
+            done,
+        })?;
+        if !ok {
+            return Err(internal("the dataplane refused the static entry"));
+        }
+        Ok(())
+    }
+
+    fn add_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr, flood: bool) -> ApiResult<()> {
         let (Some(sock), Some(vtep), Some(vni)) =
             (self.overlay.sock.clone(), self.state.vtep.clone(), net.vni)
         else {
@@ -120,6 +181,7 @@ impl Manager {
             network,
             vni,
             remote,
+            flood,
             port,
             done,
         })?;
@@ -144,10 +206,17 @@ impl Manager {
         }
     }
 
-    /// A network was attached to the dataplane: its tunnels too (overlays).
+    /// A network was attached to the dataplane: its tunnels too (overlays), to its peers and
+    /// to the VTEPs of its static entries, and the static entries behind them.
     pub(super) fn attach_tunnels(&mut self, net: &NetworkConfig) {
-        for p in net.peers.clone() {
-            if let Err(e) = self.add_tunnel(net, p) {
+        let mut remotes = net.peers.clone();
+        for e in &net.fdb {
+            if !remotes.contains(&e.vtep) {
+                remotes.push(e.vtep);
+            }
+        }
+        for p in remotes {
+            if let Err(e) = self.sync_tunnel(net, p) {
                 warn!(network = %net.name, peer = %p, error = %e.message, "cannot add tunnel");
             }
         }
@@ -374,22 +443,165 @@ impl Manager {
             }
             updated.peers.push(ip);
         }
-        let saved = self.state.clone();
-        let change = Change::NetworkAdd(updated.clone());
         // NetworkAdd replaces the network in place (keeping its ports).
-        if let Some(n) = self.state.networks.iter_mut().find(|n| n.name == network) {
+        self.record_network(&updated)?;
+        self.sync_tunnel(&updated, ip)?;
+        info!(%network, peer = %ip, remove, "overlay peer changed");
+        Ok(Reply::Network(self.network_info(&updated)))
+    }
+
+    /// The overlay network `network`, for `fdb add/del`.
+    fn overlay_config(&self, network: &str) -> ApiResult<NetworkConfig> {
+        let net = self.net_config(network)?.clone();
+        if net.vni.is_none() {
+            return Err(invalid(format!(
+                "network {network:?} is not an overlay network (driver {}): static FDB entries \
+                 name MACs behind remote VTEPs",
+                net.driver
+            )));
+        }
+        Ok(net)
+    }
+
+    /// Replaces an overlay network's configuration (its static entries or peers), recorded.
+    fn record_network(&mut self, updated: &NetworkConfig) -> ApiResult<()> {
+        let saved = self.state.clone();
+        if let Some(n) = self
+            .state
+            .networks
+            .iter_mut()
+            .find(|n| n.name == updated.name)
+        {
             *n = updated.clone();
         }
-        if let Err(e) = self.record(change) {
+        if let Err(e) = self.record(Change::NetworkAdd(updated.clone())) {
             self.state = saved;
             return Err(e);
         }
-        if remove {
-            self.remove_tunnel(network, Some(ip));
-        } else {
-            self.add_tunnel(&updated, ip)?;
+        Ok(())
+    }
+
+    /// `fdb add NETWORK MAC --vtep IP [--ip ADDR]`: MAC is behind the remote VTEP; known before
+    /// any traffic, never aged or moved by learning, and with `--ip` answered for by ARP
+    /// suppression. The VTEP need not be a peer: frames to the MAC are unicast to it, floods
+    /// are not replicated to it.
+    pub(super) fn fdb_add(
+        &mut self,
+        network: &str,
+        mac: &str,
+        vtep: &str,
+        ip: Option<&str>,
+    ) -> ApiResult<Reply> {
+        let net = self.overlay_config(network)?;
+        let local = self
+            .state
+            .vtep
+            .clone()
+            .ok_or_else(|| invalid("no VTEP is set"))?;
+        let mac: MacAddr = mac.trim().parse().map_err(|_| {
+            invalid(format!(
+                "invalid MAC {mac:?}: expected six hex bytes like 02:42:0a:2a:00:05"
+            ))
+        })?;
+        if !mac.is_valid_source() {
+            return Err(invalid(format!(
+                "{mac} is not a unicast MAC (multicast, broadcast or zero)"
+            )));
         }
-        info!(%network, peer = %ip, remove, "overlay peer changed");
-        Ok(Reply::Network(self.network_info(&updated)))
+        let vtep = self.validate_peer(&local, vtep)?;
+        if net.fdb.iter().any(|e| e.mac == mac) {
+            return Err(invalid(format!(
+                "{mac} already has a static entry on network {network:?}: `fdb del` it first"
+            )));
+        }
+        if net.fdb.len() >= MAX_STATIC_FDB {
+            return Err(invalid(format!(
+                "network {network:?} has {MAX_STATIC_FDB} static entries, the most it takes"
+            )));
+        }
+        if let Some(p) = self
+            .state
+            .ports
+            .iter()
+            .find(|p| p.network == network && p.mac == mac)
+        {
+            return Err(invalid(format!(
+                "{mac} is the MAC of local port {:?}",
+                p.name
+            )));
+        }
+        let ip = match ip {
+            None => None,
+            Some(s) => {
+                let ip: Ipv4Addr = s.trim().parse().map_err(|_| {
+                    invalid(format!("invalid --ip {s:?}: expected an IPv4 address"))
+                })?;
+                if !net.subnet.contains(&ip)
+                    || ip == net.subnet.network()
+                    || ip == net.subnet.broadcast()
+                {
+                    return Err(invalid(format!(
+                        "{ip} is not a host address of network {network:?} ({})",
+                        net.subnet
+                    )));
+                }
+                if ip == net.gateway {
+                    return Err(invalid(format!(
+                        "{ip} is the gateway of network {network:?}"
+                    )));
+                }
+                if let Some(p) = self
+                    .state
+                    .ports
+                    .iter()
+                    .find(|p| p.network == network && p.ip.is_some_and(|n| n.addr() == ip))
+                {
+                    return Err(invalid(format!(
+                        "{ip} is the address of local port {:?}",
+                        p.name
+                    )));
+                }
+                if let Some(e) = net.fdb.iter().find(|e| e.ip == Some(ip)) {
+                    return Err(invalid(format!(
+                        "{ip} is the address of static entry {} already",
+                        e.mac
+                    )));
+                }
+                Some(ip)
+            }
+        };
+        let entry = StaticFdb { mac, vtep, ip };
+        let mut updated = net.clone();
+        updated.fdb.push(entry.clone());
+        self.record_network(&updated)?;
+        if self.tunnel_to(network, vtep).is_some() {
+            self.install_static(&updated, &entry, false)?;
+        } else {
+            self.sync_tunnel(&updated, vtep)?;
+        }
+        info!(%network, %mac, %vtep, "static FDB entry added");
+        self.fdb_show(Some(network))
+    }
+
+    /// `fdb del NETWORK MAC`: removes a static entry (and the tunnel it alone needed).
+    pub(super) fn fdb_del(&mut self, network: &str, mac: &str) -> ApiResult<Reply> {
+        let net = self.overlay_config(network)?;
+        let mac: MacAddr = mac
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("invalid MAC {mac:?}")))?;
+        let Some(entry) = net.fdb.iter().find(|e| e.mac == mac).cloned() else {
+            return Err(invalid(format!(
+                "{mac} has no static entry on network {network:?} (learned entries age out by \
+                 themselves)"
+            )));
+        };
+        let mut updated = net.clone();
+        updated.fdb.retain(|e| e.mac != mac);
+        self.record_network(&updated)?;
+        self.install_static(&updated, &entry, true)?;
+        self.sync_tunnel(&updated, entry.vtep)?;
+        info!(%network, %mac, "static FDB entry removed");
+        self.fdb_show(Some(network))
     }
 }

@@ -72,6 +72,13 @@ impl Manager {
                     port: port_label(names, e.port),
                     vtep: self.tunnel_vtep(e.port).map(|ip| ip.to_string()),
                     age_secs: e.age_ms as f64 / 1000.0,
+                    is_static: e.pinned,
+                    ip: net
+                        .fdb
+                        .iter()
+                        .find(|s| e.pinned && s.mac == e.mac)
+                        .and_then(|s| s.ip)
+                        .map(|ip| ip.to_string()),
                 })
                 .collect(),
         })?;

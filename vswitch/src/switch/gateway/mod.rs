@@ -212,6 +212,28 @@ impl Gateway {
         self.neighbors.retain(|_, n| n.port != port);
     }
 
+    /// A static neighbour behind another port (`fdb add … --ip` on an overlay: a container on
+    /// a remote VTEP), answered for by ARP suppression before any traffic.
+    pub fn set_static_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, port: PortId) {
+        self.neighbors.insert(
+            ip,
+            Neighbor {
+                mac,
+                port,
+                kind: NeighborKind::Static,
+                last_seen: 0,
+            },
+        );
+    }
+
+    /// Forgets a static neighbour set by `set_static_neighbor` (not a port's own address).
+    pub fn remove_static_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        let own = self.endpoints.values().any(|e| e.ip == Some(ip));
+        if !own && self.neighbors.get(&ip).is_some_and(|n| n.mac == mac) {
+            self.neighbors.remove(&ip);
+        }
+    }
+
     /// Restores a persisted lease (at start-up).
     pub fn restore_lease(&mut self, now: u64, lease: &LeaseRecord) {
         if let Some(d) = &mut self.dhcp {
@@ -517,6 +539,38 @@ impl Gateway {
                 }
             }
             _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+}
+
+impl Gateway {
+    /// Writes into `reply` the ICMP "fragmentation needed" (next-hop MTU `mtu`) the gateway
+    /// sends, as a router of the path would, to the sender of `frame`: an IPv4 packet with DF
+    /// set that is too big for the way it was going (an overlay's tunnels). Writes nothing for
+    /// anything else (no DF: the caller drops it; not IPv4; malformed).
+    pub fn write_frag_needed(&self, frame: &[u8], mtu: u32, reply: &mut Vec<u8>) {
+        let Some(packet) = frame.get(14..).filter(|_| frame[12..14] == [0x08, 0x00]) else {
+            return;
+        };
+        let Ok(ip) = etherparse::Ipv4HeaderSlice::from_slice(packet) else {
+            return;
+        };
+        if !ip.dont_fragment() || ip.source_addr().is_unspecified() {
+            return;
+        }
+        let quoted = &packet[..(ip.slice().len() + 8).min(packet.len())];
+        let to = Frame::new_unchecked(frame).src();
+        let t = Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            },
+        );
+        let builder = PacketBuilder::ethernet2(self.cfg.mac.0, to.0)
+            .ipv4(self.cfg.ip.octets(), ip.source(), 64)
+            .icmpv4(t);
+        reply.clear();
+        if builder.write(reply, quoted).is_err() {
+            reply.clear();
         }
     }
 }

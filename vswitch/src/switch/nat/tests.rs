@@ -64,6 +64,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             gateway: Some(gateway([10, 1, 0, 1], GW, "10.1.0.0/24")),
             egress: true,
             vni: None,
+            overlay_mtu: None,
         },
     );
     p.add_network(
@@ -74,6 +75,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             gateway: Some(gateway([10, 2, 0, 1], GW2, "10.2.0.0/24")),
             egress: false,
             vni: None,
+            overlay_mtu: None,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {
