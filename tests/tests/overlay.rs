@@ -457,3 +457,181 @@ fn isolation_drops_restart_and_bad_input() {
     let peers = &hs.d1.json(&["network", "inspect", &n1])["peers"];
     assert_eq!(peers, &serde_json::json!([H2]));
 }
+
+/// Static FDB entries with no peers at all: each host knows the other's container (MAC, VTEP,
+/// address) before any traffic, so ARP is answered locally and frames are unicast to the VTEP.
+/// A frame over the overlay MTU with DF gets fragmentation needed from the gateway; an
+/// address behind the remote VTEP is refused to a local container; restarts keep the entries;
+/// `fdb del` takes the way away again; bad entries are clear errors that change nothing.
+#[test]
+fn static_fdb_entries_without_peers() {
+    require_root();
+    let mut hs = hosts();
+    let names = Names::new(&["sa", "sb", "sc"]);
+    let (a, b, c) = (names.get(0), names.get(1), names.get(2));
+    let net = unique("sf");
+    for d in [&hs.d1, &hs.d2] {
+        d.ok(&[
+            "network",
+            "create",
+            &net,
+            "--driver",
+            "overlay",
+            "--vni",
+            "77",
+            "--subnet",
+            "10.47.0.0/24",
+        ]);
+    }
+    let (ipa, maca, ipb, macb) = (
+        "10.47.0.10",
+        "02:42:0a:2f:00:0a",
+        "10.47.0.130",
+        "02:42:0a:2f:00:82",
+    );
+    hs.d1.ok(&[
+        "container",
+        "create",
+        a,
+        "--network",
+        &net,
+        "--ip",
+        ipa,
+        "--mac",
+        maca,
+    ]);
+    hs.d2.ok(&[
+        "container",
+        "create",
+        b,
+        "--network",
+        &net,
+        "--ip",
+        ipb,
+        "--mac",
+        macb,
+    ]);
+    assert!(
+        !exec(&hs.d1, a, &["ping", "-c1", "-W1", ipb])
+            .status
+            .success(),
+        "no peer, no entry: no way across"
+    );
+    hs.d1
+        .ok(&["fdb", "add", &net, macb, "--vtep", H2, "--ip", ipb]);
+    hs.d2
+        .ok(&["fdb", "add", &net, maca, "--vtep", H1, "--ip", ipa]);
+    assert!(exec_ok(&hs.d1, a, &["ping", "-c3", "-i0.2", "-W2", ipb]).contains("3 received"));
+    assert!(exec_ok(&hs.d2, b, &["ping", "-c3", "-i0.2", "-W2", ipa]).contains("3 received"));
+    let fdb = hs.d1.json(&["fdb", "show", &net]);
+    let row = fdb[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == macb)
+        .unwrap_or_else(|| panic!("{macb} not in {fdb}"))
+        .clone();
+    assert_eq!(row["static"], true, "{row}");
+    assert_eq!(row["vtep"], H2);
+    assert_eq!(row["ip"], ipb);
+    // Too big for the tunnel: the sender hears the path MTU from the gateway.
+    exec_ok(&hs.d1, a, &["ip", "link", "set", "eth0", "mtu", "1500"]);
+    let out = exec(
+        &hs.d1,
+        a,
+        &["ping", "-c1", "-W2", "-M", "do", "-s", "1472", ipb],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("mtu = 1450") || text.contains("mtu=1450"),
+        "{text}"
+    );
+    assert!(exec_ok(
+        &hs.d1,
+        a,
+        &["ping", "-c1", "-W2", "-M", "do", "-s", "1422", ipb]
+    )
+    .contains("1 received"));
+    // The remote container's address is not handed to a local one.
+    let (_, msg) = hs
+        .d1
+        .err(&["container", "create", c, "--network", &net, "--ip", ipb]);
+    assert!(msg.contains("remote VTEP"), "{msg}");
+    // Bad entries change nothing.
+    let before = hs.d1.show_stable();
+    for (args, want) in [
+        (
+            vec!["fdb", "add", "bridge", "02:42:00:00:00:01", "--vtep", H2],
+            "not an overlay",
+        ),
+        (
+            vec!["fdb", "add", &net, "nonsense", "--vtep", H2],
+            "invalid MAC",
+        ),
+        (
+            vec!["fdb", "add", &net, "ff:ff:ff:ff:ff:ff", "--vtep", H2],
+            "not a unicast MAC",
+        ),
+        (
+            vec!["fdb", "add", &net, "02:42:00:00:00:01", "--vtep", H1],
+            "own address",
+        ),
+        (
+            vec!["fdb", "add", &net, macb, "--vtep", H2],
+            "already has a static entry",
+        ),
+        (
+            vec![
+                "fdb",
+                "add",
+                &net,
+                "02:42:00:00:00:01",
+                "--vtep",
+                H2,
+                "--ip",
+                ipa,
+            ],
+            "local port",
+        ),
+        (
+            vec![
+                "fdb",
+                "add",
+                &net,
+                "02:42:00:00:00:01",
+                "--vtep",
+                H2,
+                "--ip",
+                "10.9.9.9",
+            ],
+            "not a host address",
+        ),
+        (
+            vec!["fdb", "del", &net, "02:42:00:00:00:01"],
+            "no static entry",
+        ),
+    ] {
+        let (_, msg) = hs.d1.err(&args);
+        assert!(msg.contains(want), "{args:?}: {msg}");
+    }
+    assert_eq!(hs.d1.show_stable(), before);
+    // Restarts keep the entries (and their tunnel).
+    for signal in [15, 9] {
+        hs.d1.stop_with(signal);
+        hs.d1.restart();
+        hs.d1.wait_up(&[&format!("{a}-eth0")]);
+        assert!(
+            wait_until(10, || exec(&hs.d1, a, &["ping", "-c1", "-W1", ipb])
+                .status
+                .success()),
+            "after signal {signal}"
+        );
+    }
+    hs.d1.ok(&["fdb", "del", &net, macb]);
+    let fdb = hs.d1.json(&["fdb", "show", &net]).to_string();
+    assert!(!fdb.contains(macb), "{fdb}");
+    assert!(!exec(&hs.d1, a, &["ping", "-c2", "-W1", ipb])
+        .status
+        .success());
+}
