@@ -252,6 +252,10 @@ enum NetworkCmd {
         /// Overlay networks: a remote VTEP (repeatable).
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// Overlay networks: a VTEP that sends for this VNI becomes a peer (default: dropped
+        /// as unknown_vtep).
+        #[arg(long)]
+        learn_peers: bool,
         /// The ports' default MTU [default: 1500; overlays 1450].
         #[arg(long)]
         mtu: Option<u32>,
@@ -373,6 +377,7 @@ fn op_of(cmd: Cmd) -> Op {
             internal,
             vni,
             peers,
+            learn_peers,
             mtu,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
@@ -390,6 +395,7 @@ fn op_of(cmd: Cmd) -> Op {
             internal,
             vni,
             peers,
+            learn_peers,
             mtu,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {

@@ -635,3 +635,96 @@ fn static_fdb_entries_without_peers() {
         .status
         .success());
 }
+
+/// `--learn-peers`: host 1 has no peers; the first datagrams from host 2 (which has host 1 as
+/// a peer) are dropped as unknown_vtep but make host 2 a peer, persisted: pings then cross
+/// both ways, and survive a restart. Without the flag the same datagrams change nothing.
+#[test]
+fn learn_peers_adds_a_vtep_that_sends() {
+    require_root();
+    let mut hs = hosts();
+    let names = Names::new(&["la", "lb"]);
+    let (a, b) = (names.get(0), names.get(1));
+    let net = unique("lp");
+    hs.d1.ok(&[
+        "network",
+        "create",
+        &net,
+        "--driver",
+        "overlay",
+        "--vni",
+        "88",
+        "--subnet",
+        "10.48.0.0/24",
+        "--ip-range",
+        "10.48.0.0/25",
+        "--learn-peers",
+    ]);
+    overlay_on(&hs.d2, &net, "88", "10.48.0.0/24", "10.48.0.128/25", H1);
+    hs.d1.ok(&["container", "create", a, "--network", &net]);
+    hs.d2.ok(&["container", "create", b, "--network", &net]);
+    let (ipa, ipb) = (ip_of(&hs.d1, a, &net), ip_of(&hs.d2, b, &net));
+    let before = vtep_drops(&hs.d1, "unknown_vtep");
+    assert!(
+        wait_until(10, || exec(&hs.d2, b, &["ping", "-c1", "-W1", &ipa])
+            .status
+            .success()),
+        "host 2's container reaches host 1's once host 1 learned it"
+    );
+    assert!(
+        vtep_drops(&hs.d1, "unknown_vtep") > before,
+        "the first datagrams were dropped"
+    );
+    let peers = &hs.d1.json(&["network", "inspect", &net])["peers"];
+    assert_eq!(peers, &serde_json::json!([H2]));
+    assert!(exec_ok(&hs.d1, a, &["ping", "-c2", "-W2", &ipb]).contains("2 received"));
+    hs.d1.stop_with(9);
+    hs.d1.restart();
+    assert_eq!(
+        &hs.d1.json(&["network", "inspect", &net])["peers"],
+        &serde_json::json!([H2]),
+        "a learned peer is kept"
+    );
+    // Without --learn-peers nothing is learned; on a bridge network the flag is refused.
+    let other = unique("lq");
+    hs.d1.ok(&[
+        "network",
+        "create",
+        &other,
+        "--driver",
+        "overlay",
+        "--vni",
+        "89",
+        "--subnet",
+        "10.49.0.0/24",
+    ]);
+    overlay_on(&hs.d2, &other, "89", "10.49.0.0/24", "10.49.0.128/25", H1);
+    let names2 = Names::new(&["lc"]);
+    hs.d2
+        .ok(&["container", "create", names2.get(0), "--network", &other]);
+    let _ = exec(
+        &hs.d2,
+        names2.get(0),
+        &["ping", "-c3", "-i0.3", "-W1", "10.49.0.1"],
+    );
+    let _ = exec(
+        &hs.d2,
+        names2.get(0),
+        &["arping", "-c2", "-w2", "-I", "eth0", "10.49.0.7"],
+    );
+    let d1_drops = vtep_drops(&hs.d1, "unknown_vtep");
+    let peers = hs.d1.json(&["network", "inspect", &other])["peers"].clone();
+    assert!(
+        peers.as_array().is_none_or(|p| p.is_empty()),
+        "nothing learned without the flag: {peers} ({d1_drops} unknown_vtep drops)"
+    );
+    let (_, msg) = hs.d1.err(&[
+        "network",
+        "create",
+        "zzlp",
+        "--subnet",
+        "10.50.0.0/24",
+        "--learn-peers",
+    ]);
+    assert!(msg.contains("--learn-peers"), "{msg}");
+}

@@ -44,6 +44,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     for i in 0..ports {

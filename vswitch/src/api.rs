@@ -317,6 +317,9 @@ pub struct NetworkCreate {
     /// Overlay networks: remote VTEPs (IPv4 addresses).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Overlay networks: a VTEP that sends for this VNI becomes a peer (the default drops it).
+    #[serde(default)]
+    pub learn_peers: bool,
     /// The ports' default MTU [default: 1500; overlays 1450].
     #[serde(default)]
     pub mtu: Option<u32>,

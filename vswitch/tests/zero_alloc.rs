@@ -97,6 +97,7 @@ fn forwarding_allocates_nothing_per_packet() {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     for i in 0..8 {
@@ -209,6 +210,7 @@ fn nat_allocates_nothing_per_packet() {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     let ep = Endpoint {

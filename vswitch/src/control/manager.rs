@@ -189,6 +189,7 @@ impl Manager {
                 internal: net.internal,
                 vni: net.vni,
                 peers: net.peers.iter().map(|p| p.to_string()).collect(),
+                learn_peers: net.learn_peers,
                 mtu: net.mtu,
             };
             let cfg = m

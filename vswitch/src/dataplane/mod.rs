@@ -46,6 +46,8 @@ const EXPIRE_EVERY_MS: u64 = 1000;
 const WAKER: Token = Token(0);
 /// The VTEP's socket (port tokens are the port id plus one).
 const VTEP: Token = Token(usize::MAX);
+/// Unknown VTEPs reported to the control plane per aging tick, at most (`--learn-peers`).
+const LEARN_PENDING_MAX: usize = 64;
 
 /// A request from the control thread.
 pub enum Command {
@@ -338,6 +340,8 @@ struct Dataplane {
     vtep_counters: PortCounters,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
+    /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
+    learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
 }
 
 fn token(id: PortId) -> Token {
@@ -387,6 +391,7 @@ impl Dataplane {
             vtep: None,
             vtep_counters: PortCounters::default(),
             vtep_ready: false,
+            learn_pending: std::collections::HashSet::new(),
         }
     }
 
@@ -450,6 +455,7 @@ impl Dataplane {
             let now = self.now_ms();
             if now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
                 self.pipeline.expire(now);
+                self.learn_pending.clear();
                 self.last_expire = now;
             }
         }
@@ -495,10 +501,30 @@ impl Dataplane {
                     self.rx_lens[0] = n - hdr;
                     self.forward(tunnel, 0, 1);
                 }
-                Err(reason) => self.vtep_counters.count_drop(reason),
+                Err(reason) => {
+                    self.vtep_counters.count_drop(reason);
+                    if let (DropReason::UnknownVtep, Some(src)) = (reason, src) {
+                        self.learn_peer(src, n);
+                    }
+                }
             }
         }
         // More may be waiting: the next round reads on.
+    }
+
+    /// A datagram (in `rx_bufs[0][..n]`) from `src`, not a peer: for a network that learns its
+    /// peers, the control plane is told, once per VTEP and aging tick (the datagrams until it
+    /// is a peer are dropped; a flood of them costs one event a second per source, bounded).
+    fn learn_peer(&mut self, src: Ipv4Addr, n: usize) {
+        let Some((vni, network)) = self.pipeline.tunnels.learner(&self.rx_bufs[0][..n]) else {
+            return;
+        };
+        if self.learn_pending.len() >= LEARN_PENDING_MAX || !self.learn_pending.insert((vni, src)) {
+            return;
+        }
+        let _ = self
+            .events
+            .try_send(Event::PeerLearned { network, vtep: src });
     }
 
     fn enqueue(&mut self, id: PortId) {

@@ -78,6 +78,9 @@ pub struct NetworkConfig {
     /// The ports' default MTU [default: 1500, overlays the underlay's minus 50].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Overlay networks: a datagram from a VTEP that is not a peer makes it one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learn_peers: bool,
     /// Overlay networks: static FDB entries (`fdb add`), MACs behind remote VTEPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fdb: Vec<StaticFdb>,
@@ -639,6 +642,7 @@ mod tests {
             vni: None,
             peers: vec![],
             mtu: None,
+            learn_peers: false,
             fdb: vec![],
         }
     }

@@ -206,6 +206,8 @@ pub struct NetworkParams {
     pub vni: Option<u32>,
     /// Overlay networks: the largest IPv4 packet sent to a remote VTEP (the ports' MTU).
     pub overlay_mtu: Option<u32>,
+    /// Overlay networks: a datagram from an unknown VTEP makes it a peer (`--learn-peers`).
+    pub learn_peers: bool,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -223,6 +225,7 @@ impl Pipeline {
     pub fn add_network(&mut self, id: NetId, params: NetworkParams) {
         if let Some(vni) = params.vni {
             self.tunnels.add_network(vni, id);
+            self.tunnels.set_learning(vni, params.learn_peers);
         }
         *slot(&mut self.networks, id.idx()) = Some(Network {
             members: Vec::new(),

@@ -82,11 +82,31 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
 pub struct Tunnels {
     vnis: HashMap<u32, NetId>,
     ports: HashMap<(u32, Ipv4Addr), PortId>,
+    /// VNIs whose networks accept a datagram from an unknown VTEP as a new peer.
+    learning: std::collections::HashSet<u32>,
 }
 
 impl Tunnels {
     pub fn add_network(&mut self, vni: u32, net: NetId) {
         self.vnis.insert(vni, net);
+    }
+
+    /// `--learn-peers`: a datagram from an unknown VTEP for `vni` makes it a peer.
+    pub fn set_learning(&mut self, vni: u32, learn: bool) {
+        if learn {
+            self.learning.insert(vni);
+        } else {
+            self.learning.remove(&vni);
+        }
+    }
+
+    /// The network and VNI of a datagram from an unknown VTEP, if that network learns peers.
+    pub fn learner(&self, datagram: &[u8]) -> Option<(u32, NetId)> {
+        let vni = parse(datagram).ok()?;
+        self.learning
+            .contains(&vni)
+            .then(|| self.vnis.get(&vni).map(|n| (vni, *n)))
+            .flatten()
     }
 
     pub fn remove_network(&mut self, net: NetId) {
@@ -98,6 +118,7 @@ impl Tunnels {
             .collect();
         for v in gone {
             self.vnis.remove(&v);
+            self.learning.remove(&v);
             self.ports.retain(|(pv, _), _| *pv != v);
         }
     }

@@ -27,6 +27,7 @@ fn params() -> NetworkParams {
         egress: true,
         vni: None,
         overlay_mtu: None,
+        learn_peers: false,
     }
 }
 
@@ -119,6 +120,7 @@ fn aged_entry_floods_again() {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     for i in 0..3 {
@@ -219,6 +221,7 @@ fn full_table_keeps_forwarding() {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     p.add_port(PortId(0), NetId(0), None);
@@ -258,6 +261,7 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
         NetworkParams {
             vni: Some(42),
             overlay_mtu: None,
+            learn_peers: false,
             ..params()
         },
     );

@@ -184,6 +184,13 @@ impl Manager {
             }
             // Handled by the DNS forwarder, not the control plane.
             Event::DnsForward(_) => return,
+            Event::PeerLearned { network, vtep } => {
+                let Some(network) = net_name(network) else {
+                    return;
+                };
+                self.learn_peer(&network, vtep);
+                return;
+            }
             Event::Released { network, mac } => {
                 let Some(network) = net_name(network) else {
                     return;

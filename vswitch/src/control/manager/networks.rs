@@ -156,6 +156,7 @@ impl Manager {
             vni,
             peers,
             mtu,
+            learn_peers: req.learn_peers,
             fdb: Vec::new(),
         })
     }
@@ -194,6 +195,7 @@ impl Manager {
         };
         let params = NetworkParams {
             vni: net.vni,
+            learn_peers: net.learn_peers,
             overlay_mtu: net.mtu.or(Some(
                 crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
             )),

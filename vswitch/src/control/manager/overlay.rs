@@ -15,6 +15,9 @@ use crate::ports::vxlan;
 use crate::state::{Change, NetworkConfig, StaticFdb, VtepState};
 use crate::wire::MacAddr;
 
+/// Peers an overlay network with `--learn-peers` learns, at most (a hostile underlay cannot
+/// make it replicate every flood to thousands of addresses).
+const MAX_LEARNED_PEERS: usize = 256;
 /// Static FDB entries per overlay network, at most.
 const MAX_STATIC_FDB: usize = 65536;
 use crate::switch::overlay::{self, MAX_VNI};
@@ -38,9 +41,9 @@ impl Manager {
         req: &NetworkCreate,
     ) -> ApiResult<(Option<u32>, Vec<Ipv4Addr>)> {
         if driver != "overlay" {
-            if req.vni.is_some() || !req.peers.is_empty() {
+            if req.vni.is_some() || !req.peers.is_empty() || req.learn_peers {
                 return Err(invalid(
-                    "--vni and --peer apply to --driver overlay networks only",
+                    "--vni, --peer and --learn-peers apply to --driver overlay networks only",
                 ));
             }
             return Ok((None, Vec::new()));
@@ -448,6 +451,25 @@ impl Manager {
         self.sync_tunnel(&updated, ip)?;
         info!(%network, peer = %ip, remove, "overlay peer changed");
         Ok(Reply::Network(self.network_info(&updated)))
+    }
+
+    /// `--learn-peers`: a VTEP sent for the network's VNI; it becomes a peer (persisted, as
+    /// `network peer add` would make it), up to `MAX_LEARNED_PEERS` peers.
+    pub(super) fn learn_peer(&mut self, network: &str, vtep: Ipv4Addr) {
+        let Ok(net) = self.net_config(network) else {
+            return;
+        };
+        if !net.learn_peers || net.peers.contains(&vtep) {
+            return;
+        }
+        if net.peers.len() >= MAX_LEARNED_PEERS {
+            warn!(%network, %vtep, "not learning another peer: the network has {MAX_LEARNED_PEERS}");
+            return;
+        }
+        match self.network_peer(network, &vtep.to_string(), false) {
+            Ok(_) => info!(%network, %vtep, "peer learned"),
+            Err(e) => warn!(%network, %vtep, error = %e.message, "peer not learned"),
+        }
     }
 
     /// The overlay network `network`, for `fdb add/del`.

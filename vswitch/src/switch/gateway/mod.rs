@@ -69,6 +69,12 @@ pub enum Event {
         network: NetId,
         mac: MacAddr,
     },
+    /// A VXLAN datagram for an overlay network that learns its peers (`--learn-peers`) came
+    /// from a VTEP that is not one yet: the control plane adds it.
+    PeerLearned {
+        network: NetId,
+        vtep: Ipv4Addr,
+    },
     /// A UDP DNS query for a name the network does not own, for the upstream resolvers; the
     /// answer is sent back to `client` out of `port` as if from the gateway.
     DnsForward(Box<DnsForward>),

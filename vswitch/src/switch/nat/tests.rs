@@ -65,6 +65,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             egress: true,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     p.add_network(
@@ -76,6 +77,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             egress: false,
             vni: None,
             overlay_mtu: None,
+            learn_peers: false,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {
