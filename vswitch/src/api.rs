@@ -587,6 +587,7 @@ pub enum ErrorCode {
     ContainerNotFound,
     ContainerInUse,
     Busy,
+    PermissionDenied,
     Internal,
 }
 

@@ -2,6 +2,7 @@
 //! validated and answered with a result or a coded error. Slow, silent, oversized or malformed
 //! clients get an error and are disconnected; other clients are unaffected.
 
+pub mod auth;
 pub mod dns_forward;
 pub mod host_neigh;
 pub mod manager;
