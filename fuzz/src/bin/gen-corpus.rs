@@ -2,6 +2,8 @@
 //! switch uses): `cargo run -p vswitch-fuzz --bin gen-corpus [DIR]` (default: fuzz/corpus).
 //! Deterministic: the same files every run, so the committed corpus can be regenerated.
 
+#![allow(clippy::too_many_arguments)] // frame builders take every header field
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
