@@ -609,6 +609,7 @@ pub enum ErrorCode {
     ContainerNotFound,
     ContainerInUse,
     Busy,
+    PermissionDenied,
     Internal,
 }
 

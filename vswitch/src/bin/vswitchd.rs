@@ -57,6 +57,15 @@ struct Args {
     /// (`vswitchctl uplink set`) is kept as it is.
     #[arg(long, env = "VSWITCH_UPLINK")]
     uplink: Option<String>,
+    /// Members of GROUP (and root) may change things over the control socket, which is created
+    /// with this group and mode 0660; overrides `[daemon] group`. Without it only root may.
+    #[arg(long, env = "VSWITCH_GROUP", value_name = "GROUP")]
+    group: Option<String>,
+    /// Members of GROUP may use the read-only commands (show, ls, inspect, stats, fdb show);
+    /// overrides `[daemon] read_group`. With it the socket is mode 0666 (a socket has one
+    /// group) and SO_PEERCRED alone decides: anyone else is answered permission_denied.
+    #[arg(long, env = "VSWITCH_READ_GROUP", value_name = "GROUP")]
+    read_group: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -137,12 +146,36 @@ fn main() -> ExitCode {
         Upstreams::configured(upstreams)
     };
 
+    let group = args.group.clone().or(config.daemon.group.clone());
+    let read_group = args.read_group.clone().or(config.daemon.read_group.clone());
+    let policy = match (
+        group
+            .as_deref()
+            .map(|g| control::auth::group_id(g, "--group"))
+            .transpose(),
+        read_group
+            .as_deref()
+            .map(|g| control::auth::group_id(g, "--read-group"))
+            .transpose(),
+    ) {
+        (Ok(change_gid), Ok(read_gid)) => control::auth::Policy {
+            change_gid,
+            read_gid,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vswitchd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
     let mut uplink = config.uplink.clone();
     if let Some(iface) = &args.uplink {
         uplink.get_or_insert_with(Default::default).iface = iface.clone();
     }
-    match run(config, &socket, &state_dir, upstreams, io_uring, uplink) {
+    match run(
+        config, &socket, &state_dir, upstreams, io_uring, uplink, policy,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -153,7 +186,10 @@ fn main() -> ExitCode {
 }
 
 /// Binds the control socket, refusing when a live daemon answers on it.
-fn bind_socket(path: &Path) -> Result<UnixListener, String> {
+/// The socket gets group `policy.change_gid` and mode 0660, so only root and that group can
+/// connect at all. A Unix socket has one group: with a read group too, the mode is 0666 and the
+/// peer's credentials (SO_PEERCRED) are the only gate (others are answered permission_denied).
+fn bind_socket(path: &Path, policy: &control::auth::Policy) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
@@ -170,7 +206,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener, String> {
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+    if let Some(gid) = policy.change_gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give {} group {gid}: {e}", path.display()))?;
+    }
+    let mode = if policy.read_gid.is_some() {
+        0o666
+    } else {
+        0o660
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set mode of {}: {e}", path.display()))?;
     Ok(listener)
 }
@@ -182,12 +227,13 @@ fn run(
     upstreams: Arc<Upstreams>,
     io_uring: bool,
     uplink: Option<vswitch::api::UplinkSet>,
+    policy: control::auth::Policy,
 ) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
-    let listener = bind_socket(socket)?;
+    let listener = bind_socket(socket, &policy)?;
     // Bounded: a flood of DHCP/DNS from containers is shed (counted as `overloaded`), not queued
     // without limit.
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
@@ -225,7 +271,7 @@ fn run(
         let manager = manager.clone();
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || control::serve(listener, manager))
+            .spawn(move || control::serve(listener, manager, policy))
             .map_err(|e| format!("cannot start control thread: {e}"))?;
     }
     {

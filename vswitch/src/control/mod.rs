@@ -1,7 +1,11 @@
 //! The control socket: JSON lines over a Unix socket, one thread per client, every request
-//! validated and answered with a result or a coded error. Slow, silent, oversized or malformed
+//! validated and answered with a result or a coded error. Each connection's peer is identified
+//! by `SO_PEERCRED`: root and the `--group` may change things, the `--read-group` may read;
+//! connections are bounded per user, with room kept for root, and a client that sends nothing
+//! is dropped after `FIRST_BYTE_TIMEOUT`. Slow, silent, oversized or malformed
 //! clients get an error and are disconnected; other clients are unaffected.
 
+pub mod auth;
 pub mod dns_forward;
 pub mod host_neigh;
 pub mod manager;
@@ -9,20 +13,28 @@ pub mod netns_files;
 pub mod resolv;
 pub mod upstreams;
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::api::{ApiError, ErrorCode, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use crate::api::{ApiError, ErrorCode, Op, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use auth::{access_of, Access, Grant, Peer, Policy};
 pub use manager::Manager;
 
-/// Clients served at once; more are told to retry.
+/// Clients served at once (every user together); more are told to retry.
 pub const MAX_CLIENTS: usize = 128;
-/// A client that sends nothing for this long is disconnected.
+/// Connections kept for root beyond `MAX_CLIENTS`: however many other clients are connected,
+/// root's `vswitchctl` is answered.
+pub const ROOT_RESERVED: usize = 16;
+/// Connections one non-root user may hold at once.
+pub const MAX_PER_UID: usize = 32;
+/// A client that has sent nothing this long after connecting is disconnected.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client that sends nothing for this long (after its first request) is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Decodes one request line; a bad line gets the error to send back.
@@ -46,9 +58,72 @@ pub fn decode_request(line: &[u8]) -> Result<Request, ApiError> {
     serde_json::from_value(value).map_err(|e| bad(format!("invalid request: {e}")))
 }
 
-/// Accepts clients forever (the daemon exits the process to stop).
-pub fn serve(listener: UnixListener, manager: Arc<Mutex<Manager>>) {
-    let active = Arc::new(AtomicUsize::new(0));
+/// Connections held, in total and per uid. A slot is released when its `Slot` drops.
+#[derive(Default)]
+struct Slots {
+    inner: Mutex<SlotCounts>,
+}
+
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+}
+
+impl Slots {
+    /// Takes a slot for `uid`, or says why not.
+    fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, String> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.per_uid.get(&uid).copied().unwrap_or(0);
+        if uid == 0 {
+            if c.total >= MAX_CLIENTS + ROOT_RESERVED {
+                return Err(format!(
+                    "vswitchd is serving {} clients already; retry shortly",
+                    c.total
+                ));
+            }
+        } else if mine >= MAX_PER_UID {
+            return Err(format!(
+                "uid {uid} has {mine} connections to vswitchd already (at most {MAX_PER_UID} per user); close some and retry"
+            ));
+        } else if c.total - c.per_uid.get(&0).copied().unwrap_or(0) >= MAX_CLIENTS
+            || c.total >= MAX_CLIENTS + ROOT_RESERVED
+        {
+            return Err(format!(
+                "vswitchd is serving {MAX_CLIENTS} clients already; retry shortly"
+            ));
+        }
+        c.total += 1;
+        *c.per_uid.entry(uid).or_insert(0) += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.slots.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Accepts clients forever (the daemon exits the process to stop). Each connection's peer is
+/// identified by `SO_PEERCRED` and gets what `policy` grants it.
+pub fn serve(listener: UnixListener, manager: Arc<Mutex<Manager>>, policy: Policy) {
+    let slots = Arc::new(Slots::default());
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -58,29 +133,37 @@ pub fn serve(listener: UnixListener, manager: Arc<Mutex<Manager>>) {
                 continue;
             }
         };
-        if active.load(Ordering::SeqCst) >= MAX_CLIENTS {
-            let _ = reply(
-                &stream,
-                &Response::Error(ApiError::new(
-                    ErrorCode::Busy,
-                    format!("vswitchd is serving {MAX_CLIENTS} clients already; retry shortly"),
-                )),
-            );
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
+        // A client that does not read its refusal must not hold up the accept loop.
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+        let peer = match Peer::of(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot read the peer's credentials; connection refused");
+                continue;
+            }
+        };
+        let slot = match slots.take(peer.uid) {
+            Ok(s) => s,
+            Err(msg) => {
+                debug!(uid = peer.uid, pid = peer.pid, "connection refused: {msg}");
+                let _ = reply(
+                    &stream,
+                    &Response::Error(ApiError::new(ErrorCode::Busy, msg)),
+                );
+                continue;
+            }
+        };
+        let grant = policy.grant(&peer);
         let manager = manager.clone();
-        let active2 = active.clone();
         let spawned = std::thread::Builder::new()
             .name("client".into())
             .spawn(move || {
-                if let Err(e) = client(stream, &manager) {
-                    debug!(error = %e, "client connection ended");
+                let _slot = slot;
+                if let Err(e) = client(stream, &manager, &peer, grant) {
+                    debug!(error = %e, uid = peer.uid, pid = peer.pid, "client connection ended");
                 }
-                active2.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
             warn!(error = %e, "cannot spawn client thread");
         }
     }
@@ -92,10 +175,44 @@ fn reply(mut stream: &UnixStream, resp: &Response) -> io::Result<()> {
     stream.write_all(&line)
 }
 
-fn client(stream: UnixStream, manager: &Mutex<Manager>) -> io::Result<()> {
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+/// The op's name on the wire (`network-create`), for logs and errors.
+fn op_name(op: &Op) -> String {
+    serde_json::to_value(op)
+        .ok()
+        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn denied(op: &str, access: Access, peer: &Peer) -> ApiError {
+    let what = match access {
+        Access::Read => "read",
+        Access::Change => "change",
+    };
+    ApiError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "permission denied: {op:?} is a {what} operation and uid {} (gid {}) may not {what} vswitchd's state; run it as root or as a member of the group configured with --group{}",
+            peer.uid,
+            peer.gid,
+            if access == Access::Read { " or --read-group" } else { "" }
+        ),
+    )
+}
+
+fn client(
+    stream: UnixStream,
+    manager: &Mutex<Manager>,
+    peer: &Peer,
+    grant: Grant,
+) -> io::Result<()> {
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
+    // A client that connects and sends nothing holds a slot only briefly.
+    stream.set_read_timeout(Some(FIRST_BYTE_TIMEOUT))?;
+    if reader.fill_buf()?.is_empty() {
+        return Ok(());
+    }
+    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -121,10 +238,32 @@ fn client(stream: UnixStream, manager: &Mutex<Manager>) -> io::Result<()> {
         let resp = match decode_request(&line) {
             Err(e) => Response::Error(e),
             Ok(req) => {
-                let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
-                match m.handle(req.op) {
-                    Ok(r) => Response::Ok(r),
-                    Err(e) => Response::Error(e),
+                let access = access_of(&req.op);
+                let name = op_name(&req.op);
+                if !grant.allows(access) {
+                    warn!(uid = peer.uid, pid = peer.pid, op = %name, "request refused: permission denied");
+                    Response::Error(denied(&name, access, peer))
+                } else {
+                    if access == Access::Change {
+                        info!(uid = peer.uid, pid = peer.pid, op = %name, request = %String::from_utf8_lossy(line.trim_ascii()), "change requested");
+                    }
+                    let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
+                    let result = m.handle(req.op);
+                    drop(m);
+                    if access == Access::Change {
+                        match &result {
+                            Ok(_) => {
+                                info!(uid = peer.uid, pid = peer.pid, op = %name, "change done")
+                            }
+                            Err(e) => {
+                                info!(uid = peer.uid, pid = peer.pid, op = %name, code = ?e.code, "change failed: {e}")
+                            }
+                        }
+                    }
+                    match result {
+                        Ok(r) => Response::Ok(r),
+                        Err(e) => Response::Error(e),
+                    }
                 }
             }
         };
@@ -135,7 +274,6 @@ fn client(stream: UnixStream, manager: &Mutex<Manager>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Op;
 
     #[test]
     fn decoding() {

@@ -387,6 +387,13 @@ pub struct DaemonConfig {
     /// Batch TAP reads and writes through io_uring where the kernel allows it [default: true].
     #[serde(default)]
     pub io_uring: Option<bool>,
+    /// Members of this group (besides root) may change things over the control socket; the
+    /// socket is created with this group and mode 0660.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Members of this group may use the read-only commands (show, ls, inspect, stats).
+    #[serde(default)]
+    pub read_group: Option<String>,
 }
 
 /// The config file (`configs/default.toml`): daemon settings and networks that always exist.

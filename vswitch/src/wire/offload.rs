@@ -89,6 +89,11 @@ fn layout(frame: &[u8]) -> Result<Layout, OffloadError> {
     let (tcp, hlen) = match proto {
         6 => {
             let doff = usize::from(*frame.get(l4 + 12).ok_or(Malformed)? >> 4) * 4;
+            // A TCP header is at least 20 bytes: a smaller data offset left the flags and the
+            // checksum past the frame's end (found by fuzzing).
+            if doff < 20 {
+                return Err(Malformed);
+            }
             (true, doff)
         }
         17 => (false, 8),
@@ -427,6 +432,37 @@ mod tests {
         );
         for cut in 0..f.len() {
             let _ = finish_frame(&hdr(GSO_TCPV4, 8), &f[..cut], &mut buf, |_| {});
+        }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/pipeline/tso-tcp-data-offset-below-20): a TSO frame
+    /// whose TCP data offset said fewer than 20 bytes passed the layout check and indexed the
+    /// flags and checksum past the end of the frame. Now malformed (counted as needs_offload).
+    #[test]
+    fn tcp_data_offset_below_twenty_is_malformed_not_a_panic() {
+        let f = tcp_frame(100, false);
+        let mut buf = vec![0u8; 9000];
+        for doff in 0u8..5 {
+            // Cut the frame right after the short header it claims.
+            let cut = 34 + usize::from(doff) * 4;
+            for len in [cut.max(34 + 13), 34 + 20, f.len()] {
+                let mut g = f[..len.min(f.len())].to_vec();
+                g[34 + 12] = doff << 4;
+                for gso in [GSO_TCPV4, GSO_NONE] {
+                    let hdr = VnetHdr {
+                        flags: F_NEEDS_CSUM,
+                        gso_type: gso,
+                        hdr_len: 54,
+                        gso_size: 8,
+                        csum_start: 34,
+                        csum_offset: 16,
+                    };
+                    let r = finish_frame(&hdr, &g, &mut buf, |_| {});
+                    if gso == GSO_TCPV4 {
+                        assert_eq!(r, Err(OffloadError::Malformed), "doff {doff} len {len}");
+                    }
+                }
+            }
         }
     }
 }

@@ -271,9 +271,12 @@ impl Server {
             return Err(Malformed);
         }
         let req = Message::decode(&mut Decoder::new(payload)).map_err(|_| Malformed)?;
+        // dhcproto's `chaddr()` slices its 16-byte field by `hlen` unchecked: a message with
+        // hlen > 16 would panic there (found by fuzzing). Ethernet's is 6; more than the field
+        // holds is malformed.
         if req.opcode() != Opcode::BootRequest
             || req.htype() != HType::Eth
-            || req.chaddr().len() < 6
+            || !(6..=16).contains(&req.hlen())
         {
             return Err(Malformed);
         }

@@ -818,3 +818,33 @@ fn a_discover_flood_cannot_hold_the_pool() {
     );
     assert_eq!(decode_reply(&reply).0, MessageType::Offer);
 }
+
+/// Found by fuzzing (fuzz/regressions/pipeline, fuzz/regressions/dhcp): a DHCP message whose
+/// hardware address length is more than chaddr's 16 bytes panicked in dhcproto's `chaddr()`.
+/// It is a counted bad_dhcp drop, as is one shorter than a MAC; a good one is still answered.
+#[test]
+fn dhcp_with_a_hardware_address_length_past_chaddr_is_a_drop_not_a_panic() {
+    let mut g = gateway(true);
+    let good = dhcp_frame(
+        STRANGER,
+        MessageType::Discover,
+        Ipv4Addr::UNSPECIFIED,
+        vec![],
+        true,
+    );
+    // hlen is byte 2 of the BOOTP message (Ethernet 14 + IPv4 20 + UDP 8). The UDP checksum
+    // etherparse wrote is cleared so the change does not make the frame bad for that reason.
+    for hlen in [17u8, 32, 255, 5, 0] {
+        let mut f = good.clone();
+        f[42 + 2] = hlen;
+        f[40..42].copy_from_slice(&[0, 0]);
+        assert_eq!(
+            run(&mut g, 0, P1, &f).0,
+            Verdict::Drop(DropReason::BadDhcp),
+            "hlen {hlen}"
+        );
+    }
+    let (v, reply, _) = run(&mut g, 0, P1, &good);
+    assert_eq!(v, Verdict::Consumed, "a good DISCOVER is still offered");
+    assert!(!reply.is_empty());
+}

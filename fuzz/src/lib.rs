@@ -1,0 +1,379 @@
+//! The fuzz targets' bodies, shared by the libFuzzer entry points (`cargo +nightly fuzz run
+//! TARGET`), the stable replay binaries (`cargo run -p vswitch-fuzz --bin TARGET -- FILES`) and
+//! the corpus/regression replay test (`cargo test -p vswitch-fuzz`).
+//!
+//! Each target must never panic, whatever the bytes: a bad input is a counted drop or an error.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use vswitch::switch::gateway::dhcp::Server;
+use vswitch::switch::gateway::dns::Resolver;
+use vswitch::switch::gateway::{DhcpConfig, Endpoint, GatewayConfig};
+use vswitch::switch::nat::{UplinkConfig, UplinkMode};
+use vswitch::switch::{overlay, Actions, NetId, NetworkParams, Pipeline, PortId};
+use vswitch::wire::offload::{self, VnetHdr};
+use vswitch::wire::MacAddr;
+
+pub const GW: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x01, 0x00, 0x01]);
+pub const GW_IP: [u8; 4] = [10, 1, 0, 1];
+pub const C1: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x01, 0x00, 0x02]);
+pub const C1_IP: [u8; 4] = [10, 1, 0, 2];
+pub const C2: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x01, 0x00, 0x03]);
+pub const C2_IP: [u8; 4] = [10, 1, 0, 3];
+pub const OV_GW: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x05, 0x00, 0x01]);
+pub const OV_GW_IP: [u8; 4] = [10, 5, 0, 1];
+pub const OV1: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x05, 0x00, 0x02]);
+pub const OV1_IP: [u8; 4] = [10, 5, 0, 2];
+pub const REMOTE_MAC: MacAddr = MacAddr([0x02, 0x42, 0x0a, 0x05, 0x00, 0x09]);
+pub const UPLINK_MAC: MacAddr = MacAddr([0x02, 0xaa, 0, 0, 0, 2]);
+pub const UPLINK_IP: [u8; 4] = [192, 0, 2, 2];
+pub const ROUTER_MAC: MacAddr = MacAddr([0x02, 0xbb, 0, 0, 0, 1]);
+pub const ROUTER_IP: [u8; 4] = [192, 0, 2, 1];
+pub const OUTSIDE_IP: [u8; 4] = [198, 51, 100, 10];
+pub const VNI: u32 = 42;
+pub const REMOTE_VTEP: [u8; 4] = [192, 168, 50, 2];
+
+/// Ports of the fuzzed switch, indexed by an input's port byte.
+pub const PORTS: [PortId; 5] = [PortId(0), PortId(1), PortId(9), PortId(3), PortId(10)];
+pub const UPLINK: PortId = PortId(9);
+pub const TUNNEL: PortId = PortId(10);
+
+fn gateway(ip: [u8; 4], mac: MacAddr, subnet: &str, dhcp: bool) -> GatewayConfig {
+    GatewayConfig {
+        ip: Ipv4Addr::from(ip),
+        mac,
+        subnet: subnet.parse().expect("subnet"),
+        arp_suppress: true,
+        dhcp: dhcp.then(|| DhcpConfig {
+            range_start: Ipv4Addr::new(10, 1, 0, 100),
+            range_end: Ipv4Addr::new(10, 1, 0, 200),
+            lease_secs: 3600,
+            mtu: 1500,
+        }),
+        dns_names: true,
+        domain: "n.vswitch".into(),
+        dns_forward: true,
+    }
+}
+
+/// A switch as `vswitchd` builds it: network 0 (bridge, gateway 10.1.0.1 with DHCP and DNS,
+/// ports 0 and 1), network 1 (overlay VNI 42, gateway 10.5.0.1, local port 3 and tunnel port 10
+/// to a remote VTEP), and the uplink on port 9 (NAT, its router's MAC known).
+pub fn switch(mode: UplinkMode) -> Pipeline {
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            fdb_limit: 64,
+            aging_ms: 300_000,
+            gateway: Some(gateway(GW_IP, GW, "10.1.0.0/24", true)),
+            egress: true,
+            vni: None,
+        },
+    );
+    p.add_network(
+        NetId(1),
+        NetworkParams {
+            fdb_limit: 64,
+            aging_ms: 300_000,
+            gateway: Some(gateway(OV_GW_IP, OV_GW, "10.5.0.0/24", false)),
+            egress: true,
+            vni: Some(VNI),
+        },
+    );
+    for (port, mac, ip, name) in [(0, C1, C1_IP, "c1"), (1, C2, C2_IP, "c2")] {
+        let ep = Endpoint {
+            mac,
+            ip: Some(Ipv4Addr::from(ip)),
+            names: vec![name.into()],
+        };
+        p.add_port(PortId(port), NetId(0), Some(ep));
+    }
+    let ep = Endpoint {
+        mac: OV1,
+        ip: Some(Ipv4Addr::from(OV1_IP)),
+        names: vec!["ov1".into()],
+    };
+    p.add_port(PortId(3), NetId(1), Some(ep));
+    p.add_tunnel(TUNNEL, NetId(1), VNI, Ipv4Addr::from(REMOTE_VTEP));
+    p.set_uplink(
+        UPLINK,
+        UplinkConfig {
+            mode,
+            ip: Ipv4Addr::from(UPLINK_IP),
+            prefix_len: 24,
+            mac: UPLINK_MAC,
+            gateway: Some(Ipv4Addr::from(ROUTER_IP)),
+            mtu: 1500,
+            nat_ports: (61000, 61063),
+            conntrack_max: 256,
+        },
+    );
+    let mut emit = Vec::new();
+    if let Some(u) = p.uplink_mut() {
+        u.set_neighbor(0, Ipv4Addr::from(ROUTER_IP), ROUTER_MAC, &mut emit);
+    }
+    p
+}
+
+/// Splits an input into records: a control byte, a big-endian u16 length, that many bytes
+/// (fewer at the end of the input).
+pub struct Records<'a>(&'a [u8]);
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (u8, &'a [u8]);
+    fn next(&mut self) -> Option<(u8, &'a [u8])> {
+        let (&ctl, rest) = self.0.split_first()?;
+        if rest.len() < 2 {
+            self.0 = &[];
+            return Some((ctl, &[]));
+        }
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let rest = &rest[2..];
+        let len = len.min(rest.len());
+        let (rec, tail) = rest.split_at(len);
+        self.0 = tail;
+        Some((ctl, rec))
+    }
+}
+
+/// Encodes records as `Records` reads them (used by the corpus generator).
+pub fn encode_records(records: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ctl, rec) in records {
+        out.push(*ctl);
+        out.extend_from_slice(&(rec.len() as u16).to_be_bytes());
+        out.extend_from_slice(rec);
+    }
+    out
+}
+
+/// Control byte of a `pipeline` record: bits 0-2 the port (index into `PORTS`, mod 5), bit 3
+/// a virtio-net header in the record's first 10 bytes, bits 4-6 seconds to advance the clock
+/// by, bit 7 run the expiry of every table first.
+pub fn pipeline_ctl(port: usize, vnet: bool, secs: u8) -> u8 {
+    (port as u8 & 7) | if vnet { 8 } else { 0 } | ((secs & 7) << 4)
+}
+
+struct Run {
+    p: Pipeline,
+    a: Actions,
+    buf: Vec<u8>,
+    seg: Vec<u8>,
+    now: u64,
+}
+
+impl Run {
+    fn new(mode: UplinkMode) -> Run {
+        Run {
+            p: switch(mode),
+            a: Actions::with_capacity(8),
+            buf: Vec::with_capacity(offload_buf_len()),
+            seg: vec![0; offload_buf_len()],
+            now: 1_000,
+        }
+    }
+
+    /// One frame in on `port`, handled as the dataplane does: process, then finish offloads
+    /// for the ports that cannot take them.
+    fn frame(&mut self, port: PortId, vnet: Option<VnetHdr>, frame: &[u8]) {
+        self.buf.clear();
+        self.buf.extend_from_slice(frame);
+        self.p
+            .process_vnet(self.now, port, &mut self.buf, vnet.as_ref(), &mut self.a);
+        if let Some(hdr) = vnet {
+            if !self.a.out.is_empty() && hdr.needs_work() {
+                let _ = offload::finish_frame(&hdr, &self.buf, &mut self.seg, |s| {
+                    std::hint::black_box(s);
+                });
+            }
+        }
+        std::hint::black_box((&self.a.out, &self.a.reply));
+        self.a.events.clear();
+        self.a.emit.clear();
+    }
+
+    fn tick(&mut self, secs: u8, expire: bool) {
+        self.now += u64::from(secs) * 1000;
+        if expire {
+            self.p.expire(self.now);
+        }
+    }
+}
+
+/// The dataplane's frame buffer size.
+pub fn offload_buf_len() -> usize {
+    vswitch::dataplane::FRAME_BUF
+}
+
+/// `pipeline`: frames in on any port (two bridge containers, the uplink, an overlay container,
+/// a VXLAN tunnel), with or without a virtio-net header, the clock moving between them.
+pub fn pipeline(data: &[u8]) {
+    let mut run = Run::new(UplinkMode::Dedicated);
+    for (ctl, rec) in Records(data).take(64) {
+        run.tick((ctl >> 4) & 7, ctl & 0x80 != 0);
+        let port = PORTS[usize::from(ctl & 7) % PORTS.len()];
+        if ctl & 8 != 0 {
+            let Some(hdr) = VnetHdr::parse(rec) else {
+                continue;
+            };
+            run.frame(port, Some(hdr), &rec[10..]);
+        } else {
+            run.frame(port, None, rec);
+        }
+    }
+}
+
+/// Control byte of a `nat` record: bit 0 from the uplink (else from container 1 through its
+/// gateway), bit 1 shared mode (first record only), bits 4-6 seconds to advance.
+pub fn nat_ctl(from_uplink: bool, secs: u8) -> u8 {
+    u8::from(from_uplink) | ((secs & 7) << 4)
+}
+
+/// `nat`: IPv4 packets routed out through the masquerade and back in on the uplink; the
+/// Ethernet header is made here so every input reaches routing and conntrack.
+pub fn nat(data: &[u8]) {
+    let mode = match data.first() {
+        Some(c) if c & 2 != 0 => UplinkMode::Shared,
+        _ => UplinkMode::Dedicated,
+    };
+    let mut run = Run::new(mode);
+    let mut frame = Vec::with_capacity(2048);
+    for (ctl, rec) in Records(data).take(64) {
+        run.tick((ctl >> 4) & 7, ctl & 0x80 != 0);
+        let (port, dst, src) = if ctl & 1 != 0 {
+            (UPLINK, UPLINK_MAC, ROUTER_MAC)
+        } else {
+            (PortId(0), GW, C1)
+        };
+        frame.clear();
+        frame.extend_from_slice(&dst.0);
+        frame.extend_from_slice(&src.0);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(rec);
+        run.frame(port, None, &frame);
+    }
+}
+
+/// `control_request`: one request line as the control socket reads it; a request that decodes
+/// is classified (read or change) and encoded back.
+pub fn control_request(data: &[u8]) {
+    if let Ok(req) = vswitch::control::decode_request(data) {
+        std::hint::black_box(vswitch::control::auth::access_of(&req.op));
+        let line = serde_json::to_vec(&req).expect("a decoded request encodes");
+        let again = vswitch::control::decode_request(&line).expect("an encoded request decodes");
+        assert_eq!(again.op, req.op, "request round trip");
+    }
+}
+
+/// `dhcp`: DHCP messages (UDP payloads) to one network's server, one after another.
+pub fn dhcp(data: &[u8]) {
+    let cfg = gateway(GW_IP, GW, "10.1.0.0/24", true);
+    let mut server = Server::new(
+        cfg.dhcp.clone().expect("dhcp"),
+        cfg.ip,
+        cfg.mac,
+        cfg.subnet,
+        cfg.domain.clone(),
+    );
+    server.reserve(C1, Ipv4Addr::from(C1_IP), Some("c1".into()));
+    let mut reply = Vec::new();
+    let mut events = Vec::new();
+    let mut now = 1_000;
+    for (ctl, rec) in Records(data).take(32) {
+        now += u64::from(ctl) * 1000;
+        if ctl & 0x80 != 0 {
+            server.expire(now);
+        }
+        reply.clear();
+        let _ = server.handle(now, NetId(0), rec, &mut reply, &mut events);
+        std::hint::black_box(server.leases(now));
+    }
+}
+
+/// `dns`: one query to the gateway's resolver (names on, forwarding on), answered to the
+/// maximum size the first byte picks.
+pub fn dns(data: &[u8]) {
+    let Some((&sel, query)) = data.split_first() else {
+        return;
+    };
+    let mut r = Resolver::new("n.vswitch".into(), true, sel & 1 != 0);
+    r.set_records(vec![
+        ("c1".into(), Ipv4Addr::from(C1_IP)),
+        ("c1.n.vswitch".into(), Ipv4Addr::from(C1_IP)),
+        ("web".into(), Ipv4Addr::from(C2_IP)),
+    ]);
+    let max_len = [512usize, 1232, 4096, 65535, 12, 0][usize::from(sel >> 1) % 6];
+    let _ = std::hint::black_box(r.resolve(query, max_len));
+    let _ = std::hint::black_box(r.answer(query, max_len));
+}
+
+/// `offload`: a virtio-net header (first 10 bytes) and the frame after it, finished in software
+/// (TSO/USO segmentation, checksums) into the dataplane's buffer.
+pub fn offload(data: &[u8]) {
+    let Some(hdr) = VnetHdr::parse(data) else {
+        return;
+    };
+    let frame = &data[10..];
+    let mut buf = vec![0u8; offload_buf_len()];
+    let mut n = 0usize;
+    let _ = offload::finish_frame(&hdr, frame, &mut buf, |seg| {
+        n += 1;
+        assert!(seg.len() <= offload_buf_len());
+    });
+}
+
+/// `vxlan`: a datagram at the VTEP (first 4 bytes its source address), demultiplexed to a
+/// tunnel port as the dataplane does, and the inner frame through the pipeline.
+pub fn vxlan(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let src = Ipv4Addr::new(data[0], data[1], data[2], data[3]);
+    let datagram = &data[4..];
+    let mut run = Run::new(UplinkMode::Dedicated);
+    std::hint::black_box(overlay::flow_hash(datagram));
+    if let Ok(port) = run.p.tunnels.demux(src, datagram) {
+        run.frame(port, None, &datagram[overlay::HEADER_LEN..]);
+    }
+}
+
+/// A target's body.
+pub type Target = fn(&[u8]);
+
+/// All targets by name.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("pipeline", pipeline),
+    ("nat", nat),
+    ("control_request", control_request),
+    ("dhcp", dhcp),
+    ("dns", dns),
+    ("offload", offload),
+    ("vxlan", vxlan),
+];
+
+/// Runs `target` on every file named on the command line (directories: every file in them).
+pub fn replay_main(target: Target) {
+    let mut n = 0;
+    for arg in std::env::args_os().skip(1) {
+        n += replay(target, Path::new(&arg));
+    }
+    eprintln!("replayed {n} inputs without a crash");
+}
+
+/// Runs `target` on the file `path`, or every file under the directory `path`; returns how many.
+pub fn replay(target: Target, path: &Path) -> usize {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .expect("read dir")
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        entries.iter().map(|p| replay(target, p)).sum()
+    } else {
+        let data = std::fs::read(path).expect("read input");
+        target(&data);
+        1
+    }
+}
