@@ -38,6 +38,8 @@ pub fn access_of(op: &Op) -> Access {
         | Op::ConntrackFlush { .. }
         | Op::VtepSet(_)
         | Op::NetworkPeer { .. }
+        | Op::FdbAdd { .. }
+        | Op::FdbDel { .. }
         | Op::ContainerCreate(_)
         | Op::ContainerRemove { .. }
         | Op::NetworkConnect(_)
