@@ -70,6 +70,8 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             gateway: Some(gateway(GW_IP, GW, "10.1.0.0/24", true)),
             egress: true,
             vni: None,
+            overlay_mtu: None,
+            learn_peers: false,
         },
     );
     p.add_network(
@@ -80,6 +82,8 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             gateway: Some(gateway(OV_GW_IP, OV_GW, "10.5.0.0/24", false)),
             egress: true,
             vni: Some(VNI),
+            overlay_mtu: Some(1450),
+            learn_peers: true,
         },
     );
     for (port, mac, ip, name) in [(0, C1, C1_IP, "c1"), (1, C2, C2_IP, "c2")] {
@@ -96,7 +100,14 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
         names: vec!["ov1".into()],
     };
     p.add_port(PortId(3), NetId(1), Some(ep));
-    p.add_tunnel(TUNNEL, NetId(1), VNI, Ipv4Addr::from(REMOTE_VTEP));
+    p.add_tunnel(TUNNEL, NetId(1), VNI, Ipv4Addr::from(REMOTE_VTEP), true);
+    // A static entry behind the tunnel, answered for by ARP suppression.
+    p.fdb_pin(
+        NetId(1),
+        vswitch::wire::MacAddr([0x02, 0x42, 0x0a, 0x05, 0x00, 0x63]),
+        TUNNEL,
+        Some(Ipv4Addr::new(10, 5, 0, 99)),
+    );
     p.set_uplink(
         UPLINK,
         UplinkConfig {
