@@ -531,6 +531,18 @@ impl Pipeline {
                     let egress = net.egress;
                     return self.route_out(now, in_port, via, egress, dst, frame, vnet, actions);
                 }
+                Verdict::Local => {
+                    let via = Via {
+                        net: net_id,
+                        ip: gw.config().ip,
+                        mac: gw.config().mac,
+                    };
+                    let routed = match self.uplink.as_mut() {
+                        Some(up) => up.hairpin_back(now, via, frame, vnet),
+                        None => Routed::Drop(DropReason::NoRoute),
+                    };
+                    return self.routed_local(now, in_port, routed, frame, actions);
+                }
             }
         }
 
@@ -627,23 +639,21 @@ impl Pipeline {
         let Some(up) = self.uplink.as_mut() else {
             return;
         };
-        match up.outbound(now, via, frame, vnet, &mut actions.reply, &mut actions.emit) {
-            Routed::Out(p) => actions.out.push(p),
-            Routed::Replied | Routed::Consumed | Routed::Deliver { .. } => {}
-            Routed::Drop(r) => {
-                actions.reply.clear();
-                self.count(in_port, r, actions)
-            }
-        }
+        let routed = up.outbound(now, via, frame, vnet, &mut actions.reply, &mut actions.emit);
+        self.routed_local(now, in_port, routed, frame, actions)
     }
 
-    /// A frame from the uplink: ARP and echo for its address, or a reply of a tracked flow,
-    /// which goes to its container with the gateway's MAC as the source.
-    fn route_in(&mut self, now: u64, in_port: PortId, frame: &mut [u8], actions: &mut Actions) {
-        let Some(up) = self.uplink.as_mut().filter(|u| u.port == in_port) else {
-            return self.count(in_port, DropReason::UnknownPort, actions);
-        };
-        match up.inbound(now, frame, &mut actions.reply, &mut actions.emit) {
+    /// Acts on what the NAT stage made of a frame: out of a port, to a container of the
+    /// switch (`Deliver`: a reply from outside, or a hairpinned packet), or nowhere.
+    fn routed_local(
+        &mut self,
+        now: u64,
+        in_port: PortId,
+        routed: Routed,
+        frame: &mut [u8],
+        actions: &mut Actions,
+    ) {
+        match routed {
             Routed::Deliver { net, mac } => {
                 let Some(n) = self.networks.get_mut(net.idx()).and_then(Option::as_mut) else {
                     return self.count(in_port, DropReason::NoDestination, actions);
@@ -670,6 +680,16 @@ impl Pipeline {
                 self.count(in_port, r, actions)
             }
         }
+    }
+
+    /// A frame from the uplink: ARP and echo for its address, or a reply of a tracked flow,
+    /// which goes to its container with the gateway's MAC as the source.
+    fn route_in(&mut self, now: u64, in_port: PortId, frame: &mut [u8], actions: &mut Actions) {
+        let Some(up) = self.uplink.as_mut().filter(|u| u.port == in_port) else {
+            return self.count(in_port, DropReason::UnknownPort, actions);
+        };
+        let routed = up.inbound(now, frame, &mut actions.reply, &mut actions.emit);
+        self.routed_local(now, in_port, routed, frame, actions)
     }
 }
 

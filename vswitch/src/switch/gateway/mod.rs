@@ -112,6 +112,9 @@ pub enum Verdict {
     Drop(DropReason),
     /// An IPv4 packet to the gateway's MAC for this address outside the network: to be routed.
     Route(Ipv4Addr),
+    /// TCP or UDP to the gateway's own address for a port it does not serve: the return side
+    /// of a hairpin flow, if the NAT stage knows it (otherwise `no_route`).
+    Local,
 }
 
 /// How a neighbour entry was learned.
@@ -544,6 +547,7 @@ impl Gateway {
                     dns::tcp::Outcome::Malformed => Verdict::Drop(DropReason::BadDns),
                 }
             }
+            Some(TransportSlice::Tcp(_) | TransportSlice::Udp(_)) => Verdict::Local,
             _ => Verdict::Drop(DropReason::NoRoute),
         }
     }

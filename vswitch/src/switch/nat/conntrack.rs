@@ -1,5 +1,9 @@
-//! Connection tracking for masquerade: one entry per flow leaving through the uplink, found
-//! from either side (the container's original tuple, or the reply tuple seen on the uplink).
+//! Connection tracking for masquerade and published ports: one entry per flow through the
+//! uplink, found from either side (the container's tuple, or the tuple seen on the uplink).
+//! A masqueraded flow starts at a container; a published-port (DNAT) flow starts outside and
+//! is keyed the same way, from the container's side; a hairpin flow (a container to a
+//! published port through the uplink's address) never leaves the switch and is found from
+//! both of its containers' sides.
 //! Pure: time comes in as milliseconds. TCP follows its states with Linux's default timeouts
 //! (`nf_conntrack_proto_tcp.c`), UDP is "unreplied" until the other side answers, ICMP echo is
 //! keyed by its identifier. The table is bounded: when full, new flows are refused (counted)
@@ -43,6 +47,30 @@ pub enum Dir {
     Orig,
     /// From the outside back in.
     Reply,
+}
+
+/// How a flow came to be tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A container's flow to the outside, masqueraded behind the uplink's address.
+    Masquerade,
+    /// A flow from the outside to a published port, translated to its container; `nat_port`
+    /// is the published port.
+    Dnat,
+    /// A container's flow to a published port through the uplink's address, to the
+    /// publishing container from the gateway of that container's network.
+    Hairpin,
+}
+
+/// The second side of a hairpin flow: what the publishing container sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HairpinSide {
+    /// The publishing container's packets: from it (`src`, `sport`) to its network's gateway
+    /// (`dst`) at the port the flow was given (`dport`).
+    pub key: OrigKey,
+    /// The publishing container's MAC and its network's gateway MAC.
+    pub mac: MacAddr,
 }
 
 /// The tracked state of a flow.
@@ -101,7 +129,10 @@ pub fn timeout_ms(proto: u8, state: State) -> u64 {
 /// One tracked flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
+    /// The container side: what the container sends (masquerade, DNAT), or what the client
+    /// container sends (hairpin).
     pub orig: OrigKey,
+    pub kind: Kind,
     pub nat_port: u16,
     /// The container's MAC (where replies go).
     pub mac: MacAddr,
@@ -126,6 +157,13 @@ impl Entry {
 
     /// Moves the flow's state on for a packet in `dir` with TCP `flags` (0 for UDP/ICMP).
     fn advance(&mut self, dir: Dir, flags: u8) {
+        // The state machine's "original" direction is the side that opened the flow: for a
+        // published port that is the outside.
+        let dir = match (self.kind, dir) {
+            (Kind::Dnat, Dir::Orig) => Dir::Reply,
+            (Kind::Dnat, Dir::Reply) => Dir::Orig,
+            (_, d) => d,
+        };
         if self.orig.proto != PROTO_TCP {
             if dir == Dir::Reply {
                 self.state = State::Replied;
@@ -195,6 +233,9 @@ pub struct CtCounters {
     pub ports_exhausted: u64,
     /// Entries removed by `conntrack flush`.
     pub flushed: u64,
+    /// Flows created to published ports, from outside and hairpinned (also in `created`).
+    pub dnat_created: u64,
+    pub hairpin_created: u64,
 }
 
 /// Why a new flow could not be tracked.
@@ -222,6 +263,9 @@ pub struct Conntrack {
     free: Vec<u32>,
     orig: HashMap<OrigKey, u32>,
     reply: HashMap<ReplyKey, u32>,
+    /// The publishing container's side of hairpin flows, by slot (few: a side table keeps the
+    /// entries of the common flows small).
+    hairpins: HashMap<u32, HairpinSide>,
     max: usize,
     cursor: usize,
     pub counters: CtCounters,
@@ -237,6 +281,7 @@ impl Conntrack {
             free: Vec::new(),
             orig: HashMap::new(),
             reply: HashMap::new(),
+            hairpins: HashMap::new(),
             max: max.max(1),
             cursor: 0,
             counters: CtCounters::default(),
@@ -269,7 +314,13 @@ impl Conntrack {
     fn remove(&mut self, slot: u32) {
         if let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) {
             self.orig.remove(&e.orig);
-            self.reply.remove(&e.reply_key());
+            if e.kind == Kind::Hairpin {
+                if let Some(h) = self.hairpins.remove(&slot) {
+                    self.orig.remove(&h.key);
+                }
+            } else {
+                self.reply.remove(&e.reply_key());
+            }
             self.free.push(slot);
         }
     }
@@ -299,21 +350,14 @@ impl Conntrack {
             self.counters.ports_exhausted += 1;
             return Err(Refused::PortsExhausted);
         };
-        let entry = Entry {
-            orig: key,
-            nat_port,
-            mac,
-            state: if key.proto == PROTO_TCP {
-                State::SynSent
-            } else {
-                State::Unreplied
-            },
-            fin_orig: false,
-            fin_reply: false,
-            expires: now + timeout_ms(key.proto, State::Unreplied),
-            packets: [0; 2],
-            bytes: [0; 2],
-        };
+        let entry = Self::new_entry(now, key, Kind::Masquerade, nat_port, mac);
+        let slot = self.insert(entry);
+        self.reply.insert(entry.reply_key(), slot);
+        Ok(Some(slot))
+    }
+
+    /// Stores a new entry (its original key indexed) and returns its slot.
+    fn insert(&mut self, entry: Entry) -> u32 {
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some(entry);
@@ -324,10 +368,110 @@ impl Conntrack {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.orig.insert(key, slot);
-        self.reply.insert(entry.reply_key(), slot);
+        self.orig.insert(entry.orig, slot);
         self.counters.created += 1;
+        slot
+    }
+
+    fn new_entry(now: u64, orig: OrigKey, kind: Kind, nat_port: u16, mac: MacAddr) -> Entry {
+        Entry {
+            orig,
+            kind,
+            nat_port,
+            mac,
+            state: if orig.proto == PROTO_TCP {
+                State::SynSent
+            } else {
+                State::Unreplied
+            },
+            fin_orig: false,
+            fin_reply: false,
+            expires: now + timeout_ms(orig.proto, State::Unreplied),
+            packets: [0; 2],
+            bytes: [0; 2],
+        }
+    }
+
+    /// Is `key` the original or hairpin key of a live flow?
+    fn orig_taken(&mut self, now: u64, key: &OrigKey) -> bool {
+        match self.orig.get(key) {
+            Some(&slot) => self.live(slot, now).is_some(),
+            None => false,
+        }
+    }
+
+    /// The flow of a packet from a container, if it has one (no flow is created).
+    pub fn lookup(&mut self, now: u64, key: &OrigKey) -> Option<u32> {
+        let slot = *self.orig.get(key)?;
+        self.live(slot, now)
+    }
+
+    /// A new flow from the outside to a published port: `orig` is its container side (the
+    /// container's address and port to the client's), `nat_port` the published port and `mac`
+    /// the container's. `None` when either side's tuple is already a live flow's.
+    pub fn dnat(
+        &mut self,
+        now: u64,
+        orig: OrigKey,
+        nat_port: u16,
+        mac: MacAddr,
+    ) -> Result<Option<u32>, Refused> {
+        if self.orig.len() >= self.max {
+            self.counters.refused_full += 1;
+            return Err(Refused::TableFull);
+        }
+        let entry = Self::new_entry(now, orig, Kind::Dnat, nat_port, mac);
+        if self.orig_taken(now, &orig) || self.reply_taken(now, &entry.reply_key()) {
+            return Ok(None);
+        }
+        let slot = self.insert(entry);
+        self.reply.insert(entry.reply_key(), slot);
+        self.counters.dnat_created += 1;
         Ok(Some(slot))
+    }
+
+    /// A new hairpin flow: `orig` is the client container's packet (to the uplink's address
+    /// and the published port), `mac` its MAC; `side` is the publishing container's side with
+    /// `side.key.dport` to be chosen here from `lo..=hi` (hashed start, first free).
+    pub fn hairpin(
+        &mut self,
+        now: u64,
+        orig: OrigKey,
+        mac: MacAddr,
+        mut side: HairpinSide,
+        (lo, hi): (u16, u16),
+    ) -> Result<u32, Refused> {
+        if self.orig.len() >= self.max {
+            self.counters.refused_full += 1;
+            return Err(Refused::TableFull);
+        }
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let h = u32::from(orig.src).wrapping_mul(0x9e37_79b1)
+            ^ u32::from(orig.sport).wrapping_mul(0x85eb_ca6b);
+        let start = h % span;
+        let mut found = false;
+        for i in 0..span {
+            side.key.dport = lo + ((start + i) % span) as u16;
+            if !self.orig_taken(now, &side.key) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            self.counters.ports_exhausted += 1;
+            return Err(Refused::PortsExhausted);
+        }
+        let entry = Self::new_entry(now, orig, Kind::Hairpin, side.key.dport, mac);
+        let slot = self.insert(entry);
+        self.orig.insert(side.key, slot);
+        self.hairpins.insert(slot, side);
+        self.counters.hairpin_created += 1;
+        Ok(slot)
+    }
+
+    /// The publishing container's side of a hairpin flow.
+    pub fn hairpin_side(&self, slot: u32) -> Option<&HairpinSide> {
+        self.hairpins.get(&slot)
     }
 
     /// Finds the flow a packet arriving on the uplink answers.
@@ -423,6 +567,7 @@ impl Conntrack {
             self.free = Vec::new();
             self.orig = HashMap::new();
             self.reply = HashMap::new();
+            self.hairpins = HashMap::new();
             self.cursor = 0;
         }
         self.counters.flushed += doomed.len() as u64;

@@ -6,6 +6,7 @@
 //! for a next hop) it writes into buffers the shell sends.
 
 pub mod conntrack;
+pub mod dnat;
 mod frags;
 mod neighbors;
 
@@ -99,6 +100,10 @@ pub struct NatCounters {
     pub queue_dropped: u64,
     /// Echo requests to the uplink's own address answered (dedicated mode).
     pub echo_replies: u64,
+    /// Packets of hairpin flows (a container to a published port through the uplink's
+    /// address) translated, either way.
+    #[serde(default)]
+    pub hairpin_packets: u64,
 }
 
 /// What became of a frame the gateway routes.
@@ -133,6 +138,8 @@ pub struct Uplink {
     /// answers with `set_neighbor`); at most one per address a second.
     pub wanted: Vec<Ipv4Addr>,
     pub counters: NatCounters,
+    /// Published ports on the uplink's address.
+    pub published: dnat::Published,
 }
 
 /// The gateway a routed frame came through.
@@ -157,6 +164,7 @@ impl Uplink {
             pending: VecDeque::new(),
             wanted: Vec::new(),
             counters: NatCounters::default(),
+            published: dnat::Published::default(),
         }
     }
 
@@ -266,6 +274,13 @@ impl Uplink {
         } else {
             L4Sum::Full
         };
+        let to_us = frame.get(ETH + 16..ETH + 20) == Some(&self.cfg.ip.octets()[..]);
+        if to_us {
+            // A container to a published port through the uplink's address (hairpin).
+            if let Some(r) = self.hairpin_out(now, via, frame, vnet) {
+                return r;
+            }
+        }
         let src_mac = Frame::new_unchecked(&*frame).src();
         let ip = if gso {
             Ipv4::new_gso(&mut frame[ETH..])
@@ -510,8 +525,13 @@ impl Uplink {
                     rport: word(payload, l4::SRC_PORT).unwrap_or(0),
                     nat_port: word(payload, l4::DST_PORT).unwrap_or(0),
                 };
-                let Some(slot) = self.ct.inbound(now, &rk) else {
-                    return Routed::Drop(DropReason::NoConntrack);
+                let slot = match self.ct.inbound(now, &rk) {
+                    Some(s) => s,
+                    // A new flow to a published port?
+                    None => match self.dnat_new(now, proto, remote, rk.rport, rk.nat_port, flags) {
+                        Ok(s) => s,
+                        Err(r) => return Routed::Drop(r),
+                    },
                 };
                 if ip.more_frags() {
                     self.frags.insert(

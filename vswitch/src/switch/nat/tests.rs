@@ -814,3 +814,270 @@ fn tcp_with_a_bad_data_offset_is_a_bad_ip_drop_both_ways() {
     assert_eq!(a.drop, Some(DropReason::BadIp));
     assert_eq!(p.uplink().unwrap().ct.len(), 1, "no flow for it");
 }
+
+fn tcp_seg(
+    src: MacAddr,
+    dst: MacAddr,
+    sip: [u8; 4],
+    dip: [u8; 4],
+    (sport, dport): (u16, u16),
+    syn: bool,
+    ack: bool,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip, dip, 64)
+        .tcp(sport, dport, 1000, 64240);
+    if syn {
+        b = b.syn();
+    }
+    if ack {
+        b = b.ack(1);
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, b"payload").unwrap();
+    v
+}
+
+/// C1 (10.1.0.2) publishes TCP and UDP 8080 as its port 80.
+fn publish_c1(p: &mut Pipeline) {
+    let t = dnat::Target {
+        net: NetId(0),
+        ip: Ipv4Addr::from(C1_IP),
+        mac: C1,
+        port: 80,
+        gateway: Ipv4Addr::new(10, 1, 0, 1),
+    };
+    let rules = [PROTO_TCP, PROTO_UDP].map(|proto| dnat::Rule {
+        proto,
+        host_port: 8080,
+        target: t,
+    });
+    p.uplink_mut().unwrap().published.set(&rules);
+}
+
+#[test]
+fn a_published_port_reaches_its_container_with_the_clients_address() {
+    let mut p = setup(1500, true);
+    publish_c1(&mut p);
+    // C1 is known on its port (it has sent something).
+    run(&mut p, PortId(0), &mut udp(C1, GW, C1_IP, REMOTE, 1, 53));
+    // A SYN from outside to 8080 goes to C1:80 from the client's own address.
+    let mut syn = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50000, 8080),
+        true,
+        false,
+    );
+    let a = run(&mut p, UPLINK, &mut syn);
+    assert_eq!(a.out, vec![PortId(0)]);
+    assert_eq!(&syn[0..6], &C1.0);
+    assert_eq!(&syn[6..12], &GW.0);
+    let h = ip_of(&syn);
+    assert_eq!(h.source, REMOTE, "the real client address");
+    assert_eq!(h.destination, C1_IP);
+    assert_eq!(ports_of(&syn), (50000, 80));
+    assert_valid(&syn);
+    // C1's SYN-ACK goes out from the uplink's address and the published port.
+    let mut sa = tcp_seg(C1, GW, C1_IP, REMOTE, (80, 50000), true, true);
+    let a = run(&mut p, PortId(0), &mut sa);
+    assert_eq!(a.out, vec![UPLINK]);
+    assert_eq!(ip_of(&sa).source, UPLINK_IP);
+    assert_eq!(ports_of(&sa), (8080, 50000));
+    assert_valid(&sa);
+    let mut ack = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50000, 8080),
+        false,
+        true,
+    );
+    assert_eq!(run(&mut p, UPLINK, &mut ack).out, vec![PortId(0)]);
+    let e: Vec<_> = p
+        .uplink()
+        .unwrap()
+        .ct
+        .entries(1, None, 10)
+        .into_iter()
+        .filter(|e| e.kind == conntrack::Kind::Dnat)
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        e[0].state,
+        conntrack::State::Established,
+        "opened from outside"
+    );
+    assert_eq!(p.uplink().unwrap().ct.counters.dnat_created, 1);
+
+    // Only a SYN opens a TCP flow; an unpublished port is nobody's; UDP opens one.
+    let mut stray = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50001, 8080),
+        false,
+        true,
+    );
+    assert_eq!(
+        run(&mut p, UPLINK, &mut stray).drop,
+        Some(DropReason::NoConntrack)
+    );
+    let mut other = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50001, 8081),
+        true,
+        false,
+    );
+    assert_eq!(
+        run(&mut p, UPLINK, &mut other).drop,
+        Some(DropReason::NoConntrack)
+    );
+    let mut u = udp(ROUTER_MAC, UPLINK_MAC, REMOTE, UPLINK_IP, 5353, 8080);
+    assert_eq!(run(&mut p, UPLINK, &mut u).out, vec![PortId(0)]);
+    assert_eq!(ports_of(&u), (5353, 80));
+    assert_valid(&u);
+
+    // Unpublished: new flows stop, the established one goes on.
+    p.uplink_mut().unwrap().published.set(&[]);
+    let mut again = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50002, 8080),
+        true,
+        false,
+    );
+    assert_eq!(
+        run(&mut p, UPLINK, &mut again).drop,
+        Some(DropReason::NoConntrack)
+    );
+    let mut ack = tcp_seg(
+        ROUTER_MAC,
+        UPLINK_MAC,
+        REMOTE,
+        UPLINK_IP,
+        (50000, 8080),
+        false,
+        true,
+    );
+    assert_eq!(run(&mut p, UPLINK, &mut ack).out, vec![PortId(0)]);
+}
+
+#[test]
+fn hairpin_flows_go_through_the_publishing_containers_gateway_and_back() {
+    let mut p = setup(1500, true);
+    publish_c1(&mut p);
+    run(&mut p, PortId(0), &mut udp(C1, GW, C1_IP, REMOTE, 1, 53));
+    // C2 connects to the uplink's address at 8080.
+    let mut syn = tcp_seg(C2, GW, C2_IP, UPLINK_IP, (40000, 8080), true, false);
+    let a = run(&mut p, PortId(1), &mut syn);
+    assert_eq!(a.out, vec![PortId(0)], "to C1");
+    assert_eq!(&syn[0..6], &C1.0);
+    assert_eq!(&syn[6..12], &GW.0);
+    let h = ip_of(&syn);
+    assert_eq!(h.source, [10, 1, 0, 1], "from C1's gateway");
+    assert_eq!(h.destination, C1_IP);
+    let (gport, dport) = ports_of(&syn);
+    assert_eq!(dport, 80);
+    assert!((61000..=65535).contains(&gport));
+    assert_valid(&syn);
+    // C1 answers its gateway; C2 gets it from the published address.
+    let mut sa = tcp_seg(C1, GW, C1_IP, [10, 1, 0, 1], (80, gport), true, true);
+    let a = run(&mut p, PortId(0), &mut sa);
+    assert_eq!(a.out, vec![PortId(1)], "to C2");
+    assert_eq!(&sa[0..6], &C2.0);
+    let h = ip_of(&sa);
+    assert_eq!(h.source, UPLINK_IP);
+    assert_eq!(h.destination, C2_IP);
+    assert_eq!(ports_of(&sa), (8080, 40000));
+    assert_valid(&sa);
+    let mut ack = tcp_seg(C2, GW, C2_IP, UPLINK_IP, (40000, 8080), false, true);
+    assert_eq!(run(&mut p, PortId(1), &mut ack).out, vec![PortId(0)]);
+    let e = p.uplink().unwrap().ct.entries(1, None, 10);
+    let hp: Vec<_> = e
+        .iter()
+        .filter(|e| e.kind == conntrack::Kind::Hairpin)
+        .collect();
+    assert_eq!(hp.len(), 1);
+    assert_eq!(hp[0].state, conntrack::State::Established);
+
+    // C1 reaching its own published port: back to itself, from its gateway.
+    let mut own = tcp_seg(C1, GW, C1_IP, UPLINK_IP, (41000, 8080), true, false);
+    let a = run(&mut p, PortId(0), &mut own);
+    assert_eq!(a.out, vec![PortId(0)]);
+    assert_eq!(ip_of(&own).source, [10, 1, 0, 1]);
+    assert_eq!(ip_of(&own).destination, C1_IP);
+    let (g2, _) = ports_of(&own);
+    assert_ne!(g2, gport);
+    let mut back = tcp_seg(C1, GW, C1_IP, [10, 1, 0, 1], (80, g2), true, true);
+    let a = run(&mut p, PortId(0), &mut back);
+    assert_eq!(a.out, vec![PortId(0)]);
+    assert_eq!(ip_of(&back).source, UPLINK_IP);
+    assert_eq!(ports_of(&back), (8080, 41000));
+
+    // TCP to the gateway's address for no flow is still no route; a flush forgets hairpins.
+    let mut stray = tcp_seg(C1, GW, C1_IP, [10, 1, 0, 1], (80, 1234), false, true);
+    assert_eq!(
+        run(&mut p, PortId(0), &mut stray).drop,
+        Some(DropReason::NoRoute)
+    );
+    p.uplink_mut().unwrap().ct.flush(None);
+    let mut late = tcp_seg(C1, GW, C1_IP, [10, 1, 0, 1], (80, gport), false, true);
+    assert_eq!(
+        run(&mut p, PortId(0), &mut late).drop,
+        Some(DropReason::NoRoute)
+    );
+}
+
+#[test]
+fn a_pending_checksum_is_right_after_a_hairpin() {
+    let mut p = setup(1500, true);
+    publish_c1(&mut p);
+    run(&mut p, PortId(0), &mut udp(C1, GW, C1_IP, REMOTE, 1, 53));
+    let mut f = tcp_seg(C2, GW, C2_IP, UPLINK_IP, (40000, 8080), true, false);
+    // Replace the TCP checksum with the pseudo-header sum a TAP leaves pending.
+    let full = f.clone();
+    let hdr = ip_of(&full);
+    let tcp_at = 14 + 20;
+    let tcp_len = (f.len() - tcp_at) as u32;
+    let mut s: u32 = 0;
+    for w in [hdr.source, hdr.destination] {
+        s += u32::from(u16::from_be_bytes([w[0], w[1]]))
+            + u32::from(u16::from_be_bytes([w[2], w[3]]));
+    }
+    s += 6 + tcp_len;
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[tcp_at + 16..tcp_at + 18].copy_from_slice(&(s as u16).to_be_bytes());
+    let vnet = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: tcp_at as u16,
+        csum_offset: 16,
+    };
+    let mut a = Actions::with_capacity(8);
+    p.process_vnet(1, PortId(1), &mut f, Some(&vnet), &mut a);
+    assert_eq!(a.out, vec![PortId(0)]);
+    // Finish the checksum as the kernel would: the result must be the full checksum.
+    let mut sum: u32 = 0;
+    for c in f[tcp_at..].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[tcp_at + 16..tcp_at + 18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    assert_valid(&f);
+}
