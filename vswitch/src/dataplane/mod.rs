@@ -104,6 +104,12 @@ pub enum Command {
         ip: Ipv4Addr,
         mac: Option<MacAddr>,
     },
+    /// Replaces the uplink's published ports (new flows follow at once; established ones
+    /// keep going). Answered false when there is no uplink.
+    SetPublished {
+        rules: Vec<crate::switch::nat::dnat::Rule>,
+        done: Sender<bool>,
+    },
     /// Closes the uplink's port; every flow through it is forgotten.
     RemoveUplink {
         done: Sender<()>,
@@ -717,6 +723,16 @@ impl Dataplane {
                         None => u.forget_neighbor(ip),
                     }
                 }
+            }
+            Command::SetPublished { rules, done } => {
+                let ok = match self.pipeline.uplink_mut() {
+                    Some(u) => {
+                        u.published.set(&rules);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = done.send(ok);
             }
             Command::RemoveUplink { done } => {
                 self.uplink_wants = None;

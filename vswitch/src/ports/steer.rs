@@ -3,11 +3,12 @@
 //! unchanged, to the host's own stack.
 //!
 //! Frames to the host's address (`ip`) that are the switch's:
-//! - TCP and UDP whose destination port is in the NAT range;
+//! - TCP and UDP whose destination port is in the NAT range, or published (a hash map of
+//!   (protocol, port) the control plane keeps: `PublishedMap`);
 //! - ICMP echo replies whose identifier is in the range;
 //! - ICMP errors (destination unreachable, time exceeded, parameter problem) quoting a datagram
 //!   the switch sent: the quoted source is `ip`, and its source port (or echo identifier) is in
-//!   the range;
+//!   the range (or a published port);
 //! - later fragments of a datagram whose first fragment was the switch's: a first fragment
 //!   taken records (source, IP id, protocol) in a small LRU map, and fragments with a non-zero
 //!   offset go where that map says (a later fragment arriving before its first goes to the
@@ -33,10 +34,62 @@ pub struct Steer {
 /// Fragmented datagrams followed at once.
 const FRAGS: u32 = 1024;
 
-/// A loaded steering program and its fragment map.
+/// (protocol, port) pairs the published map holds at most (the control plane's bound too).
+pub const MAX_PUBLISHED: u32 = crate::switch::nat::dnat::MAX_PUBLISHED as u32;
+
+/// A loaded steering program and its maps.
 pub struct SteerProg {
     pub prog: OwnedFd,
     _frags: OwnedFd,
+    published: OwnedFd,
+}
+
+impl SteerProg {
+    /// A handle on the published-ports map for the control plane (a second descriptor).
+    pub fn published_map(&self) -> io::Result<PublishedMap> {
+        Ok(PublishedMap {
+            fd: self.published.try_clone()?,
+            held: std::collections::HashSet::new(),
+        })
+    }
+}
+
+/// The published (protocol, port) pairs the program steers to the switch.
+pub struct PublishedMap {
+    fd: OwnedFd,
+    held: std::collections::HashSet<(u8, u16)>,
+}
+
+impl std::fmt::Debug for PublishedMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedMap")
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+impl PublishedMap {
+    /// Makes the map hold exactly `want` (at most `MAX_PUBLISHED`).
+    pub fn sync(&mut self, want: &std::collections::HashSet<(u8, u16)>) -> io::Result<()> {
+        let gone: Vec<_> = self.held.difference(want).copied().collect();
+        for k in gone {
+            bpf::map_delete(&self.fd, &key(k));
+            self.held.remove(&k);
+        }
+        for &k in want {
+            if !self.held.contains(&k) {
+                bpf::map_update(&self.fd, &key(k), &1u32.to_ne_bytes())?;
+                self.held.insert(k);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The map's key: protocol, a zero byte, the port in network order.
+fn key((proto, port): (u8, u16)) -> [u8; 4] {
+    let p = port.to_be_bytes();
+    [proto, 0, p[0], p[1]]
 }
 
 /// Where a frame the program takes goes: the `slot` of `xsks` (production), or back out with
@@ -56,11 +109,13 @@ pub fn load(steer: Steer, xsks: &OwnedFd, slot: u32) -> io::Result<SteerProg> {
 
 fn build(steer: Steer, take: Take) -> io::Result<SteerProg> {
     let frags = bpf::map_create(bpf::BPF_MAP_TYPE_LRU_HASH, 8, 4, FRAGS, "vswitch_frags")?;
-    let insns = program(steer, &frags, &take).map_err(io::Error::other)?;
+    let published = bpf::map_create(bpf::BPF_MAP_TYPE_HASH, 4, 4, MAX_PUBLISHED, "vswitch_pub")?;
+    let insns = program(steer, &frags, &published, &take).map_err(io::Error::other)?;
     let prog = bpf::prog_load_xdp(&insns, "vswitch_uplink")?;
     Ok(SteerProg {
         prog,
         _frags: frags,
+        published,
     })
 }
 
@@ -76,7 +131,12 @@ const L4: i16 = ETH + 20;
 /// The datagram an ICMP error quotes.
 const INNER: i16 = L4 + 8;
 
-fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, String> {
+fn program(
+    steer: Steer,
+    frags: &OwnedFd,
+    published: &OwnedFd,
+    take: &Take,
+) -> Result<Vec<[u8; 8]>, String> {
     // A u32 loaded from the packet holds the address's bytes in memory order.
     let ip = i32::from_ne_bytes(steer.ip.octets());
     let (lo, hi) = (i32::from(steer.ports.0), i32::from(steer.ports.1));
@@ -86,9 +146,12 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
     let ethertype_ipv4 = i32::from(u16::from_ne_bytes([0x08, 0x00]));
     const MORE: &str = "more";
 
-    // r7 = data, r8 = data_end, r9 = IP protocol: callee-saved across helper calls.
+    // r7 = data, r8 = data_end, r9 = IP protocol, r6 = where a port out of the range is
+    // looked up in the published map (0: nowhere, 1: the destination port, 2: the quoted
+    // source port): callee-saved across helper calls.
     let mut a = Asm::new();
-    a.ldx(Size::W, 7, 1, 0)
+    a.mov(6, 0)
+        .ldx(Size::W, 7, 1, 0)
         .ldx(Size::W, 8, 1, 4)
         .mov_reg(2, 7)
         .add(2, i32::from(L4))
@@ -107,6 +170,7 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
         .jmp(Cond::Ne, 9, 17, "pass");
     // TCP/UDP: the destination port.
     a.label("l4")
+        .mov(6, 1)
         .mov_reg(2, 7)
         .add(2, i32::from(L4 + 4))
         .jmp_reg(Cond::Gt, 2, 8, "pass")
@@ -139,6 +203,7 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
         .jmp(Cond::Eq, 2, 6, "inner_l4")
         .jmp(Cond::Ne, 2, 17, "pass");
     a.label("inner_l4")
+        .mov(6, 2)
         .ldx(Size::H, 2, 7, INNER + 20)
         .goto("in_range");
     a.label("inner_icmp")
@@ -148,8 +213,9 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
     // r2 is a port or identifier in frame order.
     a.label("in_range")
         .be16(2)
-        .jmp(Cond::Lt, 2, lo, "pass")
-        .jmp(Cond::Gt, 2, hi, "pass")
+        .jmp(Cond::Lt, 2, lo, "out_of_range")
+        .jmp(Cond::Gt, 2, hi, "out_of_range");
+    a.label("taken")
         .ldx(Size::H, 2, 7, IP_FRAG)
         .jmp(Cond::Set, 2, more_frags, MORE)
         .goto("take");
@@ -171,7 +237,17 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
         .mov_reg(2, 10)
         .add(2, -8)
         .call(bpf::HELPER_MAP_LOOKUP)
-        .jmp(Cond::Eq, 0, 0, "pass");
+        .jmp(Cond::Eq, 0, 0, "pass")
+        .goto("take");
+    // Ports out of the range may be published.
+    a.label("out_of_range")
+        .jmp(Cond::Eq, 6, 1, "published_dst")
+        .jmp(Cond::Eq, 6, 2, "published_quoted")
+        .goto("pass");
+    a.label("published_dst");
+    published_lookup(&mut a, published, None, L4 + 2);
+    a.label("published_quoted");
+    published_lookup(&mut a, published, Some(INNER + 9), INNER + 20);
     a.label("take");
     match take {
         Take::Redirect { xsks, slot } => a
@@ -185,6 +261,25 @@ fn program(steer: Steer, frags: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
     };
     a.label("pass").mov(0, bpf::XDP_PASS).exit();
     a.finish()
+}
+
+/// Looks up (protocol, port) in the published map: the protocol is r9's (`None`) or the
+/// byte at `proto_at`, the port the frame-order u16 at `port_at` (both already bounds-checked).
+/// On to `taken` when it is there, to `pass` when not.
+fn published_lookup(a: &mut Asm, map: &OwnedFd, proto_at: Option<i16>, port_at: i16) {
+    a.st(Size::W, 10, -16, 0);
+    match proto_at {
+        None => a.stx(Size::B, 10, 9, -16),
+        Some(at) => a.ldx(Size::B, 2, 7, at).stx(Size::B, 10, 2, -16),
+    };
+    a.ldx(Size::H, 2, 7, port_at)
+        .stx(Size::H, 10, 2, -14)
+        .ld_map(1, map)
+        .mov_reg(2, 10)
+        .add(2, -16)
+        .call(bpf::HELPER_MAP_LOOKUP)
+        .jmp(Cond::Eq, 0, 0, "pass")
+        .goto("taken");
 }
 
 /// The 8-byte fragment key at r10 - 8: source address, IP id, protocol, a zero byte.
@@ -343,6 +438,38 @@ mod tests {
             PASS,
             "a quote too short"
         );
+    }
+
+    #[test]
+    fn takes_published_ports_the_control_plane_sets() {
+        let Some(p) = prog() else { return };
+        assert_eq!(verdict(&p, &tcp(8080)), PASS, "not published yet");
+        let mut map = p.published_map().unwrap();
+        let want: std::collections::HashSet<_> = [(6, 8080), (17, 5353)].into_iter().collect();
+        map.sync(&want).unwrap();
+        assert_eq!(verdict(&p, &tcp(8080)), TAKE, "TCP 8080");
+        assert_eq!(verdict(&p, &udp(HOST, 8080)), PASS, "UDP 8080 is not published");
+        assert_eq!(verdict(&p, &udp(HOST, 5353)), TAKE, "UDP 5353");
+        assert_eq!(verdict(&p, &tcp(22)), PASS);
+        assert_eq!(
+            verdict(&p, &udp(Ipv4Addr::new(192, 0, 2, 3), 5353)),
+            PASS,
+            "another address"
+        );
+        // An ICMP error quoting a published flow's reply (from the host's address and 8080).
+        let port = |p: u16| {
+            let b = p.to_be_bytes();
+            [b[0], b[1], 0xc3, 0x50]
+        };
+        let quote = quoted(6, port(8080), [0, 0, 0, 1]);
+        assert_eq!(verdict(&p, &icmp(3, 1, [0; 4], &quote)), TAKE);
+        let quote = quoted(17, port(8080), [0, 8, 0, 0]);
+        assert_eq!(verdict(&p, &icmp(3, 3, [0; 4], &quote)), PASS);
+        // The range still works; unpublished again, 8080 goes to the host.
+        assert_eq!(verdict(&p, &udp(HOST, 61000)), TAKE);
+        map.sync(&[(17, 5353)].into_iter().collect()).unwrap();
+        assert_eq!(verdict(&p, &tcp(8080)), PASS);
+        assert_eq!(verdict(&p, &udp(HOST, 5353)), TAKE);
     }
 
     #[test]

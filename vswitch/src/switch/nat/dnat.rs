@@ -14,7 +14,7 @@ use crate::wire::offload::{self, VnetHdr};
 use crate::wire::{Frame, MacAddr};
 
 /// At most this many published (protocol, port) pairs.
-pub const MAX_PUBLISHED: usize = 65_536;
+pub const MAX_PUBLISHED: usize = 16_384;
 
 /// Where a published port leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
