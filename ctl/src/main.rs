@@ -58,6 +58,21 @@ enum Cmd {
     /// The VXLAN tunnel endpoint of overlay networks.
     #[command(subcommand)]
     Vtep(VtepCmd),
+    /// Host ports of the uplink that lead to a port (`docker run -p`).
+    #[command(subcommand)]
+    Publish(PublishCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PublishCmd {
+    /// Publish host ports to PORT: [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp].
+    Add { port: String, spec: String },
+    /// Stop publishing SPEC to PORT (established flows finish).
+    #[command(alias = "remove", alias = "del")]
+    Rm { port: String, spec: String },
+    /// Every published port, with where it leads and whether it is active.
+    #[command(alias = "list")]
+    Ls,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +135,9 @@ enum ContainerCmd {
         /// Interface type: tap or afxdp [default: tap].
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Publish host ports to the first interface (repeatable), as `docker run -p`.
+        #[arg(long, short = 'p')]
+        publish: Vec<String>,
     },
     /// List containers.
     #[command(alias = "list")]
@@ -333,6 +351,10 @@ struct AddPortArgs {
     /// AF_XDP: bytes per UMEM frame, 2048 or 4096 [default: 2048].
     #[arg(long)]
     frame_size: Option<u32>,
+    /// Publish host ports of the uplink to this port (repeatable):
+    /// [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp], e.g. 8080:80.
+    #[arg(long, short = 'p')]
+    publish: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,7 +458,11 @@ fn op_of(cmd: Cmd) -> Op {
             xdp_mode: a.xdp_mode,
             ring_size: a.ring_size,
             frame_size: a.frame_size,
+            publish: a.publish,
         }),
+        Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
+        Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },
+        Cmd::Publish(PublishCmd::Ls) => Op::PublishList,
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
         Cmd::Fdb(FdbCmd::Show { network }) => Op::FdbShow { network },
@@ -501,6 +527,7 @@ fn op_of(cmd: Cmd) -> Op {
             links,
             dns,
             kind,
+            publish,
         }) => Op::ContainerCreate(ContainerCreate {
             name,
             networks,
@@ -511,6 +538,7 @@ fn op_of(cmd: Cmd) -> Op {
             links,
             dns,
             kind,
+            publish,
         }),
         Cmd::Container(ContainerCmd::Ls) => Op::ContainerList,
         Cmd::Container(ContainerCmd::Inspect { name }) => Op::ContainerInspect { name },
@@ -590,6 +618,9 @@ fn print_port(p: &PortInfo, indent: &str) {
         p.ip.as_deref().unwrap_or("-"),
         p.mtu
     );
+    if !p.publish.is_empty() {
+        println!("{indent}    publish: {}", p.publish.join(" "));
+    }
     if let Some(h) = &p.host_ifname {
         match &p.xdp {
             Some(x) => println!(
@@ -895,6 +926,7 @@ fn print_human(reply: &Reply) {
                         format!("{}:{}", r.src, r.sport),
                         format!("{}:{}", r.dst, r.dport),
                         r.nat_port.to_string(),
+                        r.kind.clone(),
                         r.state.clone(),
                         format!("{}s", r.expires_in_secs),
                         format!("{}/{}", r.packets_out, r.packets_in),
@@ -910,6 +942,7 @@ fn print_human(reply: &Reply) {
                         "SOURCE",
                         "DESTINATION",
                         "NAT PORT",
+                        "KIND",
                         "STATE",
                         "EXPIRES",
                         "PACKETS OUT/IN"
@@ -923,6 +956,37 @@ fn print_human(reply: &Reply) {
             println!("{}", serde_json::to_string(&s.counters).unwrap_or_default());
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
+        Reply::Published(rows) => {
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let host = match r.host_port_end {
+                        e if e == r.host_port => r.host_port.to_string(),
+                        e => format!("{}-{e}", r.host_port),
+                    };
+                    let end = r.container_port + (r.host_port_end - r.host_port);
+                    let cont = match end {
+                        e if e == r.container_port => r.container_port.to_string(),
+                        e => format!("{}-{e}", r.container_port),
+                    };
+                    vec![
+                        r.port.clone(),
+                        r.network.clone(),
+                        r.proto.clone(),
+                        format!("{}:{host}", r.host_ip.as_deref().unwrap_or("*")),
+                        format!("{}:{cont}", r.container_ip.as_deref().unwrap_or("-")),
+                        r.status.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["PORT", "NETWORK", "PROTO", "HOST", "CONTAINER", "STATUS"],
+                    &rows
+                )
+            );
+        }
         Reply::Container(c) => print_container(c),
         Reply::Vtep(None) => println!("no VTEP"),
         Reply::Vtep(Some(v)) => {

@@ -7,28 +7,6 @@ mod common;
 use common::egress::*;
 use common::*;
 
-const HOST_IP: &str = "192.0.2.2";
-
-/// The world with the host's own address and default route on the uplink.
-fn shared_world() -> World {
-    let w = world();
-    w.host.exec_ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{HOST_IP}/24"),
-        "dev",
-        &w.uplink,
-    ]);
-    w.host
-        .exec_ok(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
-    // The host's veth end hands over complete checksums too (its own replies pass XDP).
-    w.host.exec_ok(&[
-        "ethtool", "-K", &w.uplink, "tx", "off", "tso", "off", "gso", "off",
-    ]);
-    w
-}
-
 fn reserved(ns: &Netns) -> String {
     ns.exec_ok(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"])
         .trim()

@@ -124,6 +124,16 @@ pub enum Op {
         #[serde(default)]
         force: bool,
     },
+    /// Publishes host ports of the uplink to a port (`SPEC` as in `PortAdd::publish`).
+    PublishAdd {
+        port: String,
+        spec: String,
+    },
+    PublishRemove {
+        port: String,
+        spec: String,
+    },
+    PublishList,
     /// Gives a container one more interface, on NETWORK.
     NetworkConnect(NetworkConnect),
     NetworkDisconnect {
@@ -160,6 +170,9 @@ pub struct ContainerCreate {
     /// "tap" (default) or "afxdp".
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// Host ports published to the first interface (as `PortAdd::publish`).
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -269,6 +282,9 @@ pub struct ConntrackRow {
     pub dst: String,
     pub dport: u16,
     pub nat_port: u16,
+    /// "masquerade" (out from a container), "dnat" (in to a published port) or "hairpin".
+    #[serde(default)]
+    pub kind: String,
     pub state: String,
     pub expires_in_secs: u64,
     pub packets_out: u64,
@@ -388,6 +404,10 @@ pub struct PortAdd {
     /// AF_XDP: bytes per UMEM frame (2048 or 4096).
     #[serde(default)]
     pub frame_size: Option<u32>,
+    /// Host ports on the uplink that lead to this port:
+    /// `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -419,6 +439,24 @@ pub enum Reply {
     Container(ContainerInfo),
     Containers(Vec<ContainerInfo>),
     Vtep(Option<VtepInfo>),
+    Published(Vec<PublishInfo>),
+}
+
+/// One published spec of a port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PublishInfo {
+    pub port: String,
+    pub network: String,
+    /// As given, normalised: `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END]/PROTO`.
+    pub spec: String,
+    pub proto: String,
+    pub host_ip: Option<String>,
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub container_ip: Option<String>,
+    pub container_port: u16,
+    /// "active" (new flows go to the port), or why not ("no uplink", "port detached", …).
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -496,6 +534,9 @@ pub struct PortInfo {
     /// AF_XDP ports while up: mode in use, rings, and where every UMEM frame is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp: Option<crate::ports::XdpStatus>,
+    /// Published host ports (`publish ls` tells whether each is active).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -605,6 +646,8 @@ pub enum ErrorCode {
     MacInUse,
     NetnsNotFound,
     IfnameTaken,
+    /// A host port published already, or held by a socket of the host.
+    PortInUse,
     ContainerExists,
     ContainerNotFound,
     ContainerInUse,

@@ -39,6 +39,29 @@ pub fn world() -> World {
     World { ext, host, uplink }
 }
 
+/// The host's own address on a shared uplink.
+pub const HOST_IP: &str = "192.0.2.2";
+
+/// The world with the host's own address and default route on the uplink.
+pub fn shared_world() -> World {
+    let w = world();
+    w.host.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{HOST_IP}/24"),
+        "dev",
+        &w.uplink,
+    ]);
+    w.host
+        .exec_ok(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    // The host's veth end hands over complete checksums too (its own replies pass XDP).
+    w.host.exec_ok(&[
+        "ethtool", "-K", &w.uplink, "tx", "off", "tso", "off", "gso", "off",
+    ]);
+    w
+}
+
 pub fn set_uplink(d: &Daemon, w: &World) {
     set_uplink_with(d, w, &[]);
 }

@@ -28,7 +28,8 @@ pub fn access_of(op: &Op) -> Access {
         | Op::ConntrackStats
         | Op::VtepShow
         | Op::ContainerList
-        | Op::ContainerInspect { .. } => Read,
+        | Op::ContainerInspect { .. }
+        | Op::PublishList => Read,
         Op::NetworkCreate(_)
         | Op::NetworkRemove { .. }
         | Op::PortAdd(_)
@@ -43,7 +44,9 @@ pub fn access_of(op: &Op) -> Access {
         | Op::ContainerCreate(_)
         | Op::ContainerRemove { .. }
         | Op::NetworkConnect(_)
-        | Op::NetworkDisconnect { .. } => Change,
+        | Op::NetworkDisconnect { .. }
+        | Op::PublishAdd { .. }
+        | Op::PublishRemove { .. } => Change,
     }
 }
 

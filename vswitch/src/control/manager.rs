@@ -6,13 +6,15 @@
 //! its own file beside it: `networks.rs` (create, remove, inspect), `ports.rs` (add, delete,
 //! attach, namespace watching), `containers.rs` (containers and Docker's network modes, their
 //! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
-//! `views.rs` (show, fdb, stats, arp and lease tables).
+//! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
+//! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks).
 
 mod addresses;
 mod containers;
 mod networks;
 mod overlay;
 mod ports;
+mod publish;
 mod uplink;
 mod views;
 
@@ -231,6 +233,7 @@ impl Manager {
         if let Some(u) = saved.uplink {
             m.restore_uplink(u);
         }
+        m.sync_published();
         m.refresh_container_files();
         m.save().map_err(|e| e.message)?;
         Ok(m)
@@ -270,6 +273,16 @@ impl Manager {
     }
 
     pub fn handle(&mut self, op: Op) -> ApiResult<Reply> {
+        let change = super::auth::access_of(&op) == super::auth::Access::Change;
+        let reply = self.dispatch(op);
+        if change && reply.is_ok() {
+            // Whatever changed (a port, a network, the uplink), the published ports follow.
+            self.sync_published();
+        }
+        reply
+    }
+
+    fn dispatch(&mut self, op: Op) -> ApiResult<Reply> {
         match op {
             Op::NetworkCreate(req) => self.network_create(req),
             Op::NetworkList => Ok(Reply::Networks(self.network_infos())),
@@ -315,6 +328,9 @@ impl Manager {
             Op::NetworkDisconnect { network, container } => {
                 self.network_disconnect(&network, &container)
             }
+            Op::PublishAdd { port, spec } => self.publish_add(&port, &spec),
+            Op::PublishRemove { port, spec } => self.publish_remove(&port, &spec),
+            Op::PublishList => Ok(self.publish_list()),
         }
     }
 

@@ -362,6 +362,11 @@ impl AfXdp {
         self.mode
     }
 
+    /// A steered socket's published-ports map (`None` for a plain socket).
+    pub fn published_map(&self) -> Option<std::io::Result<steer::PublishedMap>> {
+        self.prog.own.as_ref().map(SteerProg::published_map)
+    }
+
     /// Puts copied-out receive frames back on the fill ring.
     fn refill(&mut self) {
         if self.fill_back.is_empty() {

@@ -448,7 +448,11 @@ mod tests {
         let want: std::collections::HashSet<_> = [(6, 8080), (17, 5353)].into_iter().collect();
         map.sync(&want).unwrap();
         assert_eq!(verdict(&p, &tcp(8080)), TAKE, "TCP 8080");
-        assert_eq!(verdict(&p, &udp(HOST, 8080)), PASS, "UDP 8080 is not published");
+        assert_eq!(
+            verdict(&p, &udp(HOST, 8080)),
+            PASS,
+            "UDP 8080 is not published"
+        );
         assert_eq!(verdict(&p, &udp(HOST, 5353)), TAKE, "UDP 5353");
         assert_eq!(verdict(&p, &tcp(22)), PASS);
         assert_eq!(

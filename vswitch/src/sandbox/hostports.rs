@@ -32,6 +32,41 @@ pub fn in_use(lo: u16, hi: u16) -> Vec<(&'static str, u16)> {
     found.into_iter().collect()
 }
 
+/// Ports in `lo..=hi` a published port would take from the host's own services: TCP ones
+/// with a listening socket (state 0A), UDP ones bound. `tcp` picks the protocol.
+pub fn listening(tcp: bool, lo: u16, hi: u16) -> Vec<u16> {
+    let files: [&str; 2] = if tcp {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+    } else {
+        ["/proc/net/udp", "/proc/net/udp6"]
+    };
+    let mut found = BTreeSet::new();
+    for file in files {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        for port in listening_ports(&text, tcp) {
+            if (lo..=hi).contains(&port) {
+                found.insert(port);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+fn listening_ports(table: &str, tcp: bool) -> impl Iterator<Item = u16> + '_ {
+    table.lines().skip(1).filter_map(move |l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1)?;
+        let state = f.nth(1)?;
+        if tcp && state != "0A" {
+            return None;
+        }
+        let (_, port) = local.rsplit_once(':')?;
+        u16::from_str_radix(port, 16).ok()
+    })
+}
+
 /// The local ports of a `/proc/net/tcp`-style table (`sl local_address rem_address st ...`,
 /// addresses as HEX:PORT). TCP sockets in TIME_WAIT (06) hold nothing a new flow would clash
 /// with for long and are skipped.
@@ -200,5 +235,7 @@ mod tests {
     fn proc_net_tables_give_local_ports() {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0035 00000000:0000 0A 00000000:00000000 00:00000000 00000000   101        0 1 1 0\n   1: 0200000A:EE48 0A00000A:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0\n   2: 0200000A:EE49 0A00000A:0050 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0\n";
         assert_eq!(local_ports(t).collect::<Vec<_>>(), vec![53, 61000]);
+        assert_eq!(listening_ports(t, true).collect::<Vec<_>>(), vec![53]);
+        assert_eq!(listening_ports(t, false).count(), 3);
     }
 }

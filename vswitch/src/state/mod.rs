@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::MacAddr;
 
+pub mod publish;
+pub use publish::Publish;
+
 pub const STATE_FORMAT: u32 = 1;
 pub const DEFAULT_MAC_AGING_SECS: u32 = 300;
 pub const DEFAULT_FDB_LIMIT: u32 = 8192;
@@ -142,6 +145,9 @@ pub struct PortConfig {
     /// connect`); `None` for ports added with `add-port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Host ports on the uplink that lead to this port (`--publish`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<Publish>,
 }
 
 /// A container's network mode, as Docker names them.
@@ -670,6 +676,7 @@ mod tests {
             xdp: None,
             host_ifname: None,
             container: None,
+            publish: vec![],
         }
     }
 

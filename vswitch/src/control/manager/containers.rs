@@ -255,6 +255,11 @@ impl Manager {
             kind,
         };
         // Every interface is validated before anything is made.
+        if !has_ports && !req.publish.is_empty() {
+            return Err(invalid(
+                "--publish needs an interface on a network (not host, none or container:OTHER)",
+            ));
+        }
         let mut ports: Vec<PortConfig> = Vec::new();
         if has_ports {
             for (i, net) in modes.iter().enumerate() {
@@ -266,6 +271,7 @@ impl Manager {
                     mac: if i == 0 { req.mac.clone() } else { None },
                     aliases: req.aliases.clone(),
                     kind: Some(kind.as_str().to_string()),
+                    publish: if i == 0 { req.publish.clone() } else { vec![] },
                     ..Default::default()
                 };
                 let mut cfg = self.validate_port(&add)?;

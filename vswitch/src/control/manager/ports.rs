@@ -170,6 +170,12 @@ impl Manager {
                 ));
             }
         }
+        let publish = self.validate_publish(&name, &net.name, &req.publish)?;
+        if !publish.is_empty() && ip.is_none() {
+            return Err(invalid(format!(
+                "port {name:?} has no address to publish to"
+            )));
+        }
         Ok(PortConfig {
             name,
             network: net.name.clone(),
@@ -185,6 +191,7 @@ impl Manager {
             xdp,
             host_ifname,
             container: None,
+            publish,
         })
     }
 

@@ -15,11 +15,12 @@ use crate::api::{
 };
 use crate::control::host_neigh::HostNeighbors;
 use crate::dataplane::{Command, UplinkView};
-use crate::ports::steer::Steer;
+use crate::ports::steer::{PublishedMap, Steer};
 use crate::ports::{AfXdp, XdpConfig, XdpMode};
 use crate::sandbox::hostports;
 use crate::sandbox::netlink::Netlink;
 use crate::state::{Change, UplinkState};
+use crate::switch::nat::conntrack::Kind;
 use crate::switch::nat::{UplinkConfig, UplinkMode};
 use crate::switch::{NetId, PortId};
 use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -38,6 +39,8 @@ pub struct UplinkRt {
     pub xdp_mode: &'static str,
     neigh: Option<HostNeighbors>,
     _reservation: Option<hostports::Reservation>,
+    /// Shared mode: the steering program's published ports (kept as the control plane's).
+    pub published: Option<PublishedMap>,
 }
 
 impl UplinkRt {
@@ -273,6 +276,7 @@ impl Manager {
                 ),
             ));
         }
+        self.check_nat_range_unpublished(nat_ports)?;
         let conntrack_max = req.conntrack_max.unwrap_or(DEFAULT_CONNTRACK_MAX);
         if !(1..=MAX_CONNTRACK_MAX).contains(&conntrack_max) {
             return Err(invalid(format!(
@@ -346,6 +350,10 @@ impl Manager {
         let xsk = AfXdp::open_steered(&u.iface, xdp, steer)
             .map_err(|e| internal(format!("cannot serve {} with AF_XDP: {e}", u.iface)))?;
         let xdp_mode = xsk.mode();
+        let published = xsk
+            .published_map()
+            .transpose()
+            .map_err(|e| internal(format!("the steering program's published-ports map: {e}")))?;
         let (neigh, wants) = match shared {
             true => {
                 let (n, tx) = HostNeighbors::spawn(link.index, u.gateway, self.dp.injector())
@@ -381,6 +389,7 @@ impl Manager {
             xdp_mode,
             neigh,
             _reservation: reservation,
+            published,
         })
     }
 
@@ -443,7 +452,9 @@ impl Manager {
             }
             return Ok(());
         }
-        self.uplink_set(req).map(|_| ()).map_err(|e| e.message)
+        self.uplink_set(req).map_err(|e| e.message)?;
+        self.sync_published();
+        Ok(())
     }
 
     pub(super) fn uplink_remove(&mut self) -> ApiResult<Reply> {
@@ -547,6 +558,12 @@ impl Manager {
                 dst: e.orig.dst.to_string(),
                 dport: e.orig.dport,
                 nat_port: e.nat_port,
+                kind: match e.kind {
+                    Kind::Masquerade => "masquerade",
+                    Kind::Dnat => "dnat",
+                    Kind::Hairpin => "hairpin",
+                }
+                .into(),
                 state: e.state.name().into(),
                 expires_in_secs: e.expires.saturating_sub(v.now) / 1000,
                 packets_out: e.packets[0],

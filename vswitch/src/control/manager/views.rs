@@ -205,6 +205,7 @@ impl Manager {
             detail,
             host_ifname: p.host_ifname.clone(),
             xdp: dp.and_then(|s| s.xdp.clone()),
+            publish: p.publish.iter().map(|x| x.to_string()).collect(),
         }
     }
 

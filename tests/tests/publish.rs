@@ -1,0 +1,480 @@
+//! Published ports (`add-port --publish`, `publish add/rm/ls`): clients in the external
+//! namespace reach servers in containers through the uplink's address, and the servers see
+//! the clients' real addresses; containers reach published ports through that address too
+//! (hairpin). The daemon runs in the test's "host" namespace; nothing leaves the namespaces.
+
+mod common;
+
+use common::egress::*;
+use common::*;
+
+/// An HTTP server in `ns` on each port of `ports` that answers every GET with
+/// "port N\n" (N its own port) and logs "CLIENT GET PATH" lines to `log`; and a UDP echo
+/// server on `udp` answering "echo: DATA".
+fn servers(ns: &Netns, dir: &TempDir, ports: &[u16], udp: u16) -> Bg {
+    let script = dir.path("servers.py");
+    std::fs::write(
+        &script,
+        r#"
+import http.server, socket, socketserver, sys, threading
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("port %d\n" % self.server.server_address[1]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        sys.stderr.write("%s GET %s\n" % (self.client_address[0], self.path))
+        sys.stderr.flush()
+    def log_message(self, *a):
+        pass
+socketserver.TCPServer.allow_reuse_address = True
+for p in sys.argv[2:]:
+    s = socketserver.ThreadingTCPServer(("0.0.0.0", int(p)), H)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    data, addr = u.recvfrom(2048)
+    sys.stderr.write("%s UDP\n" % addr[0])
+    sys.stderr.flush()
+    u.sendto(b"echo: " + data, addr)
+"#,
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "python3", "-u"])
+        .arg(&script)
+        .arg(udp.to_string());
+    for p in ports {
+        cmd.arg(p.to_string());
+    }
+    let bg = Bg(cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path("server.log")).unwrap())
+        .spawn()
+        .unwrap());
+    for p in ports {
+        assert!(
+            wait_until(10, || ns
+                .exec(&["bash", "-c", &format!("echo > /dev/tcp/127.0.0.1/{p}")])
+                .status
+                .success()),
+            "server on {p} up"
+        );
+    }
+    bg
+}
+
+/// The body curl gets from `url` in `ns`, or `None` when it fails (within `secs`).
+fn get(ns: &Netns, url: &str, secs: u32) -> Option<String> {
+    let t = secs.to_string();
+    let out = ns.exec(&["curl", "-sS", "--max-time", &t, url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The UDP echo's answer to `msg` sent from `ns` to `addr:port`.
+fn udp_echo(ns: &Netns, addr: &str, port: u16, msg: &str) -> String {
+    let out = ns.exec(&[
+        "python3",
+        "-c",
+        "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(2)\nfor _ in range(3):\n    s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))\n\
+         \x20   try:\n        print(s.recv(2048).decode()); break\n    except socket.timeout:\n        pass\n",
+        addr,
+        &port.to_string(),
+        msg,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The clients of "GET path" lines in the server log.
+fn clients(dir: &TempDir, what: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.path("server.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.ends_with(what))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+const UPLINK_IP: &str = "192.0.2.2";
+const EXT_IP: &str = "192.0.2.1";
+
+fn published_ports_reach_containers_with_the_clients_address() {
+    require_root();
+    let w = world();
+    let mut d = Daemon::start_with(Some(&w.host), &[]);
+    d.ok(&["network", "create", "web", "--subnet", "10.81.0.0/24"]);
+    let c1 = Netns::new("p1");
+    let c2 = Netns::new("p2");
+    d.ok(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c1.name,
+        "--name",
+        "c1",
+        "--publish",
+        "8080:80",
+        "--publish",
+        "5353:53/udp",
+    ]);
+    d.ok(&["add-port", "web", "--netns", &c2.name, "--name", "c2"]);
+    // A range, added at run time.
+    d.ok(&["publish", "add", "c1", "9000-9002:7000-7002"]);
+    let dir = TempDir::new("pw");
+    let _srv = servers(&c1, &dir, &[80, 7000, 7001, 7002], 53);
+    let ls = d.json(&["publish", "ls"]);
+    let rows = ls.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 3, "{ls}");
+    assert!(
+        rows.iter().all(|r| r["status"] == "no uplink"),
+        "nothing is active without an uplink: {ls}"
+    );
+    assert!(get(&w.ext, &format!("http://{UPLINK_IP}:8080/"), 2).is_none());
+    set_uplink(&d, &w);
+    let ls = d.json(&["publish", "ls"]);
+    assert!(
+        ls.as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == "active")),
+        "{ls}"
+    );
+
+    // From outside: the page, and the server sees the external client's address.
+    assert_eq!(
+        get(&w.ext, &format!("http://{UPLINK_IP}:8080/a"), 10).as_deref(),
+        Some("port 80\n")
+    );
+    assert_eq!(
+        clients(&dir, "GET /a"),
+        vec![EXT_IP],
+        "the client's own address"
+    );
+    let ct = d.json(&["conntrack", "show"]);
+    assert!(
+        ct.as_array()
+            .is_some_and(|r| r.iter().any(|r| r["kind"] == "dnat"
+                && r["src"] == "10.81.0.2"
+                && r["sport"] == 80
+                && r["dst"] == EXT_IP
+                && r["nat_port"] == 8080)),
+        "a dnat flow: {ct}"
+    );
+    // UDP.
+    assert_eq!(udp_echo(&w.ext, UPLINK_IP, 5353, "hi"), "echo: hi");
+    assert_eq!(clients(&dir, "UDP"), vec![EXT_IP]);
+    // The range maps port to port.
+    for (host, cont) in [(9000, 7000), (9001, 7001), (9002, 7002)] {
+        assert_eq!(
+            get(&w.ext, &format!("http://{UPLINK_IP}:{host}/r"), 10),
+            Some(format!("port {cont}\n")),
+            "{host} leads to {cont}"
+        );
+    }
+    // A port not published goes nowhere.
+    assert!(get(&w.ext, &format!("http://{UPLINK_IP}:9003/"), 2).is_none());
+
+    // Hairpin: another container and the publisher itself, through the uplink's address.
+    // They come to the server from the gateway, so its replies go back through the switch.
+    for (c, path) in [(&c2, "/h2"), (&c1, "/h1")] {
+        assert_eq!(
+            get(c, &format!("http://{UPLINK_IP}:8080{path}"), 10).as_deref(),
+            Some("port 80\n"),
+            "hairpin {path}: {}",
+            d.log()
+        );
+        assert_eq!(clients(&dir, &format!("GET {path}")), vec!["10.81.0.1"]);
+    }
+    assert_eq!(udp_echo(&c2, UPLINK_IP, 5353, "hp"), "echo: hp");
+
+    // Removed: new connections stop at once.
+    d.ok(&["publish", "rm", "c1", "8080:80"]);
+    assert!(get(&w.ext, &format!("http://{UPLINK_IP}:8080/gone"), 3).is_none());
+    assert!(clients(&dir, "GET /gone").is_empty());
+    assert_eq!(
+        get(&w.ext, &format!("http://{UPLINK_IP}:9001/still"), 10).as_deref(),
+        Some("port 7001\n"),
+        "the others stay"
+    );
+    d.ok(&["publish", "add", "c1", "8080:80/tcp"]);
+
+    // Every publish survives a clean restart and a kill -9.
+    for signal in [15, 9] {
+        d.stop_with(signal);
+        d.restart();
+        assert!(
+            wait_until(15, || get(
+                &w.ext,
+                &format!("http://{UPLINK_IP}:8080/s{signal}"),
+                2
+            )
+            .as_deref()
+                == Some("port 80\n")),
+            "published after signal {signal}: {}",
+            d.log()
+        );
+        assert_eq!(udp_echo(&w.ext, UPLINK_IP, 5353, "again"), "echo: again");
+        assert_eq!(
+            get(&w.ext, &format!("http://{UPLINK_IP}:9002/"), 10).as_deref(),
+            Some("port 7002\n")
+        );
+    }
+    let port = d.port("c1");
+    assert_eq!(
+        port["publish"],
+        serde_json::json!(["5353:53/udp", "9000-9002:7000-7002/tcp", "8080:80/tcp"]),
+        "{port}"
+    );
+    // Deleting the port takes its publishes.
+    d.ok(&["del-port", "c1"]);
+    assert_eq!(d.json(&["publish", "ls"]), serde_json::json!([]));
+}
+
+fn bad_publishes_are_clear_errors_that_change_nothing() {
+    require_root();
+    let w = world();
+    let d = Daemon::start_with(Some(&w.host), &[]);
+    set_uplink(&d, &w);
+    d.ok(&["network", "create", "web", "--subnet", "10.82.0.0/24"]);
+    d.ok(&[
+        "network",
+        "create",
+        "inside",
+        "--subnet",
+        "10.83.0.0/24",
+        "--internal",
+    ]);
+    let c1 = Netns::new("b1");
+    let c2 = Netns::new("b2");
+    let c3 = Netns::new("b3");
+    d.ok(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c1.name,
+        "--name",
+        "c1",
+        "--publish",
+        "8080:80",
+    ]);
+    d.ok(&["add-port", "web", "--netns", &c2.name, "--name", "c2"]);
+    d.ok(&["add-port", "inside", "--netns", &c3.name, "--name", "c3"]);
+    // A listener of the host's own (vswitchd's namespace).
+    let _listener = Bg(std::process::Command::new("ip")
+        .args(["netns", "exec", &w.host.name, "python3", "-c"])
+        .arg(
+            "import socket, time\ns = socket.socket()\ns.bind(('0.0.0.0', 7777))\n\
+             s.listen()\ntime.sleep(120)",
+        )
+        .spawn()
+        .unwrap());
+    assert!(wait_until(5, || w
+        .host
+        .exec(&["bash", "-c", "echo > /dev/tcp/127.0.0.1/7777"])
+        .status
+        .success()));
+    let before = d.json(&["publish", "ls"]);
+    let show = d.show_stable();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["publish", "add", "c2", "8080:80"],
+            "port_in_use",
+            "published already",
+        ),
+        (
+            &["publish", "add", "c2", "8079-8081:79-81"],
+            "port_in_use",
+            "published already",
+        ),
+        (
+            &["publish", "add", "c1", "8080:80"],
+            "port_in_use",
+            "already",
+        ),
+        (
+            &["publish", "add", "c2", "7777:80"],
+            "port_in_use",
+            "in use by a socket on the host",
+        ),
+        (
+            &["publish", "add", "c2", "62000:80"],
+            "port_in_use",
+            "NAT range",
+        ),
+        (
+            &["publish", "add", "c2", "80"],
+            "invalid_argument",
+            "HOSTPORT",
+        ),
+        (
+            &["publish", "add", "c2", "70000:80"],
+            "invalid_argument",
+            "not a port",
+        ),
+        (
+            &["publish", "add", "c2", "81:80/sctp"],
+            "invalid_argument",
+            "not tcp or udp",
+        ),
+        (
+            &["publish", "add", "c2", "9000-9002:80-81"],
+            "invalid_argument",
+            "unequal length",
+        ),
+        (
+            &["publish", "add", "c3", "8081:80"],
+            "invalid_argument",
+            "--internal",
+        ),
+        (
+            &["publish", "add", "nope", "8081:80"],
+            "port_not_found",
+            "not found",
+        ),
+        (
+            &["publish", "rm", "c2", "8080:80"],
+            "invalid_argument",
+            "does not publish",
+        ),
+    ];
+    for (args, code, text) in cases {
+        let (c, m) = d.err(args);
+        assert_eq!(&c, code, "{args:?}: {m}");
+        assert!(m.contains(text), "{args:?}: {m}");
+    }
+    // At add-port: nothing is created.
+    let c4 = Netns::new("b4");
+    let (c, m) = d.err(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c4.name,
+        "--name",
+        "c4",
+        "--publish",
+        "8080:80",
+    ]);
+    assert_eq!(c, "port_in_use", "{m}");
+    let (c, m) = d.err(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c4.name,
+        "--name",
+        "c4",
+        "--publish",
+        "1:2:3:4",
+    ]);
+    assert_eq!(c, "invalid_argument", "{m}");
+    assert!(!c4.has_link("eth0"));
+    assert_eq!(d.json(&["publish", "ls"]), before, "nothing changed");
+    assert_eq!(d.show_stable(), show, "nothing changed");
+    // A NAT range holding a published port is refused too.
+    d.ok(&["uplink", "rm"]);
+    let (c, m) = d.err(&[
+        "uplink",
+        "set",
+        &w.uplink,
+        "--mode",
+        "dedicated",
+        "--ip",
+        "192.0.2.2/24",
+        "--nat-ports",
+        "8000-9000",
+    ]);
+    assert_eq!(c, "port_in_use", "{m}");
+}
+
+/// A shared uplink: the steering program hands the published ports to the switch and
+/// leaves the host's own services alone.
+fn published_ports_on_a_shared_uplink() {
+    require_root();
+    let w = shared_world();
+    let d = Daemon::start_with(Some(&w.host), &[]);
+    d.ok(&["network", "create", "web", "--subnet", "10.84.0.0/24"]);
+    let c1 = Netns::new("s1");
+    let c2 = Netns::new("s2");
+    d.ok(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c1.name,
+        "--name",
+        "c1",
+        "--publish",
+        "8080:80",
+        "--publish",
+        "5353:53/udp",
+    ]);
+    d.ok(&["add-port", "web", "--netns", &c2.name, "--name", "c2"]);
+    let dir = TempDir::new("ps");
+    let _srv = servers(&c1, &dir, &[80], 53);
+    // The host's own server on another port.
+    let hdir = TempDir::new("ph");
+    let _host_srv = servers(&w.host, &hdir, &[8000], 5454);
+    d.ok(&["uplink", "set", &w.uplink]);
+    assert_eq!(
+        get(&w.ext, &format!("http://{HOST_IP}:8080/x"), 10).as_deref(),
+        Some("port 80\n"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(clients(&dir, "GET /x"), vec![EXT_IP]);
+    assert_eq!(udp_echo(&w.ext, HOST_IP, 5353, "u"), "echo: u");
+    // The host keeps its own.
+    assert_eq!(
+        get(&w.ext, &format!("http://{HOST_IP}:8000/own"), 10).as_deref(),
+        Some("port 8000\n")
+    );
+    assert_eq!(udp_echo(&w.ext, HOST_IP, 5454, "own"), "echo: own");
+    // Hairpin through the host's address.
+    assert_eq!(
+        get(&c2, &format!("http://{HOST_IP}:8080/hp"), 10).as_deref(),
+        Some("port 80\n")
+    );
+    // Unpublished, the port is the host's again (nothing listens there: refused at once).
+    d.ok(&["publish", "rm", "c1", "8080:80"]);
+    let out = w.ext.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{HOST_IP}:8080/"),
+    ]);
+    // curl's 7 is "could not connect" (a reset); a frame the switch took would time out (28).
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the host's stack answers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tcp_udp_ranges_hairpin_and_restarts() {
+    with_port_type(
+        "tap",
+        published_ports_reach_containers_with_the_clients_address,
+    );
+}
+
+#[test]
+fn afxdp_ports() {
+    with_port_type(
+        "afxdp",
+        published_ports_reach_containers_with_the_clients_address,
+    );
+}
+
+#[test]
+fn bad_publishes() {
+    with_port_type("tap", bad_publishes_are_clear_errors_that_change_nothing);
+}
+
+#[test]
+fn shared_uplink() {
+    with_port_type("tap", published_ports_on_a_shared_uplink);
+}
