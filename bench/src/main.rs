@@ -9,12 +9,13 @@
 //! nat scenario's own two peers after them — then the scale scenario and the nat scenario's
 //! conntrack fill, then the report). The rest, by concern: `peers/` builds each peer's topology
 //! (one file per peer), `scenarios.rs` measures, `nat.rs` is the nat scenario (vswitch's NAT
-//! against the kernel's), `report.rs` gathers the figures and writes the results, `sandbox.rs`
+//! against the kernel's), `publish.rs` the publish scenario (DNAT), `report.rs` gathers the figures and writes the results, `sandbox.rs`
 //! has the namespaces, processes and temporary directories, `tools.rs` the helper subcommands
 //! run inside the namespaces, and `sys.rs` the generator's syscalls.
 
 mod nat;
 mod peers;
+mod publish;
 mod report;
 mod sandbox;
 mod scenarios;
@@ -49,11 +50,12 @@ struct Cli {
     quick: bool,
     /// Scenarios to run: throughput, latency, pps, macs, scale, nat (a container to an external
     /// server through NAT: vswitch's against the kernel's, with peers of its own, kernel-nat and
-    /// vswitch-nat, whatever --peers says).
+    /// vswitch-nat, whatever --peers says), publish (an external client to a container's
+    /// published port: kernel-dnat against vswitch-dnat).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -227,6 +229,11 @@ fn main() {
     let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1);
     let steps = rounds as u64 * cli.peers.len() as u64 * traffic
         + if want("nat") { nat::steps(rounds) } else { 0 }
+        + if want("publish") {
+            publish::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -253,6 +260,11 @@ fn main() {
                 nat::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
+        if want("publish") {
+            for peer in publish::PEERS {
+                publish::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
+        }
     }
     if want("pps") || want("macs") {
         gathered.notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
@@ -270,7 +282,7 @@ fn main() {
     if let Err(e) = report(
         &gathered.figures,
         &gathered.peers_run,
-        &nat::targets(),
+        &[nat::targets(), publish::targets()].concat(),
         &gathered.notes,
         &machine(),
         cli.quick,

@@ -142,6 +142,69 @@ fn container(client: &Ns) -> Result<(), String> {
 /// TAP port of network `nat`. `conntrack_max` bounds the flow table (the daemon's default
 /// otherwise).
 pub fn vswitch_nat(conntrack_max: Option<usize>) -> Result<Topology, String> {
+    vswitch_nat_publishing(conntrack_max, vec![])
+}
+
+/// The `publish` scenario's ports: iperf3's and the short connections'.
+pub const PUBLISHED: [u16; 2] = [5201, 7100];
+
+/// The kernel publishing the container's ports: `kernel_nat` with an nftables `dnat` of
+/// [`PUBLISHED`] on its external address to the container; the external namespace is the
+/// client, the container the server.
+pub fn kernel_dnat() -> Result<Topology, String> {
+    let t = kernel_nat()?;
+    let router = t.kept::<Ns>().ok_or("no router namespace")?;
+    let tb = NFT_TABLE;
+    router.exec(&[
+        "nft", "add", "chain", "ip", tb, "pre", "{", "type", "nat", "hook", "prerouting",
+        "priority", "-100", ";", "}",
+    ])?;
+    let ports = PUBLISHED.map(|p| p.to_string()).join(", ");
+    router.exec(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        tb,
+        "pre",
+        "iifname",
+        "v2",
+        "tcp",
+        "dport",
+        &format!("{{ {ports} }}"),
+        "dnat",
+        "to",
+        NAT_CLIENT_IP,
+    ])?;
+    Ok(inbound(t))
+}
+
+/// vswitch publishing the container's ports: `vswitch_nat` with `--publish P:P` of each of
+/// [`PUBLISHED`]; the external namespace is the client, the container the server.
+pub fn vswitch_dnat() -> Result<Topology, String> {
+    let publish = PUBLISHED.iter().map(|p| format!("{p}:{p}/tcp")).collect();
+    Ok(inbound(vswitch_nat_publishing(None, publish)?))
+}
+
+/// The NAT world turned around: the external namespace connects to the NAT's outside
+/// address, which leads to the container.
+fn inbound(t: Topology) -> Topology {
+    Topology {
+        client: t.server,
+        server: t.client,
+        server_ip: NAT_OUTSIDE_IP,
+        client_ip: EXT_ROUTER,
+        gateway_mac: None,
+        _keep: t._keep,
+    }
+}
+
+const NAT_OUTSIDE_IP: &str = "192.0.2.2";
+
+fn vswitch_nat_publishing(
+    conntrack_max: Option<usize>,
+    publish: Vec<String>,
+) -> Result<Topology, String> {
     use vswitch::api::{NetworkCreate, Op, PortAdd, Reply, UplinkSet};
     let p = prefix();
     let host = Ns::new(format!("{p}h"))?;
@@ -163,6 +226,7 @@ pub fn vswitch_nat(conntrack_max: Option<usize>) -> Result<Topology, String> {
         network: "nat".into(),
         netns: client.0.clone(),
         ip: Some(NAT_CLIENT_IP.into()),
+        publish,
         ..Default::default()
     }))?;
     d.call(Op::UplinkSet(UplinkSet {
