@@ -70,6 +70,13 @@ while True:
 fn get(ns: &Netns, url: &str, secs: u32) -> Option<String> {
     let t = secs.to_string();
     let out = ns.exec(&["curl", "-sS", "--max-time", &t, url]);
+    if !out.status.success() {
+        eprintln!(
+            "curl {url} in {}: {}",
+            ns.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -135,7 +142,23 @@ fn published_ports_reach_containers_with_the_clients_address() {
         "nothing is active without an uplink: {ls}"
     );
     assert!(get(&w.ext, &format!("http://{UPLINK_IP}:8080/"), 2).is_none());
+    // The external host gave up resolving the address nobody answered for ...
+    let neigh = || {
+        let out = w.ext.exec(&["ip", "neigh", "show", UPLINK_IP]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        wait_until(8, || neigh().contains("FAILED")),
+        "the external host's entry: {}",
+        neigh()
+    );
     set_uplink(&d, &w);
+    // ... and the uplink's announcement puts it right before anyone asks again.
+    assert!(
+        wait_until(3, || neigh().contains("lladdr")),
+        "announced: {}",
+        neigh()
+    );
     let ls = d.json(&["publish", "ls"]);
     assert!(
         ls.as_array()

@@ -705,6 +705,14 @@ impl Dataplane {
                     self.pipeline.set_uplink(id, cfg);
                     self.install(id, port);
                     self.uplink_wants = wants;
+                    let mut emit = std::mem::take(&mut self.actions.emit);
+                    if let Some(u) = self.pipeline.uplink_mut() {
+                        u.announce(&mut emit);
+                    }
+                    for (port, frame) in emit.drain(..) {
+                        self.send_frame(port, &frame);
+                    }
+                    self.actions.emit = emit;
                 }
                 let _ = done.send(res);
             }

@@ -224,6 +224,17 @@ impl Uplink {
         Ok((hop, mac))
     }
 
+    /// A dedicated uplink announces its address when it takes it (an RFC 5227 ARP
+    /// announcement: a request for its own address, broadcast), so neighbours that cached
+    /// another MAC for it, or gave up resolving it while nobody answered, use the switch at
+    /// once instead of failing for a neighbour timeout. Shared uplinks leave that to the host.
+    pub fn announce(&mut self, emit: &mut Emit) {
+        if self.cfg.mode == UplinkMode::Dedicated {
+            let ip = self.cfg.ip;
+            self.arp_request(ip, emit);
+        }
+    }
+
     fn arp_request(&mut self, ip: Ipv4Addr, emit: &mut Emit) {
         let arp = ArpEthIpv4Packet {
             operation: ArpOperation::REQUEST,

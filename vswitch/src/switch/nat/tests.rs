@@ -381,6 +381,34 @@ fn shared_mode_asks_the_hosts_table_and_keeps_to_its_port_range() {
 }
 
 #[test]
+fn a_dedicated_uplink_announces_its_address_and_a_shared_one_does_not() {
+    let mut p = setup(1500, true);
+    let mut emit = Vec::new();
+    p.uplink_mut().unwrap().announce(&mut emit);
+    assert_eq!(emit.len(), 1);
+    let (port, f) = &emit[0];
+    assert_eq!(*port, UPLINK);
+    assert_eq!(&f[0..6], &[0xff; 6], "broadcast");
+    assert_eq!(&f[6..12], &UPLINK_MAC.0);
+    let arp = parse_arp(&f[14..]);
+    assert_eq!(arp.operation, ArpOperation::REQUEST);
+    assert_eq!(arp.sender_mac, UPLINK_MAC.0);
+    assert_eq!(arp.sender_ipv4, UPLINK_IP);
+    assert_eq!(arp.target_ipv4, UPLINK_IP, "for its own address");
+
+    let mut cfg = uplink_cfg(1500);
+    cfg.mode = UplinkMode::Shared;
+    p.remove_port(UPLINK);
+    assert!(p.set_uplink(UPLINK, cfg));
+    let mut emit = Vec::new();
+    p.uplink_mut().unwrap().announce(&mut emit);
+    assert!(
+        emit.is_empty(),
+        "the host's address is the host's to announce"
+    );
+}
+
+#[test]
 fn arp_and_ping_for_the_uplink_address_are_answered() {
     let mut p = setup(1500, true);
     let ask = ArpEthIpv4Packet {
