@@ -275,6 +275,22 @@ pub fn control_request(data: &[u8]) {
         let line = serde_json::to_vec(&req).expect("a decoded request encodes");
         let again = vswitch::control::decode_request(&line).expect("an encoded request decodes");
         assert_eq!(again.op, req.op, "request round trip");
+        // Published-port specs are parsed by the control plane: a parsed one prints as a spec
+        // that parses to itself, and its ports stay in range.
+        use vswitch::api::Op;
+        let specs: Vec<&String> = match &req.op {
+            Op::PublishAdd { spec, .. } | Op::PublishRemove { spec, .. } => vec![spec],
+            Op::PortAdd(p) => p.publish.iter().collect(),
+            Op::ContainerCreate(c) => c.publish.iter().collect(),
+            _ => vec![],
+        };
+        for s in specs {
+            if let Ok(p) = s.parse::<vswitch::state::Publish>() {
+                let again: vswitch::state::Publish = p.to_string().parse().expect("a spec");
+                assert_eq!(again, p, "publish spec round trip");
+                assert_eq!(p.ports().count(), usize::from(p.count));
+            }
+        }
     }
 }
 

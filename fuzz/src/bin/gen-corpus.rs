@@ -459,6 +459,10 @@ fn main() {
         r#"{"version":1,"op":"network-peer","network":"ov","ip":"192.168.50.2"}"#,
         r#"{"version":1,"op":"container-create","name":"c1","network":"bridge"}"#,
         r#"{"version":1,"op":"network-connect","network":"web","container":"c1"}"#,
+        r#"{"version":1,"op":"publish-add","port":"p1","spec":"10.0.0.1:9000-9002:7000-7002/udp"}"#,
+        r#"{"version":1,"op":"publish-remove","port":"p1","spec":"8080:80"}"#,
+        r#"{"version":1,"op":"port-add","network":"web","netns":"c1","publish":["8080:80/tcp","53:53/udp"]}"#,
+        r#"{"version":1,"op":"publish-list"}"#,
         r#"{"version":99,"op":"show"}"#,
         r#"{"op":"show"}"#,
     ];
