@@ -76,9 +76,25 @@ pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &m
         match conn_rate(&t, parallel, d.conns) {
             Ok((rate, failed)) => {
                 let metric = format!("new TCP connections, {parallel} in flight");
-                record(&mut g.figures, "publish", &metric, "conn/s", true, peer, rate);
+                record(
+                    &mut g.figures,
+                    "publish",
+                    &metric,
+                    "conn/s",
+                    true,
+                    peer,
+                    rate,
+                );
                 let metric = format!("failed TCP connections, {parallel} in flight");
-                record(&mut g.figures, "publish", &metric, "count", false, peer, failed);
+                record(
+                    &mut g.figures,
+                    "publish",
+                    &metric,
+                    "count",
+                    false,
+                    peer,
+                    failed,
+                );
             }
             Err(e) => g.notes.push(format!("publish: {peer} connections: {e}")),
         }

@@ -277,6 +277,14 @@ enum NetworkCmd {
         /// The ports' default MTU [default: 1500; overlays 1450].
         #[arg(long)]
         mtu: Option<u32>,
+        /// Port security on the network's ports: each may send only with its own MAC and
+        /// address (`--port-security=false` turns it off for the whole network).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        port_security: bool,
+        /// No inter-container communication (Docker's enable_icc=false): containers reach the
+        /// gateway and, through it, the outside, but not each other.
+        #[arg(long)]
+        no_icc: bool,
     },
     /// Add or remove a remote VTEP of an overlay network.
     #[command(subcommand)]
@@ -355,6 +363,10 @@ struct AddPortArgs {
     /// [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp], e.g. 8080:80.
     #[arg(long, short = 'p')]
     publish: Vec<String>,
+    /// No port security: the container may send with any MAC and address (by default a port
+    /// with an address may send only as itself; see spoofed_* in port stats).
+    #[arg(long)]
+    no_port_security: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -401,6 +413,8 @@ fn op_of(cmd: Cmd) -> Op {
             peers,
             learn_peers,
             mtu,
+            port_security,
+            no_icc,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -419,6 +433,8 @@ fn op_of(cmd: Cmd) -> Op {
             peers,
             learn_peers,
             mtu,
+            port_security: Some(port_security),
+            icc: Some(!no_icc),
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,
@@ -459,6 +475,7 @@ fn op_of(cmd: Cmd) -> Op {
             ring_size: a.ring_size,
             frame_size: a.frame_size,
             publish: a.publish,
+            port_security: a.no_port_security.then_some(false),
         }),
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },

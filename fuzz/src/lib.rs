@@ -72,6 +72,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     p.add_network(
@@ -84,6 +85,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             vni: Some(VNI),
             overlay_mtu: Some(1450),
             learn_peers: true,
+            icc: true,
         },
     );
     for (port, mac, ip, name) in [(0, C1, C1_IP, "c1"), (1, C2, C2_IP, "c2")] {
@@ -94,6 +96,14 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
         };
         p.add_port(PortId(port), NetId(0), Some(ep));
     }
+    // c2 has port security: frames the fuzzer sends on it go through the guard.
+    p.set_port_guard(
+        PortId(1),
+        Some(vswitch::switch::security::PortGuard {
+            mac: C2,
+            ip: Ipv4Addr::from(C2_IP),
+        }),
+    );
     let ep = Endpoint {
         mac: OV1,
         ip: Some(Ipv4Addr::from(OV1_IP)),

@@ -339,6 +339,14 @@ pub struct NetworkCreate {
     /// The ports' default MTU [default: 1500; overlays 1450].
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Port security for the network's ports [default: on]: each may send only with its own
+    /// MAC and address. Off, no port of the network is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
+    /// Containers may reach each other [default: on]; off (`--no-icc`, Docker's
+    /// `enable_icc=false`) they reach the gateway and, through it, the outside only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -408,6 +416,10 @@ pub struct PortAdd {
     /// `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp]`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Port security [default: on when the network has it]: the port may send only with its
+    /// MAC and address; off (`--no-port-security`) it may use any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_security: Option<bool>,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -509,6 +521,12 @@ pub struct NetworkInfo {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// Port security on the network's ports (unless a port opts out).
+    #[serde(default)]
+    pub port_security: bool,
+    /// Containers may reach each other (false: `--no-icc`).
+    #[serde(default)]
+    pub icc: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -537,6 +555,9 @@ pub struct PortInfo {
     /// Published host ports (`publish ls` tells whether each is active).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<String>,
+    /// The port may send only with its MAC and address (spoofed frames are dropped).
+    #[serde(default)]
+    pub port_security: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -98,6 +98,7 @@ fn forwarding_allocates_nothing_per_packet() {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     for i in 0..8 {
@@ -211,6 +212,7 @@ fn nat_allocates_nothing_per_packet() {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     let ep = Endpoint {

@@ -156,8 +156,21 @@ pub fn kernel_dnat() -> Result<Topology, String> {
     let router = t.kept::<Ns>().ok_or("no router namespace")?;
     let tb = NFT_TABLE;
     router.exec(&[
-        "nft", "add", "chain", "ip", tb, "pre", "{", "type", "nat", "hook", "prerouting",
-        "priority", "-100", ";", "}",
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        tb,
+        "pre",
+        "{",
+        "type",
+        "nat",
+        "hook",
+        "prerouting",
+        "priority",
+        "-100",
+        ";",
+        "}",
     ])?;
     let ports = PUBLISHED.map(|p| p.to_string()).join(", ");
     router.exec(&[

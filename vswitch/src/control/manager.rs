@@ -193,6 +193,8 @@ impl Manager {
                 peers: net.peers.iter().map(|p| p.to_string()).collect(),
                 learn_peers: net.learn_peers,
                 mtu: net.mtu,
+                port_security: Some(net.port_security),
+                icc: Some(net.icc),
             };
             let cfg = m
                 .validate_network(&req)

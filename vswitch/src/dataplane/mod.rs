@@ -24,6 +24,7 @@ use crate::switch::fdb::{FdbCounters, FdbEntry};
 use crate::switch::gateway::{Endpoint, Event, GatewayCounters, LeaseRecord, Neighbor};
 use crate::switch::nat::conntrack::{CtCounters, Entry as CtEntry};
 use crate::switch::nat::{NatCounters, UplinkConfig};
+use crate::switch::security::PortGuard;
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
 use crate::wire::offload::{self, VnetHdr};
 use crate::wire::MacAddr;
@@ -68,6 +69,8 @@ pub enum Command {
         port: Box<dyn Port>,
         /// What the network's gateway should know of the port (address, MAC, DNS names).
         endpoint: Option<Endpoint>,
+        /// Port security: what the port may send as (`None`: anything).
+        guard: Option<PortGuard>,
         done: Sender<io::Result<()>>,
     },
     /// Hands persisted DHCP leases back to a network's server (at start-up).
@@ -596,6 +599,7 @@ impl Dataplane {
                 network,
                 port,
                 endpoint,
+                guard,
                 done,
             } => {
                 let fd = port.raw_fd();
@@ -605,6 +609,9 @@ impl Dataplane {
                     .register(&mut SourceFd(&fd), token(id), Interest::READABLE)
                     .and_then(|()| {
                         if self.pipeline.add_port(id, network, endpoint) {
+                            if guard.is_some() {
+                                self.pipeline.set_port_guard(id, guard);
+                            }
                             Ok(())
                         } else {
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));

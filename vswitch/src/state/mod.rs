@@ -87,6 +87,12 @@ pub struct NetworkConfig {
     /// Overlay networks: static FDB entries (`fdb add`), MACs behind remote VTEPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fdb: Vec<StaticFdb>,
+    /// Port security on the network's ports (each may send only as itself).
+    #[serde(default = "yes")]
+    pub port_security: bool,
+    /// Containers may reach each other (false: `--no-icc`).
+    #[serde(default = "yes")]
+    pub icc: bool,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -148,6 +154,10 @@ pub struct PortConfig {
     /// Host ports on the uplink that lead to this port (`--publish`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<Publish>,
+    /// Port security: the port may send only with its MAC and address (when it has one and
+    /// its network has port security on).
+    #[serde(default = "yes")]
+    pub port_security: bool,
 }
 
 /// A container's network mode, as Docker names them.
@@ -657,6 +667,8 @@ mod tests {
             mtu: None,
             learn_peers: false,
             fdb: vec![],
+            port_security: true,
+            icc: true,
         }
     }
 
@@ -677,6 +689,7 @@ mod tests {
             host_ifname: None,
             container: None,
             publish: vec![],
+            port_security: true,
         }
     }
 

@@ -8,12 +8,14 @@ pub mod fdb;
 pub mod gateway;
 pub mod nat;
 pub mod overlay;
+pub mod security;
 
 use crate::wire::ethernet::FrameError;
 use crate::wire::{Frame, MacAddr};
 use fdb::{Fdb, Learned};
 use gateway::{Endpoint, Event, Gateway, GatewayConfig, Verdict};
 use nat::{Emit, Routed, Uplink, UplinkConfig, Via};
+use security::PortGuard;
 
 use crate::wire::offload::VnetHdr;
 
@@ -93,16 +95,32 @@ drop_reasons! {
     BadVxlan => "bad_vxlan": "A datagram at the VTEP too short for VXLAN or without the I flag.",
     UnknownVni => "unknown_vni": "A VXLAN datagram for a VNI no overlay network has.",
     UnknownVtep => "unknown_vtep": "A VXLAN datagram from an address that is not a peer of its network.",
+    SpoofedMac => "spoofed_mac": "Port security: a source MAC that is not the port's.",
+    SpoofedIp => "spoofed_ip": "Port security: an IPv4 source address that is not the port's (DHCP from 0.0.0.0 excepted).",
+    SpoofedArp => "spoofed_arp": "Port security: an ARP packet claiming another MAC or address than the port's.",
+    IccDenied => "icc_denied": "Between two containers of a --no-icc network (they reach the gateway only).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortCounters {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortCounters {
@@ -161,6 +179,8 @@ struct PortEntry {
     network: Option<NetId>,
     /// A tunnel to a remote VTEP: what comes in from it is not replicated to other VTEPs.
     tunnel: bool,
+    /// Port security: what the port may send as (`None`: anything).
+    guard: Option<PortGuard>,
     counters: PortCounters,
 }
 
@@ -181,6 +201,8 @@ pub struct Network {
     pub gateway: Option<Gateway>,
     /// Routed packets may leave through the uplink (false for `--internal`).
     pub egress: bool,
+    /// Containers may reach each other (false for `--no-icc`: only the gateway).
+    pub icc: bool,
 }
 
 /// The switch's forwarding state and logic.
@@ -208,6 +230,8 @@ pub struct NetworkParams {
     pub overlay_mtu: Option<u32>,
     /// Overlay networks: a datagram from an unknown VTEP makes it a peer (`--learn-peers`).
     pub learn_peers: bool,
+    /// Containers may reach each other at L2 (false: `--no-icc`).
+    pub icc: bool,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -235,6 +259,7 @@ impl Pipeline {
             fdb: Fdb::new(params.fdb_limit, params.aging_ms),
             gateway: params.gateway.map(Gateway::new),
             egress: params.egress,
+            icc: params.icc,
         });
     }
 
@@ -276,9 +301,22 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
             tunnel: false,
+            guard: None,
             counters: PortCounters::default(),
         });
         true
+    }
+
+    /// Port security for a port: frames not from `guard`'s MAC and address are dropped (see
+    /// `PortGuard::check`); `None` turns it off. Returns false for an unknown port.
+    pub fn set_port_guard(&mut self, id: PortId, guard: Option<PortGuard>) -> bool {
+        match self.ports.get_mut(id.idx()).and_then(Option::as_mut) {
+            Some(p) if p.network.is_some() && !p.tunnel => {
+                p.guard = guard;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Attaches a tunnel port to the remote VTEP `remote` on an overlay network; `flood`: a
@@ -307,6 +345,7 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
             tunnel: true,
+            guard: None,
             counters: PortCounters::default(),
         });
         true
@@ -379,6 +418,7 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: None,
             tunnel: false,
+            guard: None,
             counters: PortCounters::default(),
         });
         true
@@ -491,6 +531,13 @@ impl Pipeline {
             return self.route_in(now, in_port, frame, actions);
         };
         let from_tunnel = port.tunnel;
+        if let Some(guard) = &port.guard {
+            if let Err(reason) = guard.check(frame) {
+                counters.count_drop(reason);
+                actions.drop = Some(reason);
+                return;
+            }
+        }
         let Some(net) = self.networks.get_mut(net_id.idx()).and_then(Option::as_mut) else {
             counters.count_drop(DropReason::UnknownPort);
             actions.drop = Some(DropReason::UnknownPort);
@@ -563,6 +610,9 @@ impl Pipeline {
                 if out == in_port {
                     counters.count_drop(DropReason::Hairpin);
                     actions.drop = Some(DropReason::Hairpin);
+                } else if !net.icc {
+                    counters.count_drop(DropReason::IccDenied);
+                    actions.drop = Some(DropReason::IccDenied);
                 } else if too_big_for_tunnels && net.tunnels.contains(&out) {
                     // With DF set the sender learns the path MTU from the gateway, as from a
                     // router; without it there is no fragmenting the inner packet here.
@@ -576,6 +626,17 @@ impl Pipeline {
                 }
                 return;
             }
+        }
+        if !net.icc {
+            // Nobody but the gateway (which took what was for it) is to hear it.
+            let reason = if net.members.len() > 1 || !net.tunnels.is_empty() {
+                DropReason::IccDenied
+            } else {
+                DropReason::NoDestination
+            };
+            counters.count_drop(reason);
+            actions.drop = Some(reason);
+            return;
         }
         actions.flooded = true;
         actions

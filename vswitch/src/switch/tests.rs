@@ -28,6 +28,7 @@ fn params() -> NetworkParams {
         vni: None,
         overlay_mtu: None,
         learn_peers: false,
+        icc: true,
     }
 }
 
@@ -121,6 +122,7 @@ fn aged_entry_floods_again() {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     for i in 0..3 {
@@ -222,6 +224,7 @@ fn full_table_keeps_forwarding() {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     p.add_port(PortId(0), NetId(0), None);
@@ -262,6 +265,7 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
             vni: Some(42),
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
             ..params()
         },
     );

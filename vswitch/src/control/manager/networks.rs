@@ -158,6 +158,8 @@ impl Manager {
             mtu,
             learn_peers: req.learn_peers,
             fdb: Vec::new(),
+            port_security: req.port_security.unwrap_or(true),
+            icc: req.icc.unwrap_or(true),
         })
     }
 
@@ -196,6 +198,7 @@ impl Manager {
         let params = NetworkParams {
             vni: net.vni,
             learn_peers: net.learn_peers,
+            icc: net.icc,
             overlay_mtu: net.mtu.or(Some(
                 crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
             )),
@@ -325,6 +328,8 @@ impl Manager {
             ports,
             vni: n.vni,
             peers: n.peers.iter().map(|p| p.to_string()).collect(),
+            port_security: n.port_security,
+            icc: n.icc,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::ports::{Port, XdpConfig};
 use crate::sandbox::{self, InterfaceSetup, NetnsId, NetnsSpec, SandboxError};
 use crate::state::{Change, PortConfig, PortKind, DEFAULT_MTU};
 use crate::switch::gateway::Endpoint;
+use crate::switch::security::PortGuard;
 use crate::switch::PortId;
 use crate::wire::MacAddr;
 
@@ -192,6 +193,7 @@ impl Manager {
             host_ifname,
             container: None,
             publish,
+            port_security: req.port_security.unwrap_or(net.port_security),
         })
     }
 
@@ -261,6 +263,13 @@ impl Manager {
             ip: cfg.ip.map(|n| n.addr()),
             names,
         }
+    }
+
+    /// What the port may send as, when port security applies to it: on for the port (and its
+    /// network, the default) and an address the switch gave it.
+    fn guard(cfg: &PortConfig) -> Option<PortGuard> {
+        let ip = cfg.ip?.addr();
+        cfg.port_security.then_some(PortGuard { mac: cfg.mac, ip })
     }
 
     /// Creates the port's interface in its namespace and hands the port to the dataplane. When
@@ -341,12 +350,14 @@ impl Manager {
         }
         let id = self.free_port_id();
         let endpoint = Some(Self::endpoint(cfg));
+        let guard = Self::guard(cfg);
         let added = self
             .dp_call(|done| Command::AddPort {
                 id,
                 network: net_id,
                 port,
                 endpoint,
+                guard,
                 done,
             })
             .and_then(|r| r.map_err(|e| internal(format!("dataplane refused the port: {e}"))));

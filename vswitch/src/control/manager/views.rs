@@ -206,6 +206,7 @@ impl Manager {
             host_ifname: p.host_ifname.clone(),
             xdp: dp.and_then(|s| s.xdp.clone()),
             publish: p.publish.iter().map(|x| x.to_string()).collect(),
+            port_security: p.port_security && p.ip.is_some(),
         }
     }
 

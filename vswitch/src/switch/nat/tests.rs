@@ -66,6 +66,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     p.add_network(
@@ -78,6 +79,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            icc: true,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {
