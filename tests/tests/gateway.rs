@@ -218,8 +218,17 @@ fn udhcpc_gets_a_lease_renews_it_and_keeps_it_across_restart() {
     let ns = Netns::new("u");
     let tmp = TempDir::new("udhcpc");
     let (script, out) = udhcpc_script(&tmp);
+    // The client later changes its MAC (one the switch does not know): port security, which
+    // would stop that, is off for this port.
     d.ok(&[
-        "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "u1",
+        "add-port",
+        "web",
+        "--netns",
+        &ns.name,
+        "--dhcp",
+        "--name",
+        "u1",
+        "--no-port-security",
     ]);
     let addr = ns.exec_ok(&["ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(
@@ -369,8 +378,16 @@ fn dhclient_gets_a_lease_and_the_same_address_after_restart() {
     let ns = Netns::new("dc");
     let tmp = TempDir::new("dhclient");
     let (script, out) = dhclient_script(&tmp);
+    // A MAC the switch does not know: port security, which would stop it, is off here.
     d.ok(&[
-        "add-port", "web", "--netns", &ns.name, "--dhcp", "--name", "dc",
+        "add-port",
+        "web",
+        "--netns",
+        &ns.name,
+        "--dhcp",
+        "--name",
+        "dc",
+        "--no-port-security",
     ]);
     ns.exec_ok(&["ip", "link", "set", "eth0", "address", "02:aa:bb:cc:dd:02"]);
     // dhclient runs in the foreground (-d) as our child, so it is stopped by PID (a daemonized

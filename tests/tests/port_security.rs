@@ -134,6 +134,47 @@ fn spoofing_ports_are_cut_off_and_counted_while_others_talk() {
     b.exec_ok(&["ip", "neigh", "flush", "dev", "eth0"]);
     n.exec_ok(&["ip", "link", "set", "eth0", "address", &mac_n]);
 
+    // A --dhcp port keeps port security: its client (from 0.0.0.0) gets its lease and works.
+    let h = Netns::new("psh");
+    d.ok(&[
+        "add-port", "sec", "--netns", &h.name, "--name", "h", "--dhcp",
+    ]);
+    assert_eq!(d.port("h")["port_security"], true);
+    let tmp = TempDir::new("psdhcp");
+    let script = tmp.path("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound) ip addr add \"$ip/$mask\" dev \"$interface\";; esac\nexit 0\n",
+    )
+    .unwrap();
+    must("chmod", &["+x", script.to_str().unwrap()]);
+    h.exec_ok(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "3",
+        "-T",
+        "2",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    let leased = d.port("h")["ip"].as_str().unwrap().to_string();
+    assert!(
+        h.exec_ok(&["ip", "-4", "-o", "addr", "show", "eth0"])
+            .contains(&leased),
+        "the lease is the port's address {leased}"
+    );
+    assert!(
+        h.ping(ip_b, 2),
+        "a secured DHCP client reaches its neighbours"
+    );
+    assert_eq!(drops(&d, "h", "spoofed_ip"), 0);
+
     // A network with port security off: its ports may change their MAC.
     d.ok(&[
         "network",
