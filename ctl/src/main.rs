@@ -285,6 +285,10 @@ enum NetworkCmd {
         /// gateway and, through it, the outside, but not each other.
         #[arg(long)]
         no_icc: bool,
+        /// Host access: an interface of vswitchd's namespace (vsw-NAME) joins the network with
+        /// an address of its own; containers reach the host as host.vswitch.internal.
+        #[arg(long)]
+        host_access: bool,
     },
     /// Add or remove a remote VTEP of an overlay network.
     #[command(subcommand)]
@@ -415,6 +419,7 @@ fn op_of(cmd: Cmd) -> Op {
             mtu,
             port_security,
             no_icc,
+            host_access,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -435,6 +440,7 @@ fn op_of(cmd: Cmd) -> Op {
             mtu,
             port_security: Some(port_security),
             icc: Some(!no_icc),
+            host_access,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,

@@ -347,6 +347,10 @@ pub struct NetworkCreate {
     /// `enable_icc=false`) they reach the gateway and, through it, the outside only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icc: Option<bool>,
+    /// Host access: vswitchd's namespace gets an interface on the network (`vsw-NAME`) with
+    /// an address of its own, and `host.vswitch.internal` names it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -527,6 +531,18 @@ pub struct NetworkInfo {
     /// Containers may reach each other (false: `--no-icc`).
     #[serde(default)]
     pub icc: bool,
+    /// Host access: the interface in vswitchd's namespace and its address, when it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_access: Option<HostAccessInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostAccessInfo {
+    /// The interface in vswitchd's namespace (also the port's name).
+    pub ifname: String,
+    pub ip: String,
+    /// "up", or "detached" with the reason.
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,10 +7,12 @@
 //! attach, namespace watching), `containers.rs` (containers and Docker's network modes, their
 //! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
 //! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
-//! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks).
+//! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks),
+//! `host_access.rs` (the host's own interface on a network).
 
 mod addresses;
 mod containers;
+mod host_access;
 mod networks;
 mod overlay;
 mod ports;
@@ -171,6 +173,7 @@ impl Manager {
             m.attach_network(&net).map_err(|e| e.to_string())?;
             m.state.networks.push(net);
         }
+        let declared_cfgs = declared.clone();
         for net in declared {
             if m.nets.contains_key(&net.name) {
                 continue;
@@ -195,6 +198,7 @@ impl Manager {
                 mtu: net.mtu,
                 port_security: Some(net.port_security),
                 icc: Some(net.icc),
+                host_access: net.host_access,
             };
             let cfg = m
                 .validate_network(&req)
@@ -231,6 +235,10 @@ impl Manager {
             };
             m.ports.insert(port.name.clone(), rt);
             m.state.ports.push(port);
+        }
+        // The config says whether a declared network has host access (saved or not).
+        for net in &declared_cfgs {
+            m.declared_host_access(net);
         }
         if let Some(u) = saved.uplink {
             m.restore_uplink(u);

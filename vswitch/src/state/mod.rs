@@ -93,6 +93,10 @@ pub struct NetworkConfig {
     /// Containers may reach each other (false: `--no-icc`).
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Host access: an interface of vswitchd's namespace (`vsw-NAME`) joins the network
+    /// with an address of its own, as docker0 does for Docker's bridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -158,6 +162,10 @@ pub struct PortConfig {
     /// its network has port security on).
     #[serde(default = "yes")]
     pub port_security: bool,
+    /// The network's host-access interface: a TAP in vswitchd's own namespace (`netns` is
+    /// `/proc/self/ns/net`), made and removed with the network's host access.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
 /// A container's network mode, as Docker names them.
@@ -669,6 +677,7 @@ mod tests {
             fdb: vec![],
             port_security: true,
             icc: true,
+            host_access: false,
         }
     }
 
@@ -690,6 +699,7 @@ mod tests {
             container: None,
             publish: vec![],
             port_security: true,
+            host: false,
         }
     }
 

@@ -36,23 +36,25 @@ fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
 impl PortGuard {
     /// `Ok` when `frame` (a whole Ethernet frame, at least its 14-byte header) may leave the
     /// port; otherwise the reason it is dropped: another source MAC (`SpoofedMac`); an IPv4
-    /// packet from another address, or too short to tell (`SpoofedIp`), except a DHCP client's
+    /// packet from another address (`SpoofedIp`), except a DHCP client's
     /// message from 0.0.0.0; an ARP packet whose sender is another MAC or another address
     /// (`SpoofedArp`: forged replies, gratuitous ARP for someone else's address), except an
-    /// RFC 5227 probe from 0.0.0.0. VLAN-tagged frames are checked on what they carry. Other
+    /// RFC 5227 probe from 0.0.0.0. A frame too short to tell is malformed: `Runt` (no
+    /// ethertype behind its tags), `BadIp`, `BadArp`, as the gateway would count it. VLAN-tagged
+    /// frames are checked on what they carry. Other
     /// protocols (IPv6: the switch does not route it) are checked on their MAC only.
     pub fn check(&self, frame: &[u8]) -> Result<(), DropReason> {
         if frame.get(6..12) != Some(&self.mac.0[..]) {
             return Err(DropReason::SpoofedMac);
         }
         let mut at = 12;
-        let mut ethertype = be16(frame, at).ok_or(DropReason::SpoofedMac)?;
+        let mut ethertype = be16(frame, at).ok_or(DropReason::Runt)?;
         for _ in 0..2 {
             if ethertype != ETH_VLAN && ethertype != ETH_QINQ {
                 break;
             }
             at += 4;
-            ethertype = be16(frame, at).ok_or(DropReason::SpoofedIp)?;
+            ethertype = be16(frame, at).ok_or(DropReason::Runt)?;
         }
         let l3 = at + 2;
         match ethertype {
@@ -63,7 +65,7 @@ impl PortGuard {
     }
 
     fn check_ipv4(&self, frame: &[u8], l3: usize) -> Result<(), DropReason> {
-        let src = ipv4_at(frame, l3 + 12).ok_or(DropReason::SpoofedIp)?;
+        let src = ipv4_at(frame, l3 + 12).ok_or(DropReason::BadIp)?;
         if src == self.ip {
             return Ok(());
         }
@@ -82,8 +84,8 @@ impl PortGuard {
 
     fn check_arp(&self, frame: &[u8], l3: usize) -> Result<(), DropReason> {
         // htype(2) ptype(2) hlen(1) plen(1) op(2), then the sender's MAC and address.
-        let sha = frame.get(l3 + 8..l3 + 14).ok_or(DropReason::SpoofedArp)?;
-        let spa = ipv4_at(frame, l3 + 14).ok_or(DropReason::SpoofedArp)?;
+        let sha = frame.get(l3 + 8..l3 + 14).ok_or(DropReason::BadArp)?;
+        let spa = ipv4_at(frame, l3 + 14).ok_or(DropReason::BadArp)?;
         if sha != self.mac.0 || (spa != self.ip && !spa.is_unspecified()) {
             return Err(DropReason::SpoofedArp);
         }
@@ -185,6 +187,13 @@ mod tests {
             let r = G.check(&ok[..n]);
             // The source address ends at byte 30: anything shorter cannot be told.
             assert_eq!(r.is_err(), n < 30, "{n} bytes");
+            if (14..30).contains(&n) {
+                assert_eq!(
+                    r,
+                    Err(DropReason::BadIp),
+                    "{n} bytes: malformed, not spoofed"
+                );
+            }
         }
         for n in 0..tagged.len() {
             assert!(G.check(&tagged[..n]).is_err());

@@ -160,6 +160,7 @@ impl Manager {
             fdb: Vec::new(),
             port_security: req.port_security.unwrap_or(true),
             icc: req.icc.unwrap_or(true),
+            host_access: req.host_access,
         })
     }
 
@@ -242,6 +243,13 @@ impl Manager {
             let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
             return Err(e);
         }
+        if cfg.host_access {
+            if let Err(e) = self.host_access_up(&cfg) {
+                // Nothing of the network is left: it is created with its host access or not.
+                let _ = self.network_remove(&cfg.name, true);
+                return Err(e);
+            }
+        }
         info!(network = %cfg.name, subnet = %cfg.subnet, "network created");
         Ok(Reply::Network(self.network_info(&cfg)))
     }
@@ -260,13 +268,18 @@ impl Manager {
             .filter(|p| p.network == name)
             .map(|p| p.name.clone())
             .collect();
-        if !ports.is_empty() && !force {
+        // The host-access interface goes with its network.
+        let users: Vec<&String> = ports
+            .iter()
+            .filter(|p| !self.state.ports.iter().any(|c| c.host && &c.name == *p))
+            .collect();
+        if !users.is_empty() && !force {
             return Err(ApiError::new(
                 ErrorCode::NetworkInUse,
                 format!(
                     "network {name:?} has {} port(s) attached ({}); delete them first or use --force",
-                    ports.len(),
-                    ports.join(", ")
+                    users.len(),
+                    users.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
@@ -330,6 +343,7 @@ impl Manager {
             peers: n.peers.iter().map(|p| p.to_string()).collect(),
             port_security: n.port_security,
             icc: n.icc,
+            host_access: self.host_access_info(n),
         }
     }
 

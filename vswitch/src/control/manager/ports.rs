@@ -194,6 +194,7 @@ impl Manager {
             container: None,
             publish,
             port_security: req.port_security.unwrap_or(net.port_security),
+            host: false,
         })
     }
 
@@ -285,7 +286,7 @@ impl Manager {
         let ns = spec.open().map_err(|e| sandbox_error(&e))?;
         let netns_id =
             NetnsId::of(&ns).map_err(|e| internal(format!("cannot stat namespace: {e}")))?;
-        if NetnsId::own().is_ok_and(|own| own == netns_id) {
+        if !cfg.host && NetnsId::own().is_ok_and(|own| own == netns_id) {
             return Err(invalid(format!(
                 "namespace {spec} is vswitchd's own network namespace (the host's): ports go into container namespaces"
             )));
@@ -300,7 +301,8 @@ impl Manager {
             } else {
                 cfg.ip.map(|n| (n.addr(), n.prefix_len()))
             },
-            gateway: Some(net.gateway),
+            // The host keeps its own default route.
+            gateway: (!cfg.host).then_some(net.gateway),
             offload: cfg.offload,
         };
         let (port, report): (Box<dyn Port>, _) = match cfg.kind {
@@ -383,6 +385,7 @@ impl Manager {
         self.state
             .ports
             .iter()
+            .filter(|cfg| !cfg.host) // vswitchd's own namespace does not go away
             .filter_map(|cfg| {
                 let rt = self.ports.get(&cfg.name)?;
                 Some(WatchedPort {
@@ -464,7 +467,18 @@ impl Manager {
     }
 
     pub(super) fn port_delete(&mut self, name: &str) -> ApiResult<Reply> {
-        self.port_config(name)?;
+        let cfg = self.port_config(name)?;
+        if cfg.host {
+            return Err(invalid(format!(
+                "port {name:?} is network {:?}'s host access; it goes with the network",
+                cfg.network
+            )));
+        }
+        self.delete_port(name)
+    }
+
+    /// Deletes a port (of any kind) and what it leaves.
+    pub(super) fn delete_port(&mut self, name: &str) -> ApiResult<Reply> {
         let saved = self.state.clone();
         let change = Change::PortRemove(name.to_string());
         self.state.apply(&change);
