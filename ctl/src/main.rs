@@ -243,6 +243,10 @@ enum NetworkCmd {
         /// Most MACs the network's table holds [default: 8192].
         #[arg(long)]
         fdb_limit: Option<u32>,
+        /// Most MACs one port may have in the table [default: 64; 0: no limit]; frames from a
+        /// new MAC past it are dropped (mac_limit).
+        #[arg(long)]
+        port_mac_limit: Option<u32>,
         /// Allocate addresses (IPAM and DHCP) from this CIDR inside the subnet.
         #[arg(long)]
         ip_range: Option<String>,
@@ -420,6 +424,7 @@ fn op_of(cmd: Cmd) -> Op {
             port_security,
             no_icc,
             host_access,
+            port_mac_limit,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -441,6 +446,7 @@ fn op_of(cmd: Cmd) -> Op {
             port_security: Some(port_security),
             icc: Some(!no_icc),
             host_access,
+            port_mac_limit,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,
@@ -604,6 +610,7 @@ fn print_network(n: &NetworkInfo) {
     println!("  gateway:    {}", n.gateway);
     println!("  mac aging:  {}s", n.mac_aging_secs);
     println!("  fdb limit:  {}", n.fdb_limit);
+    println!("  port macs:  {}", n.port_mac_limit);
     if let Some(vni) = n.vni {
         println!("  vni:        {vni}");
         println!("  peers:      {}", n.peers.join(" "));

@@ -73,6 +73,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 8, // random source MACs from c1 reach the limit
         },
     );
     p.add_network(
@@ -86,6 +87,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             overlay_mtu: Some(1450),
             learn_peers: true,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     for (port, mac, ip, name) in [(0, C1, C1_IP, "c1"), (1, C2, C2_IP, "c2")] {

@@ -300,12 +300,150 @@ fn no_icc_networks_reach_the_gateway_but_not_each_other() {
     );
 }
 
+/// Sends `count` broadcast frames from `ns`'s eth0, each from a new random unicast MAC; with
+/// `paced`, a millisecond's pause every 100 frames keeps the TAP's queue (1000 frames) from
+/// overflowing, so that every frame reaches the switch.
+fn mac_flood(ns: &Netns, count: u32, paced: bool) {
+    let script = r#"
+import os, socket, sys, time
+n = int(sys.argv[1])
+paced = sys.argv[2] == '1'
+macs = bytearray(os.urandom(6 * n))
+for i in range(0, 6 * n, 6):
+    macs[i] = (macs[i] & 0xfc) | 0x02   # locally administered unicast
+tail = b'\x88\xb5' + b'\0' * 46
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+dst = b'\xff' * 6
+for i in range(0, 6 * n, 6):
+    if paced and i % 600 == 0:
+        time.sleep(0.001)
+    try:
+        s.send(dst + macs[i:i + 6] + tail)
+    except OSError:
+        pass   # a full queue: the frame is lost, the flood goes on
+"#;
+    let n = count.to_string();
+    ns.exec_ok(&["python3", "-c", script, &n, if paced { "1" } else { "0" }]);
+}
+
+fn fdb_count(d: &Daemon, net: &str, port: &str) -> usize {
+    let fdb = d.json(&["fdb", "show", net]);
+    fdb[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["port"] == port)
+        .count()
+}
+
+fn a_mac_flood_is_bounded_per_port_and_the_others_keep_talking() {
+    require_root();
+    let d = Daemon::start();
+    d.ok(&[
+        "network",
+        "create",
+        "fl",
+        "--subnet",
+        "10.88.76.0/24",
+        "--fdb-limit",
+        "4096",
+    ]);
+    d.ok(&[
+        "network",
+        "create",
+        "nolimit",
+        "--subnet",
+        "10.88.77.0/24",
+        "--fdb-limit",
+        "4096",
+        "--port-mac-limit",
+        "0",
+    ]);
+    assert_eq!(d.json(&["network", "inspect", "fl"])["port_mac_limit"], 64);
+    assert_eq!(
+        d.json(&["network", "inspect", "nolimit"])["port_mac_limit"],
+        0
+    );
+    let a = Netns::new("fla");
+    let b = Netns::new("flb");
+    let f = Netns::new("flf");
+    let g = Netns::new("flg");
+    d.ok(&["add-port", "fl", "--netns", &a.name, "--name", "a"]);
+    d.ok(&["add-port", "fl", "--netns", &b.name, "--name", "b"]);
+    // Flooders need their port security off (it would stop them at their first frame).
+    d.ok(&[
+        "add-port",
+        "fl",
+        "--netns",
+        &f.name,
+        "--name",
+        "f",
+        "--no-port-security",
+    ]);
+    d.ok(&[
+        "add-port",
+        "nolimit",
+        "--netns",
+        &g.name,
+        "--name",
+        "g",
+        "--no-port-security",
+    ]);
+    d.wait_up(&["a", "b", "f", "g"]);
+    assert!(a.ping("10.88.76.3", 2));
+
+    // Without a per-port limit one port fills the table with its junk.
+    mac_flood(&g, 3000, true);
+    assert!(
+        fdb_count(&d, "nolimit", "g") > 1000,
+        "unbounded: {} entries; {}",
+        fdb_count(&d, "nolimit", "g"),
+        d.stats("g")
+    );
+
+    // With it, 1 000 000 random MACs leave at most 64 entries, while a and b ping on.
+    let pinger = Command::new("ip")
+        .args([
+            "netns", "exec", &a.name, "ping", "-c", "40", "-i", "0.1", "-W", "1", "-q",
+        ])
+        .arg("10.88.76.3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    mac_flood(&f, 1_000_000, false);
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0% packet loss"),
+        "a ping across the flood loses nothing: {text}"
+    );
+    let n = fdb_count(&d, "fl", "f");
+    assert!(n <= 64, "{n} entries for the flooding port");
+    let dropped = drops(&d, "f", "mac_limit");
+    assert!(dropped > 100_000, "{}", d.stats("f"));
+    let fdb = d.json(&["fdb", "show", "fl"]);
+    assert!(
+        fdb[0]["entries"].as_array().unwrap().len() <= 64 + 3,
+        "the network's table holds the flooder's 64 and the others: {fdb}"
+    );
+    assert!(a.ping("10.88.76.3", 2) && b.ping("10.88.76.2", 2));
+}
+
 mod tap {
     #[test]
     fn spoofing_ports_are_cut_off_and_counted_while_others_talk() {
         crate::common::with_port_type(
             "tap",
             super::spoofing_ports_are_cut_off_and_counted_while_others_talk,
+        )
+    }
+    #[test]
+    fn a_mac_flood_is_bounded_per_port_and_the_others_keep_talking() {
+        crate::common::with_port_type(
+            "tap",
+            super::a_mac_flood_is_bounded_per_port_and_the_others_keep_talking,
         )
     }
     #[test]

@@ -46,6 +46,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     for i in 0..ports {
@@ -106,7 +107,7 @@ fn fdb(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let mut t = Fdb::new(100_000, 300_000);
     for i in 0..100_000 {
-        t.learn(mac(i), PortId(i % 64), 0);
+        t.learn(mac(i), PortId(i % 64), 0, true);
     }
     let mut i = 0u32;
     g.bench_function("lookup_100k", |b| {
@@ -118,14 +119,14 @@ fn fdb(c: &mut Criterion) {
     g.bench_function("refresh_100k", |b| {
         b.iter(|| {
             i = (i + 7919) % 100_000;
-            black_box(t.learn(mac(i), PortId(i % 64), 2))
+            black_box(t.learn(mac(i), PortId(i % 64), 2, true))
         })
     });
     let mut n = 100_000u32;
     g.bench_function("learn_evicting_100k", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
-            black_box(t.learn(mac(n), PortId(1), 3))
+            black_box(t.learn(mac(n), PortId(1), 3, true))
         })
     });
     // Forwarding through a network whose table holds 100 000 MACs.

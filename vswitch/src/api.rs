@@ -351,6 +351,9 @@ pub struct NetworkCreate {
     /// an address of its own, and `host.vswitch.internal` names it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_access: bool,
+    /// MACs one port may have in the network's table [default: 64; 0: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mac_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -534,6 +537,9 @@ pub struct NetworkInfo {
     /// Host access: the interface in vswitchd's namespace and its address, when it is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_access: Option<HostAccessInfo>,
+    /// MACs one port may have in the table (0: no limit).
+    #[serde(default)]
+    pub port_mac_limit: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

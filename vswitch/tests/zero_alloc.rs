@@ -99,6 +99,7 @@ fn forwarding_allocates_nothing_per_packet() {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     for i in 0..8 {
@@ -213,6 +214,7 @@ fn nat_allocates_nothing_per_packet() {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     let ep = Endpoint {

@@ -199,6 +199,7 @@ impl Manager {
                 port_security: Some(net.port_security),
                 icc: Some(net.icc),
                 host_access: net.host_access,
+                port_mac_limit: Some(net.port_mac_limit),
             };
             let cfg = m
                 .validate_network(&req)

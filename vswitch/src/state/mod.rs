@@ -20,6 +20,8 @@ pub use publish::Publish;
 pub const STATE_FORMAT: u32 = 1;
 pub const DEFAULT_MAC_AGING_SECS: u32 = 300;
 pub const DEFAULT_FDB_LIMIT: u32 = 8192;
+/// MACs one port may have in its network's table.
+pub const DEFAULT_PORT_MAC_LIMIT: u32 = 64;
 pub const DEFAULT_MTU: u32 = 1500;
 
 fn default_driver() -> String {
@@ -30,6 +32,9 @@ fn default_aging() -> u32 {
 }
 fn default_fdb_limit() -> u32 {
     DEFAULT_FDB_LIMIT
+}
+fn default_port_mac_limit() -> u32 {
+    DEFAULT_PORT_MAC_LIMIT
 }
 fn yes() -> bool {
     true
@@ -97,6 +102,9 @@ pub struct NetworkConfig {
     /// with an address of its own, as docker0 does for Docker's bridge.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_access: bool,
+    /// MACs one port may have in the table (0: no limit); a new one past it is dropped.
+    #[serde(default = "default_port_mac_limit")]
+    pub port_mac_limit: u32,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -678,6 +686,7 @@ mod tests {
             port_security: true,
             icc: true,
             host_access: false,
+            port_mac_limit: 64,
         }
     }
 

@@ -99,6 +99,7 @@ drop_reasons! {
     SpoofedIp => "spoofed_ip": "Port security: an IPv4 source address that is not the port's (DHCP from 0.0.0.0 excepted).",
     SpoofedArp => "spoofed_arp": "Port security: an ARP packet claiming another MAC or address than the port's.",
     IccDenied => "icc_denied": "Between two containers of a --no-icc network (they reach the gateway only).",
+    MacLimit => "mac_limit": "From a new source MAC on a port that has as many as one port may (--port-mac-limit).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -232,6 +233,8 @@ pub struct NetworkParams {
     pub learn_peers: bool,
     /// Containers may reach each other at L2 (false: `--no-icc`).
     pub icc: bool,
+    /// MACs one (non-tunnel) port may have in the network's table (0: no limit).
+    pub port_mac_limit: u32,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -256,7 +259,7 @@ impl Pipeline {
             remotes: Vec::new(),
             tunnels: Vec::new(),
             overlay_mtu: params.vni.and(params.overlay_mtu),
-            fdb: Fdb::new(params.fdb_limit, params.aging_ms),
+            fdb: Fdb::new(params.fdb_limit, params.aging_ms).with_port_limit(params.port_mac_limit),
             gateway: params.gateway.map(Gateway::new),
             egress: params.egress,
             icc: params.icc,
@@ -551,7 +554,11 @@ impl Pipeline {
         }
 
         // L2: learn, then let the gateway take what is addressed to it.
-        let _: Learned = net.fdb.learn(src, in_port, now);
+        if net.fdb.learn(src, in_port, now, !from_tunnel) == Learned::PortFull {
+            counters.count_drop(DropReason::MacLimit);
+            actions.drop = Some(DropReason::MacLimit);
+            return;
+        }
         if let Some(gw) = &mut net.gateway {
             match gw.handle(
                 now,

@@ -29,6 +29,7 @@ fn params() -> NetworkParams {
         overlay_mtu: None,
         learn_peers: false,
         icc: true,
+        port_mac_limit: 0,
     }
 }
 
@@ -123,6 +124,7 @@ fn aged_entry_floods_again() {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     for i in 0..3 {
@@ -225,6 +227,7 @@ fn full_table_keeps_forwarding() {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     p.add_port(PortId(0), NetId(0), None);
@@ -266,6 +269,7 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
             ..params()
         },
     );

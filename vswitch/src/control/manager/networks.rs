@@ -104,6 +104,14 @@ impl Manager {
                 "MAC aging {mac_aging_secs}s is out of range (1 to {MAX_AGING_SECS} seconds)"
             )));
         }
+        let port_mac_limit = req
+            .port_mac_limit
+            .unwrap_or(crate::state::DEFAULT_PORT_MAC_LIMIT);
+        if port_mac_limit > MAX_FDB_LIMIT {
+            return Err(invalid(format!(
+                "port MAC limit {port_mac_limit} is out of range (0 for none, or up to {MAX_FDB_LIMIT})"
+            )));
+        }
         let fdb_limit = req.fdb_limit.unwrap_or(DEFAULT_FDB_LIMIT);
         if !(1..=MAX_FDB_LIMIT).contains(&fdb_limit) {
             return Err(invalid(format!(
@@ -161,6 +169,7 @@ impl Manager {
             port_security: req.port_security.unwrap_or(true),
             icc: req.icc.unwrap_or(true),
             host_access: req.host_access,
+            port_mac_limit,
         })
     }
 
@@ -200,6 +209,7 @@ impl Manager {
             vni: net.vni,
             learn_peers: net.learn_peers,
             icc: net.icc,
+            port_mac_limit: net.port_mac_limit,
             overlay_mtu: net.mtu.or(Some(
                 crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
             )),
@@ -344,6 +354,7 @@ impl Manager {
             port_security: n.port_security,
             icc: n.icc,
             host_access: self.host_access_info(n),
+            port_mac_limit: n.port_mac_limit,
         }
     }
 

@@ -67,6 +67,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     p.add_network(
@@ -80,6 +81,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             overlay_mtu: None,
             learn_peers: false,
             icc: true,
+            port_mac_limit: 0,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {
