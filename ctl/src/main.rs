@@ -61,6 +61,35 @@ enum Cmd {
     /// Host ports of the uplink that lead to a port (`docker run -p`).
     #[command(subcommand)]
     Publish(PublishCmd),
+    /// Explain what the switch does with a frame from PORT: each stage's decision, and where
+    /// the frame goes or why it is dropped (against the live tables, changing nothing).
+    Trace(TraceArgs),
+}
+
+#[derive(Args, Debug)]
+struct TraceArgs {
+    /// The port the frame comes in on: a port's name, or `uplink`.
+    port: String,
+    /// The frame, in Open vSwitch's field names: `arp,arp_tpa=IP`, `icmp,nw_dst=IP`,
+    /// `tcp,nw_dst=IP,tp_dst=N`, `udp,…`, `dl_dst=MAC`. Fields: dl_src dl_dst dl_vlan dl_type
+    /// arp_op arp_spa arp_tpa arp_sha arp_tha nw_src nw_dst nw_ttl nw_proto tp_src tp_dst
+    /// icmp_type icmp_code tcp_flags (syn+ack…) payload_len. What it leaves out is what PORT
+    /// sends: its MAC and address, and the MAC of the destination (or of the gateway, off the
+    /// subnet).
+    #[arg(
+        required_unless_present_any = ["hex", "from_pcap"],
+        conflicts_with_all = ["hex", "from_pcap"]
+    )]
+    flow: Option<String>,
+    /// The frame as hex bytes (from the Ethernet header on).
+    #[arg(long, conflicts_with = "from_pcap")]
+    hex: Option<String>,
+    /// The frame from a pcap file (Ethernet), as `tcpdump -w` writes it.
+    #[arg(long, value_name = "FILE")]
+    from_pcap: Option<PathBuf>,
+    /// Which frame of the pcap file, counting from 1 as tcpdump and Wireshark do.
+    #[arg(long, default_value_t = 1, requires = "from_pcap")]
+    index: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -492,6 +521,11 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },
         Cmd::Publish(PublishCmd::Ls) => Op::PublishList,
+        Cmd::Trace(t) => Op::Trace {
+            port: t.port,
+            flow: t.flow,
+            hex: t.hex,
+        },
         Cmd::DelPort { port } => Op::PortDelete { name: port },
         Cmd::Show => Op::Show,
         Cmd::Fdb(FdbCmd::Show { network }) => Op::FdbShow { network },
@@ -701,6 +735,56 @@ fn print_container(c: &ContainerInfo) {
         println!("  joined by: {}", list(&c.joined_by));
     }
     println!("  ports:     {}", list(&c.ports));
+}
+
+fn print_trace(t: &TraceInfo) {
+    println!("Flow: {}", t.flow);
+    let at = match &t.network {
+        Some(n) => format!(" on network {n}"),
+        None => String::new(),
+    };
+    println!("Port: {}{at}", t.port);
+    println!();
+    for s in &t.steps {
+        let mut line = format!("  {:<14} {:<9} {}", s.stage, s.verdict, s.detail);
+        if let Some(p) = &s.port {
+            line.push_str(&format!(" [{p}]"));
+        }
+        if let Some(n) = s.network.as_ref().filter(|_| s.stage != "ingress") {
+            line.push_str(&format!(" (network {n})"));
+        }
+        println!("{}", line.trim_end());
+    }
+    println!();
+    if let Some(r) = &t.rewritten {
+        println!("Rewritten: {r}");
+    }
+    if let Some(r) = &t.reply {
+        println!("Reply to {}: {r}", t.port);
+    }
+    for e in &t.emitted {
+        println!("Sent by the switch on {}: {}", e.port, e.frame);
+    }
+    for e in &t.events {
+        println!("Control plane: {e}");
+    }
+    match (&t.drop, t.outputs.is_empty()) {
+        (Some(d), _) => println!("Final: dropped ({d})"),
+        (None, true) if t.reply.is_some() => println!("Final: answered by the switch"),
+        (None, true) => println!("Final: consumed by the switch"),
+        (None, false) => {
+            let outs: Vec<String> = t
+                .outputs
+                .iter()
+                .map(|o| match &o.vxlan {
+                    Some(v) => format!("{} ({v})", o.port),
+                    None => o.port.clone(),
+                })
+                .collect();
+            let how = if t.flooded { "flooded to" } else { "output to" };
+            println!("Final: {how} {}", outs.join(", "));
+        }
+    }
 }
 
 /// Is `cmd` something exec can run (a path to an executable file, or a name found in PATH)?
@@ -986,6 +1070,7 @@ fn print_human(reply: &Reply) {
             println!("{}", serde_json::to_string(&s.counters).unwrap_or_default());
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
+        Reply::Trace(t) => print_trace(t),
         Reply::Published(rows) => {
             let rows: Vec<Vec<String>> = rows
                 .iter()
@@ -1099,9 +1184,66 @@ fn print_human(reply: &Reply) {
     }
 }
 
+/// Frame `index` (from 1) of a pcap file with Ethernet frames, as hex.
+fn pcap_frame_hex(path: &std::path::Path, index: usize) -> Result<String, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |why: &str| Err(format!("{}: {why}", path.display()));
+    if data.len() < 24 {
+        return bad("too short for a pcap file");
+    }
+    let magic = [data[0], data[1], data[2], data[3]];
+    let le = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        [0x0a, 0x0d, 0x0d, 0x0a] => {
+            return bad("a pcapng file: `tcpdump -r FILE -w OUT.pcap` makes a pcap of it")
+        }
+        _ => return bad("not a pcap file"),
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    if u32_at(20) != Some(1) {
+        return bad("its link type is not Ethernet");
+    }
+    if index == 0 {
+        return bad("frames count from 1");
+    }
+    let mut at = 24;
+    for n in 1.. {
+        let Some(len) = u32_at(at + 8) else {
+            return bad(&format!("it has {} frames, not {index}", n - 1));
+        };
+        let frame = data
+            .get(at + 16..at + 16 + len as usize)
+            .ok_or_else(|| format!("{}: frame {n} is cut short", path.display()))?;
+        if n == index {
+            return Ok(frame.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        at += 16 + len as usize;
+    }
+    unreachable!()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let json = cli.json;
+    if let Cmd::Trace(t) = &mut cli.cmd {
+        if let Some(file) = t.from_pcap.take() {
+            match pcap_frame_hex(&file, t.index) {
+                Ok(hex) => t.hex = Some(hex),
+                Err(e) => {
+                    eprintln!("vswitchctl: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     if let Cmd::Container(ContainerCmd::Exec { name, cmd }) = &cli.cmd {
         let info = Client::connect(&cli.socket)
             .and_then(|mut c| c.call(Op::ContainerInspect { name: name.clone() }));

@@ -378,6 +378,40 @@ pub fn vxlan(data: &[u8]) {
     }
 }
 
+/// `trace`: a flow (the text before the first newline, as `vswitchctl trace` takes it) built
+/// into a frame for the port the first byte picks and traced through the fuzzed switch; the
+/// bytes after the newline are traced as a raw frame (`--hex`) and described. Neither may
+/// panic, and the traced switch must not change.
+pub fn trace(data: &[u8]) {
+    use vswitch::switch::trace;
+    use vswitch::wire::flow;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let (text, raw) = match rest.iter().position(|b| *b == b'\n') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let p = switch(UplinkMode::Dedicated);
+    let port = PORTS[usize::from(sel) % PORTS.len()];
+    let defaults = flow::Defaults {
+        mac: C1,
+        ip: (sel & 0x80 == 0).then_some(Ipv4Addr::from(C1_IP)),
+        nw_dst: (sel & 0x40 != 0).then_some(Ipv4Addr::from(UPLINK_IP)),
+    };
+    let next_hop = |ip: Ipv4Addr| (ip != Ipv4Addr::from(C2_IP)).then_some(GW);
+    if let Ok(text) = std::str::from_utf8(text) {
+        if let Ok(frame) = flow::build(text, &defaults, &next_hop) {
+            let r = trace::run(&p, 1000, port, &frame);
+            std::hint::black_box(&r);
+        }
+        let _ = std::hint::black_box(flow::from_hex(text));
+    }
+    let _ = std::hint::black_box(flow::describe(raw));
+    let _ = std::hint::black_box(flow::tuple(raw));
+    std::hint::black_box(trace::run(&p, 1000, port, raw));
+}
+
 /// A target's body.
 pub type Target = fn(&[u8]);
 
@@ -390,6 +424,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dns", dns),
     ("offload", offload),
     ("vxlan", vxlan),
+    ("trace", trace),
 ];
 
 /// Runs `target` on every file named on the command line (directories: every file in them).

@@ -134,6 +134,15 @@ pub enum Op {
         spec: String,
     },
     PublishList,
+    /// Runs a frame through the pipeline against the live tables, changing nothing, and says
+    /// what each stage did. The frame is `flow` (`arp,arp_tpa=10.1.0.3`, …) or `hex`.
+    Trace {
+        port: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flow: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hex: Option<String>,
+    },
     /// Gives a container one more interface, on NETWORK.
     NetworkConnect(NetworkConnect),
     NetworkDisconnect {
@@ -459,6 +468,57 @@ pub enum Reply {
     Containers(Vec<ContainerInfo>),
     Vtep(Option<VtepInfo>),
     Published(Vec<PublishInfo>),
+    Trace(TraceInfo),
+}
+
+/// What `trace` found: the stages a frame went through and where it ends up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceInfo {
+    pub port: String,
+    pub network: Option<String>,
+    /// The frame as it came in, in the flow syntax.
+    pub flow: String,
+    /// The frame in hex, as `trace --hex` takes it.
+    pub hex: String,
+    pub steps: Vec<TraceStep>,
+    /// Where the frame goes (empty when it was dropped or only answered).
+    pub outputs: Vec<TraceOutput>,
+    pub flooded: bool,
+    /// The drop reason (as `port stats` counts it), when it went nowhere.
+    pub drop: Option<String>,
+    /// The frame after the switch's rewrites (NAT, routing), when they changed it.
+    pub rewritten: Option<String>,
+    /// What the switch answered, back out of the ingress port.
+    pub reply: Option<String>,
+    /// Frames the switch would send on its own (an ARP request for a next hop).
+    pub emitted: Vec<TraceOutputFrame>,
+    /// What the control plane would be told (a DHCP lease, a DNS query for upstream).
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceStep {
+    pub stage: String,
+    pub verdict: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceOutput {
+    pub port: String,
+    /// A remote VTEP: the VXLAN encapsulation, `vni N, LOCAL:SPORT -> REMOTE:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceOutputFrame {
+    pub port: String,
+    pub frame: String,
 }
 
 /// One published spec of a port.

@@ -463,9 +463,44 @@ fn main() {
         r#"{"version":1,"op":"publish-remove","port":"p1","spec":"8080:80"}"#,
         r#"{"version":1,"op":"port-add","network":"web","netns":"c1","publish":["8080:80/tcp","53:53/udp"]}"#,
         r#"{"version":1,"op":"publish-list"}"#,
+        r#"{"version":1,"op":"trace","port":"c1","flow":"arp,arp_tpa=10.1.0.3"}"#,
+        r#"{"version":1,"op":"trace","port":"uplink","hex":"ffffffffffff"}"#,
         r#"{"version":99,"op":"show"}"#,
         r#"{"op":"show"}"#,
     ];
     let reqs: Vec<Vec<u8>> = reqs.iter().map(|r| r.as_bytes().to_vec()).collect();
     write(&dir, "control_request", &reqs);
+
+    // Flows as `vswitchctl trace` takes them (first byte: the port and defaults), each
+    // followed by a raw frame.
+    let flows = [
+        (0u8, "arp,arp_tpa=10.1.0.3"),
+        (0, "arp,arp_op=2,arp_tpa=10.1.0.3,arp_spa=10.1.0.9"),
+        (1, "icmp,nw_dst=10.1.0.3"),
+        (
+            0,
+            "tcp,nw_dst=198.51.100.10,tp_dst=80,tcp_flags=syn+ack,payload_len=100",
+        ),
+        (0x42, "tcp,nw_src=198.51.100.10,tp_src=5000,tp_dst=8080"),
+        (0, "udp,nw_dst=10.1.0.1,tp_dst=53,dl_vlan=12"),
+        (
+            0x80,
+            "udp,nw_src=0.0.0.0,nw_dst=255.255.255.255,tp_src=68,tp_dst=67",
+        ),
+        (3, "dl_dst=ff:ff:ff:ff:ff:ff,dl_type=0x88cc"),
+        (0, "ip,nw_dst=10.1.0.3,nw_proto=47,nw_ttl=1"),
+        (0, "0x02420a010003 02420a010002 0800"),
+    ];
+    let raw = eth_ping(C2, C1, C2_IP, C1_IP, 7);
+    let traces: Vec<Vec<u8>> = flows
+        .iter()
+        .map(|(sel, f)| {
+            let mut v = vec![*sel];
+            v.extend_from_slice(f.as_bytes());
+            v.push(b'\n');
+            v.extend_from_slice(&raw);
+            v
+        })
+        .collect();
+    write(&dir, "trace", &traces);
 }

@@ -29,7 +29,8 @@ pub fn access_of(op: &Op) -> Access {
         | Op::VtepShow
         | Op::ContainerList
         | Op::ContainerInspect { .. }
-        | Op::PublishList => Read,
+        | Op::PublishList
+        | Op::Trace { .. } => Read,
         Op::NetworkCreate(_)
         | Op::NetworkRemove { .. }
         | Op::PortAdd(_)

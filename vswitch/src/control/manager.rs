@@ -8,7 +8,7 @@
 //! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
 //! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
 //! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks),
-//! `host_access.rs` (the host's own interface on a network).
+//! `host_access.rs` (the host's own interface on a network), `trace.rs` (`vswitchctl trace`).
 
 mod addresses;
 mod containers;
@@ -17,6 +17,7 @@ mod networks;
 mod overlay;
 mod ports;
 mod publish;
+mod trace;
 mod uplink;
 mod views;
 
@@ -342,6 +343,7 @@ impl Manager {
             Op::PublishAdd { port, spec } => self.publish_add(&port, &spec),
             Op::PublishRemove { port, spec } => self.publish_remove(&port, &spec),
             Op::PublishList => Ok(self.publish_list()),
+            Op::Trace { port, flow, hex } => self.trace(&port, flow.as_deref(), hex.as_deref()),
         }
     }
 

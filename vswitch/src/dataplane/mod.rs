@@ -157,6 +157,13 @@ pub enum Command {
         ip: Option<Ipv4Addr>,
         done: Sender<bool>,
     },
+    /// Runs a frame through a copy of the pipeline with a recorder (`vswitchctl trace`): the
+    /// live tables are read, none is changed.
+    Trace {
+        port: PortId,
+        frame: Vec<u8>,
+        reply: Sender<crate::switch::trace::Report>,
+    },
     /// Sends a frame the shell built (an upstream DNS answer) out of a port.
     Inject {
         port: PortId,
@@ -778,6 +785,10 @@ impl Dataplane {
                     }
                 });
                 let _ = reply.send(view);
+            }
+            Command::Trace { port, frame, reply } => {
+                let now = self.now_ms();
+                let _ = reply.send(crate::switch::trace::run(&self.pipeline, now, port, &frame));
             }
             Command::Inject { port, frame } => {
                 self.send_frame(port, &frame);

@@ -27,6 +27,15 @@ pub struct Vtep {
     tx: Vec<UdpSocket>,
 }
 
+impl Vtep {
+    /// The local address a frame leaves from when sent to a remote VTEP: the transmit socket
+    /// its flow hash picks (so the outer UDP source port follows the inner flow).
+    pub fn source_for(&self, frame: &[u8]) -> Option<std::net::SocketAddr> {
+        let pick = overlay::flow_hash(frame) as usize % self.tx.len().max(1);
+        self.tx.get(pick)?.local_addr().ok()
+    }
+}
+
 /// Binds the VTEP: the receive socket on `port` and the transmit pool.
 pub fn bind(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<Arc<Vtep>> {
     let rx = socket(local, port, ttl)?;

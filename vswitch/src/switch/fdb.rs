@@ -59,7 +59,7 @@ pub struct FdbEntry {
 }
 
 /// A per-network MAC table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fdb {
     map: HashMap<MacAddr, Entry>,
     /// Eviction order (oldest first); may hold MACs already gone from `map` (skipped lazily).

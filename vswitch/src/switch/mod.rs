@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod nat;
 pub mod overlay;
 pub mod security;
+pub mod trace;
 
 use crate::wire::ethernet::FrameError;
 use crate::wire::{Frame, MacAddr};
@@ -16,6 +17,7 @@ use fdb::{Fdb, Learned};
 use gateway::{Endpoint, Event, Gateway, GatewayConfig, Verdict};
 use nat::{Emit, Routed, Uplink, UplinkConfig, Via};
 use security::PortGuard;
+use trace::Step;
 
 use crate::wire::offload::VnetHdr;
 
@@ -151,6 +153,9 @@ pub struct Actions {
     /// Frames the switch sends on its own, each out of its port (ARP requests for a next hop,
     /// frames that waited for one). The slow path: empty for almost every frame.
     pub emit: Emit,
+    /// A trace's recorder (`trace::run`): each stage notes its decision. `None` on the
+    /// dataplane's path, where noting costs a test and nothing else.
+    pub trace: Option<Vec<trace::Step>>,
 }
 
 impl Actions {
@@ -162,6 +167,15 @@ impl Actions {
             reply: Vec::with_capacity(2048),
             events: Vec::new(),
             emit: Vec::new(),
+            trace: None,
+        }
+    }
+
+    /// Records a stage's decision when the frame is traced; `step` runs only then.
+    #[inline]
+    pub fn note(&mut self, step: impl FnOnce() -> trace::Step) {
+        if let Some(t) = &mut self.trace {
+            t.push(step());
         }
     }
 
@@ -174,7 +188,7 @@ impl Actions {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PortEntry {
     /// The port's network; `None` for the uplink.
     network: Option<NetId>,
@@ -186,7 +200,7 @@ struct PortEntry {
 }
 
 /// One broadcast domain: its ports and its MAC table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Network {
     /// Local ports.
     pub members: Vec<PortId>,
@@ -207,7 +221,7 @@ pub struct Network {
 }
 
 /// The switch's forwarding state and logic.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pipeline {
     ports: Vec<Option<PortEntry>>,
     networks: Vec<Option<Network>>,
@@ -505,9 +519,27 @@ impl Pipeline {
     ) {
         actions.clear();
         let Some(port) = self.ports.get_mut(in_port.idx()).and_then(Option::as_mut) else {
+            actions.note(|| Step::new("ingress", "drop", "the pipeline does not know this port"));
             actions.drop = Some(DropReason::UnknownPort);
             return;
         };
+        actions.note(|| {
+            let what = match (port.network, port.tunnel) {
+                (None, _) => "the uplink",
+                (Some(_), true) => "a tunnel from a remote VTEP",
+                (Some(_), false) => "a port",
+            };
+            let s = Step::new(
+                "ingress",
+                "port",
+                format!("{} bytes on {what}", frame.len()),
+            )
+            .port(in_port);
+            match port.network {
+                Some(n) => s.network(n),
+                None => s,
+            }
+        });
         let counters = &mut port.counters;
         counters.rx_packets += 1;
         counters.rx_bytes += frame.len() as u64;
@@ -520,12 +552,20 @@ impl Pipeline {
                     FrameError::BadLength => DropReason::BadLength,
                 };
                 counters.count_drop(reason);
+                actions.note(|| Step::new("classify", "drop", "not an Ethernet frame"));
                 actions.drop = Some(reason);
                 return;
             }
         };
         let src = eth.src();
         if !src.is_valid_source() {
+            actions.note(|| {
+                Step::new(
+                    "classify",
+                    "drop",
+                    format!("source MAC {src} is not a station's"),
+                )
+            });
             counters.count_drop(DropReason::InvalidSource);
             actions.drop = Some(DropReason::InvalidSource);
             return;
@@ -536,10 +576,31 @@ impl Pipeline {
         let from_tunnel = port.tunnel;
         if let Some(guard) = &port.guard {
             if let Err(reason) = guard.check(frame) {
+                actions.note(|| {
+                    Step::new(
+                        "port_security",
+                        "drop",
+                        format!(
+                            "{}: the port may send only as {} / {}",
+                            reason.name(),
+                            guard.mac,
+                            guard.ip
+                        ),
+                    )
+                });
                 counters.count_drop(reason);
                 actions.drop = Some(reason);
                 return;
             }
+            actions.note(|| {
+                Step::new(
+                    "port_security",
+                    "pass",
+                    format!("sent as the port's own {} / {}", guard.mac, guard.ip),
+                )
+            });
+        } else if !from_tunnel {
+            actions.note(|| Step::new("port_security", "off", "the port may send as anyone"));
         }
         let Some(net) = self.networks.get_mut(net_id.idx()).and_then(Option::as_mut) else {
             counters.count_drop(DropReason::UnknownPort);
@@ -548,26 +609,71 @@ impl Pipeline {
         };
         if net.gateway.as_ref().is_some_and(|g| g.config().mac == src) {
             // Only the switch speaks with the gateway's MAC.
+            actions.note(|| Step::new("classify", "drop", "sent as the gateway's MAC"));
             counters.count_drop(DropReason::InvalidSource);
             actions.drop = Some(DropReason::InvalidSource);
             return;
         }
 
         // L2: learn, then let the gateway take what is addressed to it.
-        if net.fdb.learn(src, in_port, now, !from_tunnel) == Learned::PortFull {
+        let learned = net.fdb.learn(src, in_port, now, !from_tunnel);
+        actions.note(|| {
+            let (verdict, detail) = match learned {
+                Learned::Refreshed => ("refresh", format!("{src} was already here")),
+                Learned::New => ("new", format!("{src} learned here")),
+                Learned::Moved(_) => ("moved", format!("{src} moved here from another port")),
+                Learned::NewEvicting => (
+                    "new",
+                    format!("{src} learned here, pushing out the oldest entry (table full)"),
+                ),
+                Learned::Refused => (
+                    "refused",
+                    format!("{src} has a static entry elsewhere (or the table is full of them)"),
+                ),
+                Learned::PortFull => (
+                    "drop",
+                    format!("mac_limit: the port has as many MACs as one may ({src} is one more)"),
+                ),
+            };
+            let s = Step::new("learn", verdict, detail);
+            match learned {
+                Learned::Moved(from) => s.port(from),
+                _ => s,
+            }
+        });
+        if learned == Learned::PortFull {
             counters.count_drop(DropReason::MacLimit);
             actions.drop = Some(DropReason::MacLimit);
             return;
         }
         if let Some(gw) = &mut net.gateway {
-            match gw.handle(
+            let verdict = gw.handle(
                 now,
                 net_id,
                 in_port,
                 frame,
                 &mut actions.reply,
                 &mut actions.events,
-            ) {
+            );
+            if actions.trace.is_some() {
+                let gw_ip = gw.config().ip;
+                let (v, detail) = match verdict {
+                    Verdict::Pass => ("pass", "not for the gateway: switched at L2".to_string()),
+                    Verdict::Consumed if actions.reply.is_empty() => (
+                        "consumed",
+                        "taken by the gateway, nothing to answer".to_string(),
+                    ),
+                    Verdict::Consumed => ("consumed", answer_kind(&actions.reply, gw_ip)),
+                    Verdict::Drop(r) => ("drop", r.name().to_string()),
+                    Verdict::Route(dst) => ("route", format!("to {dst}, outside the network")),
+                    Verdict::Local => (
+                        "local",
+                        format!("to the gateway's own {gw_ip}: the return side of a hairpin flow?"),
+                    ),
+                };
+                actions.note(|| Step::new("gateway", v, detail));
+            }
+            match verdict {
                 Verdict::Pass => {}
                 Verdict::Consumed => return,
                 Verdict::Drop(reason) => {
@@ -614,13 +720,29 @@ impl Pipeline {
             });
         if !dst.is_multicast() {
             if let Some(out) = net.fdb.lookup(&dst, now) {
+                actions.note(|| Step::new("fdb", "hit", format!("{dst} is on")).port(out));
                 if out == in_port {
+                    actions.note(|| Step::new("fdb", "drop", "hairpin: back where it came from"));
                     counters.count_drop(DropReason::Hairpin);
                     actions.drop = Some(DropReason::Hairpin);
                 } else if !net.icc {
+                    actions.note(|| {
+                        Step::new("icc", "drop", "--no-icc: containers reach the gateway only")
+                    });
                     counters.count_drop(DropReason::IccDenied);
                     actions.drop = Some(DropReason::IccDenied);
                 } else if too_big_for_tunnels && net.tunnels.contains(&out) {
+                    actions.note(|| {
+                        Step::new(
+                            "overlay",
+                            "drop",
+                            format!(
+                                "too_big: {} bytes over the overlay's MTU {}",
+                                frame.len() - 14,
+                                net.overlay_mtu.unwrap_or(0)
+                            ),
+                        )
+                    });
                     // With DF set the sender learns the path MTU from the gateway, as from a
                     // router; without it there is no fragmenting the inner packet here.
                     if let (Some(gw), Some(mtu)) = (&net.gateway, net.overlay_mtu) {
@@ -634,7 +756,24 @@ impl Pipeline {
                 return;
             }
         }
+        actions.note(|| {
+            let why = if dst.is_broadcast() {
+                "broadcast".to_string()
+            } else if dst.is_multicast() {
+                "multicast".to_string()
+            } else {
+                format!("{dst} is not in the table: unknown unicast")
+            };
+            Step::new("fdb", "miss", why)
+        });
         if !net.icc {
+            actions.note(|| {
+                Step::new(
+                    "icc",
+                    "drop",
+                    "--no-icc: a flood reaches no other container",
+                )
+            });
             // Nobody but the gateway (which took what was for it) is to hear it.
             let reason = if net.members.len() > 1 || !net.tunnels.is_empty() {
                 DropReason::IccDenied
@@ -653,6 +792,13 @@ impl Pipeline {
         // to the others (each VTEP floods to all peers itself).
         if !from_tunnel {
             if too_big_for_tunnels && !net.remotes.is_empty() {
+                actions.note(|| {
+                    Step::new(
+                        "overlay",
+                        "drop",
+                        "too_big: not replicated to the remote VTEPs (over the overlay's MTU)",
+                    )
+                });
                 counters.count_drop(DropReason::TooBig);
                 if actions.out.is_empty() {
                     actions.drop = Some(DropReason::TooBig);
@@ -660,6 +806,26 @@ impl Pipeline {
                 return;
             }
             actions.out.extend(net.remotes.iter().copied());
+        }
+        if actions.trace.is_some() {
+            let remotes = actions
+                .out
+                .iter()
+                .filter(|p| net.tunnels.contains(p))
+                .count();
+            let local = actions.out.len() - remotes;
+            let split = if from_tunnel {
+                " (not to other VTEPs: it came from one)"
+            } else {
+                ""
+            };
+            let verdict = if actions.out.is_empty() {
+                "drop"
+            } else {
+                "flood"
+            };
+            let detail = format!("to {local} local port(s) and {remotes} remote VTEP(s){split}");
+            actions.note(|| Step::new("flood", verdict, detail));
         }
         if actions.out.is_empty() {
             counters.count_drop(DropReason::NoDestination);
@@ -702,11 +868,24 @@ impl Pipeline {
             None
         };
         if let Some(r) = reason {
+            actions.note(|| {
+                let why = match r {
+                    DropReason::Internal => "an --internal network has no way out".to_string(),
+                    DropReason::Isolated => {
+                        format!("{dst} is on another network of the switch: networks are isolated")
+                    }
+                    _ => "no uplink: `vswitchctl uplink set` gives the switch one".to_string(),
+                };
+                Step::new("route", "drop", format!("{}: {why}", r.name()))
+            });
             return self.count(in_port, r, actions);
         }
         let Some(up) = self.uplink.as_mut() else {
             return;
         };
+        actions.note(|| {
+            Step::new("route", "uplink", format!("{dst} through the uplink")).port(up.port)
+        });
         let routed = up.outbound(now, via, frame, vnet, &mut actions.reply, &mut actions.emit);
         self.routed_local(now, in_port, routed, frame, actions)
     }
@@ -721,6 +900,22 @@ impl Pipeline {
         frame: &mut [u8],
         actions: &mut Actions,
     ) {
+        actions.note(|| match &routed {
+            Routed::Deliver { net, mac } => Step::new(
+                "nat",
+                "deliver",
+                format!("to {mac}, a container of the switch"),
+            )
+            .network(*net),
+            Routed::Out(p) => Step::new("nat", "out", "translated, out of").port(*p),
+            Routed::Replied => Step::new("nat", "replied", "answered by the uplink"),
+            Routed::Consumed => Step::new(
+                "nat",
+                "consumed",
+                "taken by the uplink (an ARP reply, or waiting for the next hop's MAC)",
+            ),
+            Routed::Drop(r) => Step::new("nat", "drop", r.name()),
+        });
         match routed {
             Routed::Deliver { net, mac } => {
                 let Some(n) = self.networks.get_mut(net.idx()).and_then(Option::as_mut) else {
@@ -730,8 +925,18 @@ impl Pipeline {
                 frame[0..6].copy_from_slice(&mac.0);
                 frame[6..12].copy_from_slice(&gw_mac.0);
                 match n.fdb.lookup(&mac, now) {
-                    Some(out) => actions.out.push(out),
+                    Some(out) => {
+                        actions.note(|| Step::new("fdb", "hit", format!("{mac} is on")).port(out));
+                        actions.out.push(out)
+                    }
                     None => {
+                        actions.note(|| {
+                            Step::new(
+                                "fdb",
+                                "miss",
+                                format!("{mac} not heard from lately: flooded"),
+                            )
+                        });
                         // Not heard from lately: flood it within its network, as L2 does.
                         actions.flooded = true;
                         actions.out.extend(n.members.iter().copied());
@@ -759,6 +964,28 @@ impl Pipeline {
         let routed = up.inbound(now, frame, &mut actions.reply, &mut actions.emit);
         self.routed_local(now, in_port, routed, frame, actions)
     }
+}
+
+/// What the gateway wrote in answer, for a trace: ARP suppression (an answer for another
+/// address than its own), its own ARP, ICMP, DHCP or DNS.
+fn answer_kind(reply: &[u8], gw_ip: std::net::Ipv4Addr) -> String {
+    let what = crate::wire::flow::describe(reply);
+    let kind = if what.starts_with("arp,") {
+        if what.contains(&format!("arp_spa={gw_ip},")) {
+            "the gateway's own ARP reply"
+        } else {
+            "ARP suppression: answered for the container"
+        }
+    } else if what.contains("(DHCP") {
+        "DHCP server"
+    } else if what.contains("(DNS") {
+        "DNS: answered from the network's names"
+    } else if what.starts_with("icmp,") {
+        "ICMP"
+    } else {
+        "answered"
+    };
+    kind.to_string()
 }
 
 #[cfg(test)]

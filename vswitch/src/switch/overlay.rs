@@ -78,7 +78,7 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
 }
 
 /// Overlay networks by VNI and their tunnel ports by remote VTEP.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tunnels {
     vnis: HashMap<u32, NetId>,
     ports: HashMap<(u32, Ipv4Addr), PortId>,
@@ -129,6 +129,14 @@ impl Tunnels {
 
     pub fn add_tunnel(&mut self, vni: u32, remote: Ipv4Addr, port: PortId) {
         self.ports.insert((vni, remote), port);
+    }
+
+    /// The VNI and remote VTEP of a tunnel port (a scan: for traces and views, not per packet).
+    pub fn tunnel_of(&self, port: PortId) -> Option<(u32, Ipv4Addr)> {
+        self.ports
+            .iter()
+            .find(|(_, p)| **p == port)
+            .map(|((vni, ip), _)| (*vni, *ip))
     }
 
     pub fn remove_tunnel(&mut self, port: PortId) {

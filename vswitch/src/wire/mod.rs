@@ -7,6 +7,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod ipv4;
 pub mod mac;
 pub mod offload;

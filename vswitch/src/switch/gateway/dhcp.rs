@@ -58,7 +58,7 @@ const MAX_OFFERS: usize = 1024;
 
 /// Addresses held for MACs, indexed both ways, so "who holds this address?" costs O(1) — the
 /// question every candidate address of a DISCOVER asks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Holds<V> {
     by_mac: HashMap<MacAddr, (Ipv4Addr, V)>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
@@ -113,7 +113,7 @@ impl<V> Holds<V> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     cfg: DhcpConfig,
     gw: Ipv4Addr,

@@ -27,7 +27,7 @@ pub enum Answer {
     Forward,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Resolver {
     domain: String,
     names_enabled: bool,

@@ -155,7 +155,7 @@ const NEIGHBOR_AGING_MS: u64 = 300_000;
 const MAX_LEARNED_NEIGHBORS: usize = 4096;
 
 /// One network's gateway.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Gateway {
     cfg: GatewayConfig,
     neighbors: HashMap<Ipv4Addr, Neighbor>,

@@ -257,7 +257,7 @@ pub struct PortPolicy {
 }
 
 /// The connection tracking table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Conntrack {
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,

@@ -36,7 +36,7 @@ pub struct Rule {
 }
 
 /// The published ports, by protocol and host port.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Published {
     map: HashMap<(u8, u16), Target>,
 }

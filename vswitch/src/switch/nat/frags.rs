@@ -33,7 +33,7 @@ impl Key {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Frags {
     map: HashMap<Key, (u32, u64)>,
 }

@@ -125,7 +125,7 @@ pub enum Routed {
 }
 
 /// The uplink as the pipeline sees it: its port, addresses, flows and neighbours.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Uplink {
     pub port: PortId,
     pub cfg: UplinkConfig,

@@ -20,7 +20,7 @@ struct Entry {
     asked: Option<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Neighbors {
     map: HashMap<Ipv4Addr, Entry>,
 }

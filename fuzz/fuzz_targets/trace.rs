@@ -1,0 +1,10 @@
+//! Fuzz target `trace`: see `vswitch_fuzz::trace`.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vswitch_fuzz::trace(data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    vswitch_fuzz::replay_main(vswitch_fuzz::trace);
+}
