@@ -417,8 +417,8 @@ pub fn describe(frame: &[u8]) -> String {
                 a.operation().0,
                 ipv4(a.sender_protocol_addr()),
                 ipv4(a.target_protocol_addr()),
-                MacAddr::from_slice(a.sender_hw_addr()),
-                MacAddr::from_slice(a.target_hw_addr()),
+                hw(a.sender_hw_addr()),
+                hw(a.target_hw_addr()),
             )
         }
         Some(NetSlice::Ipv4(ip)) => {
@@ -516,6 +516,14 @@ pub fn tuple(frame: &[u8]) -> Option<String> {
         }
         _ => format!("proto {} {src} -> {dst}", ip.header().protocol().0),
     })
+}
+
+/// A hardware address of any length (ARP says how long its are), colon-separated.
+fn hw(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn payload_len(n: usize) -> String {
@@ -709,5 +717,10 @@ mod tests {
         let mut f = build("udp,nw_dst=10.1.0.1,tp_dst=53", &d(), &gw).unwrap();
         f.truncate(40);
         let _ = describe(&f);
+        // Found by the trace fuzz target: an ARP packet whose hardware addresses are 1 byte
+        // long (MacAddr::from_slice wanted 6).
+        let mut arp = build("arp,arp_tpa=10.1.0.3", &d(), &gw).unwrap();
+        arp[18] = 1;
+        assert!(describe(&arp).starts_with("arp,"), "{}", describe(&arp));
     }
 }
