@@ -64,6 +64,31 @@ enum Cmd {
     /// Explain what the switch does with a frame from PORT: each stage's decision, and where
     /// the frame goes or why it is dropped (against the live tables, changing nothing).
     Trace(TraceArgs),
+    /// Stream copies of the frames PORT receives and sends, as the switch sees them: a line per
+    /// frame, or a pcap with -w (`-w -` writes it to stdout: `| tcpdump -r - -n`).
+    Capture(CaptureArgs),
+}
+
+#[derive(Args, Debug)]
+struct CaptureArgs {
+    /// A port's name, or `uplink`.
+    port: String,
+    /// Frames the port receives (in), is sent (out), or both.
+    #[arg(long, default_value = "both", value_parser = ["in", "out", "both"])]
+    direction: String,
+    /// Stop after this many frames (else at Ctrl-C).
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Bytes kept of each frame [default: 262144, a whole 64 KiB TSO frame].
+    #[arg(short = 's', long)]
+    snaplen: Option<u32>,
+    /// Received frames as the switch's pipeline left them (after NAT and routing rewrites),
+    /// not as it read them. Sent frames are always as sent.
+    #[arg(long)]
+    rewritten: bool,
+    /// Write a pcap file (`-`: standard output) instead of a line per frame.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -521,6 +546,13 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },
         Cmd::Publish(PublishCmd::Ls) => Op::PublishList,
+        Cmd::Capture(c) => Op::Capture(CaptureReq {
+            port: c.port,
+            direction: Some(c.direction),
+            count: c.count,
+            snaplen: c.snaplen,
+            rewritten: c.rewritten,
+        }),
         Cmd::Trace(t) => Op::Trace {
             port: t.port,
             flow: t.flow,
@@ -1071,6 +1103,7 @@ fn print_human(reply: &Reply) {
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
         Reply::Trace(t) => print_trace(t),
+        Reply::CaptureStarted(_) | Reply::CaptureFrame(_) | Reply::CaptureEnd(_) => {}
         Reply::Published(rows) => {
             let rows: Vec<Vec<String>> = rows
                 .iter()
@@ -1230,9 +1263,158 @@ fn pcap_frame_hex(path: &std::path::Path, index: usize) -> Result<String, String
     unreachable!()
 }
 
+/// `capture`: streams the frames vswitchd sends, as lines, JSON lines or a pcap; a summary of
+/// what was captured and left out goes to stderr at the end (or at Ctrl-C).
+fn capture(socket: &std::path::Path, args: CaptureArgs, json: bool) -> ExitCode {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("vswitchctl: {e}");
+        ExitCode::FAILURE
+    };
+    let write = args.write.clone();
+    let mut client = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let info = match client.call(op_of(Cmd::Capture(args))) {
+        Ok(Reply::CaptureStarted(i)) => i,
+        Ok(_) => return fail(&"vswitchd answered capture with something else"),
+        Err(e) => {
+            if let (true, ClientError::Api(api)) = (json, &e) {
+                if let Ok(s) = serde_json::to_string_pretty(&Response::Error(api.clone())) {
+                    println!("{s}");
+                }
+            }
+            return fail(&e);
+        }
+    };
+    let mut out: Box<dyn Write> = match write.as_deref() {
+        None => Box::new(std::io::stdout().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdout().lock()),
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => return fail(&format!("{}: {e}", p.display())),
+        },
+    };
+    let pcap = write.is_some();
+    if pcap {
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&info.snaplen.to_le_bytes());
+        h.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+        if let Err(e) = out.write_all(&h).and_then(|()| out.flush()) {
+            return fail(&e);
+        }
+    } else if !json {
+        eprintln!(
+            "vswitchctl: capturing on {} ({}{}), Ctrl-C to stop",
+            info.port,
+            info.direction,
+            if info.rewritten {
+                ", received frames as rewritten"
+            } else {
+                ""
+            }
+        );
+    }
+    let (mut frames, mut dropped) = (0u64, 0u64);
+    let summary = |frames: u64, dropped: u64, why: &str| {
+        eprintln!(
+            "vswitchctl: {frames} frame(s) captured, {dropped} left out by the switch (the capture did not keep up){why}"
+        );
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            summary(frames, dropped, ", stopped");
+            return ExitCode::SUCCESS;
+        }
+        let reply = match client.next_reply(Some(std::time::Duration::from_millis(250))) {
+            Ok(r) => r,
+            Err(ClientError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return fail(&e),
+        };
+        let written = match reply {
+            None => return fail(&"vswitchd closed the connection"),
+            Some(Reply::CaptureFrame(f)) => {
+                frames += 1;
+                dropped = f.dropped;
+                let data = vswitch::wire::flow::from_hex(&f.hex).unwrap_or_default();
+                if pcap {
+                    let mut r = Vec::with_capacity(16 + data.len());
+                    r.extend_from_slice(&((f.ts_us / 1_000_000) as u32).to_le_bytes());
+                    r.extend_from_slice(&((f.ts_us % 1_000_000) as u32).to_le_bytes());
+                    r.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                    r.extend_from_slice(&f.len.to_le_bytes());
+                    r.extend_from_slice(&data);
+                    out.write_all(&r).and_then(|()| out.flush())
+                } else if json {
+                    let line = serde_json::to_string(&f).unwrap_or_default();
+                    writeln!(out, "{line}").and_then(|()| out.flush())
+                } else {
+                    let secs = f.ts_us / 1_000_000;
+                    writeln!(
+                        out,
+                        "{:02}:{:02}:{:02}.{:06} {:<3} {} bytes {}",
+                        secs / 3600 % 24,
+                        secs / 60 % 60,
+                        secs % 60,
+                        f.ts_us % 1_000_000,
+                        f.dir,
+                        f.len,
+                        vswitch::wire::flow::describe(&data)
+                    )
+                    .and_then(|()| out.flush())
+                }
+            }
+            Some(Reply::CaptureEnd(end)) => {
+                if json && !pcap {
+                    let line = serde_json::to_string(&end).unwrap_or_default();
+                    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+                }
+                let why = match end.reason.as_str() {
+                    "count" => String::new(),
+                    r => format!(", ended: {r}"),
+                };
+                summary(end.captured, end.dropped, &why);
+                return ExitCode::SUCCESS;
+            }
+            Some(_) => return fail(&"vswitchd sent something else during a capture"),
+        };
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // The reader (tcpdump, head) is done.
+                return ExitCode::SUCCESS;
+            }
+            return fail(&e);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let json = cli.json;
+    if let Cmd::Capture(_) = &cli.cmd {
+        let Cmd::Capture(args) = cli.cmd else {
+            unreachable!()
+        };
+        return capture(&cli.socket, args, json);
+    }
     if let Cmd::Trace(t) = &mut cli.cmd {
         if let Some(file) = t.from_pcap.take() {
             match pcap_frame_hex(&file, t.index) {

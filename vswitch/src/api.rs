@@ -143,6 +143,10 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hex: Option<String>,
     },
+    /// Streams copies of a port's frames: the answer is `capture_started`, then a
+    /// `capture_frame` per frame, then `capture_end` (after `count` frames, or when the port
+    /// goes); closing the connection stops it.
+    Capture(CaptureReq),
     /// Gives a container one more interface, on NETWORK.
     NetworkConnect(NetworkConnect),
     NetworkDisconnect {
@@ -469,6 +473,58 @@ pub enum Reply {
     Vtep(Option<VtepInfo>),
     Published(Vec<PublishInfo>),
     Trace(TraceInfo),
+    CaptureStarted(CaptureInfo),
+    CaptureFrame(CaptureFrame),
+    CaptureEnd(CaptureEnd),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureReq {
+    pub port: String,
+    /// "in", "out" or "both" [default: both].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// Frames to capture before the capture ends [default: until the client goes].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame [default and most: 262144].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+    /// Received frames as the switch's pipeline left them (after NAT and routing rewrites),
+    /// not as they were read.
+    #[serde(default)]
+    pub rewritten: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureInfo {
+    pub port: String,
+    pub direction: String,
+    pub snaplen: u32,
+    pub rewritten: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureFrame {
+    /// Microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// "in" (received from the port) or "out" (sent to it).
+    pub dir: String,
+    /// The frame's length; `hex` may be cut to the snap length.
+    pub len: u32,
+    pub hex: String,
+    /// Frames left out of the capture so far (the reader did not keep up).
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureEnd {
+    /// Frames sent to the client.
+    pub captured: u64,
+    /// Frames left out because the client did not keep up.
+    pub dropped: u64,
+    /// Why it ended: "count", "port gone".
+    pub reason: String,
 }
 
 /// What `trace` found: the stages a frame went through and where it ends up.
@@ -792,6 +848,8 @@ pub enum ClientError {
 pub struct Client {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
+    /// A streamed response line read in part before a timeout.
+    partial: Vec<u8>,
 }
 
 impl Client {
@@ -805,6 +863,7 @@ impl Client {
         Ok(Client {
             writer: stream,
             reader,
+            partial: Vec::new(),
         })
     }
 
@@ -824,6 +883,26 @@ impl Client {
         }
         match serde_json::from_str::<Response>(&resp) {
             Ok(Response::Ok(reply)) => Ok(reply),
+            Ok(Response::Error(e)) => Err(ClientError::Api(e)),
+            Err(e) => Err(ClientError::Decode(e.to_string())),
+        }
+    }
+
+    /// The next response of a streaming request (`capture`); `None` when vswitchd closed the
+    /// connection. Waits up to `timeout` (for ever: `None`), then fails with `TimedOut` or
+    /// `WouldBlock`, after which it may be called again.
+    pub fn next_reply(&mut self, timeout: Option<Duration>) -> Result<Option<Reply>, ClientError> {
+        self.writer.set_read_timeout(timeout)?;
+        // Bytes read before a timeout stay in `partial` for the next call.
+        let n = (&mut self.reader)
+            .take(64 << 20)
+            .read_until(b'\n', &mut self.partial)?;
+        if n == 0 && self.partial.is_empty() {
+            return Ok(None);
+        }
+        let line = std::mem::take(&mut self.partial);
+        match serde_json::from_slice::<Response>(&line) {
+            Ok(Response::Ok(reply)) => Ok(Some(reply)),
             Ok(Response::Error(e)) => Err(ClientError::Api(e)),
             Err(e) => Err(ClientError::Decode(e.to_string())),
         }

@@ -47,7 +47,9 @@ pub fn access_of(op: &Op) -> Access {
         | Op::NetworkConnect(_)
         | Op::NetworkDisconnect { .. }
         | Op::PublishAdd { .. }
-        | Op::PublishRemove { .. } => Change,
+        | Op::PublishRemove { .. }
+        // It shows the containers' traffic: as much trust as changing the switch.
+        | Op::Capture(_) => Change,
     }
 }
 

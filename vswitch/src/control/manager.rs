@@ -8,9 +8,11 @@
 //! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
 //! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
 //! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks),
-//! `host_access.rs` (the host's own interface on a network), `trace.rs` (`vswitchctl trace`).
+//! `host_access.rs` (the host's own interface on a network), `trace.rs` (`vswitchctl trace`),
+//! `capture.rs` (`vswitchctl capture`).
 
 mod addresses;
+mod capture;
 mod containers;
 mod host_access;
 mod networks;
@@ -38,6 +40,7 @@ use crate::switch::gateway::Event;
 use crate::switch::{NetId, PortId};
 use crate::wire::MacAddr;
 
+pub use capture::CaptureSession;
 pub use ports::WatchedPort;
 
 pub const MIN_MTU: u32 = 68;
@@ -344,6 +347,10 @@ impl Manager {
             Op::PublishRemove { port, spec } => self.publish_remove(&port, &spec),
             Op::PublishList => Ok(self.publish_list()),
             Op::Trace { port, flow, hex } => self.trace(&port, flow.as_deref(), hex.as_deref()),
+            // Streamed by the client's thread (`control::stream_capture`), not answered here.
+            Op::Capture(_) => Err(invalid(
+                "capture streams its frames: send it on its own connection",
+            )),
         }
     }
 

@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::api::{ApiError, ErrorCode, Op, Request, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+use crate::api::{
+    ApiError, CaptureEnd, CaptureFrame, ErrorCode, Op, Reply, Request, Response, MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+};
 use auth::{access_of, Access, Grant, Peer, Policy};
 pub use manager::Manager;
 
@@ -247,6 +250,19 @@ fn client(
                     if access == Access::Change {
                         info!(uid = peer.uid, pid = peer.pid, op = %name, request = %String::from_utf8_lossy(line.trim_ascii()), "change requested");
                     }
+                    if let Op::Capture(c) = &req.op {
+                        let started = manager
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .capture_start(c);
+                        match started {
+                            Ok(session) => return stream_capture(&stream, session),
+                            Err(e) => {
+                                reply(&stream, &Response::Error(e))?;
+                                continue;
+                            }
+                        }
+                    }
                     let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
                     let result = m.handle(req.op);
                     drop(m);
@@ -269,6 +285,62 @@ fn client(
         };
         reply(&stream, &resp)?;
     }
+}
+
+/// Streams a capture to its client: `capture_started`, a `capture_frame` per frame, and
+/// `capture_end` once `count` frames went (or the port did). A client that closes its end
+/// stops it; one that reads too slowly makes the dataplane leave frames out (counted), never
+/// wait.
+fn stream_capture(stream: &UnixStream, session: manager::CaptureSession) -> io::Result<()> {
+    use crossbeam_channel::RecvTimeoutError;
+    reply(
+        stream,
+        &Response::Ok(Reply::CaptureStarted(session.info.clone())),
+    )?;
+    let mut sent = 0u64;
+    let reason = loop {
+        if session.count.is_some_and(|c| sent >= c) {
+            break "count";
+        }
+        match session.frames.recv_timeout(Duration::from_millis(200)) {
+            Ok(f) => {
+                let frame = CaptureFrame {
+                    ts_us: f.ts.as_micros() as u64,
+                    dir: match f.dir {
+                        crate::dataplane::capture::Direction::In => "in".into(),
+                        crate::dataplane::capture::Direction::Out => "out".into(),
+                    },
+                    len: f.orig_len,
+                    hex: f.data.iter().map(|b| format!("{b:02x}")).collect(),
+                    dropped: session.dropped(),
+                };
+                reply(stream, &Response::Ok(Reply::CaptureFrame(frame)))?;
+                sent += 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Nothing to send: has the client gone?
+                stream.set_nonblocking(true)?;
+                let mut b = [0u8; 64];
+                let gone = match (&*stream).read(&mut b) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+                };
+                stream.set_nonblocking(false)?;
+                if gone {
+                    return Ok(());
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break "port gone",
+        }
+    };
+    let end = CaptureEnd {
+        captured: sent,
+        dropped: session.dropped(),
+        reason: reason.into(),
+    };
+    drop(session);
+    reply(stream, &Response::Ok(Reply::CaptureEnd(end)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! queue port by port. Buffers, the queue and the action list are allocated once and reused.
 //! The control thread reaches it only through a crossbeam channel plus a mio `Waker`.
 
+pub mod capture;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::Ipv4Addr;
@@ -164,6 +166,18 @@ pub enum Command {
         frame: Vec<u8>,
         reply: Sender<crate::switch::trace::Report>,
     },
+    /// Starts a live capture of a port's frames into `tx` (`vswitchctl capture`); refused
+    /// (with why) when the port is unknown or enough captures run.
+    CaptureStart {
+        id: u64,
+        spec: capture::Spec,
+        tx: Sender<capture::Captured>,
+        stats: Arc<capture::Stats>,
+        done: Sender<Result<(), String>>,
+    },
+    CaptureStop {
+        id: u64,
+    },
     /// Sends a frame the shell built (an upstream DNS answer) out of a port.
     Inject {
         port: PortId,
@@ -179,6 +193,11 @@ pub struct Injector {
 }
 
 impl Injector {
+    /// Ends a live capture.
+    pub fn stop_capture(&self, id: u64) {
+        self.send(Command::CaptureStop { id });
+    }
+
     pub fn inject(&self, port: PortId, frame: Vec<u8>) {
         self.send(Command::Inject { port, frame });
     }
@@ -358,6 +377,8 @@ struct Dataplane {
     vtep_ready: bool,
     /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
     learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
+    /// Live captures (`vswitchctl capture`).
+    captures: capture::Captures,
 }
 
 fn token(id: PortId) -> Token {
@@ -408,6 +429,7 @@ impl Dataplane {
             vtep_counters: PortCounters::default(),
             vtep_ready: false,
             learn_pending: std::collections::HashSet::new(),
+            captures: capture::Captures::default(),
         }
     }
 
@@ -786,6 +808,25 @@ impl Dataplane {
                 });
                 let _ = reply.send(view);
             }
+            Command::CaptureStart {
+                id,
+                spec,
+                tx,
+                stats,
+                done,
+            } => {
+                let known = matches!(
+                    self.ports.get(spec.port.idx()),
+                    Some(Some(PortSlot { port: Some(_), .. }))
+                );
+                let r = if known {
+                    self.captures.add(id, spec, tx, stats)
+                } else {
+                    Err("the port is not in service".to_string())
+                };
+                let _ = done.send(r);
+            }
+            Command::CaptureStop { id } => self.captures.remove(id),
             Command::Trace { port, frame, reply } => {
                 let now = self.now_ms();
                 let _ = reply.send(crate::switch::trace::run(&self.pipeline, now, port, &frame));
@@ -824,6 +865,7 @@ impl Dataplane {
             }
         }
         self.pipeline.remove_port(id);
+        self.captures.remove_port(id);
         self.ready.retain(|p| *p != id);
         debug!(port = id.0, "port removed");
     }
@@ -842,6 +884,7 @@ impl Dataplane {
             self.ports_lost += 1;
         }
         warn!(port = id.0, reason = %why, "port down");
+        self.captures.remove_port(id);
         slot.down = Some(why);
         slot.final_counters = self.pipeline.remove_port(id);
     }
@@ -928,8 +971,15 @@ impl Dataplane {
             } else {
                 None
             };
+            let capturing = !self.captures.is_empty();
+            if capturing {
+                self.captures.rx(in_port, false, frame);
+            }
             self.pipeline
                 .process_vnet(now, in_port, frame, vnet.as_ref(), &mut self.actions);
+            if capturing {
+                self.captures.rx(in_port, true, frame);
+            }
             for out in &self.actions.out {
                 self.txq.push((*out, i as u16));
             }
@@ -967,6 +1017,9 @@ impl Dataplane {
         for &(out, slot) in &self.txq {
             let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
             let frame = &buf[headroom..];
+            if !self.captures.is_empty() {
+                self.captures.tx(out, frame);
+            }
             let Some(Some(PortSlot {
                 port: Some(port), ..
             })) = self.ports.get_mut(out.idx())
@@ -1111,6 +1164,9 @@ impl Dataplane {
         else {
             return;
         };
+        if !self.captures.is_empty() {
+            self.captures.tx(port_id, frame);
+        }
         let sent = port
             .send_frame(frame)
             .and_then(|n| port.flush().map(|()| n));

@@ -111,7 +111,7 @@ impl Manager {
         }))
     }
 
-    fn trace_port_names(&self) -> Vec<(PortId, String)> {
+    pub(super) fn trace_port_names(&self) -> Vec<(PortId, String)> {
         self.ports
             .iter()
             .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
