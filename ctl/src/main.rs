@@ -67,6 +67,9 @@ enum Cmd {
     /// Stream copies of the frames PORT receives and sends, as the switch sees them: a line per
     /// frame, or a pcap with -w (`-w -` writes it to stdout: `| tcpdump -r - -n`).
     Capture(CaptureArgs),
+    /// Follow the switch's changes as they happen (ports added, removed and down, MAC moves,
+    /// DHCP leases, a full conntrack table, overlay peers, networks, the uplink), until Ctrl-C.
+    Events,
 }
 
 #[derive(Args, Debug)]
@@ -546,6 +549,7 @@ fn op_of(cmd: Cmd) -> Op {
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },
         Cmd::Publish(PublishCmd::Ls) => Op::PublishList,
+        Cmd::Events => Op::Events,
         Cmd::Capture(c) => Op::Capture(CaptureReq {
             port: c.port,
             direction: Some(c.direction),
@@ -1103,7 +1107,11 @@ fn print_human(reply: &Reply) {
         }
         Reply::Flushed(n) => println!("{n} flows removed"),
         Reply::Trace(t) => print_trace(t),
-        Reply::CaptureStarted(_) | Reply::CaptureFrame(_) | Reply::CaptureEnd(_) => {}
+        Reply::CaptureStarted(_)
+        | Reply::CaptureFrame(_)
+        | Reply::CaptureEnd(_)
+        | Reply::EventsStarted
+        | Reply::Event(_) => {}
         Reply::Published(rows) => {
             let rows: Vec<Vec<String>> = rows
                 .iter()
@@ -1406,9 +1414,83 @@ fn capture(socket: &std::path::Path, args: CaptureArgs, json: bool) -> ExitCode 
     }
 }
 
+/// `2026-12-06T19:40:01.123456Z` from microseconds since the Unix epoch.
+fn utc(ts_us: u64) -> String {
+    let secs = ts_us / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        ts_us % 1_000_000
+    )
+}
+
+/// `events`: prints the switch's events as they come, a line (or a JSON line) each.
+fn events(socket: &std::path::Path, json: bool) -> ExitCode {
+    use std::io::Write;
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("vswitchctl: {e}");
+        ExitCode::FAILURE
+    };
+    let mut client = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match client.call(Op::Events) {
+        Ok(Reply::EventsStarted) => {}
+        Ok(_) => return fail(&"vswitchd answered events with something else"),
+        Err(e) => return fail(&e),
+    }
+    let mut out = std::io::stdout().lock();
+    loop {
+        let ev = match client.next_reply(None) {
+            Ok(Some(Reply::Event(ev))) => ev,
+            Ok(Some(_)) => return fail(&"vswitchd sent something else than an event"),
+            Ok(None) => return fail(&"vswitchd closed the connection"),
+            Err(e) => return fail(&e),
+        };
+        let line = if json {
+            serde_json::to_string(&ev).unwrap_or_default()
+        } else {
+            let mut l = format!("{} {}", utc(ev.time_us), ev.kind);
+            if let Some(p) = &ev.port {
+                l.push_str(&format!(" port={p}"));
+            }
+            if let Some(n) = &ev.network {
+                l.push_str(&format!(" network={n}"));
+            }
+            if !ev.detail.is_empty() {
+                l.push_str(&format!(": {}", ev.detail));
+            }
+            if ev.missed > 0 {
+                l.push_str(&format!(" ({} events missed before this one)", ev.missed));
+            }
+            l
+        };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return ExitCode::SUCCESS; // the reader went (`| head`)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let json = cli.json;
+    if let Cmd::Events = &cli.cmd {
+        return events(&cli.socket, json);
+    }
     if let Cmd::Capture(_) = &cli.cmd {
         let Cmd::Capture(args) = cli.cmd else {
             unreachable!()
@@ -1479,5 +1561,21 @@ fn main() -> ExitCode {
             eprintln!("vswitchctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            super::utc(1_796_585_441_123_456),
+            "2026-12-06T19:30:41.123456Z"
+        );
+        assert_eq!(
+            super::utc(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
     }
 }

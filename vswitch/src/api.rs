@@ -147,6 +147,9 @@ pub enum Op {
     /// `capture_frame` per frame, then `capture_end` (after `count` frames, or when the port
     /// goes); closing the connection stops it.
     Capture(CaptureReq),
+    /// Streams the switch's events as they happen: `events_started`, then an `event` per
+    /// change, until the client closes the connection.
+    Events,
     /// Gives a container one more interface, on NETWORK.
     NetworkConnect(NetworkConnect),
     NetworkDisconnect {
@@ -476,6 +479,31 @@ pub enum Reply {
     CaptureStarted(CaptureInfo),
     CaptureFrame(CaptureFrame),
     CaptureEnd(CaptureEnd),
+    EventsStarted,
+    Event(EventInfo),
+}
+
+/// One change in the switch (`vswitchctl events`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventInfo {
+    /// Microseconds since the Unix epoch.
+    pub time_us: u64,
+    /// `port-added`, `port-removed`, `port-down`, `mac-moved`, `lease`, `lease-released`,
+    /// `conntrack-full`, `peer-added`, `peer-removed`, `peer-learned`, `network-created`,
+    /// `network-removed`, `uplink-set`, `uplink-removed`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    pub detail: String,
+    /// Events this client missed before this one (it did not keep up).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

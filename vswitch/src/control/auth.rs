@@ -30,7 +30,8 @@ pub fn access_of(op: &Op) -> Access {
         | Op::ContainerList
         | Op::ContainerInspect { .. }
         | Op::PublishList
-        | Op::Trace { .. } => Read,
+        | Op::Trace { .. }
+        | Op::Events => Read,
         Op::NetworkCreate(_)
         | Op::NetworkRemove { .. }
         | Op::PortAdd(_)

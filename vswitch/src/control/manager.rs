@@ -14,6 +14,7 @@
 mod addresses;
 mod capture;
 mod containers;
+mod events;
 mod host_access;
 mod networks;
 mod overlay;
@@ -105,6 +106,8 @@ pub struct Manager {
     uplink: Option<Result<uplink::UplinkRt, String>>,
     /// The VTEP's socket and the overlay networks' tunnel ports.
     overlay: overlay::OverlayRt,
+    /// Where `vswitchctl events` subscribers get the switch's changes.
+    hub: Arc<super::events::EventHub>,
 }
 
 fn unix_now() -> u64 {
@@ -166,6 +169,7 @@ impl Manager {
             dns_upstreams,
             uplink: None,
             overlay: overlay::OverlayRt::default(),
+            hub: Arc::default(),
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.
@@ -289,12 +293,21 @@ impl Manager {
 
     pub fn handle(&mut self, op: Op) -> ApiResult<Reply> {
         let change = super::auth::access_of(&op) == super::auth::Access::Change;
+        let event = events::pending(&op);
         let reply = self.dispatch(op);
         if change && reply.is_ok() {
             // Whatever changed (a port, a network, the uplink), the published ports follow.
             self.sync_published();
         }
+        if let (Some(ev), Ok(r)) = (event, &reply) {
+            self.emit_change(ev, r);
+        }
         reply
+    }
+
+    /// Follows the switch's events (`vswitchctl events`).
+    pub fn subscribe_events(&self) -> Result<super::events::Subscription, String> {
+        self.hub.subscribe()
     }
 
     fn dispatch(&mut self, op: Op) -> ApiResult<Reply> {
@@ -347,9 +360,10 @@ impl Manager {
             Op::PublishRemove { port, spec } => self.publish_remove(&port, &spec),
             Op::PublishList => Ok(self.publish_list()),
             Op::Trace { port, flow, hex } => self.trace(&port, flow.as_deref(), hex.as_deref()),
-            // Streamed by the client's thread (`control::stream_capture`), not answered here.
-            Op::Capture(_) => Err(invalid(
-                "capture streams its frames: send it on its own connection",
+            // Streamed by the client's thread (`control::stream_capture`, `stream_events`),
+            // not answered here.
+            Op::Capture(_) | Op::Events => Err(invalid(
+                "capture and events stream their answers: the client thread serves them",
             )),
         }
     }

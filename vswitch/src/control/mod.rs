@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod dns_forward;
+pub mod events;
 pub mod host_neigh;
 pub mod manager;
 pub mod netns_files;
@@ -250,6 +251,22 @@ fn client(
                     if access == Access::Change {
                         info!(uid = peer.uid, pid = peer.pid, op = %name, request = %String::from_utf8_lossy(line.trim_ascii()), "change requested");
                     }
+                    if let Op::Events = &req.op {
+                        let sub = manager
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .subscribe_events();
+                        match sub {
+                            Ok(sub) => return stream_events(&stream, sub),
+                            Err(msg) => {
+                                reply(
+                                    &stream,
+                                    &Response::Error(ApiError::new(ErrorCode::Busy, msg)),
+                                )?;
+                                continue;
+                            }
+                        }
+                    }
                     if let Op::Capture(c) = &req.op {
                         let started = manager
                             .lock()
@@ -287,6 +304,43 @@ fn client(
     }
 }
 
+/// Whether the client at the other end of `stream` has closed it (what it sent is ignored).
+fn client_gone(stream: &UnixStream) -> io::Result<bool> {
+    stream.set_nonblocking(true)?;
+    let mut b = [0u8; 64];
+    let gone = match (&*stream).read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false)?;
+    Ok(gone)
+}
+
+/// Streams the switch's events to a client until it goes.
+fn stream_events(stream: &UnixStream, sub: events::Subscription) -> io::Result<()> {
+    use crossbeam_channel::RecvTimeoutError;
+    use std::sync::atomic::Ordering;
+    reply(stream, &Response::Ok(Reply::EventsStarted))?;
+    let mut missed_told = 0;
+    loop {
+        match sub.events.recv_timeout(Duration::from_millis(500)) {
+            Ok(mut ev) => {
+                let missed = sub.missed.load(Ordering::Relaxed);
+                ev.missed = missed - missed_told;
+                missed_told = missed;
+                reply(stream, &Response::Ok(Reply::Event(ev)))?;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if client_gone(stream)? {
+                    return Ok(());
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+    }
+}
+
 /// Streams a capture to its client: `capture_started`, a `capture_frame` per frame, and
 /// `capture_end` once `count` frames went (or the port did). A client that closes its end
 /// stops it; one that reads too slowly makes the dataplane leave frames out (counted), never
@@ -319,15 +373,7 @@ fn stream_capture(stream: &UnixStream, session: manager::CaptureSession) -> io::
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Nothing to send: has the client gone?
-                stream.set_nonblocking(true)?;
-                let mut b = [0u8; 64];
-                let gone = match (&*stream).read(&mut b) {
-                    Ok(0) => true,
-                    Ok(_) => false,
-                    Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-                };
-                stream.set_nonblocking(false)?;
-                if gone {
+                if client_gone(stream)? {
                     return Ok(());
                 }
             }

@@ -379,6 +379,8 @@ struct Dataplane {
     learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
     /// Live captures (`vswitchctl capture`).
     captures: capture::Captures,
+    /// The conntrack table's refused-because-full count at the last tick (for the event).
+    ct_refused_seen: u64,
 }
 
 fn token(id: PortId) -> Token {
@@ -430,6 +432,7 @@ impl Dataplane {
             vtep_ready: false,
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
+            ct_refused_seen: 0,
         }
     }
 
@@ -493,6 +496,15 @@ impl Dataplane {
             let now = self.now_ms();
             if now.saturating_sub(self.last_expire) >= EXPIRE_EVERY_MS {
                 self.pipeline.expire(now);
+                if let Some(u) = self.pipeline.uplink() {
+                    let refused = u.ct.counters.refused_full;
+                    if refused > self.ct_refused_seen {
+                        let _ = self.events.try_send(Event::ConntrackFull {
+                            refused: refused - self.ct_refused_seen,
+                        });
+                    }
+                    self.ct_refused_seen = refused;
+                }
                 self.learn_pending.clear();
                 self.last_expire = now;
             }
@@ -716,7 +728,7 @@ impl Dataplane {
                 let _ = done.send(ok);
             }
             Command::PortDown { id, reason, done } => {
-                self.mark_down(id, reason);
+                self.take_down(id, reason, false);
                 let _ = done.send(());
             }
             Command::Snapshot { reply } => {
@@ -871,8 +883,13 @@ impl Dataplane {
     }
 
     /// Takes a port out of service after its device vanished: the fd is closed, the pipeline
-    /// forgets it, its counters are kept for `port stats`.
+    /// forgets it, its counters are kept for `port stats`; the control plane hears of it (an
+    /// event) unless it asked (`notify` false).
     fn mark_down(&mut self, id: PortId, why: String) {
+        self.take_down(id, why, true)
+    }
+
+    fn take_down(&mut self, id: PortId, why: String, notify: bool) {
         let Some(Some(slot)) = self.ports.get_mut(id.idx()) else {
             return;
         };
@@ -885,6 +902,12 @@ impl Dataplane {
         }
         warn!(port = id.0, reason = %why, "port down");
         self.captures.remove_port(id);
+        if notify {
+            let _ = self.events.try_send(Event::PortDown {
+                port: id,
+                reason: why.clone(),
+            });
+        }
         slot.down = Some(why);
         slot.final_counters = self.pipeline.remove_port(id);
     }
@@ -1003,7 +1026,8 @@ impl Dataplane {
                 }
             }
             for ev in self.actions.events.drain(..) {
-                if self.events.try_send(ev).is_err() {
+                let request = ev.is_request();
+                if self.events.try_send(ev).is_err() && request {
                     // The control plane is behind (a DHCP/DNS flood): shed, and count it.
                     if let Some(c) = self.pipeline.port_counters_mut(in_port) {
                         c.count_drop(DropReason::Overloaded);

@@ -641,6 +641,14 @@ impl Pipeline {
                 _ => s,
             }
         });
+        if let Learned::Moved(from) = learned {
+            actions.events.push(Event::MacMoved {
+                network: net_id,
+                mac: src,
+                from,
+                to: in_port,
+            });
+        }
         if learned == Learned::PortFull {
             counters.count_drop(DropReason::MacLimit);
             actions.drop = Some(DropReason::MacLimit);

@@ -160,6 +160,9 @@ fn describe_event(e: &super::gateway::Event) -> String {
         Event::Lease { lease, .. } => format!("DHCP lease {} to {}", lease.ip, lease.mac),
         Event::Released { mac, .. } => format!("DHCP release by {mac}"),
         Event::PeerLearned { vtep, .. } => format!("new overlay peer {vtep}"),
+        Event::MacMoved { mac, .. } => format!("{mac} moved to this port"),
+        Event::PortDown { reason, .. } => format!("port down: {reason}"),
+        Event::ConntrackFull { refused } => format!("{refused} flows refused: conntrack full"),
         Event::DnsForward(f) => format!(
             "DNS query forwarded to the upstream resolvers for {}:{}",
             f.client_ip, f.client_port

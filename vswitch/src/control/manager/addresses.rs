@@ -174,6 +174,21 @@ impl Manager {
                     !(l.network == network && (l.mac == lease.mac || l.ip == lease.ip))
                 });
                 info!(%network, mac = %lease.mac, ip = %lease.ip, "DHCP lease");
+                let host = lease
+                    .hostname
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                self.emit(
+                    "lease",
+                    Some(network.clone()),
+                    self.state
+                        .ports
+                        .iter()
+                        .find(|p| p.network == network && p.mac == lease.mac)
+                        .map(|p| p.name.clone()),
+                    format!("{} to {}{host}", lease.ip, lease.mac),
+                );
                 self.leases.push(StoredLease {
                     network,
                     mac: lease.mac,
@@ -188,7 +203,49 @@ impl Manager {
                 let Some(network) = net_name(network) else {
                     return;
                 };
+                self.emit(
+                    "peer-learned",
+                    Some(network.clone()),
+                    None,
+                    format!("VTEP {vtep} sent for the network: now a peer"),
+                );
                 self.learn_peer(&network, vtep);
+                return;
+            }
+            Event::MacMoved {
+                network,
+                mac,
+                from,
+                to,
+            } => {
+                let from = self.port_name_of(Some(from)).unwrap_or_else(|| "?".into());
+                self.emit(
+                    "mac-moved",
+                    net_name(network),
+                    self.port_name_of(Some(to)),
+                    format!("{mac} moved here from {from}"),
+                );
+                return;
+            }
+            Event::PortDown { port, reason } => {
+                let name = self.port_name_of(Some(port));
+                let network = name.as_ref().and_then(|n| {
+                    self.state
+                        .ports
+                        .iter()
+                        .find(|p| &p.name == n)
+                        .map(|p| p.network.clone())
+                });
+                self.emit("port-down", network, name, reason);
+                return;
+            }
+            Event::ConntrackFull { refused } => {
+                self.emit(
+                    "conntrack-full",
+                    None,
+                    self.uplink_port().map(|(_, n)| n),
+                    format!("{refused} new flow(s) refused in the last second: the table is full (uplink set --conntrack-max)"),
+                );
                 return;
             }
             Event::Released { network, mac } => {
@@ -196,11 +253,26 @@ impl Manager {
                     return;
                 };
                 info!(%network, %mac, "DHCP lease released");
+                self.emit(
+                    "lease-released",
+                    Some(network.clone()),
+                    None,
+                    format!("by {mac}"),
+                );
                 self.leases
                     .retain(|l| !(l.network == network && l.mac == mac));
             }
         }
         self.save_leases();
+    }
+
+    /// A dataplane port's name (a port, the uplink, a tunnel), if it still has one.
+    fn port_name_of(&self, id: Option<crate::switch::PortId>) -> Option<String> {
+        let id = id?;
+        self.trace_port_names()
+            .into_iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, n)| n)
     }
 
     pub(super) fn save_leases(&mut self) {

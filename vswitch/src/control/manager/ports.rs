@@ -407,6 +407,13 @@ impl Manager {
                 _ => continue, // deleted or re-added meanwhile
             }
             warn!(port = %w.name, %reason, "port down");
+            let network = self
+                .state
+                .ports
+                .iter()
+                .find(|p| p.name == w.name)
+                .map(|p| p.network.clone());
+            self.emit("port-down", network, Some(w.name.clone()), reason.clone());
             if !w.netns.still_named_by(&w.spec) {
                 // Nothing is left for /etc/netns/NAME to configure; a restore (of a namespace
                 // by that name) writes it again.

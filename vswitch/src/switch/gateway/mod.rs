@@ -78,6 +78,36 @@ pub enum Event {
     /// A UDP DNS query for a name the network does not own, for the upstream resolvers; the
     /// answer is sent back to `client` out of `port` as if from the gateway.
     DnsForward(Box<DnsForward>),
+    /// A MAC learned on one port was heard on another (`vswitchctl events`).
+    MacMoved {
+        network: NetId,
+        mac: MacAddr,
+        from: PortId,
+        to: PortId,
+    },
+    /// The dataplane took a port out of service (its interface or namespace vanished).
+    PortDown {
+        port: PortId,
+        reason: String,
+    },
+    /// New flows were refused in the last second because the conntrack table is full.
+    ConntrackFull {
+        refused: u64,
+    },
+}
+
+impl Event {
+    /// Whether losing this event loses something a frame asked for (a lease, an answer):
+    /// then the frame is counted `overloaded`. Notices (MAC moves…) are just shed.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Event::Lease { .. }
+                | Event::Released { .. }
+                | Event::DnsForward(_)
+                | Event::PeerLearned { .. }
+        )
+    }
 }
 
 /// Everything needed to send an upstream's answer back to the asking container.
