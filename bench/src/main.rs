@@ -13,6 +13,7 @@
 //! has the namespaces, processes and temporary directories, `tools.rs` the helper subcommands
 //! run inside the namespaces, and `sys.rs` the generator's syscalls.
 
+mod capture;
 mod nat;
 mod peers;
 mod publish;
@@ -51,11 +52,12 @@ struct Cli {
     /// Scenarios to run: throughput, latency, pps, macs, scale, nat (a container to an external
     /// server through NAT: vswitch's against the kernel's, with peers of its own, kernel-nat and
     /// vswitch-nat, whatever --peers says), publish (an external client to a container's
-    /// published port: kernel-dnat against vswitch-dnat).
+    /// published port: kernel-dnat against vswitch-dnat), capture (64-byte forwarding with a
+    /// live capture running, stalled or read, against none).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat,publish"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -234,6 +236,11 @@ fn main() {
         } else {
             0
         }
+        + if want("capture") {
+            capture::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -265,6 +272,11 @@ fn main() {
                 publish::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
+        if want("capture") {
+            for peer in capture::PEERS {
+                capture::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
+        }
     }
     if want("pps") || want("macs") {
         gathered.notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
@@ -282,7 +294,7 @@ fn main() {
     if let Err(e) = report(
         &gathered.figures,
         &gathered.peers_run,
-        &[nat::targets(), publish::targets()].concat(),
+        &[nat::targets(), publish::targets(), capture::targets()].concat(),
         &gathered.notes,
         &machine(),
         cli.quick,
