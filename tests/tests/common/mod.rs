@@ -284,6 +284,17 @@ impl Daemon {
         d
     }
 
+    /// As `start_with`, with `toml` added to the daemon's config file (e.g. a `[daemon]`
+    /// table).
+    pub fn start_with_config(netns: Option<&Netns>, toml: &str) -> Daemon {
+        let mut d = Daemon::start_opts_unspawned(netns, &[], false);
+        let mut text = std::fs::read_to_string(&d.config).unwrap();
+        text.push_str(toml);
+        std::fs::write(&d.config, text).unwrap();
+        d.spawn();
+        d
+    }
+
     fn start_opts(netns: Option<&Netns>, extra: &[&str], host_resolv_conf: bool) -> Daemon {
         let mut d = Daemon::start_opts_unspawned(netns, extra, host_resolv_conf);
         d.spawn();

@@ -66,6 +66,10 @@ struct Args {
     /// group) and SO_PEERCRED alone decides: anyone else is answered permission_denied.
     #[arg(long, env = "VSWITCH_READ_GROUP", value_name = "GROUP")]
     read_group: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9500); overrides
+    /// `[daemon] metrics`. Off unless given.
+    #[arg(long, env = "VSWITCH_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -168,13 +172,23 @@ fn main() -> ExitCode {
         }
     };
 
+    let metrics = match args.metrics.as_ref().or(config.daemon.metrics.as_ref()) {
+        None => None,
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                eprintln!("vswitchd: metrics address {a:?} is not IP:PORT (e.g. 127.0.0.1:9500)");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
     let mut uplink = config.uplink.clone();
     if let Some(iface) = &args.uplink {
         uplink.get_or_insert_with(Default::default).iface = iface.clone();
     }
     match run(
-        config, &socket, &state_dir, upstreams, io_uring, uplink, policy,
+        config, &socket, &state_dir, upstreams, io_uring, uplink, policy, metrics,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -220,6 +234,7 @@ fn bind_socket(path: &Path, policy: &control::auth::Policy) -> Result<UnixListen
     Ok(listener)
 }
 
+#[allow(clippy::too_many_arguments)] // the daemon's settings, each from args or config
 fn run(
     config: ConfigFile,
     socket: &Path,
@@ -228,6 +243,7 @@ fn run(
     io_uring: bool,
     uplink: Option<vswitch::api::UplinkSet>,
     policy: control::auth::Policy,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -267,6 +283,12 @@ fn run(
     let forwarder = Forwarder::spawn(upstreams, manager.injector())
         .map_err(|e| format!("cannot start DNS forwarder: {e}"))?;
     let manager = Arc::new(Mutex::new(manager));
+    if let Some(addr) = metrics {
+        if let Err(e) = control::metrics::serve(addr, manager.clone()) {
+            let _ = std::fs::remove_file(socket);
+            return Err(e);
+        }
+    }
     {
         let manager = manager.clone();
         std::thread::Builder::new()

@@ -16,6 +16,7 @@ mod capture;
 mod containers;
 mod events;
 mod host_access;
+mod metrics;
 mod networks;
 mod overlay;
 mod ports;
@@ -108,6 +109,8 @@ pub struct Manager {
     overlay: overlay::OverlayRt,
     /// Where `vswitchctl events` subscribers get the switch's changes.
     hub: Arc<super::events::EventHub>,
+    /// How long add-port requests took (the metrics' histogram).
+    add_port_hist: metrics::Histogram,
 }
 
 fn unix_now() -> u64 {
@@ -170,6 +173,7 @@ impl Manager {
             uplink: None,
             overlay: overlay::OverlayRt::default(),
             hub: Arc::default(),
+            add_port_hist: Default::default(),
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.

@@ -10,6 +10,7 @@ pub mod dns_forward;
 pub mod events;
 pub mod host_neigh;
 pub mod manager;
+pub mod metrics;
 pub mod netns_files;
 pub mod resolv;
 pub mod upstreams;

@@ -251,6 +251,22 @@ pub struct NetworkSnapshot {
     pub gateway: Option<GatewayCounters>,
 }
 
+/// How the dataplane's loop spends itself (Prometheus metrics), since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Rounds of the loop (one poll each).
+    pub rounds: u64,
+    /// Rounds that polled without waiting (busy-polling after traffic, or work queued).
+    pub busy_polls: u64,
+    /// Busy-polling rounds that found no work.
+    pub empty_polls: u64,
+    /// Rounds that slept until a port was readable (or the aging tick).
+    pub sleeps: u64,
+    /// Batches read from ports (at least one frame each), and the frames in them.
+    pub batches: u64,
+    pub frames: u64,
+}
+
 /// A consistent copy of the dataplane's tables and counters.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -264,6 +280,7 @@ pub struct Snapshot {
     /// Batches of TAP reads that went through io_uring, since start.
     pub io_uring_read_batches: u64,
     pub networks: Vec<NetworkSnapshot>,
+    pub loop_stats: LoopStats,
 }
 
 struct PortSlot {
@@ -381,6 +398,7 @@ struct Dataplane {
     captures: capture::Captures,
     /// The conntrack table's refused-because-full count at the last tick (for the event).
     ct_refused_seen: u64,
+    loop_stats: LoopStats,
 }
 
 fn token(id: PortId) -> Token {
@@ -433,6 +451,7 @@ impl Dataplane {
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
             ct_refused_seen: 0,
+            loop_stats: LoopStats::default(),
         }
     }
 
@@ -453,6 +472,12 @@ impl Dataplane {
                 } else {
                     Duration::from_millis(EXPIRE_EVERY_MS)
                 };
+            self.loop_stats.rounds += 1;
+            if timeout.is_zero() {
+                self.loop_stats.busy_polls += 1;
+            } else {
+                self.loop_stats.sleeps += 1;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!(error = %e, "poll failed");
@@ -475,6 +500,8 @@ impl Dataplane {
             }
             if !self.ready.is_empty() || self.vtep_ready {
                 last_work = Instant::now();
+            } else if timeout.is_zero() {
+                self.loop_stats.empty_polls += 1;
             }
             if self.vtep_ready {
                 self.service_vtep();
@@ -954,6 +981,8 @@ impl Dataplane {
         };
         *last_batch = n;
         if n > 0 {
+            self.loop_stats.batches += 1;
+            self.loop_stats.frames += n as u64;
             let headroom = match self.ports.get(id.idx()) {
                 Some(Some(PortSlot { port: Some(p), .. })) => p.headroom(),
                 _ => 0,
@@ -1251,6 +1280,7 @@ impl Dataplane {
             vtep: self.vtep.is_some().then_some(self.vtep_counters),
             io_uring: self.uring.is_some(),
             io_uring_read_batches: self.uring_read_batches,
+            loop_stats: self.loop_stats,
         }
     }
 }

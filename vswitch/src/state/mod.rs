@@ -426,6 +426,9 @@ pub struct DaemonConfig {
     /// Members of this group may use the read-only commands (show, ls, inspect, stats).
     #[serde(default)]
     pub read_group: Option<String>,
+    /// Serve Prometheus metrics on this address ("127.0.0.1:9500"): off unless given.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// The config file (`configs/default.toml`): daemon settings and networks that always exist.

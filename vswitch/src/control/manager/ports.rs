@@ -458,6 +458,7 @@ impl Manager {
             save_us = (t_saved - t_attach).as_micros() as u64,
             total_us = t0.elapsed().as_micros() as u64,
             "port added");
+        self.add_port_hist.observe(t0.elapsed().as_secs_f64());
         // Just attached: up, with zero counters (no need to ask the dataplane).
         let snap = Snapshot {
             ports: vec![dataplane::PortSnapshot {

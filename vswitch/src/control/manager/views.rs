@@ -40,7 +40,7 @@ impl Manager {
         }))
     }
 
-    fn dns_info(&self) -> Option<DnsInfo> {
+    pub(super) fn dns_info(&self) -> Option<DnsInfo> {
         let up = self.dns_upstreams.as_ref()?;
         let (source, resolv_conf) = match up.source() {
             Source::Config => ("config", None),
