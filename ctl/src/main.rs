@@ -3,16 +3,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use vswitch::api::*;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "vswitchctl",
     version,
+    disable_version_flag = true,
     about = "Control vswitchd, the userspace virtual switch"
 )]
 struct Cli {
+    /// Print vswitchctl's version and, when it answers, vswitchd's version and protocol.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// vswitchd's control socket.
     #[arg(long, global = true, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -20,7 +24,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +71,17 @@ enum Cmd {
     /// Stream copies of the frames PORT receives and sends, as the switch sees them: a line per
     /// frame, or a pcap with -w (`-w -` writes it to stdout: `| tcpdump -r - -n`).
     Capture(CaptureArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output, or with --dir write one page per
+    /// command there (vswitchctl.1, vswitchctl-network.1, …).
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Follow the switch's changes as they happen (ports added, removed and down, MAC moves,
     /// DHCP leases, a full conntrack table, overlay peers, networks, the uplink), until Ctrl-C.
     Events,
@@ -460,6 +475,7 @@ enum PortCmd {
 
 fn op_of(cmd: Cmd) -> Op {
     match cmd {
+        Cmd::Completion { .. } | Cmd::Man { .. } => unreachable!("answered without vswitchd"),
         Cmd::Network(NetworkCmd::Create {
             name,
             subnet,
@@ -1485,19 +1501,128 @@ fn events(socket: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
+/// `--version`: this vswitchctl's, and the daemon's when it answers.
+fn version(socket: &std::path::Path, json: bool) -> ExitCode {
+    let daemon = Client::connect(socket).and_then(|mut c| c.call(Op::Show));
+    let daemon = match daemon {
+        Ok(Reply::Show(s)) => Ok(s.daemon),
+        Ok(_) => Err("vswitchd answered show with something else".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let me = env!("CARGO_PKG_VERSION");
+    if json {
+        let d = match &daemon {
+            Ok(d) => {
+                serde_json::json!({"version": d.version, "protocol": d.protocol, "pid": d.pid, "socket": d.socket})
+            }
+            Err(e) => serde_json::json!({"error": e}),
+        };
+        let v = serde_json::json!({
+            "vswitchctl": {"version": me, "protocol": PROTOCOL_VERSION},
+            "vswitchd": d,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("vswitchctl {me} (control protocol {PROTOCOL_VERSION})");
+        match daemon {
+            Ok(d) => println!(
+                "vswitchd {} (control protocol {}), pid {}, at {}",
+                d.version, d.protocol, d.pid, d.socket
+            ),
+            Err(e) => println!("vswitchd: not reachable at {} ({e})", socket.display()),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The manual pages: vswitchctl.1 and one per command (`vswitchctl-network-create.1`).
+fn man(dir: Option<PathBuf>) -> ExitCode {
+    let cmd = Cli::command();
+    let result = match dir {
+        None => {
+            let mut out = std::io::stdout().lock();
+            render_man(&cmd, &mut out)
+        }
+        Some(d) => std::fs::create_dir_all(&d).and_then(|()| clap_mangen::generate_to(cmd, &d)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchctl: man: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The root page, with every command (nested ones too) and what it does under COMMANDS.
+fn render_man(cmd: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let page = clap_mangen::Man::new(cmd.clone());
+    page.render_title(out)?;
+    page.render_name_section(out)?;
+    page.render_synopsis_section(out)?;
+    page.render_description_section(out)?;
+    page.render_options_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    fn walk(c: &clap::Command, path: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        for sub in c.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let full = format!("{path} {}", sub.get_name());
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            writeln!(
+                out,
+                ".TP
+\\fB{}\\fR
+{}",
+                full.trim(),
+                about.replace('\n', " ")
+            )?;
+            walk(sub, &full, out)?;
+        }
+        Ok(())
+    }
+    walk(cmd, "", out)?;
+    page.render_version_section(out)?;
+    page.render_authors_section(out)
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let json = cli.json;
-    if let Cmd::Events = &cli.cmd {
-        return events(&cli.socket, json);
+    if cli.version {
+        return version(&cli.socket, json);
     }
-    if let Cmd::Capture(_) = &cli.cmd {
-        let Cmd::Capture(args) = cli.cmd else {
+    let Some(cmd) = cli.cmd.take() else {
+        let _ = Cli::command().print_help();
+        return ExitCode::from(2);
+    };
+    let mut cmd = match cmd {
+        Cmd::Completion { shell } => {
+            // Into a buffer first: clap_complete panics on a write error (`| head`).
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "vswitchctl", &mut buf);
+            use std::io::Write;
+            return match std::io::stdout().lock().write_all(&buf) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("vswitchctl: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            };
+        }
+        Cmd::Man { dir } => return man(dir),
+        cmd => cmd,
+    };
+    let socket = cli.socket;
+    if let Cmd::Events = &cmd {
+        return events(&socket, json);
+    }
+    if let Cmd::Capture(_) = &cmd {
+        let Cmd::Capture(args) = cmd else {
             unreachable!()
         };
-        return capture(&cli.socket, args, json);
+        return capture(&socket, args, json);
     }
-    if let Cmd::Trace(t) = &mut cli.cmd {
+    if let Cmd::Trace(t) = &mut cmd {
         if let Some(file) = t.from_pcap.take() {
             match pcap_frame_hex(&file, t.index) {
                 Ok(hex) => t.hex = Some(hex),
@@ -1508,8 +1633,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Cmd::Container(ContainerCmd::Exec { name, cmd }) = &cli.cmd {
-        let info = Client::connect(&cli.socket)
+    if let Cmd::Container(ContainerCmd::Exec { name, cmd }) = &cmd {
+        let info = Client::connect(&socket)
             .and_then(|mut c| c.call(Op::ContainerInspect { name: name.clone() }));
         return match info {
             Ok(Reply::Container(info)) => container_exec(&info, cmd),
@@ -1523,7 +1648,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = Client::connect(&cli.socket).and_then(|mut c| c.call(op_of(cli.cmd)));
+    let result = Client::connect(&socket).and_then(|mut c| c.call(op_of(cmd)));
     match result {
         Ok(reply) => {
             if json {

@@ -337,9 +337,19 @@ fn run(
             .map_err(|e| format!("cannot start namespace watcher: {e}"))?;
     }
     info!(socket = %socket.display(), state_dir = %state_dir.display(), "vswitchd ready");
+    // The listener is bound and served: a client connecting now is answered.
+    let status = format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on {}",
+        std::process::id(),
+        socket.display()
+    );
+    if let Err(e) = control::notify::notify(&status) {
+        warn!(error = %e, "cannot tell systemd the daemon is ready ($NOTIFY_SOCKET)");
+    }
 
     let sig = signals.forever().next();
     info!(signal = ?sig, "stopping");
+    let _ = control::notify::notify("STOPPING=1\nSTATUS=stopping");
     let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
     m.shutdown();
     let _ = std::fs::remove_file(socket);

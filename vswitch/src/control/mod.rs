@@ -12,6 +12,7 @@ pub mod host_neigh;
 pub mod manager;
 pub mod metrics;
 pub mod netns_files;
+pub mod notify;
 pub mod resolv;
 pub mod upstreams;
 
