@@ -54,17 +54,33 @@ fn started(file: &std::path::Path) -> bool {
     std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)
 }
 
-fn pings_are_captured_and_read_by_tcpdump() {
+/// A daemon with network `net` on `subnet` (a /24 written `A.B.C`) and ports a (.2) and b
+/// (.3) that reach each other; returns a's MAC too.
+fn two_ports(net: &str, subnet: &str, tag: &str) -> (Daemon, Netns, Netns, String) {
     require_root();
     let d = Daemon::start();
-    d.ok(&["network", "create", "cap", "--subnet", "10.88.90.0/24"]);
-    let (a, b) = (Netns::new("cpa"), Netns::new("cpb"));
-    d.ok(&["add-port", "cap", "--netns", &a.name, "--name", "a"]);
-    d.ok(&["add-port", "cap", "--netns", &b.name, "--name", "b"]);
+    d.ok(&[
+        "network",
+        "create",
+        net,
+        "--subnet",
+        &format!("{subnet}.0/24"),
+    ]);
+    let (a, b) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}b")),
+    );
+    d.ok(&["add-port", net, "--netns", &a.name, "--name", "a"]);
+    d.ok(&["add-port", net, "--netns", &b.name, "--name", "b"]);
     d.wait_up(&["a", "b"]);
-    let (ip_a, ip_b) = ("10.88.90.2", "10.88.90.3");
-    assert!(a.ping(ip_b, 1), "a reaches b");
+    assert!(a.ping(&format!("{subnet}.3"), 1), "a reaches b");
     let mac_a = d.port("a")["mac"].as_str().unwrap().to_string();
+    (d, a, b, mac_a)
+}
+
+fn pings_are_captured_and_read_by_tcpdump() {
+    let (d, a, _b, mac_a) = two_ports("cap", "10.88.90", "cp");
+    let (ip_a, ip_b) = ("10.88.90.2", "10.88.90.3");
     let dir = TempDir::new("cpt");
 
     // Into a file, both directions, until Ctrl-C.
@@ -235,15 +251,7 @@ fn received_frames_as_read_or_as_rewritten_by_nat() {
 }
 
 fn a_capture_that_cannot_keep_up_leaves_frames_out_not_the_switch() {
-    require_root();
-    let d = Daemon::start();
-    d.ok(&["network", "create", "cf", "--subnet", "10.88.92.0/24"]);
-    let (a, b) = (Netns::new("cfa"), Netns::new("cfb"));
-    d.ok(&["add-port", "cf", "--netns", &a.name, "--name", "a"]);
-    d.ok(&["add-port", "cf", "--netns", &b.name, "--name", "b"]);
-    d.wait_up(&["a", "b"]);
-    assert!(a.ping("10.88.92.3", 1));
-    let mac_a = d.port("a")["mac"].as_str().unwrap().to_string();
+    let (d, a, _b, mac_a) = two_ports("cf", "10.88.92", "cf");
     // A reader that reads nothing: the pipe and the socket fill, then the capture's queue.
     let mut c = ctl_bg(
         &d,

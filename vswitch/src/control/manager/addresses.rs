@@ -269,10 +269,7 @@ impl Manager {
     /// A dataplane port's name (a port, the uplink, a tunnel), if it still has one.
     fn port_name_of(&self, id: Option<crate::switch::PortId>) -> Option<String> {
         let id = id?;
-        self.trace_port_names()
-            .into_iter()
-            .find(|(p, _)| *p == id)
-            .map(|(_, n)| n)
+        self.port_names_by_id().remove(&id)
     }
 
     pub(super) fn save_leases(&mut self) {

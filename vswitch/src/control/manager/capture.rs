@@ -53,10 +53,10 @@ impl Manager {
         if req.count == Some(0) {
             return Err(invalid("--count 0: capture at least one frame"));
         }
-        let names = self.trace_port_names();
+        let names = self.port_names_by_id();
         let port = match names
             .iter()
-            .find(|(_, n)| *n == req.port || (req.port == "uplink" && n.starts_with("uplink:")))
+            .find(|(_, n)| **n == req.port || (req.port == "uplink" && n.starts_with("uplink:")))
         {
             Some((id, _)) => *id,
             None => {

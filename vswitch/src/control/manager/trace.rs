@@ -44,14 +44,13 @@ impl Manager {
             reply,
         })?;
 
-        let names = self.trace_port_names();
+        let names = self.port_names_by_id();
         let net_names: std::collections::HashMap<NetId, String> =
             self.nets.iter().map(|(n, id)| (*id, n.clone())).collect();
         let pname = |p: PortId| {
             names
-                .iter()
-                .find(|(id, _)| *id == p)
-                .map(|(_, n)| n.clone())
+                .get(&p)
+                .cloned()
                 .unwrap_or_else(|| format!("#{}", p.0))
         };
         let vtep = self.state.vtep.as_ref();
@@ -109,15 +108,6 @@ impl Manager {
                 .collect(),
             events: report.events,
         }))
-    }
-
-    pub(super) fn trace_port_names(&self) -> Vec<(PortId, String)> {
-        self.ports
-            .iter()
-            .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
-            .chain(self.uplink_port())
-            .chain(self.tunnel_names())
-            .collect()
     }
 
     /// The port a trace enters on, what its frames look like, and where an IPv4 packet's

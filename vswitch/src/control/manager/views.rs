@@ -239,7 +239,7 @@ impl Manager {
             .collect())
     }
 
-    fn port_names_by_id(&self) -> HashMap<PortId, String> {
+    pub(super) fn port_names_by_id(&self) -> HashMap<PortId, String> {
         self.ports
             .iter()
             .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
