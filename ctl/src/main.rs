@@ -319,6 +319,11 @@ enum NetworkCmd {
         /// new MAC past it are dropped (mac_limit).
         #[arg(long)]
         port_mac_limit: Option<u32>,
+        /// Frames a second (and in a burst) one port may send to the gateway's services — ARP,
+        /// ICMP, DHCP, DNS to the gateway [default: 1000; 0: no limit]; the excess is dropped
+        /// (rate_limited).
+        #[arg(long)]
+        gateway_rate: Option<u32>,
         /// Allocate addresses (IPAM and DHCP) from this CIDR inside the subnet.
         #[arg(long)]
         ip_range: Option<String>,
@@ -498,6 +503,7 @@ fn op_of(cmd: Cmd) -> Op {
             no_icc,
             host_access,
             port_mac_limit,
+            gateway_rate,
         }) => Op::NetworkCreate(NetworkCreate {
             name,
             subnet,
@@ -520,6 +526,7 @@ fn op_of(cmd: Cmd) -> Op {
             icc: Some(!no_icc),
             host_access,
             port_mac_limit,
+            gateway_rate,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,
@@ -697,6 +704,13 @@ fn print_network(n: &NetworkInfo) {
     println!("  mac aging:  {}s", n.mac_aging_secs);
     println!("  fdb limit:  {}", n.fdb_limit);
     println!("  port macs:  {}", n.port_mac_limit);
+    println!(
+        "  gw rate:    {}",
+        match n.gateway_rate {
+            0 => "no limit".to_string(),
+            r => format!("{r}/s a port"),
+        }
+    );
     if let Some(vni) = n.vni {
         println!("  vni:        {vni}");
         println!("  peers:      {}", n.peers.join(" "));

@@ -74,6 +74,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             learn_peers: false,
             icc: true,
             port_mac_limit: 8, // random source MACs from c1 reach the limit
+            gateway_rate: 0,
         },
     );
     p.add_network(
@@ -88,6 +89,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             learn_peers: true,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     for (port, mac, ip, name) in [(0, C1, C1_IP, "c1"), (1, C2, C2_IP, "c2")] {

@@ -47,6 +47,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     for i in 0..ports {

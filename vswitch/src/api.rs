@@ -370,6 +370,10 @@ pub struct NetworkCreate {
     /// MACs one port may have in the network's table [default: 64; 0: no limit].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_mac_limit: Option<u32>,
+    /// Frames a second one port may send to the gateway's services [default: 1000; 0: no
+    /// limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -684,6 +688,9 @@ pub struct NetworkInfo {
     /// MACs one port may have in the table (0: no limit).
     #[serde(default)]
     pub port_mac_limit: u32,
+    /// Frames a second one port may send to the gateway's services (0: no limit).
+    #[serde(default)]
+    pub gateway_rate: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -100,6 +100,7 @@ fn forwarding_allocates_nothing_per_packet() {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     for i in 0..8 {
@@ -215,6 +216,7 @@ fn nat_allocates_nothing_per_packet() {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     let ep = Endpoint {

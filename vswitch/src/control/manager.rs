@@ -48,6 +48,7 @@ pub use ports::WatchedPort;
 pub const MIN_MTU: u32 = 68;
 pub const MAX_MTU: u32 = 65521;
 pub const MAX_FDB_LIMIT: u32 = 1 << 20;
+pub const MAX_GATEWAY_RATE: u32 = 10_000_000;
 pub const MAX_AGING_SECS: u32 = 1_000_000;
 const MAX_NAME: usize = 64;
 
@@ -212,6 +213,7 @@ impl Manager {
                 icc: Some(net.icc),
                 host_access: net.host_access,
                 port_mac_limit: Some(net.port_mac_limit),
+                gateway_rate: Some(net.gateway_rate),
             };
             let cfg = m
                 .validate_network(&req)

@@ -22,6 +22,8 @@ pub const DEFAULT_MAC_AGING_SECS: u32 = 300;
 pub const DEFAULT_FDB_LIMIT: u32 = 8192;
 /// MACs one port may have in its network's table.
 pub const DEFAULT_PORT_MAC_LIMIT: u32 = 64;
+/// Frames a second (and in a burst) one port may send to its gateway's services.
+pub const DEFAULT_GATEWAY_RATE: u32 = 1000;
 pub const DEFAULT_MTU: u32 = 1500;
 
 fn default_driver() -> String {
@@ -35,6 +37,9 @@ fn default_fdb_limit() -> u32 {
 }
 fn default_port_mac_limit() -> u32 {
     DEFAULT_PORT_MAC_LIMIT
+}
+fn default_gateway_rate() -> u32 {
+    DEFAULT_GATEWAY_RATE
 }
 fn yes() -> bool {
     true
@@ -105,6 +110,10 @@ pub struct NetworkConfig {
     /// MACs one port may have in the table (0: no limit); a new one past it is dropped.
     #[serde(default = "default_port_mac_limit")]
     pub port_mac_limit: u32,
+    /// Frames a second one port may send to the gateway's services (ARP, ICMP, DHCP, DNS),
+    /// as many in a burst (0: no limit); the excess is dropped as `rate_limited`.
+    #[serde(default = "default_gateway_rate")]
+    pub gateway_rate: u32,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -690,6 +699,7 @@ mod tests {
             icc: true,
             host_access: false,
             port_mac_limit: 64,
+            gateway_rate: DEFAULT_GATEWAY_RATE,
         }
     }
 

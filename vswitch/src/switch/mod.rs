@@ -102,6 +102,7 @@ drop_reasons! {
     SpoofedArp => "spoofed_arp": "Port security: an ARP packet claiming another MAC or address than the port's.",
     IccDenied => "icc_denied": "Between two containers of a --no-icc network (they reach the gateway only).",
     MacLimit => "mac_limit": "From a new source MAC on a port that has as many as one port may (--port-mac-limit).",
+    RateLimited => "rate_limited": "To the gateway's services (ARP, ICMP, DHCP, DNS) past the port's share a second (--gateway-rate).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -196,7 +197,38 @@ struct PortEntry {
     tunnel: bool,
     /// Port security: what the port may send as (`None`: anything).
     guard: Option<PortGuard>,
+    /// The port's share of its gateway's services (`--gateway-rate`).
+    bucket: Bucket,
     counters: PortCounters,
+}
+
+/// A token bucket, in thousandths of a frame so that a rate per second refills exactly by
+/// the millisecond. Starts full.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    milli: u64,
+    /// When it was last filled (`None`: never used, so full).
+    last: Option<u64>,
+}
+
+impl Bucket {
+    /// Takes one frame's token at `now` (ms) from a bucket of `rate` a second holding as
+    /// many; false when it is empty.
+    #[inline]
+    fn take(&mut self, now: u64, rate: u32) -> bool {
+        let cap = u64::from(rate) * 1000;
+        self.milli = match self.last {
+            None => cap,
+            Some(t) => (self.milli + now.saturating_sub(t) * u64::from(rate)).min(cap),
+        };
+        self.last = Some(now);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// One broadcast domain: its ports and its MAC table.
@@ -218,6 +250,8 @@ pub struct Network {
     pub egress: bool,
     /// Containers may reach each other (false for `--no-icc`: only the gateway).
     pub icc: bool,
+    /// Frames a second one port may send to the gateway's services (0: no limit).
+    pub gateway_rate: u32,
 }
 
 /// The switch's forwarding state and logic.
@@ -249,6 +283,9 @@ pub struct NetworkParams {
     pub icc: bool,
     /// MACs one (non-tunnel) port may have in the network's table (0: no limit).
     pub port_mac_limit: u32,
+    /// Frames a second one port may send to the gateway's services (ARP, ICMP, DHCP, DNS to
+    /// the gateway), with as many in a burst (0: no limit).
+    pub gateway_rate: u32,
 }
 
 fn slot<T>(v: &mut Vec<Option<T>>, idx: usize) -> &mut Option<T> {
@@ -277,6 +314,7 @@ impl Pipeline {
             gateway: params.gateway.map(Gateway::new),
             egress: params.egress,
             icc: params.icc,
+            gateway_rate: params.gateway_rate,
         });
     }
 
@@ -319,6 +357,7 @@ impl Pipeline {
             network: Some(network),
             tunnel: false,
             guard: None,
+            bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
         true
@@ -363,6 +402,7 @@ impl Pipeline {
             network: Some(network),
             tunnel: true,
             guard: None,
+            bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
         true
@@ -436,6 +476,7 @@ impl Pipeline {
             network: None,
             tunnel: false,
             guard: None,
+            bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
         true
@@ -655,6 +696,25 @@ impl Pipeline {
             return;
         }
         if let Some(gw) = &mut net.gateway {
+            if net.gateway_rate > 0
+                && !from_tunnel
+                && for_the_gateway(frame, gw.config())
+                && !port.bucket.take(now, net.gateway_rate)
+            {
+                actions.note(|| {
+                    Step::new(
+                        "gateway",
+                        "drop",
+                        format!(
+                            "rate_limited: past the port's {} frames a second to the gateway",
+                            net.gateway_rate
+                        ),
+                    )
+                });
+                counters.count_drop(DropReason::RateLimited);
+                actions.drop = Some(DropReason::RateLimited);
+                return;
+            }
             let verdict = gw.handle(
                 now,
                 net_id,
@@ -971,6 +1031,36 @@ impl Pipeline {
         };
         let routed = up.inbound(now, frame, &mut actions.reply, &mut actions.emit);
         self.routed_local(now, in_port, routed, frame, actions)
+    }
+}
+
+/// Whether a frame asks the gateway's services for work: any ARP (answered by the gateway or
+/// by suppression, or flooded), IPv4 to the gateway's own address (ICMP, DNS), and broadcast
+/// DHCP. Routed traffic (to the gateway's MAC, for another address) is not. Header reads only:
+/// it runs before the gateway parses anything.
+#[inline]
+fn for_the_gateway(frame: &[u8], gw: &GatewayConfig) -> bool {
+    let Some(ty) = frame.get(12..14) else {
+        return false;
+    };
+    match [ty[0], ty[1]] {
+        [0x08, 0x06] => true,
+        [0x08, 0x00] => {
+            let dst_ip = frame.get(30..34);
+            if frame[0..6] == gw.mac.0 {
+                dst_ip == Some(&gw.ip.octets()[..])
+            } else {
+                // A broadcast DHCP request: UDP (protocol 17) to port 67.
+                frame[0..6] == [0xff; 6]
+                    && frame.get(23) == Some(&17)
+                    && frame.get(14).is_some_and(|v| v >> 4 == 4)
+                    && {
+                        let ihl = usize::from(frame[14] & 0x0f) * 4;
+                        frame.get(14 + ihl + 2..14 + ihl + 4) == Some(&[0, 67][..])
+                    }
+            }
+        }
+        _ => false,
     }
 }
 

@@ -30,6 +30,7 @@ fn params() -> NetworkParams {
         learn_peers: false,
         icc: true,
         port_mac_limit: 0,
+        gateway_rate: 0,
     }
 }
 
@@ -125,6 +126,7 @@ fn aged_entry_floods_again() {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     for i in 0..3 {
@@ -228,6 +230,7 @@ fn full_table_keeps_forwarding() {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     p.add_port(PortId(0), NetId(0), None);
@@ -270,6 +273,7 @@ fn overlay_floods_with_split_horizon_and_learns_remote_macs() {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
             ..params()
         },
     );
@@ -433,4 +437,96 @@ fn overlay_static_entries_and_too_big_frames() {
         run(&mut p, 6, 0, &arp).reply.is_empty(),
         "no longer answered"
     );
+}
+
+/// `--gateway-rate`: a port's frames to the gateway's services past its share a second are
+/// dropped and counted; routed traffic and L2 traffic are not limited; the share refills.
+#[test]
+fn gateway_services_are_rate_limited_per_port() {
+    use gateway::GatewayConfig;
+    let gw_mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0, 1]);
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            gateway: Some(GatewayConfig {
+                ip: [172, 17, 0, 1].into(),
+                mac: gw_mac,
+                subnet: "172.17.0.0/16".parse().unwrap(),
+                arp_suppress: true,
+                dhcp: None,
+                dns_names: true,
+                domain: String::new(),
+                dns_forward: false,
+            }),
+            gateway_rate: 10,
+            ..params()
+        },
+    );
+    for i in 0..3 {
+        assert!(p.add_port(PortId(i), NetId(0), None));
+    }
+    let ping_gw = {
+        let b = PacketBuilder::ethernet2(A, gw_mac.0)
+            .ipv4([172, 17, 0, 2], [172, 17, 0, 1], 64)
+            .icmpv4_echo_request(1, 1);
+        let mut v = Vec::new();
+        b.write(&mut v, b"x").unwrap();
+        v
+    };
+    let routed = {
+        let b = PacketBuilder::ethernet2(A, gw_mac.0)
+            .ipv4([172, 17, 0, 2], [192, 0, 2, 1], 64)
+            .udp(1, 2);
+        let mut v = Vec::new();
+        b.write(&mut v, b"x").unwrap();
+        v
+    };
+    let limited = |p: &Pipeline, port: u32| {
+        p.port_counters(PortId(port)).unwrap().drops[DropReason::RateLimited as usize]
+    };
+    for _ in 0..25 {
+        run(&mut p, 0, 0, &ping_gw);
+    }
+    assert_eq!(
+        limited(&p, 0),
+        15,
+        "a burst of 10, then nothing in the same millisecond"
+    );
+    // Other kinds of traffic from the same port are not held back.
+    for _ in 0..50 {
+        let a = run(&mut p, 0, 0, &routed);
+        assert_ne!(a.drop, Some(DropReason::RateLimited));
+        let a = run(&mut p, 0, 0, &udp(A, B));
+        assert_ne!(a.drop, Some(DropReason::RateLimited));
+    }
+    // Another port has its own share.
+    let mut other = ping_gw.clone();
+    other[6..12].copy_from_slice(&B);
+    other[26..30].copy_from_slice(&[172, 17, 0, 3]);
+    let a = run(&mut p, 0, 1, &other);
+    assert!(!a.reply.is_empty(), "B's ping is answered");
+    // 10 a second: after 300 ms three more are answered.
+    let answered = (0..10)
+        .filter(|_| !run(&mut p, 300, 0, &ping_gw).reply.is_empty())
+        .count();
+    assert_eq!(answered, 3);
+    assert!(!for_the_gateway(
+        &routed,
+        p.network(NetId(0))
+            .unwrap()
+            .gateway
+            .as_ref()
+            .unwrap()
+            .config()
+    ));
+    assert!(!for_the_gateway(
+        &[0u8; 10],
+        p.network(NetId(0))
+            .unwrap()
+            .gateway
+            .as_ref()
+            .unwrap()
+            .config()
+    ));
 }

@@ -214,6 +214,7 @@ mod tests {
                 learn_peers: false,
                 icc: true,
                 port_mac_limit: 64,
+                gateway_rate: 0,
             },
         );
         for n in [2u8, 3] {

@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::{
     check_name, gateway_mac, invalid, unix_now, valid_dns_name, ApiResult, Manager, PortRt,
-    MAX_AGING_SECS, MAX_FDB_LIMIT,
+    MAX_AGING_SECS, MAX_FDB_LIMIT, MAX_GATEWAY_RATE,
 };
 use crate::api::*;
 use crate::dataplane::Command;
@@ -112,6 +112,14 @@ impl Manager {
                 "port MAC limit {port_mac_limit} is out of range (0 for none, or up to {MAX_FDB_LIMIT})"
             )));
         }
+        let gateway_rate = req
+            .gateway_rate
+            .unwrap_or(crate::state::DEFAULT_GATEWAY_RATE);
+        if gateway_rate > MAX_GATEWAY_RATE {
+            return Err(invalid(format!(
+                "gateway rate {gateway_rate} is out of range (0 for none, or up to {MAX_GATEWAY_RATE} a second)"
+            )));
+        }
         let fdb_limit = req.fdb_limit.unwrap_or(DEFAULT_FDB_LIMIT);
         if !(1..=MAX_FDB_LIMIT).contains(&fdb_limit) {
             return Err(invalid(format!(
@@ -170,6 +178,7 @@ impl Manager {
             icc: req.icc.unwrap_or(true),
             host_access: req.host_access,
             port_mac_limit,
+            gateway_rate,
         })
     }
 
@@ -210,6 +219,7 @@ impl Manager {
             learn_peers: net.learn_peers,
             icc: net.icc,
             port_mac_limit: net.port_mac_limit,
+            gateway_rate: net.gateway_rate,
             overlay_mtu: net.mtu.or(Some(
                 crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD,
             )),
@@ -355,6 +365,7 @@ impl Manager {
             icc: n.icc,
             host_access: self.host_access_info(n),
             port_mac_limit: n.port_mac_limit,
+            gateway_rate: n.gateway_rate,
         }
     }
 

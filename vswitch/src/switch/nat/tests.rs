@@ -68,6 +68,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     p.add_network(
@@ -82,6 +83,7 @@ fn setup(mtu: u16, resolved: bool) -> Pipeline {
             learn_peers: false,
             icc: true,
             port_mac_limit: 0,
+            gateway_rate: 0,
         },
     );
     for (port, mac, ip) in [(0, C1, C1_IP), (1, C2, C2_IP)] {
