@@ -568,6 +568,7 @@ fn op_of(cmd: Cmd) -> Op {
             frame_size: a.frame_size,
             publish: a.publish,
             port_security: a.no_port_security.then_some(false),
+            owner: None,
         }),
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },

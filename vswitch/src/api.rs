@@ -447,6 +447,10 @@ pub struct PortAdd {
     /// MAC and address; off (`--no-port-security`) it may use any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_security: Option<bool>,
+    /// Who made the port, for a runtime to find its ports again: `cni:CONTAINERID:IFNAME`
+    /// (the CNI plugin), `docker:ENDPOINTID` (the Docker driver). Printable, at most 300 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -731,6 +735,9 @@ pub struct PortInfo {
     /// The port may send only with its MAC and address (spoofed frames are dropped).
     #[serde(default)]
     pub port_security: bool,
+    /// Who made the port (`PortAdd::owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -183,6 +183,9 @@ pub struct PortConfig {
     /// `/proc/self/ns/net`), made and removed with the network's host access.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host: bool,
+    /// Who made the port (a runtime's label, `PortAdd::owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A container's network mode, as Docker names them.
@@ -722,6 +725,7 @@ mod tests {
             publish: vec![],
             port_security: true,
             host: false,
+            owner: None,
         }
     }
 

@@ -172,6 +172,14 @@ impl Manager {
             }
         }
         let publish = self.validate_publish(&name, &net.name, &req.publish)?;
+        let owner = req.owner.clone();
+        if let Some(o) = &owner {
+            if o.is_empty() || o.len() > 300 || o.chars().any(|c| c.is_control()) {
+                return Err(invalid(format!(
+                    "invalid port owner {o:?}: use 1 to 300 printable characters"
+                )));
+            }
+        }
         if !publish.is_empty() && ip.is_none() {
             return Err(invalid(format!(
                 "port {name:?} has no address to publish to"
@@ -195,6 +203,7 @@ impl Manager {
             publish,
             port_security: req.port_security.unwrap_or(net.port_security),
             host: false,
+            owner,
         })
     }
 

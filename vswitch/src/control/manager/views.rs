@@ -207,6 +207,7 @@ impl Manager {
             xdp: dp.and_then(|s| s.xdp.clone()),
             publish: p.publish.iter().map(|x| x.to_string()).collect(),
             port_security: p.port_security && p.ip.is_some(),
+            owner: p.owner.clone(),
         }
     }
 
