@@ -9,9 +9,13 @@ set -euo pipefail
 # the tests to forward to (dnsmasq-base: the binary without a system service), iperf3 and curl (TCP
 # through software segmentation), and a C toolchain for crates that build C. AF_XDP ports use
 # xsk-rs, which builds libxdp/libbpf from source: libelf, zlib, clang/llvm (the BPF program),
-# m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads.
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump gcc pkg-config ca-certificates curl
-  libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool)
+# m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads. The
+# runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
+# machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
+# keeps `busybox udhcpc`).
+PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump gcc pkg-config ca-certificates curl
+  libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
+  podman runc conmon containernetworking-plugins)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2

@@ -4,8 +4,9 @@
 #   sudo scripts/install.sh [--prefix /usr/local] [--destdir DIR] [--bin-dir DIR] [--enable]
 #   sudo scripts/install.sh --uninstall [--prefix /usr/local] [--destdir DIR]
 #
-# Installs vswitchd and vswitchctl in PREFIX/bin (built with `cargo build --release` unless
-# --bin-dir names where they are), the config /etc/vswitch/vswitchd.toml (from
+# Installs vswitchd and vswitchctl in PREFIX/bin and the CNI plugin vswitch-cni in
+# PREFIX/lib/cni (built with `cargo build --release` unless --bin-dir names where they are),
+# an example CNI network list in PREFIX/share/vswitch, the config /etc/vswitch/vswitchd.toml (from
 # configs/default.toml) unless one is there, bash/zsh/fish completions and man pages (made by
 # the installed vswitchctl), and the systemd unit /etc/systemd/system/vswitchd.service. Every
 # file and directory it makes is written to PREFIX/share/vswitch/install-manifest;
@@ -74,10 +75,10 @@ if [ "$uninstall" = 1 ]; then
 fi
 
 if [ -z "$bin_dir" ]; then
-    cargo build --release -p vswitch -p vswitchctl
+    cargo build --release -p vswitch -p vswitchctl -p vswitch-cni
     bin_dir=target/release
 fi
-for b in vswitchd vswitchctl; do
+for b in vswitchd vswitchctl vswitch-cni; do
     [ -x "$bin_dir/$b" ] || { echo "install.sh: $bin_dir/$b not found" >&2; exit 1; }
 done
 
@@ -110,6 +111,10 @@ if [ -f "$manifest" ]; then
 fi
 put "$bin_dir/vswitchd" "$prefix/bin/vswitchd" 0755
 put "$bin_dir/vswitchctl" "$prefix/bin/vswitchctl" 0755
+# The CNI plugin where podman and libcni look by default (PREFIX/lib/cni), and an example
+# network list to copy into a runtime's network config dir.
+put "$bin_dir/vswitch-cni" "$prefix/lib/cni/vswitch-cni" 0755
+put configs/vswitch.conflist "$prefix/share/vswitch/vswitch.conflist" 0644
 ctl="$root$prefix/bin/vswitchctl"
 
 tmp="$(mktemp -d)"
