@@ -527,6 +527,7 @@ fn op_of(cmd: Cmd) -> Op {
             host_access,
             port_mac_limit,
             gateway_rate,
+            owner: None,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,
@@ -569,6 +570,7 @@ fn op_of(cmd: Cmd) -> Op {
             publish: a.publish,
             port_security: a.no_port_security.then_some(false),
             owner: None,
+            handoff: false,
         }),
         Cmd::Publish(PublishCmd::Add { port, spec }) => Op::PublishAdd { port, spec },
         Cmd::Publish(PublishCmd::Rm { port, spec }) => Op::PublishRemove { port, spec },

@@ -374,6 +374,9 @@ pub struct NetworkCreate {
     /// limit].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_rate: Option<u32>,
+    /// Who makes the network, for a runtime to find it again (`docker:NETWORKID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -451,6 +454,11 @@ pub struct PortAdd {
     /// (the CNI plugin), `docker:ENDPOINTID` (the Docker driver). Printable, at most 300 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Make the TAP in vswitchd's own namespace under `ifname`, unconfigured (no address, no
+    /// route), for the caller to move into `netns` itself — Docker's Join, where dockerd
+    /// moves and configures the interface. `netns` (the sandbox) must exist already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 // One response per request on the control path: its size does not matter.
@@ -695,6 +703,12 @@ pub struct NetworkInfo {
     /// Frames a second one port may send to the gateway's services (0: no limit).
     #[serde(default)]
     pub gateway_rate: u32,
+    /// No way out through the uplink (`--internal`).
+    #[serde(default)]
+    pub internal: bool,
+    /// Who made the network (`NetworkCreate::owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -738,6 +752,9 @@ pub struct PortInfo {
     /// Who made the port (`PortAdd::owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Made for a runtime to move into its sandbox (`PortAdd::handoff`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod control;
 pub mod dataplane;
+pub mod frontends;
 pub mod ports;
 pub mod sandbox;
 pub mod state;

@@ -70,6 +70,15 @@ struct Args {
     /// `[daemon] metrics`. Off unless given.
     #[arg(long, env = "VSWITCH_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// Serve Docker's remote network driver and IPAM driver (`docker network create -d
+    /// vswitch --ipam-driver vswitch`); overrides `[docker] enabled`.
+    #[arg(long, env = "VSWITCH_DOCKER_PLUGIN")]
+    docker_plugin: bool,
+    /// The plugin's socket [default: /run/docker/plugins/vswitch.sock, where dockerd finds
+    /// the plugin "vswitch"]; elsewhere, dockerd needs a spec file
+    /// (/etc/docker/plugins/NAME.spec holding unix://PATH). Overrides `[docker] socket`.
+    #[arg(long, env = "VSWITCH_DOCKER_SOCKET", value_name = "PATH")]
+    docker_socket: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -182,13 +191,19 @@ fn main() -> ExitCode {
             }
         },
     };
+    let docker = (args.docker_plugin || config.docker.enabled).then(|| {
+        args.docker_socket
+            .clone()
+            .or(config.docker.socket.clone())
+            .unwrap_or_else(|| PathBuf::from(vswitch::frontends::docker::DEFAULT_SOCKET))
+    });
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
     let mut uplink = config.uplink.clone();
     if let Some(iface) = &args.uplink {
         uplink.get_or_insert_with(Default::default).iface = iface.clone();
     }
     match run(
-        config, &socket, &state_dir, upstreams, io_uring, uplink, policy, metrics,
+        config, &socket, &state_dir, upstreams, io_uring, uplink, policy, metrics, docker,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -244,6 +259,7 @@ fn run(
     uplink: Option<vswitch::api::UplinkSet>,
     policy: control::auth::Policy,
     metrics: Option<std::net::SocketAddr>,
+    docker: Option<PathBuf>,
 ) -> Result<(), String> {
     // Signals first, so a SIGTERM during start-up is handled as a clean stop.
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -285,6 +301,12 @@ fn run(
     let manager = Arc::new(Mutex::new(manager));
     if let Some(addr) = metrics {
         if let Err(e) = control::metrics::serve(addr, manager.clone()) {
+            let _ = std::fs::remove_file(socket);
+            return Err(e);
+        }
+    }
+    if let Some(path) = &docker {
+        if let Err(e) = vswitch::frontends::docker::serve(path, manager.clone()) {
             let _ = std::fs::remove_file(socket);
             return Err(e);
         }
@@ -353,6 +375,9 @@ fn run(
     let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
     m.shutdown();
     let _ = std::fs::remove_file(socket);
+    if let Some(path) = &docker {
+        vswitch::frontends::docker::unlink(path);
+    }
     info!("stopped");
     Ok(())
 }

@@ -214,6 +214,7 @@ impl Manager {
                 host_access: net.host_access,
                 port_mac_limit: Some(net.port_mac_limit),
                 gateway_rate: Some(net.gateway_rate),
+                owner: net.owner.clone(),
             };
             let cfg = m
                 .validate_network(&req)
@@ -231,6 +232,12 @@ impl Manager {
                     info!(port = %port.name, netns = %port.netns, "port restored");
                     m.write_resolv(&port);
                     rt
+                }
+                Err(e) if port.handoff => {
+                    // Its sandbox is gone with the container: the runtime makes a new
+                    // endpoint when it starts the container again.
+                    warn!(port = %port.name, netns = %port.netns, error = %e.message, "handed-off port not restored; removed");
+                    continue;
                 }
                 Err(e) => {
                     warn!(port = %port.name, netns = %port.netns, error = %e.message, "port not restored; kept as detached");
@@ -286,6 +293,8 @@ impl Manager {
         if let Some(Ok(rt)) = &mut self.uplink {
             rt.stop_neighbors();
         }
+        // Handed-off TAPs stay in their sandboxes: their containers run on (see hand_off).
+        crate::ports::tap::keep_handed_off();
         self.dp.shutdown();
         // A shared uplink's reserved ports go back to the host, its neighbour thread stops.
         self.uplink = None;

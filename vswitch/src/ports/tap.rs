@@ -59,6 +59,18 @@ pub struct Tap {
     /// The device outlives this fd if the process dies (TUNSETPERSIST); dropping the `Tap`
     /// clears the flag first, so a closed port's device still goes with its fd.
     persist: bool,
+    /// A runtime moved the device into its sandbox (`PortAdd::handoff`): a clean stop of the
+    /// daemon leaves it there, for the next start to take over (see `keep_handed_off`).
+    handed_off: bool,
+}
+
+/// Set when vswitchd stops cleanly: handed-off TAPs closed from then on stay (persistent) in
+/// their sandboxes, as after a kill, since their runtime — not vswitchd — owns their lifetime.
+static KEEP_HANDED_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps handed-off TAPs when they are closed from now on (called on a clean stop).
+pub fn keep_handed_off() {
+    KEEP_HANDED_OFF.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 impl Tap {
@@ -95,6 +107,7 @@ impl Tap {
             name: name.to_string(),
             vnet_hdr: offloads,
             persist: false,
+            handed_off: false,
         };
         if offloads {
             tap.enable_offloads().map_err(|source| TapError::Create {
@@ -153,10 +166,18 @@ impl Tap {
         self.persist = true;
         Ok(())
     }
+
+    /// Marks the TAP as handed off to a runtime (see `keep_handed_off`).
+    pub fn hand_off(&mut self) {
+        self.handed_off = true;
+    }
 }
 
 impl Drop for Tap {
     fn drop(&mut self) {
+        if self.handed_off && KEEP_HANDED_OFF.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if self.persist {
             // Without the flag, closing the fd (right after this) removes the device.
             let _ = self.ioctl_int(TUNSETPERSIST, 0);

@@ -230,6 +230,29 @@ pub fn reuse_tap_interface(
     })
 }
 
+/// Attaches again to a handed-off port's TAP (see `PortAdd::handoff`) that outlived vswitchd:
+/// in the sandbox `ns`, under whatever name the runtime gave it, found by its MAC. `None` when
+/// there is no such TAP nobody holds.
+pub fn reuse_handed_off_tap(
+    ns: &File,
+    spec: &NetnsSpec,
+    mac: MacAddr,
+    offload: bool,
+) -> Result<Option<Tap>, SandboxError> {
+    in_netns(ns, spec, || {
+        let mut nl = Netlink::open().map_err(nl_err(spec, "open"))?;
+        let links = nl.links().map_err(nl_err(spec, "list links"))?;
+        let Some(name) = links
+            .into_iter()
+            .find(|l| l.kind.as_deref() == Some("tun") && l.mac == Some(mac))
+            .and_then(|l| l.name)
+        else {
+            return Ok(None);
+        };
+        Ok(attach_stale_tap(spec, &name, offload)?.map(|(tap, _)| tap))
+    })
+}
+
 /// Removes a TAP called `ifname` that a killed vswitchd left in the namespace (for a port that
 /// is being deleted without ever having been restored). Nothing happens if there is none, or a
 /// process holds it.

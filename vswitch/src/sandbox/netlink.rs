@@ -34,12 +34,38 @@ pub struct Netlink {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LinkState {
     pub index: u32,
+    pub name: Option<String>,
     /// `IFLA_LINK`: for a veth, the peer's index (in the peer's namespace).
     pub peer: Option<u32>,
     pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
     /// The link type (`IFLA_INFO_KIND`): "tun" for a TAP, "veth", ...
     pub kind: Option<String>,
+}
+
+fn link_state(l: LinkMessage) -> LinkState {
+    let mut st = LinkState {
+        index: l.header.index,
+        ..Default::default()
+    };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => st.name = Some(n),
+            LinkAttribute::Link(i) => st.peer = Some(i),
+            LinkAttribute::Mtu(m) => st.mtu = Some(m),
+            LinkAttribute::LinkInfo(infos) => {
+                st.kind = infos.into_iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                })
+            }
+            LinkAttribute::Address(a) => {
+                st.mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
+            }
+            _ => {}
+        }
+    }
+    st
 }
 
 /// What to change on a link; `None` leaves a field alone.
@@ -126,34 +152,27 @@ impl Netlink {
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => {
-                    let mut st = LinkState {
-                        index: l.header.index,
-                        ..Default::default()
-                    };
-                    for a in l.attributes {
-                        match a {
-                            LinkAttribute::Link(i) => st.peer = Some(i),
-                            LinkAttribute::Mtu(m) => st.mtu = Some(m),
-                            LinkAttribute::LinkInfo(infos) => {
-                                st.kind = infos.into_iter().find_map(|i| match i {
-                                    LinkInfo::Kind(k) => Some(k.to_string()),
-                                    _ => None,
-                                })
-                            }
-                            LinkAttribute::Address(a) => {
-                                st.mac = <[u8; 6]>::try_from(a.as_slice()).ok().map(MacAddr)
-                            }
-                            _ => {}
-                        }
-                    }
-                    Some(st)
-                }
+                RouteNetlinkMessage::NewLink(l) => Some(link_state(l)),
                 _ => None,
             })),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every link of the namespace.
+    pub fn links(&mut self) -> io::Result<Vec<LinkState>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(link_state(l)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Renames, re-addresses, resizes and/or brings a link up or down.

@@ -114,6 +114,9 @@ pub struct NetworkConfig {
     /// as many in a burst (0: no limit); the excess is dropped as `rate_limited`.
     #[serde(default = "default_gateway_rate")]
     pub gateway_rate: u32,
+    /// Who made the network, for a runtime to find it again (`docker:NETWORKID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -183,6 +186,10 @@ pub struct PortConfig {
     /// `/proc/self/ns/net`), made and removed with the network's host access.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host: bool,
+    /// The TAP is made in vswitchd's own namespace under `ifname`, unconfigured, for a runtime
+    /// to move into the namespace `netns` (Docker's Join); found there again by its MAC.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handoff: bool,
     /// Who made the port (a runtime's label, `PortAdd::owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -457,6 +464,20 @@ pub struct ConfigFile {
     /// The VTEP to set at start when none is saved.
     #[serde(default)]
     pub vtep: Option<VtepState>,
+    /// Docker's remote network and IPAM driver.
+    #[serde(default)]
+    pub docker: DockerConfig,
+}
+
+/// `[docker]`: the Docker plugin (`--docker-plugin`, `--docker-socket`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// [default: /run/docker/plugins/vswitch.sock]
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -703,6 +724,7 @@ mod tests {
             host_access: false,
             port_mac_limit: 64,
             gateway_rate: DEFAULT_GATEWAY_RATE,
+            owner: None,
         }
     }
 
@@ -725,6 +747,7 @@ mod tests {
             publish: vec![],
             port_security: true,
             host: false,
+            handoff: false,
             owner: None,
         }
     }

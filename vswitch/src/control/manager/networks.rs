@@ -179,6 +179,7 @@ impl Manager {
             host_access: req.host_access,
             port_mac_limit,
             gateway_rate,
+            owner: req.owner.clone(),
         })
     }
 
@@ -366,6 +367,8 @@ impl Manager {
             host_access: self.host_access_info(n),
             port_mac_limit: n.port_mac_limit,
             gateway_rate: n.gateway_rate,
+            internal: n.internal,
+            owner: n.owner.clone(),
         }
     }
 

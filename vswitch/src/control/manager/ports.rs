@@ -172,6 +172,11 @@ impl Manager {
             }
         }
         let publish = self.validate_publish(&name, &net.name, &req.publish)?;
+        if req.handoff && (kind != PortKind::Tap || req.dhcp) {
+            return Err(invalid(
+                "a handed-off port is a TAP with an address from the switch (no --type afxdp, no --dhcp)",
+            ));
+        }
         let owner = req.owner.clone();
         if let Some(o) = &owner {
             if o.is_empty() || o.len() > 300 || o.chars().any(|c| c.is_control()) {
@@ -203,6 +208,7 @@ impl Manager {
             publish,
             port_security: req.port_security.unwrap_or(net.port_security),
             host: false,
+            handoff: req.handoff,
             owner,
         })
     }
@@ -292,10 +298,19 @@ impl Manager {
             .get(&cfg.network)
             .ok_or_else(|| internal("network has no dataplane id"))?;
         let spec = NetnsSpec::parse(&cfg.netns).map_err(|e| invalid(e.to_string()))?;
-        let ns = spec.open().map_err(|e| sandbox_error(&e))?;
+        // A handed-off port's sandbox may not exist yet (dockerd's Join comes before the
+        // container's namespace is made); it is watched from when it appears.
+        let ns = if cfg.handoff && !restoring {
+            NetnsSpec::parse("/proc/self/ns/net")
+                .and_then(|own| own.open())
+                .map_err(|e| sandbox_error(&e))?
+        } else {
+            spec.open().map_err(|e| sandbox_error(&e))?
+        };
         let netns_id =
             NetnsId::of(&ns).map_err(|e| internal(format!("cannot stat namespace: {e}")))?;
-        if !cfg.host && NetnsId::own().is_ok_and(|own| own == netns_id) {
+        let watch_id = (!cfg.handoff || restoring).then_some(netns_id);
+        if !cfg.host && !cfg.handoff && NetnsId::own().is_ok_and(|own| own == netns_id) {
             return Err(invalid(format!(
                 "namespace {spec} is vswitchd's own network namespace (the host's): ports go into container namespaces"
             )));
@@ -315,6 +330,41 @@ impl Manager {
             offload: cfg.offload,
         };
         let (port, report): (Box<dyn Port>, _) = match cfg.kind {
+            PortKind::Tap if cfg.handoff => {
+                // Made in vswitchd's namespace, unconfigured: the runtime moves it into the
+                // sandbox and names and addresses it there. After a restart it is found in the
+                // sandbox by its MAC.
+                let reused = take_over(restoring, &cfg.name, || {
+                    sandbox::reuse_handed_off_tap(&ns, &spec, cfg.mac, cfg.offload)
+                });
+                match reused {
+                    Some(mut tap) => {
+                        tap.hand_off();
+                        info!(port = %cfg.name, "handed-off TAP taken over in its sandbox");
+                        (Box::new(tap) as Box<dyn Port>, sandbox::InterfaceReport::default())
+                    }
+                    None if restoring => {
+                        return Err(invalid(format!(
+                            "the interface of port {} is no longer in {spec}: its runtime must attach it again",
+                            cfg.name
+                        )))
+                    }
+                    None => {
+                        let own = NetnsSpec::parse("/proc/self/ns/net")
+                            .map_err(|e| internal(e.to_string()))?;
+                        let handoff = InterfaceSetup {
+                            ip: None,
+                            gateway: None,
+                            ..setup.clone()
+                        };
+                        let (mut tap, report) =
+                            sandbox::create_tap_interface(&ns, &own, &handoff)
+                                .map_err(|e| sandbox_error(&e))?;
+                        tap.hand_off();
+                        (Box::new(tap) as Box<dyn Port>, report)
+                    }
+                }
+            }
             PortKind::Tap => {
                 let reused = take_over(restoring, &cfg.name, || {
                     sandbox::reuse_tap_interface(&ns, &spec, &setup)
@@ -380,7 +430,7 @@ impl Manager {
         }
         Ok(PortRt {
             id: Some(id),
-            netns: Some(netns_id),
+            netns: watch_id,
             detail: None,
         })
     }
@@ -390,7 +440,18 @@ impl Manager {
     /// alive, so the port is taken down. It stays configured (shown as down) until deleted; a
     /// restart retries it. The checks (a stat per port) run without the manager's lock:
     /// `watched` lists what to check, `namespaces_gone` takes down what failed.
-    pub fn watched(&self) -> Vec<WatchedPort> {
+    pub fn watched(&mut self) -> Vec<WatchedPort> {
+        // A handed-off port is watched from when its sandbox appears (see `attach_port`).
+        for cfg in self.state.ports.iter().filter(|c| c.handoff) {
+            if let Some(rt) = self.ports.get_mut(&cfg.name) {
+                if rt.id.is_some() && rt.netns.is_none() {
+                    rt.netns = NetnsSpec::parse(&cfg.netns)
+                        .ok()
+                        .and_then(|s| s.open().ok())
+                        .and_then(|ns| NetnsId::of(&ns).ok());
+                }
+            }
+        }
         self.state
             .ports
             .iter()

@@ -208,6 +208,7 @@ impl Manager {
             publish: p.publish.iter().map(|x| x.to_string()).collect(),
             port_security: p.port_security && p.ip.is_some(),
             owner: p.owner.clone(),
+            handoff: p.handoff,
         }
     }
 
