@@ -12,10 +12,10 @@ set -euo pipefail
 # m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads. The
 # runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
 # machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
-# keeps `busybox udhcpc`).
+# keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
 PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
-  podman runc conmon containernetworking-plugins)
+  podman runc conmon containernetworking-plugins docker.io)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2
@@ -29,7 +29,16 @@ done
 if [ "${VSWITCH_APT:-}" = always ] || [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
+  # No service starts on install (docker.io would start a system dockerd, with its docker0
+  # bridge and iptables rules, on a machine with an init system): the tests run their own.
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # TUN/TAP device node.

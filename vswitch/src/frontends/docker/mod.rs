@@ -127,7 +127,8 @@ impl Plugin {
                 Some(Ok(v)) => (200, v),
                 Some(Err(e)) => {
                     warn!(call = %path, error = %e, "Docker plugin call refused");
-                    (200, json!({ "Err": e }))
+                    // The driver protocol reads `Err`, the IPAM protocol `Error`.
+                    (200, json!({ "Err": e, "Error": e }))
                 }
                 None => (
                     404,

@@ -1,0 +1,489 @@
+//! Real dockerd (Debian's docker.io 20.10) driving vswitchd through its remote network and IPAM
+//! plugin. Both run in the test's "host" namespace (dockerd moves the TAP vswitchd makes into
+//! each container's sandbox, so they share a network namespace; nsenter keeps the mount
+//! namespace, so vswitchd sees dockerd's sandboxes), with an external namespace behind the
+//! uplink for published ports. dockerd is private: its own data root, exec root, socket,
+//! pidfile and cgroup parent, `--iptables=false --ip6tables=false --ip-masq=false
+//! --ip-forward=false --bridge=none`; the plugin has a name of the test's own, found through a
+//! spec file. What dockerd leaves (mounts, cgroup dirs, /run/docker/plugins, /etc/docker/key.json)
+//! is removed by a Drop guard.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::egress::{set_uplink, world};
+use common::*;
+use serde_json::Value;
+
+const PLUGIN_DIR: &str = "/etc/docker/plugins";
+const KEY: &str = "/etc/docker/key.json";
+const RUN_PLUGINS: &str = "/run/docker/plugins";
+
+struct Dockerd {
+    dir: TempDir,
+    host: String,
+    child: Option<std::process::Child>,
+    cgroup_parent: String,
+    spec: PathBuf,
+    made: Vec<PathBuf>,
+    made_key: bool,
+}
+
+impl Dockerd {
+    /// A private dockerd in `host`, with the plugin `name` at `socket`.
+    fn start(host: &Netns, name: &str, socket: &Path) -> Dockerd {
+        assert!(
+            sh("sh", &["-c", "command -v dockerd"]).status.success(),
+            "dockerd is not installed (scripts/deps.sh installs docker.io)"
+        );
+        let mut made = Vec::new();
+        for d in ["/etc/docker", PLUGIN_DIR, "/run/docker", RUN_PLUGINS] {
+            if !Path::new(d).exists() {
+                std::fs::create_dir(d).unwrap();
+                made.push(PathBuf::from(d));
+            }
+        }
+        let spec = Path::new(PLUGIN_DIR).join(format!("{name}.spec"));
+        std::fs::write(&spec, format!("unix://{}\n", socket.display())).unwrap();
+        let mut d = Dockerd {
+            dir: TempDir::new("dk"),
+            host: host.name.clone(),
+            child: None,
+            cgroup_parent: format!("/{}", unique("dkcg")),
+            spec,
+            made,
+            made_key: !Path::new(KEY).exists(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let p = |n: &str| self.dir.path(n).display().to_string();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path("dockerd.log"))
+            .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .arg("dockerd")
+            .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
+            .args(["--host", &format!("unix://{}", p("docker.sock"))])
+            .args(["--pidfile", &p("docker.pid")])
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-parent",
+                &self.cgroup_parent,
+            ])
+            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .args(["--ip-forward=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let up = wait_until(60, || self.cmd(&["version"]).status.success());
+        assert!(up, "dockerd did not answer:\n{}", self.log());
+    }
+
+    /// Stops dockerd (SIGTERM, as systemd would), waiting for it.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = sh("kill", &["-TERM", &c.id().to_string()]);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("dockerd.log")).unwrap_or_default()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        // docker.io's own client where there is one (another may come first in PATH).
+        let client = if Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
+        Command::new(client)
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.path("docker.sock").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}{}\n--- dockerd log (tail) ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn exec_ok(&self, name: &str, cmd: &[&str]) -> String {
+        let mut a = vec!["exec", name];
+        a.extend_from_slice(cmd);
+        self.ok(&a)
+    }
+
+    fn pings(&self, from: &str, to: &str) -> bool {
+        self.cmd(&["exec", from, "ping", "-c", "2", "-W", "2", to])
+            .status
+            .success()
+    }
+
+    fn inspect(&self, what: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", what])).unwrap();
+        v[0].clone()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.cmd(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.cmd(&["rm", "-f", id]);
+            }
+            if std::thread::panicking() {
+                eprintln!("--- dockerd log (tail) ---\n{}", tail(&self.log(), 60));
+            }
+        }
+        self.stop();
+        let root = self.dir.0.display().to_string();
+        let mounts = sh("findmnt", &["-rn", "-o", "TARGET"]);
+        let mut under: Vec<String> = String::from_utf8_lossy(&mounts.stdout)
+            .lines()
+            .filter(|m| m.starts_with(&root))
+            .map(String::from)
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = sh("umount", &["-l", &m]);
+        }
+        if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hier.flatten() {
+                remove_tree(&h.path().join(self.cgroup_parent.trim_start_matches('/')));
+            }
+        }
+        let _ = std::fs::remove_file(&self.spec);
+        if self.made_key {
+            let _ = std::fs::remove_file(KEY);
+        }
+        for d in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn ports(d: &Daemon) -> Vec<Value> {
+    d.json(&["show"])["ports"].as_array().unwrap().clone()
+}
+
+fn port_for(d: &Daemon, endpoint: &str) -> Option<Value> {
+    ports(d)
+        .into_iter()
+        .find(|p| p["owner"] == format!("docker:{endpoint}"))
+}
+
+fn docker_networks(d: &Daemon) -> Vec<Value> {
+    d.json(&["network", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n["owner"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("docker:"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The endpoint of `container` on docker network `net`.
+fn endpoint(dk: &Dockerd, container: &str, net: &str) -> Value {
+    dk.inspect(container)["NetworkSettings"]["Networks"][net].clone()
+}
+
+fn busybox_image(dk: &Dockerd) {
+    let installed = sh("dpkg-query", &["-W", "-f=${Status}", "busybox-static"]);
+    assert!(
+        String::from_utf8_lossy(&installed.stdout).contains("install ok installed"),
+        "busybox-static is not installed (scripts/deps.sh installs it)"
+    );
+    let rootfs = dk.dir.path("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["etc", "www", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for a in [
+        "sh", "sleep", "ip", "ping", "cat", "httpd", "wget", "nslookup",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(rootfs.join("www/index.html"), "hello from docker\n").unwrap();
+    let tar = dk.dir.path("rootfs.tar");
+    must(
+        "tar",
+        &[
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+    );
+    dk.ok(&["import", tar.to_str().unwrap(), "bb"]);
+}
+
+#[test]
+fn docker_networks_containers_and_restarts() {
+    require_root();
+    let w = world();
+    let plugin_dir = TempDir::new("dkp");
+    let plugin_sock = plugin_dir.path("vswitch.sock");
+    let sock = plugin_sock.display().to_string();
+    let mut d =
+        Daemon::start_keeping_mounts(&w.host, &["--docker-plugin", "--docker-socket", &sock]);
+    set_uplink(&d, &w);
+    let name = unique("vsw");
+    let mut dk = Dockerd::start(&w.host, &name, &plugin_sock);
+    busybox_image(&dk);
+
+    // A network with the plugin as driver and IPAM: a vswitchd network of that subnet.
+    let net_id = dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.91.0.0/24",
+        "--ip-range",
+        "10.91.0.128/25",
+        "web",
+    ]);
+    let nets = docker_networks(&d);
+    assert_eq!(nets.len(), 1, "{nets:?}");
+    assert_eq!(nets[0]["owner"], format!("docker:{net_id}"));
+    assert_eq!(nets[0]["subnet"], "10.91.0.0/24");
+    assert_eq!(nets[0]["gateway"], "10.91.0.1");
+    assert_eq!(
+        nets[0]["ip_range"], "10.91.0.128/25",
+        "--ip-range is the IPAM sub-pool"
+    );
+    // The switch's refusal reaches the user.
+    let dup = dk.cmd(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.91.0.0/25",
+        "dup",
+    ]);
+    assert!(!dup.status.success());
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("overlaps"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
+    // --internal means no way out. (dockerd 20.10 refuses a plugin IPAM network without
+    // --subnet before asking the plugin.)
+    dk.ok(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.92.0.0/24",
+        "--internal",
+        "db",
+    ]);
+    let db = docker_networks(&d)
+        .into_iter()
+        .find(|n| n["subnet"] == "10.92.0.0/24")
+        .unwrap();
+    assert_eq!(db["internal"], true);
+
+    // Two containers: addresses from the sub-pool and --ip, the switch's MAC applied.
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "web",
+        "bb",
+        "sleep",
+        "3600",
+    ]);
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "--network",
+        "web",
+        "--ip",
+        "10.91.0.10",
+        "bb",
+        "sleep",
+        "3600",
+    ]);
+    let e1 = endpoint(&dk, "c1", "web");
+    let e2 = endpoint(&dk, "c2", "web");
+    let ip1 = e1["IPAddress"].as_str().unwrap().to_string();
+    assert!(
+        ip1.starts_with("10.91.0.1")
+            && ip1.split('.').nth(3).unwrap().parse::<u8>().unwrap() >= 128,
+        "{ip1}"
+    );
+    assert_eq!(e2["IPAddress"], "10.91.0.10");
+    let p1 = port_for(&d, e1["EndpointID"].as_str().unwrap()).expect("c1's port");
+    assert_eq!(p1["ip"], format!("{ip1}/24"));
+    assert_eq!(
+        p1["mac"], e1["MacAddress"],
+        "dockerd applied the switch's MAC"
+    );
+    let inside = dk.exec_ok("c1", &["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(inside, p1["mac"].as_str().unwrap());
+    assert!(dk.pings("c1", "10.91.0.10"), "c1 reaches c2");
+    assert!(dk.pings("c2", &ip1), "c2 reaches c1");
+    assert!(dk.pings("c1", "c2"), "c1 reaches c2 by name");
+    assert!(dk.pings("c1", "10.91.0.1"), "the gateway answers");
+
+    // network connect/disconnect: eth1 comes and goes, with its port.
+    dk.ok(&["network", "connect", "db", "c1"]);
+    let edb = endpoint(&dk, "c1", "db");
+    let ipdb = edb["IPAddress"].as_str().unwrap().to_string();
+    assert!(ipdb.starts_with("10.92.0."), "{ipdb}");
+    let addrs = dk.exec_ok("c1", &["ip", "-4", "addr", "show", "eth1"]);
+    assert!(addrs.contains(&ipdb), "{addrs}");
+    assert!(port_for(&d, edb["EndpointID"].as_str().unwrap()).is_some());
+    let routes = dk.exec_ok("c1", &["ip", "route"]);
+    assert!(
+        !routes.contains("via 10.92.0.1"),
+        "an internal network gives no default route: {routes}"
+    );
+    dk.ok(&["network", "disconnect", "db", "c1"]);
+    assert!(port_for(&d, edb["EndpointID"].as_str().unwrap()).is_none());
+    assert!(!dk
+        .cmd(&["exec", "c1", "ip", "link", "show", "eth1"])
+        .status
+        .success());
+
+    // -p: the switch publishes it on the uplink; the external side fetches the page.
+    dk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "www",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "bb",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let published = d.json(&["publish", "ls"]);
+    assert!(
+        published
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["host_port"] == 8080),
+        "{published}"
+    );
+    let page = w
+        .ext
+        .exec_ok(&["curl", "-sf", "--max-time", "10", "http://192.0.2.2:8080/"]);
+    assert_eq!(page, "hello from docker\n");
+    dk.ok(&["rm", "-f", "www"]);
+    assert!(d.json(&["publish", "ls"]).as_array().unwrap().is_empty());
+
+    // vswitchd killed (-9) and restarted: the containers keep their interfaces and traffic.
+    d.stop_with(9);
+    d.restart();
+    assert!(dk.pings("c1", "10.91.0.10"), "traffic after kill -9");
+    // A clean stop leaves dockerd's interfaces in place too.
+    d.stop_with(15);
+    d.restart();
+    assert!(dk.pings("c2", &ip1), "traffic after a clean restart");
+    // A stopped container starts again (new endpoint, same --ip).
+    dk.ok(&["stop", "-t", "0", "c2"]);
+    dk.ok(&["start", "c2"]);
+    assert!(dk.pings("c1", "10.91.0.10"), "c2 started again");
+
+    // dockerd restarted: containers stop with it and start again on the same networks.
+    dk.stop();
+    dk.spawn();
+    dk.ok(&["start", "c1", "c2"]);
+    assert!(dk.pings("c1", "c2"), "after dockerd restarted");
+
+    // Removing everything leaves nothing in the switch or in the host namespace.
+    dk.ok(&["rm", "-f", "c1", "c2"]);
+    dk.ok(&["network", "rm", "web", "db"]);
+    let left: Vec<Value> = ports(&d)
+        .into_iter()
+        .filter(|p| {
+            p["owner"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("docker:"))
+        })
+        .collect();
+    assert!(left.is_empty(), "ports left: {left:?}");
+    assert!(docker_networks(&d).is_empty(), "networks left");
+    let links = w.host.links();
+    assert!(
+        !links.iter().any(|l| l.starts_with("vsd")),
+        "interfaces left: {links:?}"
+    );
+}
