@@ -327,6 +327,10 @@ enum NetworkCmd {
         /// Allocate addresses (IPAM and DHCP) from this CIDR inside the subnet.
         #[arg(long)]
         ip_range: Option<String>,
+        /// An address IPAM and DHCP never hand out, `IP` or `NAME=IP` (repeatable; Docker's
+        /// --aux-address).
+        #[arg(long = "aux-address", value_name = "[NAME=]IP")]
+        aux_address: Vec<String>,
         /// Turn the network's DHCP server off.
         #[arg(long)]
         no_dhcp: bool,
@@ -489,6 +493,7 @@ fn op_of(cmd: Cmd) -> Op {
             mac_aging,
             fdb_limit,
             ip_range,
+            aux_address,
             no_dhcp,
             no_dns,
             no_arp_suppress,
@@ -528,6 +533,7 @@ fn op_of(cmd: Cmd) -> Op {
             port_mac_limit,
             gateway_rate,
             owner: None,
+            aux_addresses: aux_address,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,

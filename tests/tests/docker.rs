@@ -299,6 +299,8 @@ fn docker_networks_containers_and_restarts() {
         "10.91.0.0/24",
         "--ip-range",
         "10.91.0.128/25",
+        "--aux-address",
+        "router=10.91.0.128",
         "web",
     ]);
     let nets = docker_networks(&d);
@@ -310,6 +312,7 @@ fn docker_networks_containers_and_restarts() {
         nets[0]["ip_range"], "10.91.0.128/25",
         "--ip-range is the IPAM sub-pool"
     );
+    assert_eq!(nets[0]["aux_addresses"], serde_json::json!(["10.91.0.128"]));
     // The switch's refusal reaches the user.
     let dup = dk.cmd(&[
         "network",
@@ -376,10 +379,10 @@ fn docker_networks_containers_and_restarts() {
     let e1 = endpoint(&dk, "c1", "web");
     let e2 = endpoint(&dk, "c2", "web");
     let ip1 = e1["IPAddress"].as_str().unwrap().to_string();
+    let last: u8 = ip1.split('.').nth(3).unwrap().parse().unwrap();
     assert!(
-        ip1.starts_with("10.91.0.1")
-            && ip1.split('.').nth(3).unwrap().parse::<u8>().unwrap() >= 128,
-        "{ip1}"
+        ip1.starts_with("10.91.0.") && last > 128,
+        "from the sub-pool, not the aux address: {ip1}"
     );
     assert_eq!(e2["IPAddress"], "10.91.0.10");
     let p1 = port_for(&d, e1["EndpointID"].as_str().unwrap()).expect("c1's port");

@@ -161,6 +161,60 @@ fn ipam_allocates_releases_persists_and_refuses_clearly() {
         "r0",
     ]);
     assert_eq!(d.port("r0")["ip"], "10.88.4.128/24");
+    // --aux-address: never handed out, and refused when asked for.
+    d.ok(&[
+        "network",
+        "create",
+        "aux",
+        "--subnet",
+        "10.88.7.0/24",
+        "--aux-address",
+        "router=10.88.7.2",
+        "--aux-address",
+        "10.88.7.3",
+    ]);
+    assert_eq!(
+        d.json(&["network", "inspect", "aux"])["aux_addresses"],
+        serde_json::json!(["10.88.7.2", "10.88.7.3"])
+    );
+    d.ok(&[
+        "add-port",
+        "aux",
+        "--netns",
+        &nss[2].name,
+        "--name",
+        "x0",
+        "--ifname",
+        "eth1",
+    ]);
+    assert_eq!(
+        d.port("x0")["ip"],
+        "10.88.7.4/24",
+        "aux addresses are skipped"
+    );
+    let (code, msg) = d.err(&[
+        "add-port",
+        "aux",
+        "--netns",
+        &nss[1].name,
+        "--name",
+        "x1",
+        "--ifname",
+        "eth1",
+        "--ip",
+        "10.88.7.2",
+    ]);
+    assert_eq!(code, "address_in_use", "{msg}");
+    let (code, _) = d.err(&[
+        "network",
+        "create",
+        "aux2",
+        "--subnet",
+        "10.88.8.0/24",
+        "--aux-address",
+        "10.88.9.1",
+    ]);
+    assert_eq!(code, "invalid_argument");
     let (code, _) = d.err(&[
         "network",
         "create",

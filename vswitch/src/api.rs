@@ -377,6 +377,9 @@ pub struct NetworkCreate {
     /// Who makes the network, for a runtime to find it again (`docker:NETWORKID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Addresses IPAM never hands out (Docker's `--aux-address`): `IP` or `NAME=IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -706,6 +709,9 @@ pub struct NetworkInfo {
     /// No way out through the uplink (`--internal`).
     #[serde(default)]
     pub internal: bool,
+    /// Addresses IPAM never hands out (`--aux-address`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<String>,
     /// Who made the network (`NetworkCreate::owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,

@@ -215,6 +215,7 @@ impl Manager {
                 port_mac_limit: Some(net.port_mac_limit),
                 gateway_rate: Some(net.gateway_rate),
                 owner: net.owner.clone(),
+                aux_addresses: net.aux_addresses.iter().map(|a| a.to_string()).collect(),
             };
             let cfg = m
                 .validate_network(&req)

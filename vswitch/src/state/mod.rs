@@ -117,6 +117,9 @@ pub struct NetworkConfig {
     /// Who made the network, for a runtime to find it again (`docker:NETWORKID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Addresses IPAM and DHCP never hand out and ports may not take (`--aux-address`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<Ipv4Addr>,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -725,6 +728,7 @@ mod tests {
             port_mac_limit: 64,
             gateway_rate: DEFAULT_GATEWAY_RATE,
             owner: None,
+            aux_addresses: vec![],
         }
     }
 

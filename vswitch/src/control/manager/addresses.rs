@@ -68,6 +68,7 @@ impl Manager {
                 .map(|l| l.ip),
         );
         used.extend([net.gateway, net.subnet.network(), net.subnet.broadcast()]);
+        used.extend(net.aux_addresses.iter().copied());
         used.extend(self.remote_addresses(net).into_iter().map(|(ip, _, _)| ip));
         let taken = |ip: Ipv4Addr| used.contains(&ip);
         let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
@@ -133,6 +134,15 @@ impl Manager {
             return Err(ApiError::new(
                 ErrorCode::AddressInUse,
                 format!("address {addr} is the gateway of network {:?}", net.name),
+            ));
+        }
+        if net.aux_addresses.contains(&addr) {
+            return Err(ApiError::new(
+                ErrorCode::AddressInUse,
+                format!(
+                    "address {addr} is an auxiliary address of network {:?} (--aux-address), never handed out",
+                    net.name
+                ),
             ));
         }
         if let Some(p) = peers.iter().find(|p| p.ip.map(|i| i.addr()) == Some(addr)) {

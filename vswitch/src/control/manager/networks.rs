@@ -142,6 +142,23 @@ impl Manager {
                 Some(r)
             }
         };
+        let mut aux_addresses = Vec::new();
+        for a in &req.aux_addresses {
+            let ip_s = a.rsplit('=').next().unwrap_or(a);
+            let ip: Ipv4Addr = ip_s.parse().map_err(|_| {
+                invalid(format!(
+                    "invalid --aux-address {a:?}: expected IP or NAME=IP inside {subnet}"
+                ))
+            })?;
+            if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                return Err(invalid(format!(
+                    "--aux-address {ip} is not a host address of subnet {subnet}"
+                )));
+            }
+            if !aux_addresses.contains(&ip) {
+                aux_addresses.push(ip);
+            }
+        }
         let lease_secs = req.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
         if !(60..=MAX_AGING_SECS).contains(&lease_secs) {
             return Err(invalid(format!(
@@ -180,6 +197,7 @@ impl Manager {
             port_mac_limit,
             gateway_rate,
             owner: req.owner.clone(),
+            aux_addresses,
         })
     }
 
@@ -368,6 +386,7 @@ impl Manager {
             port_mac_limit: n.port_mac_limit,
             gateway_rate: n.gateway_rate,
             internal: n.internal,
+            aux_addresses: n.aux_addresses.iter().map(|a| a.to_string()).collect(),
             owner: n.owner.clone(),
         }
     }

@@ -114,6 +114,11 @@ impl Plugin {
             gateway,
             internal: r.options.get(INTERNAL) == Some(&Value::Bool(true)),
             owner: Some(format!("docker:{}", r.network_id)),
+            aux_addresses: v4
+                .aux_addresses
+                .iter()
+                .map(|(k, ip)| format!("{k}={}", ip.split('/').next().unwrap_or(ip)))
+                .collect(),
             ..NetworkCreate::default()
         };
         for (k, v) in &generic {

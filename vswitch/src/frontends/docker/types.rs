@@ -24,6 +24,9 @@ pub struct IpamData {
     pub pool: String,
     #[serde(default)]
     pub gateway: String,
+    /// `--aux-address NAME=IP`: NAME → IP/prefix.
+    #[serde(default, deserialize_with = "null_default")]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
