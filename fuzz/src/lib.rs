@@ -50,6 +50,7 @@ fn gateway(ip: [u8; 4], mac: MacAddr, subnet: &str, dhcp: bool) -> GatewayConfig
             range_end: Ipv4Addr::new(10, 1, 0, 200),
             lease_secs: 3600,
             mtu: 1500,
+            excluded: vec![],
         }),
         dns_names: true,
         domain: "n.vswitch".into(),

@@ -228,6 +228,7 @@ impl Manager {
                 range_end: pool.broadcast(),
                 lease_secs: net.lease_secs,
                 mtu: net.mtu.unwrap_or(crate::state::DEFAULT_MTU) as u16,
+                excluded: net.aux_addresses.clone(),
             }),
             dns_names: net.dns,
             domain: net.domain(),

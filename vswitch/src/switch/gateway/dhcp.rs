@@ -33,6 +33,8 @@ pub struct DhcpConfig {
     pub range_end: Ipv4Addr,
     pub lease_secs: u32,
     pub mtu: u16,
+    /// Never handed out (the network's `--aux-address`es).
+    pub excluded: Vec<Ipv4Addr>,
 }
 
 /// A lease as the control plane stores and shows it.
@@ -210,6 +212,7 @@ impl Server {
         }
         let in_range = ip >= self.cfg.range_start && ip <= self.cfg.range_end;
         in_range
+            && !self.cfg.excluded.contains(&ip)
             && self.declined.get(&ip).is_none_or(|t| *t <= now)
             && self.reservations.holder(&ip).is_none_or(|(m, _)| m == mac)
             && self

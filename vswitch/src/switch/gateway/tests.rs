@@ -27,6 +27,7 @@ fn gateway(arp_suppress: bool) -> Gateway {
             range_end: Ipv4Addr::new(10, 1, 0, 255),
             lease_secs: 600,
             mtu: 1500,
+            excluded: vec![Ipv4Addr::new(10, 1, 0, 4)],
         }),
         dns_names: true,
         domain: "net.vswitch".into(),
@@ -418,8 +419,8 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
     let (_, offered, _, _) = decode_reply(&reply);
     assert_eq!(
         offered,
-        Ipv4Addr::new(10, 1, 0, 4),
-        "first address not reserved, not the gateway"
+        Ipv4Addr::new(10, 1, 0, 5),
+        "first address not reserved, not the gateway, not excluded (10.1.0.4)"
     );
     let (_, reply, _) = run(
         &mut g,
@@ -429,7 +430,7 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
             STRANGER,
             MessageType::Request,
             Ipv4Addr::UNSPECIFIED,
-            vec![server_id(), requested([10, 1, 0, 4])],
+            vec![server_id(), requested([10, 1, 0, 5])],
             false,
         ),
     );
@@ -442,7 +443,7 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
         &dhcp_frame(
             STRANGER,
             MessageType::Request,
-            Ipv4Addr::new(10, 1, 0, 4),
+            Ipv4Addr::new(10, 1, 0, 5),
             vec![],
             false,
         ),
@@ -452,8 +453,8 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
         (kind, yiaddr, dst),
         (
             MessageType::Ack,
-            Ipv4Addr::new(10, 1, 0, 4),
-            Ipv4Addr::new(10, 1, 0, 4)
+            Ipv4Addr::new(10, 1, 0, 5),
+            Ipv4Addr::new(10, 1, 0, 5)
         )
     );
     assert_eq!(ev.len(), 1);
@@ -465,7 +466,7 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
         &dhcp_frame(
             STRANGER,
             MessageType::Request,
-            Ipv4Addr::new(10, 1, 0, 4),
+            Ipv4Addr::new(10, 1, 0, 5),
             vec![],
             true,
         ),
@@ -481,11 +482,26 @@ fn strangers_get_range_addresses_and_keep_them_through_renew_and_rebind() {
             other,
             MessageType::Discover,
             Ipv4Addr::UNSPECIFIED,
+            vec![requested([10, 1, 0, 5])],
+            false,
+        ),
+    );
+    assert_eq!(decode_reply(&reply).1, Ipv4Addr::new(10, 1, 0, 6));
+    // An excluded address asked for is not given either.
+    let third = MacAddr([0x02, 0xaa, 0, 0, 0, 11]);
+    let (_, reply, _) = run(
+        &mut g,
+        500_002,
+        P1,
+        &dhcp_frame(
+            third,
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
             vec![requested([10, 1, 0, 4])],
             false,
         ),
     );
-    assert_eq!(decode_reply(&reply).1, Ipv4Addr::new(10, 1, 0, 5));
+    assert_ne!(decode_reply(&reply).1, Ipv4Addr::new(10, 1, 0, 4));
 }
 
 #[test]
