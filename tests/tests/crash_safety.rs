@@ -50,10 +50,21 @@ struct Model {
 
 #[derive(Debug, Clone)]
 enum Change {
-    NetworkCreate { name: String, subnet: String },
-    NetworkRemove { name: String },
-    PortAdd { name: String, network: String, netns: String },
-    PortDelete { name: String },
+    NetworkCreate {
+        name: String,
+        subnet: String,
+    },
+    NetworkRemove {
+        name: String,
+    },
+    PortAdd {
+        name: String,
+        network: String,
+        netns: String,
+    },
+    PortDelete {
+        name: String,
+    },
 }
 
 impl Change {
@@ -261,7 +272,11 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         match &answer {
             Some(a) if a.get("ok").is_some() => change.apply(&mut model, Some(a)),
             Some(a) => panic!("change {i} {change:?} refused: {a}"),
-            None => assert!(killer.is_some(), "change {i}: vswitchd died unasked:\n{}", d.log()),
+            None => assert!(
+                killer.is_some(),
+                "change {i}: vswitchd died unasked:\n{}",
+                d.log()
+            ),
         }
         if let Some(k) = killer {
             k.join().unwrap();
@@ -281,14 +296,11 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                     acc
                 },
             );
-            if let Some(pair) = by_net
-                .values()
-                .find_map(|ps| {
-                    let a = ps.first()?;
-                    let b = ps.iter().find(|q| q.netns != a.netns)?;
-                    Some((*a, *b))
-                })
-            {
+            if let Some(pair) = by_net.values().find_map(|ps| {
+                let a = ps.first()?;
+                let b = ps.iter().find(|q| q.netns != a.netns)?;
+                Some((*a, *b))
+            }) {
                 let from = nss.iter().find(|n| n.name == pair.0.netns).unwrap();
                 let to = pair.1.ip.split('/').next().unwrap();
                 assert!(
@@ -299,14 +311,111 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
             }
         }
     }
+    // DHCP leases: real clients (busybox udhcpc, with a script of the test's own that
+    // touches nothing) take leases on fresh MACs, with SIGKILL racing one in four; every
+    // lease a client was acknowledged must be there after the restart.
+    let dir = TempDir::new("csd");
+    let script = dir.path("udhcpc.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    must("chmod", &["+x", script.to_str().unwrap()]);
+    let script = script.display().to_string();
+    d.ok(&["network", "create", "dh", "--subnet", "10.99.0.0/22"]);
+    let clients: Vec<&Netns> = nss.iter().take(4).collect();
+    for ns in &clients {
+        d.ok(&[
+            "add-port",
+            "dh",
+            "--netns",
+            &ns.name,
+            "--name",
+            &format!("dh-{}", ns.name),
+            "--ifname",
+            "dh0",
+            "--dhcp",
+            "--no-port-security",
+        ]);
+    }
+    let mut acked: BTreeMap<String, String> = BTreeMap::new(); // MAC → IP
+    let mut lease_kills = 0;
+    for round in 0..40u64 {
+        let ns = clients[rng.below(clients.len() as u64) as usize];
+        let mac = format!(
+            "02:cc:{:02x}:{:02x}:{:02x}:{:02x}",
+            round,
+            rng.below(256),
+            rng.below(256),
+            rng.below(256)
+        );
+        ns.exec_ok(&["ip", "link", "set", "dh0", "down"]);
+        ns.exec_ok(&["ip", "link", "set", "dh0", "address", &mac]);
+        ns.exec_ok(&["ip", "link", "set", "dh0", "up"]);
+        let killer = (rng.below(4) == 0).then(|| {
+            let pid = d.pid();
+            let delay = Duration::from_micros(rng.below(40_000));
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            })
+        });
+        let out = ns.exec(&[
+            "busybox", "udhcpc", "-i", "dh0", "-n", "-q", "-f", "-t", "2", "-T", "1", "-A", "1",
+            "-s", &script,
+        ]);
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        // "lease of 10.99.0.5 obtained from 10.99.0.1": acknowledged.
+        let got = text
+            .split("lease of ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(String::from);
+        match (&got, &killer) {
+            (Some(ip), _) => {
+                acked.insert(mac.clone(), ip.clone());
+            }
+            (None, None) => panic!(
+                "round {round}: no lease without a kill:
+{text}
+{}",
+                d.log()
+            ),
+            (None, Some(_)) => {}
+        }
+        if let Some(k) = killer {
+            k.join().unwrap();
+            lease_kills += 1;
+            d.stop_with(9);
+            d.restart();
+            let leases = d.json(&["dhcp", "leases", "dh"]);
+            for (mac, ip) in &acked {
+                assert!(
+                    leases
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|l| l["mac"] == mac.as_str() && l["ip"] == ip.as_str()),
+                    "round {round}: the acknowledged lease {ip} of {mac} was lost: {leases}"
+                );
+            }
+        }
+    }
+    assert!(acked.len() >= 20, "too few leases: {acked:?}");
+    for ns in &clients {
+        d.ok(&["del-port", &format!("dh-{}", ns.name)]);
+    }
+    d.ok(&["network", "rm", "dh"]);
+
     // A last clean restart: the same state again.
     d.stop_with(15);
     d.restart();
     model = check_restored(&d, &model, None, CHANGES);
     eprintln!(
-        "{CHANGES} changes, {kills} kills ({in_flight_kills} with a request in flight), {} networks and {} ports at the end",
+        "{CHANGES} changes, {kills} kills ({in_flight_kills} with a request in flight), {} networks and {} ports at the end; {} leases acknowledged across {lease_kills} kills",
         model.networks.len(),
-        model.ports.len()
+        model.ports.len(),
+        acked.len()
     );
     assert!(kills >= 10, "too few kills to prove anything: {kills}");
     assert!(in_flight_kills >= 1, "no kill landed inside a request");

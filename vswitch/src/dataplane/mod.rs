@@ -1036,7 +1036,15 @@ impl Dataplane {
                 self.txq.push((*out, i as u16));
             }
             if !self.actions.reply.is_empty() {
-                self.send_reply(in_port);
+                // A DHCPACK waits for its lease to be saved (see `Event::Lease`).
+                let lease = self.actions.events.iter_mut().find_map(|e| match e {
+                    Event::Lease { ack, .. } => Some(ack),
+                    _ => None,
+                });
+                match lease {
+                    Some(ack) => *ack = Some((in_port, self.actions.reply.clone())),
+                    None => self.send_reply(in_port),
+                }
             }
             if !self.actions.emit.is_empty() {
                 let mut emit = std::mem::take(&mut self.actions.emit);

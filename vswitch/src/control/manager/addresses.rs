@@ -175,8 +175,14 @@ impl Manager {
                 .find(|(_, n)| **n == id)
                 .map(|(name, _)| name.clone())
         };
+        let mut ack_after_save = None;
         match ev {
-            Event::Lease { network, lease } => {
+            Event::Lease {
+                network,
+                lease,
+                ack,
+            } => {
+                ack_after_save = ack;
                 let Some(network) = net_name(network) else {
                     return;
                 };
@@ -274,6 +280,10 @@ impl Manager {
             }
         }
         self.save_leases();
+        // The lease is on disk: now the client may hear it is bound.
+        if let Some((port, frame)) = ack_after_save {
+            self.dp.injector().inject(port, frame);
+        }
     }
 
     /// A dataplane port's name (a port, the uplink, a tunnel), if it still has one.

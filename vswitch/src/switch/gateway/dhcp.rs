@@ -357,6 +357,7 @@ impl Server {
                         hostname: hostname.clone(),
                         remaining_secs: self.cfg.lease_secs,
                     },
+                    ack: None,
                 });
                 self.write_reply(&req, MessageType::Ack, ip, hostname.as_deref(), reply)?;
                 Ok(true)

@@ -64,6 +64,11 @@ pub enum Event {
     Lease {
         network: NetId,
         lease: LeaseRecord,
+        /// The DHCPACK that grants it and the port it goes out of: the dataplane hands it to
+        /// the control plane, which sends it only once the lease is saved (RFC 2131 4.3.1: a
+        /// server records a binding in persistent storage before it acknowledges it), so an
+        /// acknowledged lease survives a crash. `None` as the gateway makes the event.
+        ack: Option<(PortId, Vec<u8>)>,
     },
     Released {
         network: NetId,
