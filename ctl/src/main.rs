@@ -259,6 +259,10 @@ enum UplinkCmd {
         /// Most tracked flows [default: 262144].
         #[arg(long)]
         conntrack_max: Option<usize>,
+        /// Most tracked flows one container (or outside client of a published port) may have
+        /// [default: 65536; 0: no bound]; more are refused (ct_source_limit).
+        #[arg(long)]
+        conntrack_per_source: Option<usize>,
     },
     /// The uplink, its counters and neighbours.
     Show,
@@ -619,6 +623,7 @@ fn op_of(cmd: Cmd) -> Op {
             gateway,
             nat_ports,
             conntrack_max,
+            conntrack_per_source,
             xdp_mode,
         }) => Op::UplinkSet(UplinkSet {
             iface,
@@ -627,6 +632,7 @@ fn op_of(cmd: Cmd) -> Op {
             gateway,
             nat_ports,
             conntrack_max,
+            conntrack_per_source,
             xdp_mode,
         }),
         Cmd::Uplink(UplinkCmd::Show) => Op::UplinkShow,

@@ -134,6 +134,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             mtu: 1500,
             nat_ports: (61000, 61063),
             conntrack_max: 256,
+            conntrack_per_source: 64,
         },
     );
     let mut emit = Vec::new();

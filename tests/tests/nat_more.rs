@@ -389,6 +389,55 @@ fn full_table() {
     );
 }
 
+/// One container floods new flows: it gets its share of the table (`--conntrack-per-source`),
+/// refused beyond it and counted, while its neighbour still opens flows.
+fn one_container_gets_its_share_of_the_table() {
+    require_root();
+    let w = world();
+    let (d, cs) = egress(&w, "share", "10.85.0.0/24", &["a", "b"]);
+    set_uplink_with(&d, &w, &["--conntrack-per-source", "5"]);
+    assert_eq!(ct_stats(&d)["per_source_max"], 5);
+    let (a, b) = (&cs[0], &cs[1]);
+    for port in 7201..7211 {
+        a.exec_ok(&["bash", "-c", &format!("echo x > /dev/udp/{SERVER}/{port}")]);
+    }
+    let stats = ct_stats(&d);
+    assert_eq!(stats["entries"], 5, "a has its five flows: {stats}");
+    assert_eq!(stats["counters"]["refused_source_limit"], 5, "{stats}");
+    assert_eq!(stats["counters"]["refused_full"], 0, "{stats}");
+    assert!(drops(&d, "a", "ct_source_limit") >= 5);
+    assert!(!a.ping(SERVER, 1), "a's new flows are refused");
+    // b is another source: its flows pass, the table is far from full.
+    assert!(b.ping(SERVER, 2), "b still reaches the outside");
+    for port in 7301..7304 {
+        b.exec_ok(&["bash", "-c", &format!("echo x > /dev/udp/{SERVER}/{port}")]);
+    }
+    let rows = flows(&d, None);
+    let of = |ip: &str| rows.iter().filter(|r| r["src"] == ip).count();
+    assert_eq!(of("10.85.0.2"), 5, "{rows:?}");
+    assert!(of("10.85.0.3") >= 4, "{rows:?}");
+    // A bad limit is a clear error; 0 lifts the bound.
+    let (code, _) = d.err(&[
+        "uplink",
+        "set",
+        &w.uplink,
+        "--mode",
+        "dedicated",
+        "--ip",
+        "192.0.2.2/24",
+        "--gateway",
+        "192.0.2.1",
+        "--conntrack-per-source",
+        "99999999999",
+    ]);
+    assert_eq!(code, "invalid_argument");
+}
+
+#[test]
+fn per_source_share() {
+    with_port_type("tap", one_container_gets_its_share_of_the_table);
+}
+
 // ---- 4. ICMP errors from outside ----
 
 /// A connected UDP socket from a fixed port: send, then wait for the answer or the error.

@@ -256,6 +256,10 @@ pub struct UplinkSet {
     pub nat_ports: Option<String>,
     #[serde(default)]
     pub conntrack_max: Option<usize>,
+    /// Most flows one initiator (a container, an outside client) may have [default: 65536;
+    /// 0: no bound].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_per_source: Option<usize>,
     /// "auto", "native" or "skb" (default: skb for shared, auto for dedicated).
     #[serde(default)]
     pub xdp_mode: Option<String>,
@@ -285,6 +289,9 @@ pub struct UplinkInfo {
 pub struct ConntrackStats {
     pub entries: usize,
     pub max: usize,
+    /// One initiator's share (0: no bound).
+    #[serde(default)]
+    pub per_source_max: usize,
     pub counters: crate::switch::nat::conntrack::CtCounters,
 }
 

@@ -236,6 +236,7 @@ fn nat_allocates_nothing_per_packet() {
             mtu: 1500,
             nat_ports: (61000, 65535),
             conntrack_max: 1024,
+            conntrack_per_source: 65_536,
         }
     ));
     let mut emit = Vec::new();

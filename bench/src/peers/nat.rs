@@ -248,6 +248,9 @@ fn vswitch_nat_publishing(
         ip: Some(NAT_OUTSIDE.into()),
         gateway: Some(EXT_ROUTER.into()),
         conntrack_max,
+        // The kernel peer has no per-source bound: neither has this side (the fill and the
+        // connection rate put hundreds of thousands of flows on one container).
+        conntrack_per_source: Some(0),
         ..Default::default()
     }))?;
     let gateway_mac = match d.call(Op::ArpShow {

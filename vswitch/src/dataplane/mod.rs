@@ -222,6 +222,7 @@ pub struct UplinkView {
     pub ct: CtCounters,
     pub len: usize,
     pub max: usize,
+    pub per_source_max: usize,
     pub neighbors: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr, u64)>,
     pub entries: Vec<CtEntry>,
     /// What `flush` removed.
@@ -839,6 +840,7 @@ impl Dataplane {
                         ct: u.ct.counters,
                         len: u.ct.len(),
                         max: u.ct.max(),
+                        per_source_max: u.ct.per_source_max(),
                         neighbors: u.neighbors(now),
                         entries: u.ct.entries(now, network, entries),
                         flushed,

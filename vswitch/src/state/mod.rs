@@ -324,6 +324,13 @@ fn default_vxlan_ttl() -> u8 {
     64
 }
 
+/// One initiator's share of the conntrack table by default: a quarter of the default table.
+pub const DEFAULT_CONNTRACK_PER_SOURCE: usize = 65_536;
+
+fn default_per_source() -> usize {
+    DEFAULT_CONNTRACK_PER_SOURCE
+}
+
 /// The uplink as `uplink set` configured it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UplinkState {
@@ -336,6 +343,9 @@ pub struct UplinkState {
     pub gateway: Option<Ipv4Addr>,
     pub nat_ports: (u16, u16),
     pub conntrack_max: usize,
+    /// Most flows one initiator may have (0: no bound).
+    #[serde(default = "default_per_source")]
+    pub conntrack_per_source: usize,
     /// Shared mode: `ip` was not given but read off the interface (and is read again at
     /// every attach, so a new address after a restart is followed).
     #[serde(default)]

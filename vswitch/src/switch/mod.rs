@@ -88,6 +88,7 @@ drop_reasons! {
     TtlExceeded => "ttl_exceeded": "A routed packet whose TTL ran out (the gateway answers a container's with ICMP time exceeded).",
     TooBig => "too_big": "Larger than the uplink's MTU (with DF set the sender gets ICMP fragmentation needed).",
     ConntrackFull => "conntrack_full": "A new flow refused because the connection tracking table is full.",
+    ConntrackSourceLimit => "ct_source_limit": "A new flow refused because its initiator (a container, or an outside client of a published port) has its share of the connection tracking table (--conntrack-per-source).",
     NatExhausted => "nat_exhausted": "A new flow refused because no NAT port was free for its destination.",
     NoConntrack => "no_conntrack": "Arrived on the uplink for no tracked flow (or a TCP RST for none).",
     NatUnsupported => "nat_unsupported": "A protocol masquerade does not translate (only TCP, UDP and ICMP echo).",

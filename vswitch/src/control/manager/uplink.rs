@@ -28,6 +28,7 @@ use crate::wire::MacAddr;
 
 pub const DEFAULT_NAT_PORTS: (u16, u16) = (61000, 65535);
 pub const DEFAULT_CONNTRACK_MAX: usize = 262_144;
+use crate::state::DEFAULT_CONNTRACK_PER_SOURCE;
 const MAX_CONNTRACK_MAX: usize = 16 << 20;
 
 /// The attached uplink (and, shared, what it holds of the host's until it goes).
@@ -283,6 +284,14 @@ impl Manager {
                 "conntrack table size {conntrack_max} is out of range (1 to {MAX_CONNTRACK_MAX})"
             )));
         }
+        let conntrack_per_source = req
+            .conntrack_per_source
+            .unwrap_or(DEFAULT_CONNTRACK_PER_SOURCE);
+        if conntrack_per_source > MAX_CONNTRACK_MAX {
+            return Err(invalid(format!(
+                "conntrack per-source limit {conntrack_per_source} is out of range (0 for none, or up to {MAX_CONNTRACK_MAX})"
+            )));
+        }
         Ok(UplinkState {
             iface: req.iface.clone(),
             mode,
@@ -290,6 +299,7 @@ impl Manager {
             gateway,
             nat_ports,
             conntrack_max,
+            conntrack_per_source,
             auto_ip,
             auto_gateway,
             xdp_mode,
@@ -372,6 +382,7 @@ impl Manager {
             mtu,
             nat_ports: u.nat_ports,
             conntrack_max: u.conntrack_max,
+            conntrack_per_source: u.conntrack_per_source,
         };
         self.dp_call(|done| Command::SetUplink {
             id,
@@ -597,6 +608,7 @@ fn stats(v: Option<&UplinkView>) -> ConntrackStats {
     v.map(|v| ConntrackStats {
         entries: v.len,
         max: v.max,
+        per_source_max: v.per_source_max,
         counters: v.ct,
     })
     .unwrap_or_default()

@@ -231,6 +231,10 @@ pub struct CtCounters {
     pub refused_full: u64,
     /// New flows refused because no NAT port was free for their destination.
     pub ports_exhausted: u64,
+    /// New flows refused because their initiator (a container, or an outside client of a
+    /// published port) had its share of the table (`per_source_max`).
+    #[serde(default)]
+    pub refused_source_limit: u64,
     /// Entries removed by `conntrack flush`.
     pub flushed: u64,
     /// Flows created to published ports, from outside and hairpinned (also in `created`).
@@ -243,6 +247,8 @@ pub struct CtCounters {
 pub enum Refused {
     TableFull,
     PortsExhausted,
+    /// The flow's initiator has `per_source_max` flows already.
+    SourceLimit,
 }
 
 /// How the NAT port of a new flow is chosen.
@@ -267,8 +273,22 @@ pub struct Conntrack {
     /// entries of the common flows small).
     hairpins: HashMap<u32, HairpinSide>,
     max: usize,
+    /// Most flows one initiator may have (0: no bound): one container — or one outside
+    /// client — cannot take the whole table from the others.
+    per_source_max: usize,
+    /// Live flows by initiator (network, address).
+    per_source: HashMap<(NetId, Ipv4Addr), u32>,
     cursor: usize,
     pub counters: CtCounters,
+}
+
+/// Who started a flow: the container for masquerade and hairpin, the outside client for a
+/// published port (whose `orig` is the container's side).
+fn initiator(e: &Entry) -> (NetId, Ipv4Addr) {
+    match e.kind {
+        Kind::Dnat => (e.orig.net, e.orig.dst),
+        _ => (e.orig.net, e.orig.src),
+    }
 }
 
 /// Entries looked at per `sweep` call: a million-entry table is walked in 16 calls.
@@ -276,6 +296,12 @@ pub const SWEEP_STEP: usize = 65_536;
 
 impl Conntrack {
     pub fn new(max: usize) -> Conntrack {
+        Conntrack::with_source_limit(max, 0)
+    }
+
+    /// A table of `max` flows, at most `per_source_max` of them (0: no bound) from one
+    /// initiator.
+    pub fn with_source_limit(max: usize, per_source_max: usize) -> Conntrack {
         Conntrack {
             slots: Vec::new(),
             free: Vec::new(),
@@ -283,9 +309,33 @@ impl Conntrack {
             reply: HashMap::new(),
             hairpins: HashMap::new(),
             max: max.max(1),
+            per_source_max,
+            per_source: HashMap::new(),
             cursor: 0,
             counters: CtCounters::default(),
         }
+    }
+
+    pub fn per_source_max(&self) -> usize {
+        self.per_source_max
+    }
+
+    /// Refuses (and counts) a new flow of `who` when the table or its share is full.
+    fn room_for(&mut self, who: (NetId, Ipv4Addr)) -> Result<(), Refused> {
+        if self.orig.len() >= self.max {
+            self.counters.refused_full += 1;
+            return Err(Refused::TableFull);
+        }
+        if self.per_source_max > 0
+            && self
+                .per_source
+                .get(&who)
+                .is_some_and(|n| *n as usize >= self.per_source_max)
+        {
+            self.counters.refused_source_limit += 1;
+            return Err(Refused::SourceLimit);
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -314,6 +364,13 @@ impl Conntrack {
     fn remove(&mut self, slot: u32) {
         if let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) {
             self.orig.remove(&e.orig);
+            let who = initiator(&e);
+            if let Some(n) = self.per_source.get_mut(&who) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&who);
+                }
+            }
             if e.kind == Kind::Hairpin {
                 if let Some(h) = self.hairpins.remove(&slot) {
                     self.orig.remove(&h.key);
@@ -342,10 +399,7 @@ impl Conntrack {
         if !create {
             return Ok(None);
         }
-        if self.orig.len() >= self.max {
-            self.counters.refused_full += 1;
-            return Err(Refused::TableFull);
-        }
+        self.room_for((key.net, key.src))?;
         let Some(nat_port) = self.pick_port(now, &key, policy) else {
             self.counters.ports_exhausted += 1;
             return Err(Refused::PortsExhausted);
@@ -369,6 +423,7 @@ impl Conntrack {
             }
         };
         self.orig.insert(entry.orig, slot);
+        *self.per_source.entry(initiator(&entry)).or_insert(0) += 1;
         self.counters.created += 1;
         slot
     }
@@ -416,10 +471,7 @@ impl Conntrack {
         nat_port: u16,
         mac: MacAddr,
     ) -> Result<Option<u32>, Refused> {
-        if self.orig.len() >= self.max {
-            self.counters.refused_full += 1;
-            return Err(Refused::TableFull);
-        }
+        self.room_for((orig.net, orig.dst))?;
         let entry = Self::new_entry(now, orig, Kind::Dnat, nat_port, mac);
         if self.orig_taken(now, &orig) || self.reply_taken(now, &entry.reply_key()) {
             return Ok(None);
@@ -441,10 +493,7 @@ impl Conntrack {
         mut side: HairpinSide,
         (lo, hi): (u16, u16),
     ) -> Result<u32, Refused> {
-        if self.orig.len() >= self.max {
-            self.counters.refused_full += 1;
-            return Err(Refused::TableFull);
-        }
+        self.room_for((orig.net, orig.src))?;
         let span = u32::from(hi.saturating_sub(lo)) + 1;
         let h = u32::from(orig.src).wrapping_mul(0x9e37_79b1)
             ^ u32::from(orig.sport).wrapping_mul(0x85eb_ca6b);
@@ -568,6 +617,7 @@ impl Conntrack {
             self.orig = HashMap::new();
             self.reply = HashMap::new();
             self.hairpins = HashMap::new();
+            self.per_source = HashMap::new();
             self.cursor = 0;
         }
         self.counters.flushed += doomed.len() as u64;
@@ -773,5 +823,76 @@ mod tests {
         );
         assert_eq!(ct.flush(None), 2);
         assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn one_source_gets_its_share_and_no_more() {
+        let mut ct = Conntrack::with_source_limit(100, 3);
+        let mut slots = Vec::new();
+        for p in 1..=3 {
+            slots.push(
+                ct.outbound(0, key(PROTO_UDP, p), MAC, POLICY, true)
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            ct.outbound(0, key(PROTO_UDP, 4), MAC, POLICY, true),
+            Err(Refused::SourceLimit)
+        );
+        assert_eq!(ct.counters.refused_source_limit, 1);
+        assert_eq!(ct.counters.refused_full, 0);
+        // Another container of the network still gets flows; the same one in another network
+        // is another source.
+        let other = OrigKey {
+            src: Ipv4Addr::new(10, 1, 0, 3),
+            dport: 81,
+            ..key(PROTO_UDP, 4)
+        };
+        assert!(ct.outbound(0, other, MAC, POLICY, true).unwrap().is_some());
+        let elsewhere = OrigKey {
+            net: NetId(1),
+            dport: 82,
+            ..key(PROTO_UDP, 4)
+        };
+        assert!(ct
+            .outbound(0, elsewhere, MAC, POLICY, true)
+            .unwrap()
+            .is_some());
+        // A flow that expires gives its share back.
+        ct.remove(slots[0]);
+        assert!(ct
+            .outbound(0, key(PROTO_UDP, 4), MAC, POLICY, true)
+            .unwrap()
+            .is_some());
+        // A published port's flows count against the outside client.
+        let client = Ipv4Addr::new(198, 51, 100, 7);
+        for p in 0..3u16 {
+            let orig = OrigKey {
+                src: Ipv4Addr::new(10, 1, 0, 9),
+                sport: 80,
+                dst: client,
+                dport: 5000 + p,
+                ..key(PROTO_TCP, 80)
+            };
+            assert!(ct.dnat(0, orig, 8080, MAC).unwrap().is_some());
+        }
+        let fourth = OrigKey {
+            src: Ipv4Addr::new(10, 1, 0, 9),
+            sport: 80,
+            dst: client,
+            dport: 5003,
+            ..key(PROTO_TCP, 80)
+        };
+        assert_eq!(ct.dnat(0, fourth, 8080, MAC), Err(Refused::SourceLimit));
+        // No bound with 0.
+        let mut free = Conntrack::with_source_limit(100, 0);
+        for p in 1..=50 {
+            let k = OrigKey {
+                dport: 1000 + p,
+                ..key(PROTO_UDP, p)
+            };
+            assert!(free.outbound(0, k, MAC, POLICY, true).unwrap().is_some());
+        }
     }
 }

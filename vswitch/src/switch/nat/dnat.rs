@@ -153,6 +153,9 @@ impl Uplink {
                     Err(Refused::TableFull) => {
                         return Some(Routed::Drop(DropReason::ConntrackFull))
                     }
+                    Err(Refused::SourceLimit) => {
+                        return Some(Routed::Drop(DropReason::ConntrackSourceLimit))
+                    }
                     Err(Refused::PortsExhausted) => {
                         return Some(Routed::Drop(DropReason::NatExhausted))
                     }

@@ -61,6 +61,8 @@ pub struct UplinkConfig {
     pub nat_ports: (u16, u16),
     /// Bound on tracked flows.
     pub conntrack_max: usize,
+    /// Bound on one initiator's tracked flows (0: none).
+    pub conntrack_per_source: usize,
 }
 
 impl UplinkConfig {
@@ -157,7 +159,7 @@ impl Uplink {
     pub fn new(port: PortId, cfg: UplinkConfig) -> Uplink {
         Uplink {
             port,
-            ct: Conntrack::new(cfg.conntrack_max),
+            ct: Conntrack::with_source_limit(cfg.conntrack_max, cfg.conntrack_per_source),
             cfg,
             neighbors: Neighbors::new(),
             frags: Frags::new(),
@@ -371,6 +373,7 @@ impl Uplink {
             Ok(Some(s)) => s,
             Ok(None) => return Routed::Drop(DropReason::NoConntrack),
             Err(Refused::TableFull) => return Routed::Drop(DropReason::ConntrackFull),
+            Err(Refused::SourceLimit) => return Routed::Drop(DropReason::ConntrackSourceLimit),
             Err(Refused::PortsExhausted) => return Routed::Drop(DropReason::NatExhausted),
         };
         let nat_port = self.ct.get(slot).map_or(key.0, |e| e.nat_port);

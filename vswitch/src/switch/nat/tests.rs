@@ -49,6 +49,7 @@ fn uplink_cfg(mtu: u16) -> UplinkConfig {
         mtu,
         nat_ports: (61000, 65535),
         conntrack_max: 1024,
+        conntrack_per_source: 0,
     }
 }
 
