@@ -14,6 +14,7 @@
 //! run inside the namespaces, and `sys.rs` the generator's syscalls.
 
 mod capture;
+mod flood;
 mod nat;
 mod peers;
 mod publish;
@@ -53,11 +54,12 @@ struct Cli {
     /// server through NAT: vswitch's against the kernel's, with peers of its own, kernel-nat and
     /// vswitch-nat, whatever --peers says), publish (an external client to a container's
     /// published port: kernel-dnat against vswitch-dnat), capture (64-byte forwarding with a
-    /// live capture running, stalled or read, against none).
+    /// live capture running, stalled or read, against none), flood (one container floods
+    /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -106,6 +108,18 @@ enum Cmd {
         dst_ip: String,
         port: u16,
         macs: u32,
+        secs: f64,
+    },
+    /// (helper) the flood scenario's attacker: random MACs, DNS queries or ARP requests out
+    /// of `ifname` as fast as it can.
+    #[command(hide = true)]
+    GwFlood {
+        kind: tools::FloodKind,
+        ifname: String,
+        src_mac: String,
+        src_ip: String,
+        gw_mac: String,
+        gw_ip: String,
         secs: f64,
     },
     /// (helper) sends one 64-byte UDP frame per (source port, destination port) of the ranges
@@ -164,6 +178,15 @@ fn helper(cmd: Cmd) {
             macs,
             secs,
         ),
+        Cmd::GwFlood {
+            kind,
+            ifname,
+            src_mac,
+            src_ip,
+            gw_mac,
+            gw_ip,
+            secs,
+        } => tools::gw_flood(kind, &ifname, &src_mac, &src_ip, &gw_mac, &gw_ip, secs),
         Cmd::FlowFlood {
             ifname,
             src_mac,
@@ -241,6 +264,11 @@ fn main() {
         } else {
             0
         }
+        + if want("flood") {
+            flood::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -277,6 +305,11 @@ fn main() {
                 capture::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
+        if want("flood") {
+            for peer in flood::PEERS {
+                flood::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
+        }
     }
     if want("pps") || want("macs") {
         gathered.notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
@@ -294,7 +327,13 @@ fn main() {
     if let Err(e) = report(
         &gathered.figures,
         &gathered.peers_run,
-        &[nat::targets(), publish::targets(), capture::targets()].concat(),
+        &[
+            nat::targets(),
+            publish::targets(),
+            capture::targets(),
+            flood::targets(),
+        ]
+        .concat(),
         &gathered.notes,
         &machine(),
         cli.quick,

@@ -280,3 +280,99 @@ pub fn flow_flood(
     }
     println!("{}", serde_json::json!({ "sent": sent }));
 }
+
+/// What `gw_flood` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloodKind {
+    /// Frames from random source MACs to random unknown unicast MACs (what would fill a
+    /// learning table and be flooded to every port).
+    Macs,
+    /// DNS queries for ever new names to the gateway, from the port's own MAC and address.
+    Dns,
+    /// ARP requests for random addresses of the subnet, from the port's own MAC and address.
+    Arp,
+}
+
+/// The flood scenario's attacker: `kind` frames out of `ifname` through AF_PACKET, as fast as
+/// it can, for `secs` seconds. Frames are built by hand (a fixed-size DNS query and ARP
+/// request): this is a load generator, and every frame differs from the last.
+pub fn gw_flood(
+    kind: FloodKind,
+    ifname: &str,
+    src_mac: &str,
+    src_ip: &str,
+    gw_mac: &str,
+    gw_ip: &str,
+    secs: f64,
+) {
+    let src: vswitch::wire::MacAddr = src_mac.parse().expect("source MAC");
+    let gw: vswitch::wire::MacAddr = gw_mac.parse().expect("gateway MAC");
+    let src_ip: std::net::Ipv4Addr = src_ip.parse().expect("source IP");
+    let gw_ip: std::net::Ipv4Addr = gw_ip.parse().expect("gateway IP");
+    const N: u32 = 4096;
+    let frames: Vec<Vec<u8>> = (0..N)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            let mut f = Vec::with_capacity(96);
+            match kind {
+                FloodKind::Macs => {
+                    etherparse::PacketBuilder::ethernet2(
+                        [0x02, 0x66, b[0], b[1], b[2], b[3]],
+                        [0x02, 0x55, b[3], b[2], b[1], b[0]],
+                    )
+                    .ipv4(src_ip.octets(), gw_ip.octets(), 64)
+                    .udp(4000, 9)
+                    .write(&mut f, &[0x5a; 18])
+                    .expect("frame");
+                }
+                FloodKind::Dns => {
+                    // A query for "fNNNNNNNN.flood.test" A IN, id i.
+                    let mut q = vec![b[2], b[3], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+                    let label = format!("f{i:08x}");
+                    q.push(label.len() as u8);
+                    q.extend_from_slice(label.as_bytes());
+                    for l in ["flood", "test"] {
+                        q.push(l.len() as u8);
+                        q.extend_from_slice(l.as_bytes());
+                    }
+                    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+                    etherparse::PacketBuilder::ethernet2(src.0, gw.0)
+                        .ipv4(src_ip.octets(), gw_ip.octets(), 64)
+                        .udp(20000 + (i % 20000) as u16, 53)
+                        .write(&mut f, &q)
+                        .expect("frame");
+                }
+                FloodKind::Arp => {
+                    let o = gw_ip.octets();
+                    let target = [o[0], o[1], o[2], (i % 250) as u8 + 1];
+                    f.extend_from_slice(&[0xff; 6]);
+                    f.extend_from_slice(&src.0);
+                    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+                    f.extend_from_slice(&src.0);
+                    f.extend_from_slice(&src_ip.octets());
+                    f.extend_from_slice(&[0; 6]);
+                    f.extend_from_slice(&target);
+                    f.resize(60, 0);
+                }
+            }
+            f
+        })
+        .collect();
+    let sock = sys::packet_socket(ifname).expect("packet socket");
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let batch: Vec<&[u8]> = (0..64)
+            .map(|k| frames[(next + k) % frames.len()].as_slice())
+            .collect();
+        match sys::send_many(std::os::fd::AsRawFd::as_raw_fd(&sock), &batch) {
+            Ok(n) => {
+                sent += n as u64;
+                next = (next + n) % frames.len();
+            }
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    println!("{}", serde_json::json!({ "sent": sent }));
+}

@@ -10,7 +10,7 @@ use crate::sandbox::{prefix, sibling, temp_dir, wait_for, Ns, Proc, TempDir};
 /// A vswitchd of our own (the release binary beside this one), in `host` when given.
 pub struct Vswitchd {
     proc: Proc,
-    socket: PathBuf,
+    pub socket: PathBuf,
     _dir: TempDir,
 }
 

@@ -266,6 +266,8 @@ pub struct LoopStats {
     /// Batches read from ports (at least one frame each), and the frames in them.
     pub batches: u64,
     pub frames: u64,
+    /// Times a port was damped for abuse (see `ABUSE_PER_WINDOW`).
+    pub damped: u64,
 }
 
 /// A consistent copy of the dataplane's tables and counters.
@@ -296,7 +298,25 @@ struct PortSlot {
     /// io_uring, twice that many reads at once (up to a batch): every read that finds nothing
     /// still costs, so a port with a trickle of frames is read with read(2).
     last_batch: usize,
+    /// Damping (see `ABUSE_PER_WINDOW`): the port's abuse drops in the current window and
+    /// when it began; until when the port is damped, and when it may next be read.
+    abuse: u64,
+    abuse_window: u64,
+    damped_until: u64,
+    next_read: u64,
+    /// Waiting in `parked` for `next_read`.
+    parked: bool,
 }
+
+/// A port whose frames are dropped for what it did (spoofing, past its MAC limit or its
+/// gateway rate: `PortCounters::abuse_drops`) more than `ABUSE_PER_WINDOW` times in
+/// `ABUSE_WINDOW_MS` is damped for `DAMP_MS`: read one batch a millisecond at most (64k frames
+/// a second), the rest of its flood left in its kernel queue, which overflows there — so one
+/// container's flood costs the switch a bounded share of its CPU and its neighbours keep the
+/// rest. A port that stops abusing is undamped when `DAMP_MS` runs out.
+const ABUSE_WINDOW_MS: u64 = 100;
+const ABUSE_PER_WINDOW: u64 = 2_000;
+const DAMP_MS: u64 = 1_000;
 
 /// The handle the control thread keeps.
 pub struct Handle {
@@ -367,6 +387,8 @@ struct Dataplane {
     pipeline: Pipeline,
     ports: Vec<Option<PortSlot>>,
     ready: VecDeque<PortId>,
+    /// Damped ports waiting for their next read.
+    parked: Vec<PortId>,
     rx_bufs: Vec<Box<[u8]>>,
     rx_lens: [usize; RX_BATCH],
     /// (egress port, frame slot) pairs of the current batch.
@@ -421,6 +443,7 @@ impl Dataplane {
             pipeline: Pipeline::new(),
             ports: Vec::new(),
             ready: VecDeque::new(),
+            parked: Vec::new(),
             rx_bufs: (0..RX_BATCH)
                 .map(|_| vec![0u8; FRAME_BUF].into_boxed_slice())
                 .collect(),
@@ -470,6 +493,8 @@ impl Dataplane {
             let timeout =
                 if !self.ready.is_empty() || self.vtep_ready || last_work.elapsed() < BUSY_POLL {
                     Duration::ZERO
+                } else if !self.parked.is_empty() {
+                    Duration::from_millis(1)
                 } else {
                     Duration::from_millis(EXPIRE_EVERY_MS)
                 };
@@ -507,6 +532,7 @@ impl Dataplane {
             if self.vtep_ready {
                 self.service_vtep();
             }
+            self.unpark();
             // Each port that is ready gets one batch per round, in turn; control commands are
             // looked at between ports so a long round (a wide flood) does not hold them up.
             for _ in 0..self.ready.len() {
@@ -516,8 +542,19 @@ impl Dataplane {
                 let Some(id) = self.ready.pop_front() else {
                     break;
                 };
+                let now = self.now_ms();
                 if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
                     slot.queued = false;
+                    if slot.damped_until > now {
+                        if slot.next_read > now {
+                            if !slot.parked {
+                                slot.parked = true;
+                                self.parked.push(id);
+                            }
+                            continue;
+                        }
+                        slot.next_read = now + 1;
+                    }
                 }
                 self.service(id);
             }
@@ -603,6 +640,32 @@ impl Dataplane {
         let _ = self
             .events
             .try_send(Event::PeerLearned { network, vtep: src });
+    }
+
+    /// Damped ports whose next read is due go back to the ready queue.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        let mut i = 0;
+        while i < self.parked.len() {
+            let id = self.parked[i];
+            let due = match self.ports.get_mut(id.idx()) {
+                Some(Some(slot)) if slot.next_read > now && slot.damped_until > now => false,
+                Some(Some(slot)) => {
+                    slot.parked = false;
+                    true
+                }
+                _ => true, // gone: just forget it
+            };
+            if due {
+                self.parked.swap_remove(i);
+                self.enqueue(id);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn enqueue(&mut self, id: PortId) {
@@ -890,6 +953,11 @@ impl Dataplane {
             down: None,
             final_counters: None,
             queued: false,
+            abuse: 0,
+            abuse_window: 0,
+            damped_until: 0,
+            next_read: 0,
+            parked: false,
             last_batch: 0,
         });
         self.enqueue(id);
@@ -989,7 +1057,17 @@ impl Dataplane {
                 Some(Some(PortSlot { port: Some(p), .. })) => p.headroom(),
                 _ => 0,
             };
+            let abused = self
+                .pipeline
+                .port_counters(id)
+                .map_or(0, |c| c.abuse_drops());
             self.forward(id, headroom, n);
+            let abused = self
+                .pipeline
+                .port_counters(id)
+                .map_or(0, |c| c.abuse_drops())
+                .saturating_sub(abused);
+            self.account_abuse(id, abused);
         }
         if let Some(e) = failure {
             self.mark_down(
@@ -998,6 +1076,31 @@ impl Dataplane {
             );
         } else if more {
             self.enqueue(id);
+        }
+    }
+
+    /// Adds a batch's abuse drops to the port's window, damping the port when the window
+    /// holds too many (see `ABUSE_PER_WINDOW`).
+    fn account_abuse(&mut self, id: PortId, abused: u64) {
+        let now = self.now_ms();
+        let Some(Some(slot)) = self.ports.get_mut(id.idx()) else {
+            return;
+        };
+        slot.abuse += abused;
+        if now.saturating_sub(slot.abuse_window) >= ABUSE_WINDOW_MS {
+            if slot.abuse > ABUSE_PER_WINDOW {
+                if slot.damped_until <= now {
+                    info!(
+                        port = id.0,
+                        dropped = slot.abuse,
+                        "port damped: most of what it sends is dropped for what it does"
+                    );
+                    self.loop_stats.damped += 1;
+                }
+                slot.damped_until = now + DAMP_MS;
+            }
+            slot.abuse = 0;
+            slot.abuse_window = now;
         }
     }
 

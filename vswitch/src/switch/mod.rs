@@ -134,6 +134,21 @@ impl PortCounters {
         self.drops[reason as usize] += 1;
     }
 
+    /// Frames dropped for what the port itself did: spoofing, past its MAC limit or its
+    /// share of the gateway's services (what the dataplane damps a port for).
+    pub fn abuse_drops(&self) -> u64 {
+        [
+            DropReason::SpoofedMac,
+            DropReason::SpoofedIp,
+            DropReason::SpoofedArp,
+            DropReason::MacLimit,
+            DropReason::RateLimited,
+        ]
+        .iter()
+        .map(|r| self.drops[*r as usize])
+        .sum()
+    }
+
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
     }

@@ -254,6 +254,11 @@ impl Manager {
             ),
             ("batches", "Batches of frames read from ports.", ls.batches),
             ("frames", "Frames read from ports.", ls.frames),
+            (
+                "damped",
+                "Times a port was damped (read a batch a millisecond at most) for abusive floods.",
+                ls.damped,
+            ),
         ] {
             o.sample(
                 &format!("vswitch_dataplane_{k}_total"),
