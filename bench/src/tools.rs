@@ -109,23 +109,7 @@ pub fn mac_flood(
             f
         })
         .collect();
-    let sock = sys::packet_socket(ifname).expect("packet socket");
-    let mut sent = 0u64;
-    let mut next = 0usize;
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    while Instant::now() < end {
-        let batch: Vec<&[u8]> = (0..64)
-            .map(|k| frames[(next + k) % frames.len()].as_slice())
-            .collect();
-        match sys::send_many(std::os::fd::AsRawFd::as_raw_fd(&sock), &batch) {
-            Ok(n) => {
-                sent += n as u64;
-                next = (next + n) % frames.len();
-            }
-            Err(_) => std::thread::yield_now(),
-        }
-    }
-    println!("{}", serde_json::json!({ "sent": sent }));
+    send_for(ifname, &frames, secs);
 }
 
 pub fn tap_copy(client: &str, server: &str) {
@@ -358,6 +342,12 @@ pub fn gw_flood(
             f
         })
         .collect();
+    send_for(ifname, &frames, secs);
+}
+
+/// Sends `frames` round and round out of `ifname` (AF_PACKET, sendmmsg batches of 64) for
+/// `secs` seconds, then prints how many went as `{"sent": N}`.
+fn send_for(ifname: &str, frames: &[Vec<u8>], secs: f64) {
     let sock = sys::packet_socket(ifname).expect("packet socket");
     let mut sent = 0u64;
     let mut next = 0usize;

@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::egress::{set_uplink, world};
+use common::runtimes::{busybox_rootfs_tar, remove_cgroup_parent, unmount_under};
 use common::*;
 use serde_json::Value;
 
@@ -170,22 +171,8 @@ impl Drop for Dockerd {
             }
         }
         self.stop();
-        let root = self.dir.0.display().to_string();
-        let mounts = sh("findmnt", &["-rn", "-o", "TARGET"]);
-        let mut under: Vec<String> = String::from_utf8_lossy(&mounts.stdout)
-            .lines()
-            .filter(|m| m.starts_with(&root))
-            .map(String::from)
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = sh("umount", &["-l", &m]);
-        }
-        if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hier.flatten() {
-                remove_tree(&h.path().join(self.cgroup_parent.trim_start_matches('/')));
-            }
-        }
+        unmount_under(&self.dir.0);
+        remove_cgroup_parent(&self.cgroup_parent);
         let _ = std::fs::remove_file(&self.spec);
         if self.made_key {
             let _ = std::fs::remove_file(KEY);
@@ -193,17 +180,6 @@ impl Drop for Dockerd {
         for d in self.made.iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
-    }
-}
-
-fn remove_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
     }
 }
 
@@ -242,34 +218,7 @@ fn endpoint(dk: &Dockerd, container: &str, net: &str) -> Value {
 }
 
 fn busybox_image(dk: &Dockerd) {
-    let installed = sh("dpkg-query", &["-W", "-f=${Status}", "busybox-static"]);
-    assert!(
-        String::from_utf8_lossy(&installed.stdout).contains("install ok installed"),
-        "busybox-static is not installed (scripts/deps.sh installs it)"
-    );
-    let rootfs = dk.dir.path("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    for d in ["etc", "www", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for a in [
-        "sh", "sleep", "ip", "ping", "cat", "httpd", "wget", "nslookup",
-    ] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(rootfs.join("www/index.html"), "hello from docker\n").unwrap();
-    let tar = dk.dir.path("rootfs.tar");
-    must(
-        "tar",
-        &[
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    let tar = busybox_rootfs_tar(&dk.dir, "hello from docker\n");
     dk.ok(&["import", tar.to_str().unwrap(), "bb"]);
 }
 

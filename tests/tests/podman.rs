@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::runtimes::{busybox_rootfs_tar, remove_cgroup_parent, unmount_under};
 use common::*;
 use serde_json::{json, Value};
 
@@ -66,29 +67,7 @@ impl Podman {
         );
         std::fs::write(p.dir.path("containers.conf"), conf).unwrap();
         // The image: busybox-static and its applets.
-        let rootfs = p.dir.path("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        for d in ["etc", "tmp", "www", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        std::fs::copy(busybox_static(), rootfs.join("bin/busybox")).unwrap();
-        for applet in [
-            "sh", "sleep", "ip", "ping", "cat", "nslookup", "httpd", "wget", "hostname",
-        ] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        std::fs::write(rootfs.join("www/index.html"), "hello from podman\n").unwrap();
-        let tar = p.dir.path("rootfs.tar");
-        must(
-            "tar",
-            &[
-                "-C",
-                rootfs.to_str().unwrap(),
-                "-cf",
-                tar.to_str().unwrap(),
-                ".",
-            ],
-        );
+        let tar = busybox_rootfs_tar(&p.dir, "hello from podman\n");
         p.ok(&["import", tar.to_str().unwrap(), "bb"]);
         p
     }
@@ -150,53 +129,15 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.cmd(&["rm", "-af", "-t", "0"]);
-        // Mounts podman may have left under its dirs (shm, overlay of a crashed container).
-        let root = self.dir.0.display().to_string();
-        let mounts = sh("findmnt", &["-rn", "-o", "TARGET"]);
-        let mut under: Vec<String> = String::from_utf8_lossy(&mounts.stdout)
-            .lines()
-            .filter(|m| m.starts_with(&root))
-            .map(String::from)
-            .collect();
-        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in under {
-            let _ = sh("umount", &["-l", &m]);
-        }
-        // The cgroup dirs of the test's parent, deepest first, in every hierarchy.
-        if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in hier.flatten() {
-                let top = h.path().join(self.cgroup_parent.trim_start_matches('/'));
-                remove_cgroup_tree(&top);
-            }
-        }
-        let top = PathBuf::from("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/'));
-        remove_cgroup_tree(&top);
+        // Mounts podman may have left under its dirs (shm, overlay of a crashed container),
+        // and the cgroup dirs of the test's parent.
+        unmount_under(&self.dir.0);
+        remove_cgroup_parent(&self.cgroup_parent);
         if self.made_cni_cache {
             let _ = std::fs::remove_dir(Path::new(CNI_CACHE).join("results"));
             let _ = std::fs::remove_dir(CNI_CACHE);
         }
     }
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
-}
-
-/// busybox-static's binary (the package replaces busybox, and gives /bin/busybox).
-fn busybox_static() -> PathBuf {
-    let installed = sh("dpkg-query", &["-W", "-f=${Status}", "busybox-static"]);
-    assert!(
-        String::from_utf8_lossy(&installed.stdout).contains("install ok installed"),
-        "busybox-static is not installed (scripts/deps.sh installs it)"
-    );
-    PathBuf::from("/bin/busybox")
 }
 
 fn port_of<'a>(ports: &'a [Value], id: &str, ifname: &str) -> Option<&'a Value> {

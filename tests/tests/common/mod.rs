@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod containers;
 pub mod egress;
+pub mod runtimes;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
