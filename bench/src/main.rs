@@ -21,6 +21,7 @@ mod publish;
 mod report;
 mod sandbox;
 mod scenarios;
+mod soak;
 mod sys;
 mod tools;
 
@@ -78,6 +79,11 @@ struct Cli {
     /// Where results.json, results.md and results.svg go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Instead of the scenarios: MINUTES of mixed traffic and port churn, vswitchd's RSS and
+    /// open fds sampled; soak.md, soak.json and soak.svg (both series and their slopes) go in
+    /// --out.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -231,6 +237,13 @@ fn main() {
         return helper(cmd);
     }
     sandbox::clean_up_on_signal();
+    if let Some(minutes) = cli.soak {
+        if let Err(e) = soak::run(minutes, &cli.out) {
+            eprintln!("vswitch-bench: soak: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let d = if cli.quick {
         Durations {
             iperf: 4,

@@ -64,6 +64,10 @@ impl Vswitchd {
         self.client()?.call(op).map_err(|e| e.to_string())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id()))
             .ok()
