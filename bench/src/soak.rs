@@ -69,22 +69,38 @@ pub fn run(minutes: f64, out: &Path) -> Result<(), String> {
     let total = Duration::from_secs_f64(minutes * 60.0);
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let _server = t.server.spawn(&["iperf3", "-s", "-p", "5201"])?;
-    std::thread::sleep(Duration::from_millis(300));
     let mut workers = Vec::new();
     let gbits = Arc::new(AtomicU64::new(0));
     {
-        // iperf3 in back-to-back runs.
-        let (client, ip, stop, gbits) =
-            (t.client.0.clone(), t.server_ip, stop.clone(), gbits.clone());
+        // iperf3 in back-to-back runs, each with a server of its own (`-1`) and a deadline:
+        // back to back against one long-lived server, an iperf3 3.12 client was seen to hang
+        // for good on its control connection, with the path between them fine.
+        let (client, server, ip, stop, gbits) = (
+            t.client.0.clone(),
+            t.server.0.clone(),
+            t.server_ip,
+            stop.clone(),
+            gbits.clone(),
+        );
         workers.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                let srv = std::process::Command::new("ip")
+                    .args(["netns", "exec", &server, "iperf3", "-s", "-1", "-p", "5201"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                std::thread::sleep(Duration::from_millis(200));
                 let run = exec_in(
                     &client,
                     &[
-                        "iperf3", "-c", ip, "-p", "5201", "-t", "10", "-b", "2G", "--json",
+                        "timeout", "30", "iperf3", "-c", ip, "-p", "5201", "-t", "10", "-b", "2G",
+                        "--json",
                     ],
                 );
+                if let Ok(mut s) = srv {
+                    let _ = s.kill();
+                    let _ = s.wait();
+                }
                 if let Some(out) = run {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) {
                         let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
