@@ -127,6 +127,23 @@ pub enum Command {
         flush: bool,
         reply: Sender<Option<UplinkView>>,
     },
+    /// A macvlan parent's socket (the trunk): read for every network on the parent, its frames
+    /// go to the network of their VLAN (`AddSegment`). Not a port of the pipeline.
+    AddTrunk {
+        id: PortId,
+        port: Box<dyn Port>,
+        done: Sender<io::Result<()>>,
+    },
+    /// One network's side of a trunk (VLAN 0: untagged): the network's parent port in the
+    /// pipeline; what the trunk receives on `vlan` comes in through it.
+    AddSegment {
+        id: PortId,
+        network: NetId,
+        trunk: PortId,
+        vlan: u16,
+        port: Box<dyn Port>,
+        done: Sender<bool>,
+    },
     /// Sets (or with `None` clears) the VTEP's socket, read for every overlay network.
     SetVtep {
         sock: Option<Arc<crate::ports::vxlan::Vtep>>,
@@ -419,9 +436,19 @@ struct Dataplane {
     learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
     /// Live captures (`vswitchctl capture`).
     captures: capture::Captures,
+    /// macvlan parents' sockets, by their port id: which segment port each VLAN goes to.
+    trunks: std::collections::HashMap<PortId, Trunk>,
     /// The conntrack table's refused-because-full count at the last tick (for the event).
     ct_refused_seen: u64,
     loop_stats: LoopStats,
+}
+
+/// A macvlan parent's socket: the networks on it by VLAN (0: untagged), and what arrived for
+/// none of them (counted as its drops).
+#[derive(Default)]
+struct Trunk {
+    vlans: Vec<(u16, PortId)>,
+    counters: PortCounters,
 }
 
 fn token(id: PortId) -> Token {
@@ -474,6 +501,7 @@ impl Dataplane {
             vtep_ready: false,
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
+            trunks: std::collections::HashMap::new(),
             ct_refused_seen: 0,
             loop_stats: LoopStats::default(),
         }
@@ -759,6 +787,38 @@ impl Dataplane {
                 self.remove_port(id);
                 let _ = done.send(());
             }
+            Command::AddTrunk { id, port, done } => {
+                let fd = port.raw_fd();
+                let res = self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    token(id),
+                    Interest::READABLE,
+                );
+                if res.is_ok() {
+                    self.trunks.insert(id, Trunk::default());
+                    self.install(id, port);
+                }
+                let _ = done.send(res);
+            }
+            Command::AddSegment {
+                id,
+                network,
+                trunk,
+                vlan,
+                port,
+                done,
+            } => {
+                let ok =
+                    self.trunks.contains_key(&trunk) && self.pipeline.add_segment_port(id, network);
+                if ok {
+                    if let Some(t) = self.trunks.get_mut(&trunk) {
+                        t.vlans.retain(|(v, _)| *v != vlan);
+                        t.vlans.push((vlan, id));
+                    }
+                    self.install(id, port);
+                }
+                let _ = done.send(ok);
+            }
             Command::SetVtep { sock, done } => {
                 if let Some(old) = self.vtep.take() {
                     use std::os::fd::AsRawFd;
@@ -976,6 +1036,10 @@ impl Dataplane {
         self.pipeline.remove_port(id);
         self.captures.remove_port(id);
         self.ready.retain(|p| *p != id);
+        self.trunks.remove(&id);
+        for t in self.trunks.values_mut() {
+            t.vlans.retain(|(_, p)| *p != id);
+        }
         debug!(port = id.0, "port removed");
     }
 
@@ -1005,12 +1069,88 @@ impl Dataplane {
                 reason: why.clone(),
             });
         }
-        slot.down = Some(why);
+        slot.down = Some(why.clone());
         slot.final_counters = self.pipeline.remove_port(id);
+        if let Some(t) = self.trunks.get(&id) {
+            // A parent gone takes its networks' ports with it, each with the reason.
+            if let Some(Some(slot)) = self.ports.get_mut(id.idx()) {
+                slot.final_counters = Some(t.counters);
+            }
+            let segments: Vec<PortId> = t.vlans.iter().map(|(_, p)| *p).collect();
+            let mut members = Vec::new();
+            for seg in &segments {
+                if let Some((_, n)) = self
+                    .pipeline
+                    .networks()
+                    .find(|(_, n)| n.parent == Some(*seg))
+                {
+                    members.extend(n.members.iter().copied().filter(|m| m != seg));
+                }
+            }
+            let reason = format!("parent down: {why}");
+            for p in segments.into_iter().chain(members) {
+                self.take_down(p, reason.clone(), notify);
+            }
+        }
+    }
+
+    /// Reads one batch from a parent's socket: each frame goes to the network of its VLAN,
+    /// untagged, through that network's segment port; runs of one VLAN go through the
+    /// pipeline together.
+    fn service_trunk(&mut self, id: PortId) {
+        let Some(Some(PortSlot {
+            port: Some(port), ..
+        })) = self.ports.get_mut(id.idx())
+        else {
+            return;
+        };
+        let (n, more, failure) = read_each(port.as_mut(), &mut self.rx_bufs, &mut self.rx_lens);
+        if n > 0 {
+            self.loop_stats.batches += 1;
+            self.loop_stats.frames += n as u64;
+        }
+        let mut run: Option<(PortId, usize)> = None;
+        for i in 0..n {
+            let len = self.rx_lens[i];
+            let Some(t) = self.trunks.get_mut(&id) else {
+                return;
+            };
+            t.counters.rx_packets += 1;
+            t.counters.rx_bytes += len as u64;
+            let frame = &self.rx_bufs[i][..len.min(FRAME_BUF)];
+            let seg = crate::switch::vlan::vlan_of(frame)
+                .and_then(|v| t.vlans.iter().find(|(tag, _)| *tag == v).map(|(_, p)| *p));
+            let Some(seg) = seg else {
+                // Steered here, yet no network's (one just went): dropped, counted.
+                t.counters.count_drop(DropReason::NoDestination);
+                self.rx_lens[i] = usize::MAX;
+                continue;
+            };
+            self.rx_lens[i] = crate::switch::vlan::strip(&mut self.rx_bufs[i], len);
+            match run {
+                Some((p, _)) if p == seg => {}
+                Some((p, from)) => {
+                    self.forward_range(p, 0, from, i);
+                    run = Some((seg, i));
+                }
+                None => run = Some((seg, i)),
+            }
+        }
+        if let Some((p, from)) = run {
+            self.forward_range(p, 0, from, n);
+        }
+        if let Some(e) = failure {
+            self.mark_down(id, format!("receive failed: {e} (interface gone?)"));
+        } else if more {
+            self.enqueue(id);
+        }
     }
 
     /// Reads one batch from `id`, forwards it, and requeues the port if it may have more.
     fn service(&mut self, id: PortId) {
+        if !self.trunks.is_empty() && self.trunks.contains_key(&id) {
+            return self.service_trunk(id);
+        }
         let Some(Some(PortSlot {
             port: Some(port),
             last_batch,
@@ -1107,10 +1247,19 @@ impl Dataplane {
     /// Runs `n` received buffers (each `headroom` bytes of port metadata, then the frame) through
     /// the pipeline and sends them on, port by port.
     fn forward(&mut self, in_port: PortId, headroom: usize, n: usize) {
+        self.forward_range(in_port, headroom, 0, n)
+    }
+
+    /// `forward` for the buffers `from..to` (a trunk's run of one VLAN). A length of
+    /// `usize::MAX` marks a buffer already dealt with.
+    fn forward_range(&mut self, in_port: PortId, headroom: usize, from: usize, to: usize) {
         let now = self.now_ms();
         self.txq.clear();
-        for i in 0..n {
+        for i in from..to {
             let len = self.rx_lens[i];
+            if len == usize::MAX {
+                continue;
+            }
             if len >= FRAME_BUF || len < headroom {
                 if let Some(c) = self.pipeline.port_counters_mut(in_port) {
                     c.rx_packets += 1;
@@ -1362,6 +1511,7 @@ impl Dataplane {
                 counters: s
                     .final_counters
                     .or_else(|| pipeline.port_counters(id).copied())
+                    .or_else(|| self.trunks.get(&id).map(|t| t.counters))
                     .unwrap_or_default(),
                 xdp: s.port.as_mut().and_then(|p| p.xdp_status()),
             })

@@ -29,6 +29,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::bpf::{self, insn};
+use super::parent;
 use super::steer::{self, Steer, SteerProg};
 use super::Port;
 use crate::sandbox::netlink::Netlink;
@@ -216,6 +217,20 @@ impl AfXdp {
         cfg: XdpConfig,
         steer: Option<Steer>,
     ) -> Result<AfXdp, AfXdpError> {
+        Self::open_with(ifname, cfg, steer.map(Steering::Uplink))
+    }
+
+    /// As `open`, for a macvlan parent: only frames for the containers go to the socket
+    /// (`ports::parent`), the rest passes to the host's stack.
+    pub fn open_parent(ifname: &str, cfg: XdpConfig) -> Result<AfXdp, AfXdpError> {
+        Self::open_with(ifname, cfg, Some(Steering::Parent))
+    }
+
+    fn open_with(
+        ifname: &str,
+        cfg: XdpConfig,
+        steering: Option<Steering>,
+    ) -> Result<AfXdp, AfXdpError> {
         cfg.validate().map_err(AfXdpError::Config)?;
         let index = Netlink::open()
             .and_then(|mut nl| nl.link_index(ifname))
@@ -226,13 +241,22 @@ impl AfXdp {
             })?
             .ok_or_else(|| AfXdpError::Vanished(ifname.to_string()))?;
         let mut prog = XdpProg::claim()?;
-        if let Some(steer) = steer {
-            prog.own = Some(steer::load(steer, &prog.shared.xsks, prog.slot).map_err(
-                |source| AfXdpError::Program {
-                    what: "steering program load",
-                    source,
-                },
-            )?);
+        let err = |source| AfXdpError::Program {
+            what: "steering program load",
+            source,
+        };
+        match steering {
+            Some(Steering::Uplink(steer)) => {
+                prog.own = Some(Own::Uplink(
+                    steer::load(steer, &prog.shared.xsks, prog.slot).map_err(err)?,
+                ));
+            }
+            Some(Steering::Parent) => {
+                prog.own = Some(Own::Parent(
+                    parent::load(&prog.shared.xsks, prog.slot).map_err(err)?,
+                ));
+            }
+            None => {}
         }
         let modes: &[(&'static str, u32)] = match cfg.mode {
             XdpMode::Auto => &[("native", XDP_FLAGS_DRV_MODE), ("skb", XDP_FLAGS_SKB_MODE)],
@@ -364,7 +388,18 @@ impl AfXdp {
 
     /// A steered socket's published-ports map (`None` for a plain socket).
     pub fn published_map(&self) -> Option<std::io::Result<steer::PublishedMap>> {
-        self.prog.own.as_ref().map(SteerProg::published_map)
+        match &self.prog.own {
+            Some(Own::Uplink(p)) => Some(p.published_map()),
+            _ => None,
+        }
+    }
+
+    /// A parent's maps of what is the containers' (`None` for other sockets).
+    pub fn parent_maps(&self) -> Option<std::io::Result<parent::ParentMaps>> {
+        match &self.prog.own {
+            Some(Own::Parent(p)) => Some(p.maps()),
+            _ => None,
+        }
     }
 
     /// Puts copied-out receive frames back on the fill ring.
@@ -679,8 +714,20 @@ struct XdpProg {
     attached: Option<(u32, u32)>,
     /// The ifindex whose frames go to this port's slot.
     steered: Option<u32>,
-    /// A program of this port's own attached instead of the shared one (a shared uplink's).
-    own: Option<SteerProg>,
+    /// A program of this port's own attached instead of the shared one (a shared uplink's, a
+    /// macvlan parent's).
+    own: Option<Own>,
+}
+
+/// What a socket's own program steers to it.
+enum Steering {
+    Uplink(Steer),
+    Parent,
+}
+
+enum Own {
+    Uplink(SteerProg),
+    Parent(parent::ParentProg),
 }
 
 impl XdpProg {
@@ -708,7 +755,8 @@ impl XdpProg {
 
     fn prog_fd(&self) -> RawFd {
         match &self.own {
-            Some(own) => own.prog.as_raw_fd(),
+            Some(Own::Uplink(own)) => own.prog.as_raw_fd(),
+            Some(Own::Parent(own)) => own.prog.as_raw_fd(),
             None => self.shared.prog.as_raw_fd(),
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod afxdp;
 pub mod bpf;
+pub mod parent;
 pub mod steer;
 pub mod tap;
 pub mod uring;

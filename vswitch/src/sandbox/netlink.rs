@@ -75,6 +75,8 @@ pub struct LinkChange {
     pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
     pub up: Option<bool>,
+    /// Promiscuous mode on or off (a macvlan parent takes frames for its containers' MACs).
+    pub promisc: Option<bool>,
     /// Move the link into the network namespace of this fd (renamed to `name` on the way).
     pub netns_fd: Option<std::os::fd::RawFd>,
 }
@@ -192,9 +194,15 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         if let Some(up) = change.up {
-            msg.header.change_mask = LinkFlags::Up;
+            msg.header.change_mask |= LinkFlags::Up;
             if up {
-                msg.header.flags = LinkFlags::Up;
+                msg.header.flags |= LinkFlags::Up;
+            }
+        }
+        if let Some(on) = change.promisc {
+            msg.header.change_mask |= LinkFlags::Promisc;
+            if on {
+                msg.header.flags |= LinkFlags::Promisc;
             }
         }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)

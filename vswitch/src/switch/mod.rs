@@ -10,6 +10,7 @@ pub mod nat;
 pub mod overlay;
 pub mod security;
 pub mod trace;
+pub mod vlan;
 
 use crate::wire::ethernet::FrameError;
 use crate::wire::{Frame, MacAddr};
@@ -211,6 +212,9 @@ struct PortEntry {
     network: Option<NetId>,
     /// A tunnel to a remote VTEP: what comes in from it is not replicated to other VTEPs.
     tunnel: bool,
+    /// A macvlan network's parent: it stands for a whole segment (no MAC limit), and it is the
+    /// one port the others may reach in `--mode private`.
+    segment: bool,
     /// Port security: what the port may send as (`None`: anything).
     guard: Option<PortGuard>,
     /// The port's share of its gateway's services (`--gateway-rate`).
@@ -268,6 +272,9 @@ pub struct Network {
     pub icc: bool,
     /// Frames a second one port may send to the gateway's services (0: no limit).
     pub gateway_rate: u32,
+    /// A macvlan network's parent (the segment outside): with `icc` false (`--mode private`)
+    /// containers reach it, and it them, but not each other.
+    pub parent: Option<PortId>,
 }
 
 /// The switch's forwarding state and logic.
@@ -331,6 +338,7 @@ impl Pipeline {
             egress: params.egress,
             icc: params.icc,
             gateway_rate: params.gateway_rate,
+            parent: None,
         });
     }
 
@@ -372,6 +380,27 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
             tunnel: false,
+            segment: false,
+            guard: None,
+            bucket: Bucket::default(),
+            counters: PortCounters::default(),
+        });
+        true
+    }
+
+    /// Attaches a macvlan network's parent (one VLAN of it): the segment's MACs are learned
+    /// on it without a per-port limit. Returns false when the network does not exist or has a
+    /// parent already.
+    pub fn add_segment_port(&mut self, id: PortId, network: NetId) -> bool {
+        let Some(net) = self.network_mut(network).filter(|n| n.parent.is_none()) else {
+            return false;
+        };
+        net.members.push(id);
+        net.parent = Some(id);
+        *slot(&mut self.ports, id.idx()) = Some(PortEntry {
+            network: Some(network),
+            tunnel: false,
+            segment: true,
             guard: None,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
@@ -417,6 +446,7 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: Some(network),
             tunnel: true,
+            segment: false,
             guard: None,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
@@ -491,6 +521,7 @@ impl Pipeline {
         *slot(&mut self.ports, id.idx()) = Some(PortEntry {
             network: None,
             tunnel: false,
+            segment: false,
             guard: None,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
@@ -520,6 +551,9 @@ impl Pipeline {
             .and_then(Option::as_mut)
         {
             net.members.retain(|p| *p != id);
+            if net.parent == Some(id) {
+                net.parent = None;
+            }
             net.remotes.retain(|p| *p != id);
             net.tunnels.retain(|p| *p != id);
             net.fdb.flush_port(id);
@@ -631,6 +665,7 @@ impl Pipeline {
             return self.route_in(now, in_port, frame, actions);
         };
         let from_tunnel = port.tunnel;
+        let from_segment = port.segment;
         if let Some(guard) = &port.guard {
             if let Err(reason) = guard.check(frame) {
                 actions.note(|| {
@@ -673,7 +708,9 @@ impl Pipeline {
         }
 
         // L2: learn, then let the gateway take what is addressed to it.
-        let learned = net.fdb.learn(src, in_port, now, !from_tunnel);
+        let learned = net
+            .fdb
+            .learn(src, in_port, now, !from_tunnel && !from_segment);
         actions.note(|| {
             let (verdict, detail) = match learned {
                 Learned::Refreshed => ("refresh", format!("{src} was already here")),
@@ -809,7 +846,7 @@ impl Pipeline {
                     actions.note(|| Step::new("fdb", "drop", "hairpin: back where it came from"));
                     counters.count_drop(DropReason::Hairpin);
                     actions.drop = Some(DropReason::Hairpin);
-                } else if !net.icc {
+                } else if !net.icc && !net.parent.is_some_and(|p| p == in_port || p == out) {
                     actions.note(|| {
                         Step::new("icc", "drop", "--no-icc: containers reach the gateway only")
                     });
@@ -850,6 +887,30 @@ impl Pipeline {
             };
             Step::new("fdb", "miss", why)
         });
+        if !net.icc && net.parent.is_some() {
+            // A private macvlan network: what the segment sends reaches every container, what
+            // a container floods reaches the segment only.
+            actions.flooded = true;
+            match net.parent {
+                Some(p) if p == in_port => actions
+                    .out
+                    .extend(net.members.iter().copied().filter(|m| *m != in_port)),
+                Some(p) => actions.out.push(p),
+                None => {}
+            }
+            actions.note(|| {
+                Step::new(
+                    "flood",
+                    "private",
+                    "--mode private: containers hear the parent's segment only",
+                )
+            });
+            if actions.out.is_empty() {
+                counters.count_drop(DropReason::NoDestination);
+                actions.drop = Some(DropReason::NoDestination);
+            }
+            return;
+        }
         if !net.icc {
             actions.note(|| {
                 Step::new(
