@@ -13,7 +13,7 @@ set -euo pipefail
 # runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
 # machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
 # keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump gcc pkg-config ca-certificates curl
+PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
   podman runc conmon containernetworking-plugins docker.io)
 

@@ -299,6 +299,8 @@ enum DhcpCmd {
     Leases { network: Option<String> },
 }
 
+// Parsed once per run: the size of the biggest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum NetworkCmd {
     /// Create a network.
@@ -335,6 +337,14 @@ enum NetworkCmd {
         /// --aux-address).
         #[arg(long = "aux-address", value_name = "[NAME=]IP")]
         aux_address: Vec<String>,
+        /// macvlan networks: the interface they are on, IFACE or IFACE.VLAN (the switch adds
+        /// and strips the 802.1Q tag itself).
+        #[arg(long, value_name = "IFACE[.VLAN]")]
+        parent: Option<String>,
+        /// macvlan networks: bridge (containers reach each other, the default) or private
+        /// (each reaches the parent's segment only).
+        #[arg(long, value_name = "bridge|private")]
+        mode: Option<String>,
         /// Turn the network's DHCP server off.
         #[arg(long)]
         no_dhcp: bool,
@@ -498,6 +508,8 @@ fn op_of(cmd: Cmd) -> Op {
             fdb_limit,
             ip_range,
             aux_address,
+            parent,
+            mode,
             no_dhcp,
             no_dns,
             no_arp_suppress,
@@ -538,6 +550,8 @@ fn op_of(cmd: Cmd) -> Op {
             gateway_rate,
             owner: None,
             aux_addresses: aux_address,
+            parent,
+            mode,
         }),
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
             network,

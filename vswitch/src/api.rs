@@ -387,6 +387,14 @@ pub struct NetworkCreate {
     /// Addresses IPAM never hands out (Docker's `--aux-address`): `IP` or `NAME=IP`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux_addresses: Vec<String>,
+    /// macvlan networks: the interface of vswitchd's namespace they are on, `IFACE` or
+    /// `IFACE.VLAN` (the switch tags VLAN frames itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// macvlan networks: `bridge` (containers reach each other through the switch, the
+    /// default) or `private` (each reaches the parent's segment only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -722,6 +730,14 @@ pub struct NetworkInfo {
     /// Who made the network (`NetworkCreate::owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// macvlan networks: the parent (`IFACE` or `IFACE.VLAN`), the mode, and why the parent
+    /// is not served when it is not (gone, or it could not be bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

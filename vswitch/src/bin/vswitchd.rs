@@ -344,7 +344,11 @@ fn run(
             .name("netns-watch".into())
             .spawn(move || loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
-                let watched = manager.lock().unwrap_or_else(|p| p.into_inner()).watched();
+                let watched = {
+                    let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
+                    m.check_parents();
+                    m.watched()
+                };
                 let gone: Vec<_> = watched
                     .into_iter()
                     .filter_map(|w| w.orphaned().map(|why| (w, why)))

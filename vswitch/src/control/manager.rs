@@ -16,6 +16,7 @@ mod capture;
 mod containers;
 mod events;
 mod host_access;
+mod macvlan;
 mod metrics;
 mod networks;
 mod overlay;
@@ -112,6 +113,9 @@ pub struct Manager {
     hub: Arc<super::events::EventHub>,
     /// How long add-port requests took (the metrics' histogram).
     add_port_hist: metrics::Histogram,
+    /// macvlan parents the switch serves, by interface, and why a network's is not served.
+    parents: std::collections::BTreeMap<String, macvlan::ParentRt>,
+    parent_errors: macvlan::ParentErrors,
 }
 
 fn unix_now() -> u64 {
@@ -175,6 +179,8 @@ impl Manager {
             overlay: overlay::OverlayRt::default(),
             hub: Arc::default(),
             add_port_hist: Default::default(),
+            parents: Default::default(),
+            parent_errors: Default::default(),
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.
@@ -183,7 +189,8 @@ impl Manager {
             m.restore_vtep(v);
         }
         for net in saved.networks {
-            m.attach_network(&net).map_err(|e| e.to_string())?;
+            let id = m.attach_network(&net).map_err(|e| e.to_string())?;
+            m.restore_parent(&net, id);
             m.state.networks.push(net);
         }
         let declared_cfgs = declared.clone();
@@ -216,11 +223,14 @@ impl Manager {
                 gateway_rate: Some(net.gateway_rate),
                 owner: net.owner.clone(),
                 aux_addresses: net.aux_addresses.iter().map(|a| a.to_string()).collect(),
+                parent: net.parent.clone(),
+                mode: net.mode.clone(),
             };
             let cfg = m
                 .validate_network(&req)
                 .map_err(|e| format!("config network {:?}: {}", net.name, e.message))?;
-            m.attach_network(&cfg).map_err(|e| e.to_string())?;
+            let id = m.attach_network(&cfg).map_err(|e| e.to_string())?;
+            m.restore_parent(&cfg, id);
             m.state.networks.push(cfg);
         }
         // Containers' namespaces before the ports that go into them.
@@ -267,6 +277,7 @@ impl Manager {
             m.restore_uplink(u);
         }
         m.sync_published();
+        m.sync_parents();
         m.refresh_container_files();
         m.save().map_err(|e| e.message)?;
         Ok(m)
@@ -312,8 +323,10 @@ impl Manager {
         let event = events::pending(&op);
         let reply = self.dispatch(op);
         if change && reply.is_ok() {
-            // Whatever changed (a port, a network, the uplink), the published ports follow.
+            // Whatever changed (a port, a network, the uplink), the published ports follow,
+            // and what the macvlan parents steer to the switch.
             self.sync_published();
+            self.sync_parents();
         }
         if let (Some(ev), Ok(r)) = (event, &reply) {
             self.emit_change(ev, r);

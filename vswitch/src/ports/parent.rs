@@ -233,7 +233,8 @@ fn program(macs: &OwnedFd, ips: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
 }
 
 /// The parent's socket as the dataplane reads it (the trunk: every network's frames, tagged
-/// or not). Sending through it sends untagged.
+/// or not). Sending through it sends untagged. Clones share the socket.
+#[derive(Clone)]
 pub struct Parent {
     xsk: Arc<Mutex<AfXdp>>,
     fd: RawFd,

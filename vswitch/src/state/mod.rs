@@ -120,6 +120,12 @@ pub struct NetworkConfig {
     /// Addresses IPAM and DHCP never hand out and ports may not take (`--aux-address`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux_addresses: Vec<Ipv4Addr>,
+    /// macvlan networks: the parent, `IFACE` or `IFACE.VLAN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// macvlan networks: "bridge" or "private" (`icc` false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A static FDB entry of an overlay network: `mac` is behind the remote VTEP `vtep`, and with
@@ -739,6 +745,8 @@ mod tests {
             gateway_rate: DEFAULT_GATEWAY_RATE,
             owner: None,
             aux_addresses: vec![],
+            parent: None,
+            mode: None,
         }
     }
 

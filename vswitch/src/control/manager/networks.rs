@@ -31,12 +31,19 @@ impl Manager {
             ));
         }
         let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
-        if driver != "bridge" && driver != "overlay" {
+        if !["bridge", "overlay", "macvlan"].contains(&driver.as_str()) {
             return Err(invalid(format!(
-                "driver {driver:?} is not supported; use --driver bridge or overlay"
+                "driver {driver:?} is not supported; use --driver bridge, overlay or macvlan"
             )));
         }
         let (vni, peers) = self.validate_overlay(&driver, req)?;
+        let (parent, mode) = self.validate_macvlan(&driver, req)?;
+        let macvlan = parent.is_some();
+        if macvlan && req.host_access {
+            return Err(invalid(
+                "--host-access is not available on macvlan networks yet",
+            ));
+        }
         let mtu = match req.mtu {
             Some(m) if !(super::MIN_MTU..=super::MAX_MTU).contains(&m) => {
                 return Err(invalid(format!(
@@ -68,11 +75,12 @@ impl Manager {
                 "subnet {subnet} must have a prefix length between /8 and /30"
             )));
         }
-        if let Some(other) =
-            self.state.networks.iter().find(|n| {
-                n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
-            })
-        {
+        // macvlan networks are segments of their own (each on its own parent or VLAN, routed
+        // by the segment's router, not the switch's): their subnets may overlap each other's.
+        if let Some(other) = self.state.networks.iter().find(|n| {
+            !(macvlan && n.parent.is_some())
+                && (n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()))
+        }) {
             return Err(ApiError::new(
                 ErrorCode::SubnetOverlap,
                 format!(
@@ -180,8 +188,10 @@ impl Manager {
             mac_aging_secs,
             fdb_limit,
             ip_range,
-            dhcp: req.dhcp.unwrap_or(true),
-            dns: req.dns.unwrap_or(true),
+            // A macvlan network has no router of the switch's: the gateway is the segment's,
+            // so no DHCP or DNS from it either.
+            dhcp: !macvlan && req.dhcp.unwrap_or(true),
+            dns: !macvlan && req.dns.unwrap_or(true),
             arp_suppress: req.arp_suppress.unwrap_or(true),
             domain: req.domain.as_ref().map(|d| d.to_ascii_lowercase()),
             lease_secs,
@@ -192,12 +202,14 @@ impl Manager {
             learn_peers: req.learn_peers,
             fdb: Vec::new(),
             port_security: req.port_security.unwrap_or(true),
-            icc: req.icc.unwrap_or(true),
+            icc: req.icc.unwrap_or(true) && mode.as_deref() != Some("private"),
             host_access: req.host_access,
             port_mac_limit,
             gateway_rate,
             owner: req.owner.clone(),
             aux_addresses,
+            parent,
+            mode,
         })
     }
 
@@ -245,8 +257,8 @@ impl Manager {
             )),
             fdb_limit: net.fdb_limit as usize,
             aging_ms: u64::from(net.mac_aging_secs) * 1000,
-            gateway: Some(gateway),
-            egress: !net.internal,
+            gateway: net.parent.is_none().then_some(gateway),
+            egress: !net.internal && net.parent.is_none(),
         };
         self.dp_call(|done| Command::AddNetwork { id, params, done })?;
         self.nets.insert(net.name.clone(), id);
@@ -276,6 +288,11 @@ impl Manager {
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> ApiResult<Reply> {
         let cfg = self.validate_network(&req)?;
         let id = self.attach_network(&cfg)?;
+        if let Err(e) = self.attach_parent(&cfg, id, false) {
+            self.nets.remove(&cfg.name);
+            let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
+            return Err(e);
+        }
         self.state.networks.push(cfg.clone());
         if let Err(e) = self.record(Change::NetworkAdd(cfg.clone())) {
             self.state.networks.pop();
@@ -347,6 +364,7 @@ impl Manager {
             }
         }
         self.detach_tunnels(name);
+        self.detach_parent(name);
         if let Some(id) = self.nets.remove(name) {
             self.dp_call(|done| Command::RemoveNetwork { id, done })?;
         }
@@ -389,6 +407,9 @@ impl Manager {
             internal: n.internal,
             aux_addresses: n.aux_addresses.iter().map(|a| a.to_string()).collect(),
             owner: n.owner.clone(),
+            parent: n.parent.clone(),
+            mode: n.mode.clone(),
+            parent_error: self.macvlan_info(n),
         }
     }
 

@@ -195,6 +195,7 @@ impl Manager {
             .filter_map(|p| p.id.map(|p| p.0))
             .chain(uplink)
             .chain(self.tunnel_ids())
+            .chain(self.parent_ids())
             .collect();
         PortId(Self::free_id(used.iter()))
     }

@@ -247,6 +247,7 @@ impl Manager {
             .filter_map(|(n, p)| p.id.map(|id| (id, n.clone())))
             .chain(self.uplink_port())
             .chain(self.tunnel_names())
+            .chain(self.parent_port_names())
             .collect()
     }
 }

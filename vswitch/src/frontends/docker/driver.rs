@@ -29,6 +29,8 @@ const OPTIONS: &[&str] = &[
     "port-security",
     "domain",
     "dns",
+    "parent",
+    "macvlan_mode",
 ];
 
 fn flag(key: &str, v: &str) -> Result<bool, String> {
@@ -152,6 +154,8 @@ impl Plugin {
                 "port-security" => req.port_security = Some(flag(k, v)?),
                 "domain" => req.domain = Some(v.clone()),
                 "dns" => req.dns = Some(flag(k, v)?),
+                "parent" => req.parent = Some(v.clone()),
+                "mode" | "macvlan_mode" => req.mode = Some(v.clone()),
                 other => {
                     return Err(format!(
                         "unknown option -o {other} of the vswitch driver (known: {})",

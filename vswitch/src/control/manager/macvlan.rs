@@ -1,0 +1,423 @@
+//! macvlan networks: containers straight on a parent interface's segment, each with its own
+//! MAC, with no NAT and no router of the switch's (the gateway is a router of the segment).
+//!
+//! One AF_XDP socket serves a parent (`ports::parent`), whatever the networks on it: one
+//! untagged and any number on VLANs (`IFACE.VLAN`, tagged by the switch). Its XDP program
+//! takes only the containers' frames; the host keeps the rest, so the parent may go on
+//! carrying the host's own traffic. Each network has a segment port in the pipeline (the
+//! parent as seen from that VLAN).
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracing::{info, warn};
+
+use super::{invalid, ApiResult, Manager};
+use crate::api::*;
+use crate::dataplane::Command;
+use crate::ports::parent::{self, Parent, ParentMaps};
+use crate::ports::{AfXdp, XdpConfig, XdpMode};
+use crate::sandbox::netlink::{LinkChange, Netlink};
+use crate::state::NetworkConfig;
+use crate::switch::vlan;
+use crate::switch::{NetId, PortId};
+
+/// A parent interface the switch serves.
+pub struct ParentRt {
+    /// The socket's port in the dataplane (the trunk).
+    pub trunk: PortId,
+    /// Makes each network's sending side.
+    handle: Parent,
+    maps: ParentMaps,
+    /// Networks on it by VLAN (0: untagged): name and segment port.
+    pub segments: BTreeMap<u16, (String, PortId)>,
+    /// The interface was not promiscuous before the switch made it so.
+    promisc_set: Option<u32>,
+}
+
+impl Drop for ParentRt {
+    fn drop(&mut self) {
+        if let Some(index) = self.promisc_set {
+            if let Ok(mut nl) = Netlink::open() {
+                let _ = nl.set_link(
+                    index,
+                    &LinkChange {
+                        promisc: Some(false),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A parent program's map contents: key, value.
+type Steered = HashMap<[u8; 8], u32>;
+
+/// Why a network's parent is not served, by network name.
+pub type ParentErrors = BTreeMap<String, String>;
+
+impl Manager {
+    /// `--parent` and `--mode` of a create request: (parent, mode) for a macvlan network.
+    pub(super) fn validate_macvlan(
+        &self,
+        driver: &str,
+        req: &NetworkCreate,
+    ) -> ApiResult<(Option<String>, Option<String>)> {
+        if driver != "macvlan" {
+            if req.parent.is_some() || req.mode.is_some() {
+                return Err(invalid(
+                    "--parent and --mode apply to --driver macvlan networks only",
+                ));
+            }
+            return Ok((None, None));
+        }
+        let Some(spec) = req.parent.as_deref() else {
+            return Err(invalid(
+                "a macvlan network needs --parent IFACE[.VLAN]: the interface its containers go on",
+            ));
+        };
+        let (iface, vlan) = vlan::parse_parent(spec).map_err(invalid)?;
+        let mode = req.mode.clone().unwrap_or_else(|| "bridge".into());
+        if mode != "bridge" && mode != "private" {
+            return Err(invalid(format!(
+                "macvlan mode {mode:?} does not exist; use --mode bridge or private"
+            )));
+        }
+        if req.vni.is_some() || !req.peers.is_empty() {
+            return Err(invalid("--vni and --peer apply to overlay networks only"));
+        }
+        if req.icc == Some(false) {
+            return Err(invalid(
+                "a macvlan network isolates its containers with --mode private, not --no-icc",
+            ));
+        }
+        let link = Netlink::open()
+            .and_then(|mut nl| nl.link(&iface))
+            .map_err(|e| super::internal(format!("netlink: {e}")))?;
+        if link.is_none() {
+            return Err(invalid(format!(
+                "parent {iface:?} does not exist in vswitchd's namespace"
+            )));
+        }
+        if self.state.uplink.as_ref().is_some_and(|u| u.iface == iface) {
+            return Err(invalid(format!(
+                "{iface} is the switch's uplink; a macvlan parent needs an interface of its own"
+            )));
+        }
+        let tag = vlan.unwrap_or(0);
+        if let Some(other) = self.state.networks.iter().find(|n| {
+            n.parent
+                .as_deref()
+                .and_then(|p| vlan::parse_parent(p).ok())
+                .is_some_and(|(i, v)| i == iface && v.unwrap_or(0) == tag)
+        }) {
+            let on = match vlan {
+                Some(v) => format!("VLAN {v} of {iface}"),
+                None => format!("{iface} untagged"),
+            };
+            return Err(invalid(format!(
+                "network {:?} is on {on} already; macvlan networks share a parent only on different VLANs ({iface}.10, {iface}.20, ...)",
+                other.name
+            )));
+        }
+        Ok((Some(spec.to_string()), Some(mode)))
+    }
+
+    /// Port ids of parents' sockets and their segment ports.
+    pub(super) fn parent_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parents
+            .values()
+            .flat_map(|p| std::iter::once(p.trunk.0).chain(p.segments.values().map(|(_, id)| id.0)))
+    }
+
+    /// Names of parents' ports, for tables keyed by port id.
+    pub(super) fn parent_port_names(&self) -> Vec<(PortId, String)> {
+        let mut v = Vec::new();
+        for (iface, p) in &self.parents {
+            v.push((p.trunk, iface.clone()));
+            for (tag, (_, id)) in &p.segments {
+                v.push((
+                    *id,
+                    match tag {
+                        0 => format!("{iface}:untagged"),
+                        t => format!("{iface}.{t}"),
+                    },
+                ));
+            }
+        }
+        v
+    }
+
+    /// Serves `net`'s parent (opening it if no other network has) and puts the network's
+    /// segment port on it. `stale`: a saved network at start, whose parent may still hold a
+    /// dead daemon's program (detached first).
+    pub(super) fn attach_parent(
+        &mut self,
+        net: &NetworkConfig,
+        id: NetId,
+        stale: bool,
+    ) -> ApiResult<()> {
+        let Some(spec) = net.parent.as_deref() else {
+            return Ok(());
+        };
+        let (iface, vlan) = vlan::parse_parent(spec).map_err(invalid)?;
+        let tag = vlan.unwrap_or(0);
+        if !self.parents.contains_key(&iface) {
+            let rt = self.open_parent(&iface, stale)?;
+            self.parents.insert(iface.clone(), rt);
+        }
+        let seg = self.free_port_id();
+        let (trunk, port) = match self.parents.get(&iface) {
+            Some(p) => (p.trunk, p.handle.vlan(tag)),
+            None => return Err(super::internal("parent vanished")),
+        };
+        let ok = self.dp_call(|done| Command::AddSegment {
+            id: seg,
+            network: id,
+            trunk,
+            vlan: tag,
+            port: Box::new(port),
+            done,
+        })?;
+        if !ok {
+            self.close_parent_if_unused(&iface);
+            return Err(super::internal(
+                "the dataplane refused the network's parent port",
+            ));
+        }
+        if let Some(p) = self.parents.get_mut(&iface) {
+            p.segments.insert(tag, (net.name.clone(), seg));
+        }
+        self.parent_errors.remove(&net.name);
+        info!(network = %net.name, parent = %spec, "macvlan network on its parent");
+        Ok(())
+    }
+
+    /// At start: serves a saved network's parent, or keeps why it could not be.
+    pub(super) fn restore_parent(&mut self, net: &NetworkConfig, id: NetId) {
+        if net.parent.is_none() {
+            return;
+        }
+        if let Err(e) = self.attach_parent(net, id, true) {
+            warn!(network = %net.name, error = %e.message, "macvlan parent not served");
+            self.parent_errors.insert(net.name.clone(), e.message);
+        }
+    }
+
+    fn open_parent(&mut self, iface: &str, stale: bool) -> ApiResult<ParentRt> {
+        let mut nl = Netlink::open().map_err(|e| super::internal(format!("netlink: {e}")))?;
+        let index = nl
+            .link_index(iface)
+            .map_err(|e| super::internal(format!("netlink: {e}")))?
+            .ok_or_else(|| {
+                invalid(format!(
+                    "parent {iface:?} does not exist in vswitchd's namespace"
+                ))
+            })?;
+        // A host interface: generic mode, as for a shared uplink (some drivers reset their
+        // queues when a native program comes, cutting the host off for a moment).
+        let cfg = XdpConfig {
+            mode: XdpMode::Skb,
+            ..XdpConfig::default()
+        };
+        let mut opened = Err(invalid("not tried"));
+        for attempt in 0..if stale { 20 } else { 1 } {
+            if stale {
+                if attempt > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                // A dead daemon's program (its socket released a moment after it).
+                for mode in [
+                    crate::ports::afxdp::XDP_FLAGS_DRV_MODE,
+                    crate::ports::afxdp::XDP_FLAGS_SKB_MODE,
+                ] {
+                    let _ = nl.set_xdp(index, -1, mode, None);
+                }
+            }
+            opened = AfXdp::open_parent(iface, cfg).map_err(|e| {
+                invalid(format!(
+                    "cannot serve parent {iface} with AF_XDP: {e} (is another XDP program attached?)"
+                ))
+            });
+            if opened.is_ok() {
+                break;
+            }
+        }
+        let xsk = opened?;
+        let maps = xsk
+            .parent_maps()
+            .ok_or_else(|| super::internal("the parent's socket has no maps"))?
+            .map_err(|e| super::internal(format!("the parent program's maps: {e}")))?;
+        let xdp_mode = xsk.mode();
+        let handle = Parent::new(xsk);
+        // Frames for the containers' MACs get past a real NIC's filter only in promiscuous
+        // mode (a veth takes everything anyway).
+        let promisc_set = match promiscuous(iface) {
+            true => None,
+            false => nl
+                .set_link(
+                    index,
+                    &LinkChange {
+                        promisc: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .inspect_err(|e| warn!(iface, error = %e, "cannot make the parent promiscuous"))
+                .ok()
+                .map(|()| index),
+        };
+        let trunk = self.free_port_id();
+        let port = handle.clone();
+        self.dp_call(|done| Command::AddTrunk {
+            id: trunk,
+            port: Box::new(port),
+            done,
+        })?
+        .map_err(|e| super::internal(format!("dataplane: {e}")))?;
+        info!(iface, xdp = xdp_mode, "macvlan parent served");
+        Ok(ParentRt {
+            trunk,
+            handle,
+            maps,
+            segments: BTreeMap::new(),
+            promisc_set,
+        })
+    }
+
+    /// Takes a removed network off its parent; the parent is let go when no network is left.
+    pub(super) fn detach_parent(&mut self, net: &str) {
+        self.parent_errors.remove(net);
+        let Some(iface) = self
+            .parents
+            .iter()
+            .find(|(_, p)| p.segments.values().any(|(n, _)| n == net))
+            .map(|(i, _)| i.clone())
+        else {
+            return;
+        };
+        if let Some(p) = self.parents.get_mut(&iface) {
+            let ids: Vec<(u16, PortId)> = p
+                .segments
+                .iter()
+                .filter(|(_, (n, _))| n == net)
+                .map(|(t, (_, id))| (*t, *id))
+                .collect();
+            for (tag, id) in ids {
+                p.segments.remove(&tag);
+                let _ = self.dp.call(|done| Command::RemovePort { id, done });
+            }
+        }
+        self.close_parent_if_unused(&iface);
+    }
+
+    fn close_parent_if_unused(&mut self, iface: &str) {
+        if self
+            .parents
+            .get(iface)
+            .is_some_and(|p| p.segments.is_empty())
+        {
+            if let Some(p) = self.parents.remove(iface) {
+                let id = p.trunk;
+                let _ = self.dp_call(|done| Command::RemovePort { id, done });
+                drop(p);
+                info!(iface, "macvlan parent let go");
+            }
+        }
+    }
+
+    /// Parents whose interface vanished: the socket goes, and with it each network's ports
+    /// (down, with the reason); the networks say why their parent is not served. A restart
+    /// serves the parent again once it is back.
+    pub fn check_parents(&mut self) {
+        let gone: Vec<String> = self
+            .parents
+            .keys()
+            .filter(|i| !crate::sandbox::link_exists(i))
+            .cloned()
+            .collect();
+        for iface in gone {
+            let Some(p) = self.parents.remove(&iface) else {
+                continue;
+            };
+            let why = format!("parent {iface} is gone");
+            warn!(
+                iface,
+                "macvlan parent vanished: its networks' ports go down"
+            );
+            let id = p.trunk;
+            let reason = why.clone();
+            let _ = self.dp_call(|done| Command::PortDown { id, reason, done });
+            for (net, _) in p.segments.values() {
+                self.parent_errors.insert(net.clone(), why.clone());
+                let ports: Vec<String> = self
+                    .state
+                    .ports
+                    .iter()
+                    .filter(|c| &c.network == net)
+                    .map(|c| c.name.clone())
+                    .collect();
+                for port in ports {
+                    self.emit(
+                        "port-down",
+                        Some(net.clone()),
+                        Some(port),
+                        format!("parent down: {why}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Makes every parent's program take exactly its containers' frames: their MACs and the
+    /// ARP for their addresses, per VLAN.
+    pub(super) fn sync_parents(&mut self) {
+        if self.parents.is_empty() {
+            return;
+        }
+        let mut want: HashMap<String, (Steered, Steered)> = HashMap::new();
+        for net in &self.state.networks {
+            let Some((iface, vlan)) = net
+                .parent
+                .as_deref()
+                .and_then(|p| vlan::parse_parent(p).ok())
+            else {
+                continue;
+            };
+            let tag = vlan.unwrap_or(0);
+            let (macs, ips) = want.entry(iface).or_default();
+            for p in self.state.ports.iter().filter(|p| p.network == net.name) {
+                macs.insert(parent::mac_key(tag, p.mac), 1);
+                if let Some(ip) = p.ip {
+                    ips.insert(parent::ip_key(tag, ip.addr()), parent::IP_ARP);
+                }
+            }
+        }
+        for (iface, p) in &mut self.parents {
+            let (macs, ips) = want.remove(iface).unwrap_or_default();
+            if let Err(e) = p.maps.sync(&macs, &ips) {
+                warn!(iface, error = %e, "macvlan parent: the containers' map not set");
+            }
+        }
+    }
+
+    /// The macvlan parts of a network's view.
+    pub(super) fn macvlan_info(&self, n: &NetworkConfig) -> Option<String> {
+        n.parent.as_ref()?;
+        if let Some(e) = self.parent_errors.get(&n.name) {
+            return Some(e.clone());
+        }
+        let served = self
+            .parents
+            .values()
+            .any(|p| p.segments.values().any(|(name, _)| *name == n.name));
+        (!served).then(|| "the parent is not served".to_string())
+    }
+}
+
+/// Whether the interface is promiscuous already (someone else's choice, kept on release).
+fn promiscuous(iface: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/flags"))
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & libc::IFF_PROMISC as u32 != 0)
+}
