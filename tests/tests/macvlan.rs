@@ -180,29 +180,22 @@ fn bridge_mode_reaches_the_segment_and_each_other() {
 
     // Restart, clean and killed: the network and its ports come back and work.
     let mut d = d;
-    d.stop_with(15);
-    d.restart();
-    assert!(
-        wait_until(10, || w.seg.ping(&ip1, 1)),
-        "segment -> c1 after SIGTERM: {}",
-        d.log()
-    );
-    assert!(c2.ping("192.0.2.1", 2), "c2 -> router after SIGTERM");
-    assert!(c1.ping(&ip2, 2), "c1 -> c2 after SIGTERM");
-    assert!(w.host.ping("192.0.2.1", 1));
-    d.stop_with(9);
-    d.restart();
-    assert!(
-        wait_until(10, || w.seg.ping(&ip1, 1)),
-        "segment -> c1 after kill -9: {}",
-        d.log()
-    );
-    assert!(c2.ping("192.0.2.1", 2), "c2 -> router after kill -9");
-    assert!(c1.ping(&ip2, 2), "c1 -> c2 after kill -9");
-    assert_eq!(
-        d.json(&["network", "inspect", "lan"])["parent"],
-        w.parent.as_str()
-    );
+    for (signal, how) in [(15, "SIGTERM"), (9, "kill -9")] {
+        d.stop_with(signal);
+        d.restart();
+        assert!(
+            wait_until(10, || w.seg.ping(&ip1, 1)),
+            "segment -> c1 after {how}: {}",
+            d.log()
+        );
+        assert!(c2.ping("192.0.2.1", 2), "c2 -> router after {how}");
+        assert!(c1.ping(&ip2, 2), "c1 -> c2 after {how}");
+        assert!(w.host.ping("192.0.2.1", 1), "the host's own after {how}");
+        assert_eq!(
+            d.json(&["network", "inspect", "lan"])["parent"],
+            w.parent.as_str()
+        );
+    }
     // Removing the network gives the parent back to the host alone.
     d.ok(&["network", "rm", "lan", "--force"]);
     let link = w.host.exec_ok(&["ip", "link", "show", "dev", &w.parent]);

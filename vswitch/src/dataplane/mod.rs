@@ -1109,35 +1109,37 @@ impl Dataplane {
             self.loop_stats.batches += 1;
             self.loop_stats.frames += n as u64;
         }
-        let mut run: Option<(PortId, usize)> = None;
-        for i in 0..n {
-            let len = self.rx_lens[i];
-            let Some(t) = self.trunks.get_mut(&id) else {
-                return;
-            };
-            t.counters.rx_packets += 1;
-            t.counters.rx_bytes += len as u64;
-            let frame = &self.rx_bufs[i][..len.min(FRAME_BUF)];
-            let seg = crate::switch::vlan::vlan_of(frame)
-                .and_then(|v| t.vlans.iter().find(|(tag, _)| *tag == v).map(|(_, p)| *p));
-            let Some(seg) = seg else {
-                // Steered here, yet no network's (one just went): dropped, counted.
-                t.counters.count_drop(DropReason::NoDestination);
-                self.rx_lens[i] = usize::MAX;
-                continue;
-            };
-            self.rx_lens[i] = crate::switch::vlan::strip(&mut self.rx_bufs[i], len);
-            match run {
-                Some((p, _)) if p == seg => {}
-                Some((p, from)) => {
-                    self.forward_range(p, 0, from, i);
-                    run = Some((seg, i));
+        // Demultiplex the whole batch first (one table lookup), then forward runs of one VLAN.
+        let mut segs = [None; RX_BATCH];
+        if let Some(t) = self.trunks.get_mut(&id) {
+            for (i, seg) in segs.iter_mut().enumerate().take(n) {
+                let len = self.rx_lens[i];
+                t.counters.rx_packets += 1;
+                t.counters.rx_bytes += len as u64;
+                let frame = &self.rx_bufs[i][..len.min(FRAME_BUF)];
+                *seg = crate::switch::vlan::vlan_of(frame)
+                    .and_then(|v| t.vlans.iter().find(|(tag, _)| *tag == v).map(|(_, p)| *p));
+                if seg.is_some() {
+                    self.rx_lens[i] = crate::switch::vlan::strip(&mut self.rx_bufs[i], len);
+                } else {
+                    // Steered here, yet no network's (one just went): dropped, counted.
+                    t.counters.count_drop(DropReason::NoDestination);
+                    self.rx_lens[i] = usize::MAX;
                 }
-                None => run = Some((seg, i)),
             }
         }
-        if let Some((p, from)) = run {
-            self.forward_range(p, 0, from, n);
+        let mut from = 0;
+        while from < n {
+            let Some(seg) = segs[from] else {
+                from += 1;
+                continue;
+            };
+            let mut to = from + 1;
+            while to < n && (segs[to] == Some(seg) || segs[to].is_none()) {
+                to += 1;
+            }
+            self.forward_range(seg, 0, from, to);
+            from = to;
         }
         if let Some(e) = failure {
             self.mark_down(id, format!("receive failed: {e} (interface gone?)"));

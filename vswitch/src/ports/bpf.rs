@@ -239,6 +239,34 @@ impl Cond {
     }
 }
 
+/// Where a frame a steering program takes goes: the `slot` of `xsks` (production), or back
+/// out with `XDP_TX` (the verdict tests look for; `BPF_PROG_TEST_RUN` cannot redirect to a
+/// socket).
+pub enum Take<'a> {
+    Redirect {
+        xsks: &'a OwnedFd,
+        slot: u32,
+    },
+    #[cfg(test)]
+    Tx,
+}
+
+impl Take<'_> {
+    /// The program's ending for a frame it takes.
+    pub fn emit(&self, a: &mut Asm) {
+        match self {
+            Take::Redirect { xsks, slot } => a
+                .ld_map(1, xsks)
+                .mov(2, *slot as i32)
+                .mov(3, XDP_PASS)
+                .call(HELPER_REDIRECT_MAP)
+                .exit(),
+            #[cfg(test)]
+            Take::Tx => a.mov(0, XDP_TX).exit(),
+        };
+    }
+}
+
 /// An instruction list with symbolic jump targets.
 #[derive(Default)]
 pub struct Asm {

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use super::bpf::{self, Asm, Cond, Size};
+use super::bpf::{self, Asm, Cond, Size, Take};
 use super::{AfXdp, Port, XdpStatus};
 use crate::switch::vlan;
 use crate::wire::MacAddr;
@@ -124,16 +124,6 @@ impl ParentMaps {
     }
 }
 
-/// Where a frame the program takes goes (see `steer::Take`).
-pub(super) enum Take<'a> {
-    Redirect {
-        xsks: &'a OwnedFd,
-        slot: u32,
-    },
-    #[cfg(test)]
-    Tx,
-}
-
 pub(super) fn load(xsks: &OwnedFd, slot: u32) -> io::Result<ParentProg> {
     build(Take::Redirect { xsks, slot })
 }
@@ -218,16 +208,7 @@ fn program(macs: &OwnedFd, ips: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
     a.label("addr_tagged");
     by_address(&mut a, ips, 16, "ipv4_tagged", "lookup_tagged");
     a.label("take");
-    match take {
-        Take::Redirect { xsks, slot } => a
-            .ld_map(1, xsks)
-            .mov(2, *slot as i32)
-            .mov(3, bpf::XDP_PASS)
-            .call(bpf::HELPER_REDIRECT_MAP)
-            .exit(),
-        #[cfg(test)]
-        Take::Tx => a.mov(0, bpf::XDP_TX).exit(),
-    };
+    take.emit(&mut a);
     a.label("pass").mov(0, bpf::XDP_PASS).exit();
     a.finish()
 }

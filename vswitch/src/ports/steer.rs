@@ -22,7 +22,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 
-use super::bpf::{self, Asm, Cond, Size};
+use super::bpf::{self, Asm, Cond, Size, Take};
 
 /// What the switch takes from a shared interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,17 +90,6 @@ impl PublishedMap {
 fn key((proto, port): (u8, u16)) -> [u8; 4] {
     let p = port.to_be_bytes();
     [proto, 0, p[0], p[1]]
-}
-
-/// Where a frame the program takes goes: the `slot` of `xsks` (production), or back out with
-/// `XDP_TX` (the verdict tests look for; `BPF_PROG_TEST_RUN` cannot redirect to a socket).
-enum Take<'a> {
-    Redirect {
-        xsks: &'a OwnedFd,
-        slot: u32,
-    },
-    #[cfg(test)]
-    Tx,
 }
 
 pub fn load(steer: Steer, xsks: &OwnedFd, slot: u32) -> io::Result<SteerProg> {
@@ -249,16 +238,7 @@ fn program(
     a.label("published_quoted");
     published_lookup(&mut a, published, Some(INNER + 9), INNER + 20);
     a.label("take");
-    match take {
-        Take::Redirect { xsks, slot } => a
-            .ld_map(1, xsks)
-            .mov(2, *slot as i32)
-            .mov(3, bpf::XDP_PASS)
-            .call(bpf::HELPER_REDIRECT_MAP)
-            .exit(),
-        #[cfg(test)]
-        Take::Tx => a.mov(0, bpf::XDP_TX).exit(),
-    };
+    take.emit(&mut a);
     a.label("pass").mov(0, bpf::XDP_PASS).exit();
     a.finish()
 }
