@@ -6,6 +6,7 @@
 
 pub mod fdb;
 pub mod gateway;
+pub mod ipvlan;
 pub mod nat;
 pub mod overlay;
 pub mod security;
@@ -105,6 +106,7 @@ drop_reasons! {
     IccDenied => "icc_denied": "Between two containers of a --no-icc network (they reach the gateway only).",
     MacLimit => "mac_limit": "From a new source MAC on a port that has as many as one port may (--port-mac-limit).",
     RateLimited => "rate_limited": "To the gateway's services (ARP, ICMP, DHCP, DNS) past the port's share a second (--gateway-rate).",
+    NoBroadcast => "no_broadcast": "A broadcast or multicast a container of an ipvlan l3 network sent (l3 routes unicast IPv4 only).",
 }
 
 /// Per-port counters, owned by the dataplane thread.
@@ -275,6 +277,8 @@ pub struct Network {
     /// A macvlan network's parent (the segment outside): with `icc` false (`--mode private`)
     /// containers reach it, and it them, but not each other.
     pub parent: Option<PortId>,
+    /// An ipvlan network: containers behind the parent's MAC, told apart by address.
+    pub ipvlan: Option<ipvlan::Ipvlan>,
 }
 
 /// The switch's forwarding state and logic.
@@ -339,14 +343,44 @@ impl Pipeline {
             icc: params.icc,
             gateway_rate: params.gateway_rate,
             parent: None,
+            ipvlan: None,
         });
+    }
+
+    /// Makes a network an ipvlan network (or updates its settings: the host's routes via the
+    /// parent), keeping the containers it knows. Returns false for an unknown network.
+    pub fn set_ipvlan(&mut self, id: NetId, params: ipvlan::Params) -> bool {
+        let Some(net) = self.network_mut(id) else {
+            return false;
+        };
+        match &mut net.ipvlan {
+            Some(iv) => iv.params = params,
+            None => net.ipvlan = Some(ipvlan::Ipvlan::new(params)),
+        }
+        true
     }
 
     /// Removes a network and every port still on it.
     pub fn remove_network(&mut self, id: NetId) {
         if let Some(net) = self.networks.get_mut(id.idx()).and_then(Option::take) {
+            // A segment port shared with other ipvlan l3 networks passes to one of them.
+            let heir = net.parent.and_then(|seg| {
+                self.networks()
+                    .find(|(_, n)| n.parent == Some(seg))
+                    .map(|(h, _)| (seg, h))
+            });
             for p in net.members.into_iter().chain(net.tunnels) {
-                self.ports[p.idx()] = None;
+                match heir {
+                    Some((seg, h)) if seg == p => {
+                        if let Some(e) = self.ports[p.idx()].as_mut() {
+                            e.network = Some(h);
+                        }
+                        if let Some(n) = self.network_mut(h) {
+                            n.members.push(seg);
+                        }
+                    }
+                    _ => self.ports[p.idx()] = None,
+                }
             }
         }
         self.tunnels.remove_network(id);
@@ -374,6 +408,11 @@ impl Pipeline {
             return false;
         };
         net.members.push(id);
+        if let (Some(iv), Some(ep)) = (&mut net.ipvlan, &endpoint) {
+            if let Some(ip) = ep.ip {
+                iv.add_host(ip, id, ep.mac);
+            }
+        }
         if let (Some(gw), Some(ep)) = (&mut net.gateway, endpoint) {
             gw.add_endpoint(id, ep);
         }
@@ -391,7 +430,35 @@ impl Pipeline {
     /// Attaches a macvlan network's parent (one VLAN of it): the segment's MACs are learned
     /// on it without a per-port limit. Returns false when the network does not exist or has a
     /// parent already.
+    ///
+    /// ipvlan l3 networks share one: a segment port that exists already joins `network` to
+    /// its routing domain when both are l3 (the frames from the segment find their network by
+    /// address).
     pub fn add_segment_port(&mut self, id: PortId, network: NetId) -> bool {
+        let is_l3 = |n: &Network| {
+            n.ipvlan
+                .as_ref()
+                .is_some_and(|i| i.params.mode == ipvlan::Mode::L3)
+        };
+        if let Some(owner) = self
+            .ports
+            .get(id.idx())
+            .and_then(Option::as_ref)
+            .filter(|p| p.segment)
+            .and_then(|p| p.network)
+        {
+            let shares = owner != network
+                && self.network(owner).is_some_and(is_l3)
+                && self
+                    .network(network)
+                    .is_some_and(|n| is_l3(n) && n.parent.is_none());
+            if shares {
+                if let Some(n) = self.network_mut(network) {
+                    n.parent = Some(id);
+                }
+            }
+            return shares;
+        }
         let Some(net) = self.network_mut(network).filter(|n| n.parent.is_none()) else {
             return false;
         };
@@ -551,14 +618,22 @@ impl Pipeline {
             .and_then(Option::as_mut)
         {
             net.members.retain(|p| *p != id);
-            if net.parent == Some(id) {
-                net.parent = None;
+            if let Some(iv) = &mut net.ipvlan {
+                iv.remove_port(id);
             }
             net.remotes.retain(|p| *p != id);
             net.tunnels.retain(|p| *p != id);
             net.fdb.flush_port(id);
             if let Some(gw) = &mut net.gateway {
                 gw.remove_endpoint(id);
+            }
+        }
+        if entry.segment {
+            // Every network behind it (ipvlan l3 networks share one).
+            for net in self.networks.iter_mut().flatten() {
+                if net.parent == Some(id) {
+                    net.parent = None;
+                }
             }
         }
         Some(entry.counters)
@@ -584,6 +659,9 @@ impl Pipeline {
             net.fdb.expire(now);
             if let Some(gw) = &mut net.gateway {
                 gw.expire(now);
+            }
+            if let Some(iv) = &mut net.ipvlan {
+                iv.expire(now);
             }
         }
         if let Some(u) = &mut self.uplink {
@@ -747,6 +825,9 @@ impl Pipeline {
             counters.count_drop(DropReason::MacLimit);
             actions.drop = Some(DropReason::MacLimit);
             return;
+        }
+        if net.ipvlan.is_some() {
+            return self.process_ipvlan(now, in_port, net_id, from_segment, frame, actions);
         }
         if let Some(gw) = &mut net.gateway {
             if net.gateway_rate > 0

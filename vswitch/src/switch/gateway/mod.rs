@@ -621,7 +621,7 @@ impl Gateway {
 }
 
 /// Writes an ARP reply "`ip` is at `mac`" to `to_mac`/`to_ip` into `buf`.
-fn write_arp_reply(
+pub(crate) fn write_arp_reply(
     buf: &mut Vec<u8>,
     mac: MacAddr,
     ip: Ipv4Addr,

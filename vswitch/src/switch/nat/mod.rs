@@ -27,7 +27,7 @@ use crate::wire::offload::{self, VnetHdr};
 use crate::wire::{EtherType, Frame, MacAddr};
 use conntrack::{Conntrack, Dir, OrigKey, PortPolicy, Refused, ReplyKey};
 use frags::Frags;
-use neighbors::Neighbors;
+pub use neighbors::Neighbors;
 
 const ETH: usize = crate::wire::ethernet::HEADER_LEN;
 /// Frames that may wait for a next hop's MAC at once (Linux keeps a few per neighbour too).
