@@ -337,13 +337,14 @@ enum NetworkCmd {
         /// --aux-address).
         #[arg(long = "aux-address", value_name = "[NAME=]IP")]
         aux_address: Vec<String>,
-        /// macvlan networks: the interface they are on, IFACE or IFACE.VLAN (the switch adds
-        /// and strips the 802.1Q tag itself).
+        /// macvlan and ipvlan networks: the interface they are on, IFACE or IFACE.VLAN (the
+        /// switch adds and strips the 802.1Q tag itself).
         #[arg(long, value_name = "IFACE[.VLAN]")]
         parent: Option<String>,
         /// macvlan networks: bridge (containers reach each other, the default) or private
-        /// (each reaches the parent's segment only).
-        #[arg(long, value_name = "bridge|private")]
+        /// (each reaches the parent's segment only); ipvlan networks: l2 (the default: one L2
+        /// domain with the segment, behind the parent's MAC) or l3 (the switch routes).
+        #[arg(long, value_name = "bridge|private|l2|l3")]
         mode: Option<String>,
         /// Turn the network's DHCP server off.
         #[arg(long)]

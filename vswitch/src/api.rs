@@ -387,12 +387,13 @@ pub struct NetworkCreate {
     /// Addresses IPAM never hands out (Docker's `--aux-address`): `IP` or `NAME=IP`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux_addresses: Vec<String>,
-    /// macvlan networks: the interface of vswitchd's namespace they are on, `IFACE` or
-    /// `IFACE.VLAN` (the switch tags VLAN frames itself).
+    /// macvlan and ipvlan networks: the interface of vswitchd's namespace they are on, `IFACE`
+    /// or `IFACE.VLAN` (the switch tags VLAN frames itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// macvlan networks: `bridge` (containers reach each other through the switch, the
-    /// default) or `private` (each reaches the parent's segment only).
+    /// default) or `private` (each reaches the parent's segment only). ipvlan networks: `l2`
+    /// (the default) or `l3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }

@@ -347,6 +347,7 @@ fn run(
                 let watched = {
                     let mut m = manager.lock().unwrap_or_else(|p| p.into_inner());
                     m.check_parents();
+                    m.refresh_ipvlan_routes();
                     m.watched()
                 };
                 let gone: Vec<_> = watched

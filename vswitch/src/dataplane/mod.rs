@@ -135,13 +135,20 @@ pub enum Command {
         done: Sender<io::Result<()>>,
     },
     /// One network's side of a trunk (VLAN 0: untagged): the network's parent port in the
-    /// pipeline; what the trunk receives on `vlan` comes in through it.
+    /// pipeline; what the trunk receives on `vlan` comes in through it. `port: None` joins
+    /// `network` to the segment port `id` that exists (ipvlan l3 networks share one).
     AddSegment {
         id: PortId,
         network: NetId,
         trunk: PortId,
         vlan: u16,
-        port: Box<dyn Port>,
+        port: Option<Box<dyn Port>>,
+        done: Sender<bool>,
+    },
+    /// Makes a network an ipvlan network, or updates its settings.
+    SetIpvlan {
+        network: NetId,
+        params: crate::switch::ipvlan::Params,
         done: Sender<bool>,
     },
     /// Sets (or with `None` clears) the VTEP's socket, read for every overlay network.
@@ -810,7 +817,7 @@ impl Dataplane {
             } => {
                 let ok =
                     self.trunks.contains_key(&trunk) && self.pipeline.add_segment_port(id, network);
-                if ok {
+                if let (true, Some(port)) = (ok, port) {
                     if let Some(t) = self.trunks.get_mut(&trunk) {
                         t.vlans.retain(|(v, _)| *v != vlan);
                         t.vlans.push((vlan, id));
@@ -818,6 +825,13 @@ impl Dataplane {
                     self.install(id, port);
                 }
                 let _ = done.send(ok);
+            }
+            Command::SetIpvlan {
+                network,
+                params,
+                done,
+            } => {
+                let _ = done.send(self.pipeline.set_ipvlan(network, params));
             }
             Command::SetVtep { sock, done } => {
                 if let Some(old) = self.vtep.take() {

@@ -154,6 +154,9 @@ pub struct InterfaceSetup {
     pub ip: Option<(Ipv4Addr, u8)>,
     /// Default route to add when `ip` is set (skipped if the namespace has one already).
     pub gateway: Option<Ipv4Addr>,
+    /// Prefixes routed on the interface's link when `ip` is set (host access to a macvlan or
+    /// ipvlan network: its address range, the host's own route to the segment being wider).
+    pub routes: Vec<ipnet::Ipv4Net>,
     /// Open the TAP with a virtio-net header and checksum/TSO/USO offloads.
     pub offload: bool,
 }
@@ -360,6 +363,10 @@ fn configure_interface(
     if let Some((ip, prefix)) = setup.ip {
         nl.add_address(index, ip, prefix)
             .map_err(nl_err(spec, "add address"))?;
+        for r in &setup.routes {
+            nl.add_route(index, *r, None)
+                .map_err(nl_err(spec, "add route"))?;
+        }
         if let Some(gw) = setup.gateway {
             match nl.add_default_route(index, gw) {
                 Ok(()) => {}
@@ -530,6 +537,18 @@ pub fn link_exists(name: &str) -> bool {
     };
     // SAFETY: `c` is a NUL-terminated string that outlives the call.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// An interface's MAC address, read from sysfs.
+pub fn link_mac(name: &str) -> Option<crate::wire::MacAddr> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
+    let b: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (b.len() == 6).then(|| crate::wire::MacAddr::from_slice(&b))
 }
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;

@@ -244,14 +244,38 @@ impl Netlink {
     /// Adds a default route via `gateway` out of the link. Fails with EEXIST when the namespace
     /// already has one (its first network keeps it, as in Docker).
     pub fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
+        self.add_route(
+            index,
+            ipnet::Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("a /0"),
+            Some(gateway),
+        )
+    }
+
+    /// Adds a route for `dst` out of interface `index`, via `gateway` or on the link.
+    pub fn add_route(
+        &mut self,
+        index: u32,
+        dst: ipnet::Ipv4Net,
+        gateway: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet;
         msg.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.header.destination_prefix_length = dst.prefix_len();
+        if dst.prefix_len() > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(dst.network())));
+        }
+        match gateway {
+            Some(gw) => {
+                msg.header.scope = RouteScope::Universe;
+                msg.attributes
+                    .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+            }
+            None => msg.header.scope = RouteScope::Link,
+        }
         msg.attributes.push(RouteAttribute::Oif(index));
         self.request(
             RouteNetlinkMessage::NewRoute(msg),

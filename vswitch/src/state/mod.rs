@@ -120,10 +120,10 @@ pub struct NetworkConfig {
     /// Addresses IPAM and DHCP never hand out and ports may not take (`--aux-address`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux_addresses: Vec<Ipv4Addr>,
-    /// macvlan networks: the parent, `IFACE` or `IFACE.VLAN`.
+    /// macvlan and ipvlan networks: the parent, `IFACE` or `IFACE.VLAN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    /// macvlan networks: "bridge" or "private" (`icc` false).
+    /// macvlan networks: "bridge" or "private" (`icc` false); ipvlan: "l2" or "l3".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }

@@ -4,6 +4,11 @@
 //! addresses (the kernel's connected route for the subnet points at the TAP) and containers
 //! reach the host at that address, named `host.vswitch.internal` by the network's DNS.
 //!
+//! On a macvlan or ipvlan network (Docker's macvlan cannot reach its own host, moby/moby
+//! 21735) the host's own address on the parent's segment may sit in the network's subnet, its
+//! route out of the parent; so the TAP has a /32 and routes the network's address range only,
+//! which the host then reaches through the switch rather than through the parent.
+//!
 //! The interface is a port like any other (`port ls` and `port stats` show it; it is persisted
 //! and restored with the ports), marked `host`, with no default route (the host keeps its own)
 //! and no port security (the host's stack is trusted to send from any of its addresses). It
@@ -91,13 +96,33 @@ impl Manager {
                 format!("the host already has an interface named {ifname}"),
             ));
         }
-        let routes = overlapping_routes(net.subnet);
-        if !routes.is_empty() {
-            return Err(invalid(format!(
-                "host access: subnet {} overlaps the host's routes ({}); choose another subnet",
-                net.subnet,
-                routes.join(", ")
-            )));
+        if net.parent.is_some() {
+            // macvlan and ipvlan: the host's route to the segment may hold the subnet; the
+            // TAP routes the containers' range, which must be narrower than any such route.
+            let range = net.pool();
+            let routes: Vec<String> = overlapping_routes(range)
+                .into_iter()
+                .filter(|r| {
+                    r.split_once(' ')
+                        .and_then(|(p, _)| p.parse::<Ipv4Net>().ok())
+                        .is_some_and(|p| p.prefix_len() >= range.prefix_len())
+                })
+                .collect();
+            if !routes.is_empty() {
+                return Err(invalid(format!(
+                    "host access: the containers' range {range} is routed by the host already ({}); give the network an --ip-range inside that route",
+                    routes.join(", ")
+                )));
+            }
+        } else {
+            let routes = overlapping_routes(net.subnet);
+            if !routes.is_empty() {
+                return Err(invalid(format!(
+                    "host access: subnet {} overlaps the host's routes ({}); choose another subnet",
+                    net.subnet,
+                    routes.join(", ")
+                )));
+            }
         }
         let req = PortAdd {
             network: net.name.clone(),

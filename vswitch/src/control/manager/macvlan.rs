@@ -1,5 +1,7 @@
-//! macvlan networks: containers straight on a parent interface's segment, each with its own
-//! MAC, with no NAT and no router of the switch's (the gateway is a router of the segment).
+//! macvlan and ipvlan networks: containers straight on a parent interface's segment, with no
+//! NAT. macvlan containers have their own MACs there and the segment's router as their
+//! gateway; ipvlan containers share the parent's MAC (`switch::ipvlan` tells them apart by
+//! address), in l2 as stations of the segment, in l3 behind the switch as their router.
 //!
 //! One AF_XDP socket serves a parent (`ports::parent`), whatever the networks on it: one
 //! untagged and any number on VLANs (`IFACE.VLAN`, tagged by the switch). Its XDP program
@@ -18,7 +20,7 @@ use crate::ports::parent::{self, Parent, ParentMaps};
 use crate::ports::{AfXdp, XdpConfig, XdpMode};
 use crate::sandbox::netlink::{LinkChange, Netlink};
 use crate::state::NetworkConfig;
-use crate::switch::vlan;
+use crate::switch::{ipvlan, vlan};
 use crate::switch::{NetId, PortId};
 
 /// A parent interface the switch serves.
@@ -28,8 +30,12 @@ pub struct ParentRt {
     /// Makes each network's sending side.
     handle: Parent,
     maps: ParentMaps,
-    /// Networks on it by VLAN (0: untagged): name and segment port.
-    pub segments: BTreeMap<u16, (String, PortId)>,
+    /// Networks on it by VLAN (0: untagged).
+    pub segments: BTreeMap<u16, Segment>,
+    /// The interface's MAC (ipvlan containers' on the wire).
+    mac: crate::wire::MacAddr,
+    /// What the pipeline was last told of each ipvlan network on it.
+    ipvlan_sent: HashMap<String, ipvlan::Params>,
     /// The interface was not promiscuous before the switch made it so.
     promisc_set: Option<u32>,
 }
@@ -50,6 +56,13 @@ impl Drop for ParentRt {
     }
 }
 
+/// One VLAN of a parent (or its untagged side): a segment port in the pipeline and the
+/// networks behind it (one, or several ipvlan l3 networks sharing it).
+pub struct Segment {
+    pub port: PortId,
+    pub networks: Vec<String>,
+}
+
 /// A parent program's map contents: key, value.
 type Steered = HashMap<[u8; 8], u32>;
 
@@ -63,33 +76,48 @@ impl Manager {
         driver: &str,
         req: &NetworkCreate,
     ) -> ApiResult<(Option<String>, Option<String>)> {
-        if driver != "macvlan" {
+        if driver != "macvlan" && driver != "ipvlan" {
             if req.parent.is_some() || req.mode.is_some() {
                 return Err(invalid(
-                    "--parent and --mode apply to --driver macvlan networks only",
+                    "--parent and --mode apply to --driver macvlan and ipvlan networks only",
                 ));
             }
             return Ok((None, None));
         }
         let Some(spec) = req.parent.as_deref() else {
-            return Err(invalid(
-                "a macvlan network needs --parent IFACE[.VLAN]: the interface its containers go on",
-            ));
+            return Err(invalid(format!(
+                "a {driver} network needs --parent IFACE[.VLAN]: the interface its containers go on"
+            )));
         };
         let (iface, vlan) = vlan::parse_parent(spec).map_err(invalid)?;
-        let mode = req.mode.clone().unwrap_or_else(|| "bridge".into());
-        if mode != "bridge" && mode != "private" {
-            return Err(invalid(format!(
-                "macvlan mode {mode:?} does not exist; use --mode bridge or private"
-            )));
-        }
+        let mode = match (driver, req.mode.as_deref()) {
+            ("macvlan", None) => "bridge".to_string(),
+            (_, None) => "l2".to_string(),
+            ("macvlan", Some(m @ ("bridge" | "private"))) => m.to_string(),
+            ("ipvlan", Some(m @ ("l2" | "l3"))) => m.to_string(),
+            ("macvlan", Some(m)) => {
+                return Err(invalid(format!(
+                    "macvlan mode {m:?} does not exist; use --mode bridge or private"
+                )))
+            }
+            (_, Some(m)) => {
+                return Err(invalid(format!(
+                    "ipvlan mode {m:?} does not exist; use --mode l2 or l3"
+                )))
+            }
+        };
         if req.vni.is_some() || !req.peers.is_empty() {
             return Err(invalid("--vni and --peer apply to overlay networks only"));
         }
         if req.icc == Some(false) {
-            return Err(invalid(
-                "a macvlan network isolates its containers with --mode private, not --no-icc",
-            ));
+            return Err(invalid(format!(
+                "a {driver} network cannot take --no-icc{}",
+                if driver == "macvlan" {
+                    "; isolate its containers with --mode private"
+                } else {
+                    ""
+                }
+            )));
         }
         let link = Netlink::open()
             .and_then(|mut nl| nl.link(&iface))
@@ -101,11 +129,13 @@ impl Manager {
         }
         if self.state.uplink.as_ref().is_some_and(|u| u.iface == iface) {
             return Err(invalid(format!(
-                "{iface} is the switch's uplink; a macvlan parent needs an interface of its own"
+                "{iface} is the switch's uplink; a {driver} parent needs an interface of its own"
             )));
         }
         let tag = vlan.unwrap_or(0);
-        if let Some(other) = self.state.networks.iter().find(|n| {
+        let l3 = mode == "l3";
+        let subnet: Option<ipnet::Ipv4Net> = req.subnet.parse().ok();
+        for other in self.state.networks.iter().filter(|n| {
             n.parent
                 .as_deref()
                 .and_then(|p| vlan::parse_parent(p).ok())
@@ -115,8 +145,23 @@ impl Manager {
                 Some(v) => format!("VLAN {v} of {iface}"),
                 None => format!("{iface} untagged"),
             };
+            // ipvlan l3 networks route between each other: one segment, disjoint subnets.
+            if l3 && other.driver == "ipvlan" && other.mode.as_deref() == Some("l3") {
+                if let Some(sub) = subnet.filter(|s| {
+                    s.contains(&other.subnet.network()) || other.subnet.contains(&s.network())
+                }) {
+                    return Err(ApiError::new(
+                        ErrorCode::SubnetOverlap,
+                        format!(
+                            "subnet {sub} overlaps ipvlan l3 network {:?} ({}) on {on}; l3 networks on one parent are one routing domain",
+                            other.name, other.subnet
+                        ),
+                    ));
+                }
+                continue;
+            }
             return Err(invalid(format!(
-                "network {:?} is on {on} already; macvlan networks share a parent only on different VLANs ({iface}.10, {iface}.20, ...)",
+                "network {:?} is on {on} already; macvlan and ipvlan networks share a parent only on different VLANs ({iface}.10, {iface}.20, ...), ipvlan l3 networks excepted",
                 other.name
             )));
         }
@@ -127,7 +172,7 @@ impl Manager {
     pub(super) fn parent_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.parents
             .values()
-            .flat_map(|p| std::iter::once(p.trunk.0).chain(p.segments.values().map(|(_, id)| id.0)))
+            .flat_map(|p| std::iter::once(p.trunk.0).chain(p.segments.values().map(|s| s.port.0)))
     }
 
     /// Names of parents' ports, for tables keyed by port id.
@@ -135,9 +180,9 @@ impl Manager {
         let mut v = Vec::new();
         for (iface, p) in &self.parents {
             v.push((p.trunk, iface.clone()));
-            for (tag, (_, id)) in &p.segments {
+            for (tag, seg) in &p.segments {
                 v.push((
-                    *id,
+                    seg.port,
                     match tag {
                         0 => format!("{iface}:untagged"),
                         t => format!("{iface}.{t}"),
@@ -166,17 +211,37 @@ impl Manager {
             let rt = self.open_parent(&iface, stale)?;
             self.parents.insert(iface.clone(), rt);
         }
-        let seg = self.free_port_id();
-        let (trunk, port) = match self.parents.get(&iface) {
-            Some(p) => (p.trunk, p.handle.vlan(tag)),
+        let (trunk, port, shared, mac) = match self.parents.get(&iface) {
+            Some(p) => (
+                p.trunk,
+                p.handle.vlan(tag),
+                p.segments.get(&tag).map(|s| s.port),
+                p.mac,
+            ),
             None => return Err(super::internal("parent vanished")),
         };
+        if let Some(params) = ipvlan_params(net, &iface, mac) {
+            let to_send = params.clone();
+            self.dp_call(|done| Command::SetIpvlan {
+                network: id,
+                params: to_send,
+                done,
+            })?;
+            if let Some(p) = self.parents.get_mut(&iface) {
+                p.ipvlan_sent.insert(net.name.clone(), params);
+            }
+        }
+        // A segment there already is shared (ipvlan l3 networks; validated).
+        let seg = shared.unwrap_or_else(|| self.free_port_id());
         let ok = self.dp_call(|done| Command::AddSegment {
             id: seg,
             network: id,
             trunk,
             vlan: tag,
-            port: Box::new(port),
+            port: match shared {
+                Some(_) => None,
+                None => Some(Box::new(port)),
+            },
             done,
         })?;
         if !ok {
@@ -186,10 +251,17 @@ impl Manager {
             ));
         }
         if let Some(p) = self.parents.get_mut(&iface) {
-            p.segments.insert(tag, (net.name.clone(), seg));
+            p.segments
+                .entry(tag)
+                .or_insert_with(|| Segment {
+                    port: seg,
+                    networks: Vec::new(),
+                })
+                .networks
+                .push(net.name.clone());
         }
         self.parent_errors.remove(&net.name);
-        info!(network = %net.name, parent = %spec, "macvlan network on its parent");
+        info!(network = %net.name, parent = %spec, driver = %net.driver, "network on its parent");
         Ok(())
     }
 
@@ -249,6 +321,7 @@ impl Manager {
             .ok_or_else(|| super::internal("the parent's socket has no maps"))?
             .map_err(|e| super::internal(format!("the parent program's maps: {e}")))?;
         let xdp_mode = xsk.mode();
+        let mac = crate::sandbox::link_mac(iface).unwrap_or(crate::wire::MacAddr::ZERO);
         let handle = Parent::new(xsk);
         // Frames for the containers' MACs get past a real NIC's filter only in promiscuous
         // mode (a veth takes everything anyway).
@@ -280,6 +353,8 @@ impl Manager {
             handle,
             maps,
             segments: BTreeMap::new(),
+            mac,
+            ipvlan_sent: HashMap::new(),
             promisc_set,
         })
     }
@@ -290,19 +365,22 @@ impl Manager {
         let Some(iface) = self
             .parents
             .iter()
-            .find(|(_, p)| p.segments.values().any(|(n, _)| n == net))
+            .find(|(_, p)| p.segments.values().any(|s| s.networks.iter().any(|n| n == net)))
             .map(|(i, _)| i.clone())
         else {
             return;
         };
         if let Some(p) = self.parents.get_mut(&iface) {
-            let ids: Vec<(u16, PortId)> = p
-                .segments
-                .iter()
-                .filter(|(_, (n, _))| n == net)
-                .map(|(t, (_, id))| (*t, *id))
-                .collect();
-            for (tag, id) in ids {
+            p.ipvlan_sent.remove(net);
+            let mut gone = Vec::new();
+            for (tag, seg) in p.segments.iter_mut() {
+                seg.networks.retain(|n| n != net);
+                if seg.networks.is_empty() {
+                    gone.push((*tag, seg.port));
+                }
+            }
+            // A segment other networks still share stays; the pipeline hands it on.
+            for (tag, id) in gone {
                 p.segments.remove(&tag);
                 let _ = self.dp.call(|done| Command::RemovePort { id, done });
             }
@@ -347,7 +425,7 @@ impl Manager {
             let id = p.trunk;
             let reason = why.clone();
             let _ = self.dp_call(|done| Command::PortDown { id, reason, done });
-            for (net, _) in p.segments.values() {
+            for net in p.segments.values().flat_map(|s| s.networks.iter()) {
                 self.parent_errors.insert(net.clone(), why.clone());
                 let ports: Vec<String> = self
                     .state
@@ -363,6 +441,41 @@ impl Manager {
                         Some(port),
                         format!("parent down: {why}"),
                     );
+                }
+            }
+        }
+    }
+
+    /// ipvlan l3 networks route by the host's routes via their parent: tells the pipeline
+    /// when those changed (called every second with `check_parents`).
+    pub fn refresh_ipvlan_routes(&mut self) {
+        let mut updates = Vec::new();
+        for (iface, p) in &self.parents {
+            for net in p.segments.values().flat_map(|s| s.networks.iter()) {
+                let Some(cfg) = self.state.networks.iter().find(|n| &n.name == net) else {
+                    continue;
+                };
+                let Some(params) = ipvlan_params(cfg, iface, p.mac) else {
+                    continue;
+                };
+                if p.ipvlan_sent.get(net) != Some(&params) {
+                    if let Some(id) = self.nets.get(net) {
+                        updates.push((iface.clone(), net.clone(), *id, params));
+                    }
+                }
+            }
+        }
+        for (iface, net, id, params) in updates {
+            let to_send = params.clone();
+            let sent = self.dp_call(|done| Command::SetIpvlan {
+                network: id,
+                params: to_send,
+                done,
+            });
+            if sent.is_ok() {
+                info!(network = %net, "ipvlan: the host's routes via the parent changed");
+                if let Some(p) = self.parents.get_mut(&iface) {
+                    p.ipvlan_sent.insert(net, params);
                 }
             }
         }
@@ -384,11 +497,19 @@ impl Manager {
                 continue;
             };
             let tag = vlan.unwrap_or(0);
+            let ipvlan = net.driver == "ipvlan";
             let (macs, ips) = want.entry(iface).or_default();
             for p in self.state.ports.iter().filter(|p| p.network == net.name) {
-                macs.insert(parent::mac_key(tag, p.mac), 1);
+                // ipvlan containers are on the wire with the parent's MAC: taken by address.
+                if !ipvlan {
+                    macs.insert(parent::mac_key(tag, p.mac), 1);
+                }
                 if let Some(ip) = p.ip {
-                    ips.insert(parent::ip_key(tag, ip.addr()), parent::IP_ARP);
+                    let bits = match ipvlan {
+                        true => parent::IP_ARP | parent::IP_ROUTED,
+                        false => parent::IP_ARP,
+                    };
+                    ips.insert(parent::ip_key(tag, ip.addr()), bits);
                 }
             }
         }
@@ -409,7 +530,7 @@ impl Manager {
         let served = self
             .parents
             .values()
-            .any(|p| p.segments.values().any(|(name, _)| *name == n.name));
+            .any(|p| p.segments.values().any(|s| s.networks.contains(&n.name)));
         (!served).then(|| "the parent is not served".to_string())
     }
 }
@@ -420,4 +541,56 @@ fn promiscuous(iface: &str) -> bool {
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
         .is_some_and(|f| f & libc::IFF_PROMISC as u32 != 0)
+}
+
+/// What the pipeline is to know of an ipvlan network on `iface` (`None` for other networks).
+fn ipvlan_params(
+    net: &NetworkConfig,
+    iface: &str,
+    parent_mac: crate::wire::MacAddr,
+) -> Option<ipvlan::Params> {
+    if net.driver != "ipvlan" {
+        return None;
+    }
+    let mode = ipvlan::Mode::parse(net.mode.as_deref().unwrap_or("l2"))?;
+    Some(ipvlan::Params {
+        mode,
+        parent_mac,
+        subnet: net.subnet,
+        routes: match mode {
+            ipvlan::Mode::L3 => routes_via(iface),
+            ipvlan::Mode::L2 => Vec::new(),
+        },
+    })
+}
+
+/// The routes of vswitchd's namespace (IPv4, main table, from /proc/net/route) out of
+/// `iface`: (prefix, gateway), longest prefix first — where the kernel's ipvlan l3 would send
+/// a container's packet.
+pub fn routes_via(iface: &str) -> Vec<(ipnet::Ipv4Net, Option<std::net::Ipv4Addr>)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    // The kernel prints each address as the native integer of its network-order bytes.
+    let addr = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| std::net::Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    let mut routes = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || f[0] != iface {
+            continue;
+        }
+        let (Some(dst), Some(gw), Some(mask)) = (addr(f[1]), addr(f[2]), addr(f[7])) else {
+            continue;
+        };
+        let len = u32::from(mask).leading_ones() as u8;
+        if let Ok(prefix) = ipnet::Ipv4Net::new(dst, len) {
+            routes.push((prefix, (!gw.is_unspecified()).then_some(gw)));
+        }
+    }
+    routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.prefix_len()));
+    routes
 }

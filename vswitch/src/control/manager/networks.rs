@@ -31,17 +31,17 @@ impl Manager {
             ));
         }
         let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
-        if !["bridge", "overlay", "macvlan"].contains(&driver.as_str()) {
+        if !["bridge", "overlay", "macvlan", "ipvlan"].contains(&driver.as_str()) {
             return Err(invalid(format!(
-                "driver {driver:?} is not supported; use --driver bridge, overlay or macvlan"
+                "driver {driver:?} is not supported; use --driver bridge, overlay, macvlan or ipvlan"
             )));
         }
         let (vni, peers) = self.validate_overlay(&driver, req)?;
         let (parent, mode) = self.validate_macvlan(&driver, req)?;
         let macvlan = parent.is_some();
-        if macvlan && req.host_access {
+        if macvlan && req.host_access && mode.as_deref() == Some("private") {
             return Err(invalid(
-                "--host-access is not available on macvlan networks yet",
+                "--host-access and --mode private do not go together: a private network's containers reach the parent's segment only",
             ));
         }
         let mtu = match req.mtu {

@@ -315,6 +315,10 @@ impl Manager {
                 "namespace {spec} is vswitchd's own network namespace (the host's): ports go into container namespaces"
             )));
         }
+        // Host access to a macvlan or ipvlan network: the host's own address on the parent's
+        // segment may well be in the network's subnet (its route wider, out of the parent), so
+        // the TAP has a /32 and a route for the containers' range only.
+        let parent_host = cfg.host && net.parent.is_some();
         let setup = InterfaceSetup {
             ifname: cfg.ifname.clone(),
             mac: cfg.mac,
@@ -322,11 +326,17 @@ impl Manager {
             // With --dhcp the container's own client configures the address.
             ip: if cfg.dhcp {
                 None
+            } else if parent_host {
+                cfg.ip.map(|n| (n.addr(), 32))
             } else {
                 cfg.ip.map(|n| (n.addr(), n.prefix_len()))
             },
             // The host keeps its own default route.
             gateway: (!cfg.host).then_some(net.gateway),
+            routes: match parent_host {
+                true => vec![net.pool()],
+                false => Vec::new(),
+            },
             offload: cfg.offload,
         };
         let (port, report): (Box<dyn Port>, _) = match cfg.kind {
@@ -355,6 +365,7 @@ impl Manager {
                         let handoff = InterfaceSetup {
                             ip: None,
                             gateway: None,
+                            routes: Vec::new(),
                             ..setup.clone()
                         };
                         let (mut tap, report) =

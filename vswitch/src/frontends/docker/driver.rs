@@ -31,6 +31,7 @@ const OPTIONS: &[&str] = &[
     "dns",
     "parent",
     "macvlan_mode",
+    "ipvlan_mode",
 ];
 
 fn flag(key: &str, v: &str) -> Result<bool, String> {
@@ -155,7 +156,7 @@ impl Plugin {
                 "domain" => req.domain = Some(v.clone()),
                 "dns" => req.dns = Some(flag(k, v)?),
                 "parent" => req.parent = Some(v.clone()),
-                "mode" | "macvlan_mode" => req.mode = Some(v.clone()),
+                "mode" | "macvlan_mode" | "ipvlan_mode" => req.mode = Some(v.clone()),
                 other => {
                     return Err(format!(
                         "unknown option -o {other} of the vswitch driver (known: {})",
