@@ -4,47 +4,8 @@
 
 mod common;
 
+use common::segment::*;
 use common::*;
-
-/// The host namespace (vswitchd's) and the segment beyond its parent veth. The segment end
-/// is the router 192.0.2.1; the host has its own 192.0.2.2 on the parent.
-struct Segment {
-    seg: Netns,
-    host: Netns,
-    parent: String,
-    seg_if: String,
-}
-
-fn segment() -> Segment {
-    let host = Netns::new("mh");
-    let seg = Netns::new("ms");
-    let parent = format!("{}p", host.name);
-    let seg_if = format!("{}s", host.name);
-    must(
-        "ip",
-        &[
-            "link", "add", &parent, "netns", &host.name, "type", "veth", "peer", "name", &seg_if,
-            "netns", &seg.name,
-        ],
-    );
-    for ns in [&host, &seg] {
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    }
-    host.exec_ok(&["ip", "link", "set", &parent, "up"]);
-    host.exec_ok(&["ip", "addr", "add", "192.0.2.2/24", "dev", &parent]);
-    seg.exec_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", &seg_if]);
-    seg.exec_ok(&["ip", "link", "set", &seg_if, "up"]);
-    // A real NIC hands over complete checksums; a veth would leave them pending.
-    for (ns, i) in [(&seg, &seg_if), (&host, &parent)] {
-        ns.exec_ok(&["ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off"]);
-    }
-    Segment {
-        seg,
-        host,
-        parent,
-        seg_if,
-    }
-}
 
 fn macvlan(d: &Daemon, name: &str, parent: &str, extra: &[&str]) {
     let mut args = vec![
@@ -64,43 +25,6 @@ fn macvlan(d: &Daemon, name: &str, parent: &str, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     d.ok(&args);
-}
-
-/// The segment namespace's neighbour entry for `ip` (its MAC), after a ping.
-fn neighbour_mac(ns: &Netns, ip: &str) -> String {
-    let out = ns.exec_ok(&["ip", "neigh", "show", ip]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn http_server(ns: &Netns, dir: &TempDir, bind: &str) -> Bg {
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server"])
-        .args(["--bind", bind, "--directory"])
-        .arg(&dir.0)
-        .arg("8080")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let bg = Bg(child);
-    assert!(
-        wait_until(10, || ns
-            .exec(&["ss", "-ltn", "sport", "=", ":8080"])
-            .stdout
-            .windows(4)
-            .any(|w| w == b"8080")),
-        "http.server did not start"
-    );
-    bg
-}
-
-fn curl(ns: &Netns, url: &str) -> Option<Vec<u8>> {
-    let out = ns.exec(&["curl", "-sS", "--max-time", "10", "-o", "-", url]);
-    out.status.success().then_some(out.stdout)
 }
 
 fn bridge_mode_reaches_the_segment_and_each_other() {
@@ -441,7 +365,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         "--parent",
         &w.parent,
     ]);
-    assert!(err.contains("macvlan networks only"), "{err}");
+    assert!(err.contains("macvlan and ipvlan networks only"), "{err}");
     assert_eq!(d.json(&["network", "ls"]), before, "nothing changed");
 
     // A parent that vanishes takes the network's ports down, with the reason.

@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod containers;
 pub mod egress;
 pub mod runtimes;
+pub mod segment;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

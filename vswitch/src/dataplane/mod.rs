@@ -738,8 +738,11 @@ impl Dataplane {
                     .network(id)
                     .map(|n| n.members.clone())
                     .unwrap_or_default();
+                // A segment port other ipvlan l3 networks share stays (the pipeline hands it on).
                 for p in members {
-                    self.remove_port(p);
+                    if !self.pipeline.segment_shared(p, id) {
+                        self.remove_port(p);
+                    }
                 }
                 self.pipeline.remove_network(id);
                 let _ = done.send(());

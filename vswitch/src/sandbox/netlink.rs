@@ -266,7 +266,9 @@ impl Netlink {
         msg.header.destination_prefix_length = dst.prefix_len();
         if dst.prefix_len() > 0 {
             msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet(dst.network())));
+                .push(RouteAttribute::Destination(RouteAddress::Inet(
+                    dst.network(),
+                )));
         }
         match gateway {
             Some(gw) => {

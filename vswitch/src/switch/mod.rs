@@ -386,6 +386,12 @@ impl Pipeline {
         self.tunnels.remove_network(id);
     }
 
+    /// Whether `port` is a segment port that networks other than `net` are behind too.
+    pub fn segment_shared(&self, port: PortId, net: NetId) -> bool {
+        self.networks()
+            .any(|(id, n)| id != net && n.parent == Some(port))
+    }
+
     pub fn network(&self, id: NetId) -> Option<&Network> {
         self.networks.get(id.idx()).and_then(Option::as_ref)
     }

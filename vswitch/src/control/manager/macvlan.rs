@@ -365,7 +365,11 @@ impl Manager {
         let Some(iface) = self
             .parents
             .iter()
-            .find(|(_, p)| p.segments.values().any(|s| s.networks.iter().any(|n| n == net)))
+            .find(|(_, p)| {
+                p.segments
+                    .values()
+                    .any(|s| s.networks.iter().any(|n| n == net))
+            })
             .map(|(i, _)| i.clone())
         else {
             return;
