@@ -15,6 +15,7 @@
 
 mod capture;
 mod flood;
+mod macvlan;
 mod nat;
 mod peers;
 mod publish;
@@ -56,11 +57,13 @@ struct Cli {
     /// vswitch-nat, whatever --peers says), publish (an external client to a container's
     /// published port: kernel-dnat against vswitch-dnat), capture (64-byte forwarding with a
     /// live capture running, stalled or read, against none), flood (one container floods
-    /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood).
+    /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood), macvlan (a
+    /// container on a parent's segment: kernel-macvlan against vswitch-macvlan and
+    /// vswitch-ipvlan).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood,macvlan"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -282,6 +285,11 @@ fn main() {
         } else {
             0
         }
+        + if want("macvlan") {
+            macvlan::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -321,6 +329,11 @@ fn main() {
         if want("flood") {
             for peer in flood::PEERS {
                 flood::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
+        }
+        if want("macvlan") {
+            for peer in macvlan::PEERS {
+                macvlan::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
     }

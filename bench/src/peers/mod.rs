@@ -32,6 +32,24 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// A topology kept running by `keep` (dropped in order).
+    pub fn new(
+        client: Ns,
+        server: Ns,
+        server_ip: &'static str,
+        client_ip: &'static str,
+        keep: Vec<Box<dyn std::any::Any>>,
+    ) -> Topology {
+        Topology {
+            client,
+            server,
+            server_ip,
+            client_ip,
+            gateway_mac: None,
+            _keep: keep,
+        }
+    }
+
     /// The first thing of type `T` that keeps this topology running (its vswitchd, the
     /// kernel NAT's router namespace).
     pub fn kept<T: 'static>(&self) -> Option<&T> {
