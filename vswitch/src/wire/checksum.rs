@@ -3,19 +3,38 @@
 //! the changed words instead of summing a 64 KiB TSO frame again.
 
 /// One's-complement sum of 16-bit big-endian words, not yet folded or inverted.
+///
+/// Summed eight bytes at a time into a 64-bit accumulator (RFC 1071 §2: the sum may be taken
+/// over wider words and folded afterwards, as 2^32 ≡ 2^16 ≡ 1 mod 0xffff): software
+/// segmentation checksums every segment of a TSO frame that leaves by AF_XDP, and this was
+/// the dataplane's largest own cost there (measured on the macvlan bench, 8.8% of all samples
+/// with the word-at-a-time loop).
 #[inline]
-pub fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+pub fn sum16(data: &[u8], acc: u32) -> u32 {
+    let mut sum = u64::from(acc);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        if acc > 0x8000_0000 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
+        let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Two 32-bit halves, each below 2^32: 2^31 of them fit before the sum could wrap,
+        // far more than any frame has.
+        sum += (v >> 32) + (v & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let mut words = chunks.remainder().chunks_exact(2);
+    for w in &mut words {
+        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
-    acc
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > u64::from(u32::MAX) {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    // Keep headroom for the callers' additions (pseudo-header words) before they fold.
+    let mut s = sum as u32;
+    if s > 0x8000_0000 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s
 }
 
 /// Folds a 32-bit running sum into 16 bits (end-around carry).
@@ -69,6 +88,41 @@ mod tests {
         let mut d = data.to_vec();
         d[at..at + word.len()].copy_from_slice(word);
         d
+    }
+
+    /// The word-at-a-time sum of RFC 1071, for reference.
+    fn reference(data: &[u8], acc: u32) -> u16 {
+        let mut a = u64::from(acc);
+        for (i, b) in data.iter().enumerate() {
+            a += if i % 2 == 0 {
+                u64::from(*b) << 8
+            } else {
+                u64::from(*b)
+            };
+        }
+        while a > 0xffff {
+            a = (a & 0xffff) + (a >> 16);
+        }
+        a as u16
+    }
+
+    #[test]
+    fn wide_sum_matches_the_word_sum() {
+        let mut seed = 0x9e37_79b9u32;
+        let mut data = Vec::new();
+        for len in (0..300).chain([1499, 1500, 9000, 65_535, 65_536]) {
+            data.clear();
+            for _ in 0..len {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                data.push((seed >> 24) as u8);
+            }
+            for acc in [0, 1, 0xffff, 0x1_2345, 0x7fff_ffff] {
+                assert_eq!(fold(sum16(&data, acc)), reference(&data, acc), "len {len}");
+            }
+        }
+        // All ones: no carry lost.
+        let ones = vec![0xff; 65_536];
+        assert_eq!(fold(sum16(&ones, 0)), reference(&ones, 0));
     }
 
     #[test]
