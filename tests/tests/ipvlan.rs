@@ -118,6 +118,13 @@ fn l2_shares_the_parents_mac() {
         "the segment reaches a server in i1"
     );
     assert!(w.host.ping("192.0.2.1", 2), "the host keeps its parent");
+    // l2: the segment's broadcasts reach the containers (and the host still has them).
+    assert!(
+        broadcast_reaches(&w.seg, &c2, "192.0.2.255"),
+        "a broadcast from the segment reaches i2: {}",
+        d.log()
+    );
+    assert!(broadcast_reaches(&w.seg, &w.host, "192.0.2.255"));
     let net = d.json(&["network", "inspect", "l2net"]);
     assert_eq!(net["driver"], "ipvlan");
     assert_eq!(net["mode"], "l2");

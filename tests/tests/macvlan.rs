@@ -91,6 +91,16 @@ fn bridge_mode_reaches_the_segment_and_each_other() {
             .starts_with(b"from-c1")),
         "the segment reaches a server in c1"
     );
+    // The segment's broadcasts reach the containers (a copy: the host has them too).
+    assert!(
+        broadcast_reaches(&w.seg, &c1, "192.0.2.255"),
+        "a broadcast from the segment reaches c1: {}",
+        d.log()
+    );
+    assert!(
+        broadcast_reaches(&w.seg, &w.host, "192.0.2.255"),
+        "and the host still gets the segment's broadcasts"
+    );
     // The host keeps its own use of the parent meanwhile.
     assert!(
         w.host.ping("192.0.2.1", 3),

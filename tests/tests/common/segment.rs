@@ -79,3 +79,27 @@ pub fn curl(ns: &Netns, url: &str) -> Option<Vec<u8>> {
     let out = ns.exec(&["curl", "-sS", "--max-time", "10", "-o", "-", url]);
     out.status.success().then_some(out.stdout)
 }
+
+/// Whether a UDP broadcast `from` sends to `bcast` (port 9999) reaches a receiver in `to`.
+pub fn broadcast_reaches(from: &Netns, to: &Netns, bcast: &str) -> bool {
+    let dir = TempDir::new("bc");
+    let file = dir.path("got");
+    let rx = std::process::Command::new("ip")
+        .args(["netns", "exec", &to.name, "timeout", "8", "socat", "-u"])
+        .arg("UDP-RECV:9999,reuseaddr")
+        .arg(format!("OPEN:{},creat,append", file.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _rx = Bg(rx);
+    wait_until(6, || {
+        from.exec(&[
+            "sh",
+            "-c",
+            &format!("echo hello-bcast | socat - UDP-DATAGRAM:{bcast}:9999,broadcast"),
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::read_to_string(&file).is_ok_and(|s| s.contains("hello-bcast"))
+    })
+}

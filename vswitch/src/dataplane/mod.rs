@@ -799,11 +799,22 @@ impl Dataplane {
             }
             Command::AddTrunk { id, port, done } => {
                 let fd = port.raw_fd();
-                let res = self.poll.registry().register(
+                let mut res = self.poll.registry().register(
                     &mut SourceFd(&fd),
                     token(id),
                     Interest::READABLE,
                 );
+                if let (Ok(()), Some(second)) = (&res, port.second_fd()) {
+                    // The same token: either's readiness services the trunk.
+                    res = self.poll.registry().register(
+                        &mut SourceFd(&second),
+                        token(id),
+                        Interest::READABLE,
+                    );
+                    if res.is_err() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                }
                 if res.is_ok() {
                     self.trunks.insert(id, Trunk::default());
                     self.install(id, port);
@@ -818,8 +829,10 @@ impl Dataplane {
                 port,
                 done,
             } => {
-                let ok =
-                    self.trunks.contains_key(&trunk) && self.pipeline.add_segment_port(id, network);
+                // Joining a segment needs the segment (it may have gone meanwhile).
+                let ok = self.trunks.contains_key(&trunk)
+                    && (port.is_some() || self.pipeline.is_segment(id))
+                    && self.pipeline.add_segment_port(id, network);
                 if let (true, Some(port)) = (ok, port) {
                     if let Some(t) = self.trunks.get_mut(&trunk) {
                         t.vlans.retain(|(v, _)| *v != vlan);
@@ -1046,6 +1059,9 @@ impl Dataplane {
                 if port.pollable() {
                     let fd = port.raw_fd();
                     let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    if let Some(fd) = port.second_fd() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
                 }
                 drop(port);
             }
@@ -1075,6 +1091,9 @@ impl Dataplane {
             if port.pollable() {
                 let fd = port.raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                if let Some(fd) = port.second_fd() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
             }
             self.ports_lost += 1;
         }

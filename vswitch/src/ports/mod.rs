@@ -10,6 +10,7 @@
 
 pub mod afxdp;
 pub mod bpf;
+pub mod packet;
 pub mod parent;
 pub mod steer;
 pub mod tap;
@@ -30,6 +31,11 @@ pub trait Port: Send {
     /// socket, which the dataplane reads for all of them).
     fn pollable(&self) -> bool {
         true
+    }
+    /// A second fd to poll for this port (a parent's copy of the segment's broadcasts): its
+    /// readiness services the port as the first's does.
+    fn second_fd(&self) -> Option<RawFd> {
+        None
     }
     /// Bytes of metadata ahead of the Ethernet frame in what `recv` fills and `send` takes.
     fn headroom(&self) -> usize {

@@ -23,6 +23,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use super::bpf::{self, Asm, Cond, Size, Take};
+use super::packet::GroupCopy;
 use super::{AfXdp, Port, XdpStatus};
 use crate::switch::vlan;
 use crate::wire::MacAddr;
@@ -219,6 +220,8 @@ fn program(macs: &OwnedFd, ips: &OwnedFd, take: &Take) -> Result<Vec<[u8; 8]>, S
 pub struct Parent {
     xsk: Arc<Mutex<AfXdp>>,
     fd: RawFd,
+    /// The segment's broadcasts and multicasts, copied (the host keeps them too).
+    groups: Option<Arc<GroupCopy>>,
 }
 
 /// One network's side of a parent: what the dataplane sends there leaves with the network's
@@ -231,11 +234,13 @@ pub struct ParentVlan {
 }
 
 impl Parent {
-    pub fn new(xsk: AfXdp) -> Parent {
+    /// The trunk; with `groups`, the segment's broadcasts come in through it as well.
+    pub fn new(xsk: AfXdp, groups: Option<GroupCopy>) -> Parent {
         let fd = xsk.raw_fd();
         Parent {
             xsk: Arc::new(Mutex::new(xsk)),
             fd,
+            groups: groups.map(Arc::new),
         }
     }
 
@@ -259,8 +264,26 @@ impl Port for Parent {
         self.fd
     }
 
+    fn second_fd(&self) -> Option<RawFd> {
+        self.groups.as_ref().map(|g| g.raw_fd())
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        lock(&self.xsk).recv(buf)
+        match lock(&self.xsk).recv(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        let Some(g) = &self.groups else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        loop {
+            match g.recv(buf) {
+                // Cut, runt or double-tagged: skipped (the host has it anyway).
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -30,6 +30,7 @@ use super::nat::Neighbors;
 use super::trace::Step;
 use super::{Actions, DropReason, NetId, Pipeline, PortId};
 use crate::wire::ipv4::Ipv4;
+use crate::wire::offload::{self, VnetHdr};
 use crate::wire::{EtherType, MacAddr};
 
 /// Frames that wait for a next hop's MAC, over every hop of a network.
@@ -73,6 +74,14 @@ pub struct Params {
     pub routes: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
 }
 
+/// What a container's frame needs of its network's settings (copied per frame).
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    mode: Mode,
+    parent_mac: MacAddr,
+    subnet: Ipv4Net,
+}
+
 /// An ipvlan network's state in the pipeline.
 #[derive(Debug, Clone)]
 pub struct Ipvlan {
@@ -101,6 +110,14 @@ impl Ipvlan {
 
     pub fn remove_port(&mut self, port: PortId) {
         self.hosts.retain(|_, (p, _)| *p != port);
+    }
+
+    fn edge(&self) -> Edge {
+        Edge {
+            mode: self.params.mode,
+            parent_mac: self.params.parent_mac,
+            subnet: self.params.subnet,
+        }
     }
 
     pub fn host(&self, ip: Ipv4Addr) -> Option<(PortId, MacAddr)> {
@@ -188,23 +205,14 @@ impl Pipeline {
         })
     }
 
-    /// The l3 networks behind segment port `seg`.
-    fn l3_networks(&self, seg: PortId) -> Vec<NetId> {
-        self.networks()
-            .filter(|(_, n)| {
-                n.parent == Some(seg)
-                    && n.ipvlan.as_ref().is_some_and(|i| i.params.mode == Mode::L3)
-            })
-            .map(|(id, _)| id)
-            .collect()
-    }
-
     fn drop_for(&mut self, port: PortId, reason: DropReason, why: &str, actions: &mut Actions) {
         actions.note(|| Step::new("ipvlan", "drop", format!("{}: {why}", reason.name())));
         self.count(port, reason, actions);
     }
 
-    /// An ipvlan network's frame, after learning: from its segment or from a container.
+    /// An ipvlan network's frame, after learning: from its segment or from a container
+    /// (`vnet`: its offload header, for a frame that waits for its next hop).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn process_ipvlan(
         &mut self,
         now: u64,
@@ -212,12 +220,13 @@ impl Pipeline {
         net_id: NetId,
         from_segment: bool,
         frame: &mut [u8],
+        vnet: Option<&VnetHdr>,
         actions: &mut Actions,
     ) {
         if from_segment {
             self.ipvlan_from_segment(now, in_port, net_id, frame, actions)
         } else {
-            self.ipvlan_from_container(now, in_port, net_id, frame, actions)
+            self.ipvlan_from_container(now, in_port, net_id, frame, vnet, actions)
         }
     }
 
@@ -240,13 +249,16 @@ impl Pipeline {
             let Some(arp) = arp_of(frame) else {
                 return self.drop_for(seg, DropReason::BadArp, "a malformed ARP packet", actions);
             };
-            // l3: the segment's stations are next hops.
+            // l3: the segment's stations are next hops (those asked for, or in use).
             if !arp.spa.is_unspecified() && !arp.sha.is_multicast() {
-                for id in self.l3_networks(seg) {
-                    if let Some(iv) = self.network_mut(id).and_then(|n| n.ipvlan.as_mut()) {
-                        if arp.request && !iv.neighbors.wanted(arp.spa) {
-                            continue;
-                        }
+                for n in self.networks.iter_mut().flatten() {
+                    if n.parent != Some(seg) {
+                        continue;
+                    }
+                    let Some(iv) = n.ipvlan.as_mut().filter(|i| i.params.mode == Mode::L3) else {
+                        continue;
+                    };
+                    if iv.neighbors.wanted(arp.spa) {
                         iv.neighbors.confirm(arp.spa, arp.sha, now);
                         iv.release(seg, arp.spa, arp.sha, &mut actions.emit);
                     }
@@ -287,7 +299,12 @@ impl Pipeline {
             actions.out.push(port);
             return;
         }
-        if is_type(frame, EtherType::IPV4) && !frame[0..6].iter().all(|b| *b == 0xff) {
+        let to_parent = self
+            .network(net_id)
+            .and_then(|n| n.ipvlan.as_ref())
+            .is_some_and(|i| frame[0..6] == i.params.parent_mac.0);
+        // Unicast to the parent's MAC (not a group, nor another station's in promiscuous mode).
+        if is_type(frame, EtherType::IPV4) && to_parent {
             if let Some((_, dst)) = ipv4_addrs(frame) {
                 if let Some((net, port, mac)) = self.ipvlan_host(seg, dst) {
                     let parent_mac = self
@@ -343,17 +360,18 @@ impl Pipeline {
         in_port: PortId,
         net_id: NetId,
         frame: &mut [u8],
+        vnet: Option<&VnetHdr>,
         actions: &mut Actions,
     ) {
-        let Some((params, seg)) = self
+        let Some((edge, seg)) = self
             .network(net_id)
-            .and_then(|n| Some((n.ipvlan.as_ref()?.params.clone(), n.parent)))
+            .and_then(|n| Some((n.ipvlan.as_ref()?.edge(), n.parent)))
         else {
             return self.count(in_port, DropReason::UnknownPort, actions);
         };
-        match params.mode {
-            Mode::L2 => self.ipvlan_l2_out(now, in_port, net_id, seg, &params, frame, actions),
-            Mode::L3 => self.ipvlan_l3_out(now, in_port, net_id, seg, &params, frame, actions),
+        match edge.mode {
+            Mode::L2 => self.ipvlan_l2_out(now, in_port, net_id, seg, edge, frame, actions),
+            Mode::L3 => self.ipvlan_l3_out(now, in_port, net_id, seg, edge, frame, vnet, actions),
         }
     }
 
@@ -364,7 +382,7 @@ impl Pipeline {
         in_port: PortId,
         net_id: NetId,
         seg: Option<PortId>,
-        params: &Params,
+        params: Edge,
         frame: &mut [u8],
         actions: &mut Actions,
     ) {
@@ -469,8 +487,9 @@ impl Pipeline {
         in_port: PortId,
         net_id: NetId,
         seg: Option<PortId>,
-        params: &Params,
+        params: Edge,
         frame: &mut [u8],
+        vnet: Option<&VnetHdr>,
         actions: &mut Actions,
     ) {
         let pm = params.parent_mac;
@@ -583,7 +602,29 @@ impl Pipeline {
             }
             None if iv.pending.len() < MAX_PENDING => {
                 set_macs(frame, MacAddr::ZERO, pm);
-                iv.pending.push_back((hop, now, frame.to_vec()));
+                // It leaves later as a plain frame: offloads finished now (checksums, and a
+                // TSO super-frame cut into segments, each waiting).
+                match vnet.filter(|v| v.needs_work()) {
+                    None => iv.pending.push_back((hop, now, frame.to_vec())),
+                    Some(v) => {
+                        let mut buf = vec![0u8; 65_536 + 128];
+                        let mut segs = Vec::new();
+                        if offload::finish_frame(v, frame, &mut buf, |f| segs.push(f.to_vec()))
+                            .is_err()
+                        {
+                            return self.drop_for(
+                                in_port,
+                                DropReason::NeedsOffload,
+                                "an offload that could not be finished",
+                                actions,
+                            );
+                        }
+                        let room = MAX_PENDING - iv.pending.len();
+                        for f in segs.into_iter().take(room) {
+                            iv.pending.push_back((hop, now, f));
+                        }
+                    }
+                }
                 actions.note(|| {
                     Step::new(
                         "ipvlan",

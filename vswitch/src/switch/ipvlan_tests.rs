@@ -389,3 +389,57 @@ fn malformed_arp_is_counted() {
     let (a, _) = run(&mut p, PortId(1), &f);
     assert_eq!(a.drop, Some(DropReason::BadArp));
 }
+
+#[test]
+fn l3_a_waiting_frame_leaves_with_its_checksum_finished() {
+    use crate::wire::offload::{VnetHdr, F_NEEDS_CSUM, GSO_NONE};
+    let mut p = pipeline(Mode::L3);
+    // A TAP with offloads: the UDP checksum left to "the NIC" (only the pseudo-header sum).
+    let mut f = udp(C1, PARENT, "10.77.0.10", "10.77.0.1", 64);
+    let good = u16::from_be_bytes([f[40], f[41]]);
+    let pseudo = crate::wire::checksum::sum16(&f[26..34], 17 + (f.len() as u32 - 34));
+    let folded = crate::wire::checksum::fold(pseudo);
+    f[40..42].copy_from_slice(&folded.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 34,
+        csum_offset: 6,
+    };
+    let mut a = Actions::with_capacity(8);
+    p.process_vnet(1000, PortId(1), &mut f, Some(&hdr), &mut a);
+    assert!(a.out.is_empty() && a.drop.is_none(), "{:?}", a.drop);
+    let (a, _) = run(
+        &mut p,
+        SEG,
+        &arp(
+            ArpOperation::REPLY,
+            PARENT,
+            PEER,
+            "10.77.0.1",
+            PARENT,
+            "10.77.0.10",
+        ),
+    );
+    assert_eq!(a.emit.len(), 1);
+    let out = &a.emit[0].1;
+    assert_eq!(
+        u16::from_be_bytes([out[40], out[41]]),
+        good,
+        "the checksum is whole"
+    );
+}
+
+#[test]
+fn segment_frames_for_other_macs_are_not_delivered() {
+    let mut p = pipeline(Mode::L2);
+    let other = MacAddr([0x02, 0xcc, 0, 0, 0, 9]);
+    let (a, _) = run(
+        &mut p,
+        SEG,
+        &udp(PEER, other, "10.77.0.1", "10.77.0.10", 64),
+    );
+    assert_eq!(a.drop, Some(DropReason::NoDestination));
+}

@@ -386,6 +386,14 @@ impl Pipeline {
         self.tunnels.remove_network(id);
     }
 
+    /// Whether `port` is a segment port (a macvlan or ipvlan network's parent, one VLAN of it).
+    pub fn is_segment(&self, port: PortId) -> bool {
+        self.ports
+            .get(port.idx())
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.segment)
+    }
+
     /// Whether `port` is a segment port that networks other than `net` are behind too.
     pub fn segment_shared(&self, port: PortId, net: NetId) -> bool {
         self.networks()
@@ -833,7 +841,7 @@ impl Pipeline {
             return;
         }
         if net.ipvlan.is_some() {
-            return self.process_ipvlan(now, in_port, net_id, from_segment, frame, actions);
+            return self.process_ipvlan(now, in_port, net_id, from_segment, frame, vnet, actions);
         }
         if let Some(gw) = &mut net.gateway {
             if net.gateway_rate > 0

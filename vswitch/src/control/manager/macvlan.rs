@@ -321,8 +321,18 @@ impl Manager {
             .ok_or_else(|| super::internal("the parent's socket has no maps"))?
             .map_err(|e| super::internal(format!("the parent program's maps: {e}")))?;
         let xdp_mode = xsk.mode();
-        let mac = crate::sandbox::link_mac(iface).unwrap_or(crate::wire::MacAddr::ZERO);
-        let handle = Parent::new(xsk);
+        // ipvlan containers go on the wire with it: a parent without one is not served.
+        let mac = crate::sandbox::link_mac(iface)
+            .filter(|m| m.is_valid_source())
+            .ok_or_else(|| invalid(format!("cannot read the MAC address of parent {iface}")))?;
+        // The segment's broadcasts and multicasts, which the host keeps: a copy for the
+        // containers (without it they hear only the ARP for their addresses).
+        let groups = crate::ports::packet::GroupCopy::open(index)
+            .inspect_err(|e| {
+                warn!(iface, error = %e, "no copy of the segment's broadcasts for the containers")
+            })
+            .ok();
+        let handle = Parent::new(xsk, groups);
         // Frames for the containers' MACs get past a real NIC's filter only in promiscuous
         // mode (a veth takes everything anyway).
         let promisc_set = match promiscuous(iface) {
@@ -556,14 +566,21 @@ fn ipvlan_params(
     if net.driver != "ipvlan" {
         return None;
     }
+    // The host's routes out of the interface are its untagged segment's; a VLAN has no link
+    // of the host's here (the switch tags it), so its next hops are on the network's subnet.
+    let tagged = net
+        .parent
+        .as_deref()
+        .and_then(|p| vlan::parse_parent(p).ok())
+        .is_some_and(|(_, v)| v.is_some());
     let mode = ipvlan::Mode::parse(net.mode.as_deref().unwrap_or("l2"))?;
     Some(ipvlan::Params {
         mode,
         parent_mac,
         subnet: net.subnet,
         routes: match mode {
-            ipvlan::Mode::L3 => routes_via(iface),
-            ipvlan::Mode::L2 => Vec::new(),
+            ipvlan::Mode::L3 if !tagged => routes_via(iface),
+            _ => Vec::new(),
         },
     })
 }

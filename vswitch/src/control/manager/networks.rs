@@ -296,6 +296,7 @@ impl Manager {
         self.state.networks.push(cfg.clone());
         if let Err(e) = self.record(Change::NetworkAdd(cfg.clone())) {
             self.state.networks.pop();
+            self.detach_parent(&cfg.name);
             self.nets.remove(&cfg.name);
             let _ = self.dp_call(|done| Command::RemoveNetwork { id, done });
             return Err(e);

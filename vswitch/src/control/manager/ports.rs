@@ -172,6 +172,11 @@ impl Manager {
             }
         }
         let publish = self.validate_publish(&name, &net.name, &req.publish)?;
+        if req.dhcp && net.driver == "ipvlan" {
+            return Err(invalid(
+                "an ipvlan network's containers are told apart by the addresses the switch gives them: no --dhcp",
+            ));
+        }
         if req.handoff && (kind != PortKind::Tap || req.dhcp) {
             return Err(invalid(
                 "a handed-off port is a TAP with an address from the switch (no --type afxdp, no --dhcp)",
