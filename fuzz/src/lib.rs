@@ -144,6 +144,96 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
     p
 }
 
+pub const PARENT_MAC: MacAddr = MacAddr([0x02, 0xaa, 0, 0, 0, 7]);
+pub const SEG_PEER: MacAddr = MacAddr([0x02, 0xbb, 0, 0, 0, 7]);
+pub const IV_L2_IP: [u8; 4] = [10, 77, 0, 10];
+pub const IV_L3_IP: [u8; 4] = [10, 78, 0, 10];
+pub const IV_L3B_IP: [u8; 4] = [10, 79, 0, 10];
+pub const SEG_PEER_IP: [u8; 4] = [10, 77, 0, 1];
+/// Ports of the ipvlan switch, indexed by an input's port byte: the l2 network's containers
+/// (0, 1) and segment (9), the l3 networks' containers (3, 4) and shared segment (10).
+pub const IV_PORTS: [PortId; 6] = [
+    PortId(0),
+    PortId(1),
+    PortId(9),
+    PortId(3),
+    PortId(4),
+    PortId(10),
+];
+
+/// An ipvlan switch as `vswitchd` builds it: network 0 (l2, 10.77.0.0/24, containers on ports
+/// 0 and 1, its parent on 9) and networks 1 and 2 (l3, 10.78.0.0/24 and 10.79.0.0/24, one
+/// container each on ports 3 and 4, sharing the parent segment on port 10 and routing by the
+/// host's 10.77.0.0/24 route).
+pub fn ipvlan_switch() -> Pipeline {
+    use vswitch::switch::ipvlan::{Mode, Params};
+    let mut p = Pipeline::new();
+    let params = || NetworkParams {
+        fdb_limit: 64,
+        aging_ms: 300_000,
+        gateway: None,
+        egress: false,
+        vni: None,
+        overlay_mtu: None,
+        learn_peers: false,
+        icc: true,
+        port_mac_limit: 0,
+        gateway_rate: 0,
+    };
+    let nets = [
+        (0, Mode::L2, "10.77.0.0/24", PortId(9)),
+        (1, Mode::L3, "10.78.0.0/24", PortId(10)),
+        (2, Mode::L3, "10.79.0.0/24", PortId(10)),
+    ];
+    for (id, mode, subnet, seg) in nets {
+        p.add_network(NetId(id), params());
+        p.set_ipvlan(
+            NetId(id),
+            Params {
+                mode,
+                parent_mac: PARENT_MAC,
+                subnet: subnet.parse().expect("subnet"),
+                routes: vec![("10.77.0.0/24".parse().expect("route"), None)],
+            },
+        );
+        p.add_segment_port(seg, NetId(id));
+    }
+    let hosts = [
+        (0, 0, C1, IV_L2_IP),
+        (1, 0, C2, [10, 77, 0, 11]),
+        (3, 1, OV1, IV_L3_IP),
+        (4, 2, REMOTE_MAC, IV_L3B_IP),
+    ];
+    for (port, net, mac, ip) in hosts {
+        let ep = Endpoint {
+            mac,
+            ip: Some(Ipv4Addr::from(ip)),
+            names: vec![],
+        };
+        p.add_port(PortId(port), NetId(net), Some(ep));
+    }
+    p
+}
+
+/// `ipvlan`: frames in on the containers and parents of l2 and l3 ipvlan networks, with or
+/// without a virtio-net header (the same records as `pipeline`).
+pub fn ipvlan(data: &[u8]) {
+    let mut run = Run::new(UplinkMode::Dedicated);
+    run.p = ipvlan_switch();
+    for (ctl, rec) in Records(data).take(64) {
+        run.tick((ctl >> 4) & 7, ctl & 0x80 != 0);
+        let port = IV_PORTS[usize::from(ctl & 7) % IV_PORTS.len()];
+        if ctl & 8 != 0 {
+            let Some(hdr) = VnetHdr::parse(rec) else {
+                continue;
+            };
+            run.frame(port, Some(hdr), &rec[10..]);
+        } else {
+            run.frame(port, None, rec);
+        }
+    }
+}
+
 /// Splits an input into records: a control byte, a big-endian u16 length, that many bytes
 /// (fewer at the end of the input).
 pub struct Records<'a>(&'a [u8]);
@@ -429,6 +519,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("offload", offload),
     ("vxlan", vxlan),
     ("trace", trace),
+    ("ipvlan", ipvlan),
 ];
 
 /// Runs `target` on every file named on the command line (directories: every file in them).

@@ -366,6 +366,74 @@ fn main() {
         .collect();
     write(&dir, "pipeline", &pipeline);
 
+    // ipvlan: ARP and IPv4 both ways on l2 and l3 networks (ports: see IV_PORTS).
+    let iv_arp =
+        |op: etherparse::ArpOperation, dst: MacAddr, sha: MacAddr, spa: [u8; 4], tpa: [u8; 4]| {
+            let a = etherparse::ArpEthIpv4Packet {
+                operation: op,
+                sender_mac: sha.0,
+                sender_ipv4: spa,
+                target_mac: [0; 6],
+                target_ipv4: tpa,
+            };
+            let mut f = Vec::new();
+            f.extend_from_slice(&dst.0);
+            f.extend_from_slice(&sha.0);
+            f.extend_from_slice(&[0x08, 0x06]);
+            f.extend_from_slice(&a.to_bytes());
+            f
+        };
+    use etherparse::ArpOperation as Op;
+    let seg_who_has = iv_arp(Op::REQUEST, bcast, SEG_PEER, SEG_PEER_IP, IV_L2_IP);
+    let seg_is_at = iv_arp(Op::REPLY, PARENT_MAC, SEG_PEER, SEG_PEER_IP, IV_L3_IP);
+    let c_who_has = iv_arp(Op::REQUEST, bcast, C1, IV_L2_IP, SEG_PEER_IP);
+    let l3_who_has = iv_arp(Op::REQUEST, bcast, OV1, IV_L3_IP, [10, 78, 0, 1]);
+    let seg_in = eth_udp(
+        SEG_PEER,
+        PARENT_MAC,
+        SEG_PEER_IP,
+        IV_L2_IP,
+        5000,
+        5001,
+        b"in",
+    );
+    let seg_in3 = eth_tcp(
+        SEG_PEER,
+        PARENT_MAC,
+        SEG_PEER_IP,
+        IV_L3_IP,
+        5000,
+        80,
+        true,
+        b"",
+    );
+    let c_out = eth_udp(C1, SEG_PEER, IV_L2_IP, SEG_PEER_IP, 5001, 5000, b"out");
+    let c_to_c = eth_ping(C1, PARENT_MAC, IV_L2_IP, [10, 77, 0, 11], 7);
+    let l3_out = eth_tcp(OV1, PARENT_MAC, IV_L3_IP, SEG_PEER_IP, 40000, 80, true, b"");
+    let l3_across = eth_ping(OV1, PARENT_MAC, IV_L3_IP, IV_L3B_IP, 8);
+    let l3_bcast = eth_udp(OV1, bcast, IV_L3_IP, [255; 4], 68, 67, b"x");
+    let seg_bcast = eth_udp(SEG_PEER, bcast, SEG_PEER_IP, [10, 77, 0, 255], 9, 9, b"b");
+    let iv = |port: usize, f: &[u8]| (pipeline_ctl(port, false, 0), f.to_vec());
+    let seqs: Vec<Vec<(u8, Vec<u8>)>> = vec![
+        vec![iv(2, &seg_who_has), iv(2, &seg_in), iv(0, &c_out)],
+        vec![iv(0, &c_who_has), iv(0, &c_to_c), iv(2, &seg_bcast)],
+        vec![
+            iv(3, &l3_who_has),
+            iv(3, &l3_out),
+            iv(5, &seg_is_at),
+            iv(5, &seg_in3),
+        ],
+        vec![iv(3, &l3_across), iv(3, &l3_bcast), iv(4, &l3_across)],
+    ];
+    let ipvlan: Vec<Vec<u8>> = seqs
+        .iter()
+        .map(|s| {
+            let r: Vec<(u8, &[u8])> = s.iter().map(|(c, f)| (*c, f.as_slice())).collect();
+            encode_records(&r)
+        })
+        .collect();
+    write(&dir, "ipvlan", &ipvlan);
+
     // NAT: IPv4 packets (the Ethernet header is the target's).
     let ip = |f: &[u8]| f[14..].to_vec();
     let out = |f: &[u8]| (nat_ctl(false, 0), ip(f));

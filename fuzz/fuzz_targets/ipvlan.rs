@@ -1,0 +1,10 @@
+//! Fuzz target `ipvlan`: see `vswitch_fuzz::ipvlan`.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vswitch_fuzz::ipvlan(data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    vswitch_fuzz::replay_main(vswitch_fuzz::ipvlan);
+}
