@@ -193,6 +193,7 @@ pub fn ipvlan_switch() -> Pipeline {
                 mode,
                 parent_mac: PARENT_MAC,
                 subnet: subnet.parse().expect("subnet"),
+                router: Ipv4Addr::new(10, 78, 0, 1),
                 routes: vec![("10.77.0.0/24".parse().expect("route"), None)],
             },
         );

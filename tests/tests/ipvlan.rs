@@ -220,6 +220,13 @@ fn l3_routes_and_keeps_broadcasts_off_the_segment() {
     assert_eq!(reply_ttl(&w.seg, "10.78.0.10"), Some(63));
     assert!(a1.ping("10.78.0.10", 3), "a1 -> b1 across the two subnets");
     assert_eq!(reply_ttl(&a1, "10.78.0.10"), Some(63));
+    // A router's answer to a TTL run out: ICMP time exceeded from the container's gateway.
+    let out = b1.exec(&["ping", "-c", "1", "-t", "1", "-W", "2", "192.0.2.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.78.0.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
     let _server = socat_server(&b1, "10.78.0.10", "from-b1");
     assert!(
         wait_until(10, || fetch(&w.seg, "10.78.0.10").starts_with("from-b1")),

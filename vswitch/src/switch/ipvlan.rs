@@ -69,6 +69,8 @@ pub struct Params {
     pub parent_mac: MacAddr,
     /// The network's subnet (l3: on the segment's link when no route says otherwise).
     pub subnet: Ipv4Net,
+    /// l3: the containers' gateway address, the source of the switch's ICMP errors.
+    pub router: Ipv4Addr,
     /// l3: the host's routes via the parent, `(prefix, gateway)` (`None`: on the link),
     /// longest prefix first.
     pub routes: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
@@ -80,6 +82,7 @@ struct Edge {
     mode: Mode,
     parent_mac: MacAddr,
     subnet: Ipv4Net,
+    router: Ipv4Addr,
 }
 
 /// An ipvlan network's state in the pipeline.
@@ -117,6 +120,7 @@ impl Ipvlan {
             mode: self.params.mode,
             parent_mac: self.params.parent_mac,
             subnet: self.params.subnet,
+            router: self.params.router,
         }
     }
 
@@ -543,10 +547,12 @@ impl Pipeline {
             );
         }
         if !forward_ttl(frame) {
+            // As a router: ICMP time exceeded back to the container, from its gateway address.
+            time_exceeded(params.router, pm, frame, &mut actions.reply);
             return self.drop_for(
                 in_port,
                 DropReason::TtlExceeded,
-                "routed with its TTL run out",
+                "routed with its TTL run out (ICMP time exceeded sent back)",
                 actions,
             );
         }
@@ -659,6 +665,25 @@ impl Ipvlan {
             }
         }
         self.pending = keep;
+    }
+}
+
+/// ICMP time exceeded for the IPv4 packet in `frame` (quoting its header and 8 bytes), from
+/// `router` and `mac` back to the frame's sender, into `reply`.
+fn time_exceeded(router: Ipv4Addr, mac: MacAddr, frame: &[u8], reply: &mut Vec<u8>) {
+    use etherparse::{icmpv4, Icmpv4Type, PacketBuilder};
+    let Ok(ip) = Ipv4::new_checked(&frame[14..]) else {
+        return;
+    };
+    let quoted = &frame[14..(14 + ip.header_len() + 8).min(frame.len())];
+    let to = MacAddr::from_slice(&frame[6..12]);
+    let t = Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit);
+    let b = PacketBuilder::ethernet2(mac.0, to.0)
+        .ipv4(router.octets(), ip.src().octets(), 64)
+        .icmpv4(t);
+    reply.clear();
+    if b.write(reply, quoted).is_err() {
+        reply.clear();
     }
 }
 

@@ -36,6 +36,7 @@ fn ipvlan(mode: Mode, subnet: &str) -> Params {
         mode,
         parent_mac: PARENT,
         subnet: subnet.parse().unwrap(),
+        router: ip("10.78.0.1"),
         routes: vec![("10.77.0.0/24".parse().unwrap(), None)],
     }
 }
@@ -333,13 +334,29 @@ fn l3_routes_and_keeps_broadcasts_off_the_segment() {
     );
     assert_eq!(a.out, vec![PortId(1)]);
     assert_eq!((MacAddr::from_slice(&f[0..6]), f[22]), (C1, 63));
-    // TTL 1 is not routed.
+    // TTL 1 is not routed: the container hears ICMP time exceeded from its gateway.
     let (a, _) = run(
         &mut p,
         PortId(3),
         &udp(C3, PARENT, "10.78.0.10", "10.77.0.10", 1),
     );
     assert_eq!(a.drop, Some(DropReason::TtlExceeded));
+    let icmp = etherparse::SlicedPacket::from_ethernet(&a.reply).expect("an ICMP error");
+    assert_eq!(MacAddr::from_slice(&a.reply[0..6]), C3);
+    match icmp.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            assert_eq!(ip.header().source(), [10, 78, 0, 1]);
+            assert_eq!(ip.header().destination(), [10, 78, 0, 10]);
+        }
+        other => panic!("not IPv4: {other:?}"),
+    }
+    match icmp.transport {
+        Some(etherparse::TransportSlice::Icmpv4(i)) => assert!(matches!(
+            i.icmp_type(),
+            etherparse::Icmpv4Type::TimeExceeded(_)
+        )),
+        other => panic!("not ICMP: {other:?}"),
+    }
     // No route via the parent.
     let (a, _) = run(
         &mut p,

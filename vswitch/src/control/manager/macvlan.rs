@@ -578,6 +578,7 @@ fn ipvlan_params(
         mode,
         parent_mac,
         subnet: net.subnet,
+        router: net.gateway,
         routes: match mode {
             ipvlan::Mode::L3 if !tagged => routes_via(iface),
             _ => Vec::new(),
