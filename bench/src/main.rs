@@ -25,6 +25,7 @@ mod scenarios;
 mod soak;
 mod sys;
 mod tools;
+mod vxlan;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,11 +60,12 @@ struct Cli {
     /// live capture running, stalled or read, against none), flood (one container floods
     /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood), macvlan (a
     /// container on a parent's segment: kernel-macvlan against vswitch-macvlan and
-    /// vswitch-ipvlan).
+    /// vswitch-ipvlan), vxlan (a container on each of two hosts on one overlay: the kernel's
+    /// vxlan and bridge against vswitch's overlay).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood,macvlan"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood,macvlan,vxlan"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -290,6 +292,11 @@ fn main() {
         } else {
             0
         }
+        + if want("vxlan") {
+            vxlan::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -336,6 +343,11 @@ fn main() {
                 macvlan::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
+        if want("vxlan") {
+            for peer in vxlan::PEERS {
+                vxlan::run_peer(peer, &stage, &d, &bar, &mut gathered);
+            }
+        }
     }
     if want("pps") || want("macs") {
         gathered.notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
@@ -358,6 +370,7 @@ fn main() {
             publish::targets(),
             capture::targets(),
             flood::targets(),
+            vxlan::targets(),
         ]
         .concat(),
         &gathered.notes,

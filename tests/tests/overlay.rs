@@ -78,8 +78,9 @@ fn sha256_in(d: &Daemon, c: &str, path: &str) -> String {
 }
 
 /// Containers behind two vswitchd share a network: ping both ways, names of local
-/// containers, a 20 MB download intact, iperf3 both ways; fdb shows the remote MAC's VTEP.
-fn two_hosts(kind: &str) {
+/// containers, a 50 MB download intact, iperf3 both ways; fdb shows the remote MAC's VTEP.
+/// `kind`: host 1's container's port type, `kind2` host 2's.
+fn two_hosts(kind: &str, kind2: &str) {
     require_root();
     let hs = hosts();
     let names = Names::new(&["o1", "o2", "o3"]);
@@ -91,7 +92,7 @@ fn two_hosts(kind: &str) {
         .ok(&["container", "create", c1, "--network", &net, "--type", kind]);
     hs.d1.ok(&["container", "create", c3, "--network", &net]);
     hs.d2
-        .ok(&["container", "create", c2, "--network", &net, "--type", kind]);
+        .ok(&["container", "create", c2, "--network", &net, "--type", kind2]);
     let (ip1, ip2) = (ip_of(&hs.d1, c1, &net), ip_of(&hs.d2, c2, &net));
     assert!(ip2.starts_with("10.42.0.1"), "{ip2}: from host 2's range");
     let mtu = exec_ok(&hs.d1, c1, &["cat", "/sys/class/net/eth0/mtu"]);
@@ -119,7 +120,7 @@ fn two_hosts(kind: &str) {
         .clone();
     assert_eq!(row["vtep"], H2);
     assert_eq!(row["port"], format!("vxlan:{H2}"));
-    // 20 MB over HTTP, sha256 intact.
+    // 50 MB over HTTP, sha256 intact.
     let dir = TempDir::new("ovw");
     let root = dir.path(c2);
     std::fs::create_dir_all(&root).unwrap();
@@ -130,7 +131,7 @@ fn two_hosts(kind: &str) {
             "if=/dev/urandom",
             &format!("of={}", blob.display()),
             "bs=1M",
-            "count=20",
+            "count=50",
             "status=none",
         ],
     );
@@ -182,12 +183,17 @@ fn two_hosts(kind: &str) {
 
 #[test]
 fn two_vswitchd_hosts_tap() {
-    two_hosts("tap");
+    two_hosts("tap", "tap");
 }
 
 #[test]
 fn two_vswitchd_hosts_afxdp() {
-    two_hosts("afxdp");
+    two_hosts("afxdp", "afxdp");
+}
+
+#[test]
+fn two_vswitchd_hosts_mixed() {
+    two_hosts("tap", "afxdp");
 }
 
 /// The kernel's vxlan device on a bridge, in a namespace routed to host 1's underlay, talks to

@@ -437,6 +437,8 @@ struct Dataplane {
     /// known: malformed, unknown VNI, unknown VTEP).
     vtep: Option<Arc<crate::ports::vxlan::Vtep>>,
     vtep_counters: PortCounters,
+    /// The VTEP's receive buffers (`recvmmsg`).
+    vtep_rx: crate::ports::vxlan::RxBatch,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
     /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
@@ -505,6 +507,7 @@ impl Dataplane {
             uring_read_batches: 0,
             vtep: None,
             vtep_counters: PortCounters::default(),
+            vtep_rx: Default::default(),
             vtep_ready: false,
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
@@ -615,20 +618,24 @@ impl Dataplane {
         );
     }
 
-    /// Reads a batch of datagrams from the VTEP's socket; each goes through the pipeline as a
-    /// frame received on its tunnel port (decapsulated in place: the inner frame is moved to
-    /// the start of the buffer).
+    /// Reads a batch of datagrams from the VTEP's socket (`recvmmsg`, GRO batches split back);
+    /// each inner frame goes through the pipeline as received on its tunnel port, runs of one
+    /// tunnel forwarded together.
     fn service_vtep(&mut self) {
         let Some(sock) = self.vtep.clone() else {
             self.vtep_ready = false;
             return;
         };
-        for _ in 0..RX_BATCH {
-            let (n, src) = match crate::ports::vxlan::recv(&sock.rx, &mut self.rx_bufs[0]) {
-                Ok(r) => r,
+        let mut batch = std::mem::take(&mut self.vtep_rx);
+        let hdr = crate::switch::overlay::HEADER_LEN;
+        let mut tunnels = [PortId(0); RX_BATCH];
+        let mut k = 0;
+        while k < RX_BATCH {
+            match sock.recv_batch(&mut batch) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.vtep_ready = false;
-                    return;
+                    break;
                 }
                 Err(e) => {
                     // ICMP errors surface here (ECONNREFUSED from a peer without a VTEP): count,
@@ -637,36 +644,67 @@ impl Dataplane {
                     self.vtep_counters.count_drop(DropReason::TxError);
                     continue;
                 }
-            };
-            self.vtep_counters.rx_packets += 1;
-            self.vtep_counters.rx_bytes += n as u64;
-            let demuxed = match src {
-                Some(src) => self.pipeline.tunnels.demux(src, &self.rx_bufs[0][..n]),
-                None => Err(DropReason::UnknownVtep),
-            };
-            match demuxed {
-                Ok(tunnel) => {
-                    let hdr = crate::switch::overlay::HEADER_LEN;
-                    self.rx_bufs[0].copy_within(hdr..n, 0);
-                    self.rx_lens[0] = n - hdr;
-                    self.forward(tunnel, 0, 1);
-                }
-                Err(reason) => {
-                    self.vtep_counters.count_drop(reason);
-                    if let (DropReason::UnknownVtep, Some(src)) = (reason, src) {
-                        self.learn_peer(src, n);
+            }
+            for m in 0..batch.len() {
+                let src = batch.src(m);
+                for dg in batch.datagrams(m) {
+                    self.vtep_counters.rx_packets += 1;
+                    self.vtep_counters.rx_bytes += dg.len() as u64;
+                    let demuxed = match src {
+                        Some(src) => self.pipeline.tunnels.demux(src, dg),
+                        None => Err(DropReason::UnknownVtep),
+                    };
+                    match demuxed {
+                        Ok(tunnel) => {
+                            let inner = &dg[hdr..];
+                            self.rx_bufs[k][..inner.len()].copy_from_slice(inner);
+                            self.rx_lens[k] = inner.len();
+                            tunnels[k] = tunnel;
+                            k += 1;
+                            if k == RX_BATCH {
+                                self.forward_tunnel_runs(&tunnels, k);
+                                k = 0;
+                            }
+                        }
+                        Err(reason) => {
+                            self.vtep_counters.count_drop(reason);
+                            if let (DropReason::UnknownVtep, Some(src)) = (reason, src) {
+                                self.learn_peer(src, dg);
+                            }
+                        }
                     }
                 }
             }
+            if batch.len() < crate::ports::vxlan::RX_MESSAGES {
+                // Drained for now (the next readiness or round reads on).
+                self.vtep_ready = false;
+                break;
+            }
         }
-        // More may be waiting: the next round reads on.
+        if k > 0 {
+            self.forward_tunnel_runs(&tunnels, k);
+        }
+        self.vtep_rx = batch;
     }
 
-    /// A datagram (in `rx_bufs[0][..n]`) from `src`, not a peer: for a network that learns its
+    /// Forwards `rx_bufs[..n]`, each received on `tunnels[i]`, by runs of one tunnel.
+    fn forward_tunnel_runs(&mut self, tunnels: &[PortId; RX_BATCH], n: usize) {
+        let mut from = 0;
+        while from < n {
+            let mut to = from + 1;
+            while to < n && tunnels[to] == tunnels[from] {
+                to += 1;
+            }
+            self.forward_range(tunnels[from], 0, from, to);
+            from = to;
+        }
+    }
+
+    /// A datagram from `src`, not a peer: for a network that learns its
     /// peers, the control plane is told, once per VTEP and aging tick (the datagrams until it
     /// is a peer are dropped; a flood of them costs one event a second per source, bounded).
-    fn learn_peer(&mut self, src: Ipv4Addr, n: usize) {
-        let Some((vni, network)) = self.pipeline.tunnels.learner(&self.rx_bufs[0][..n]) else {
+    fn learn_peer(&mut self, src: Ipv4Addr, datagram: &[u8]) {
+        let Some((vni, network)) = self.pipeline.tunnels.learner(datagram) else {
             return;
         };
         if self.learn_pending.len() >= LEARN_PENDING_MAX || !self.learn_pending.insert((vni, src)) {
