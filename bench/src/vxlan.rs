@@ -111,6 +111,7 @@ fn vswitch_vxlan() -> Result<Topology, String> {
             driver: Some("overlay".into()),
             vni: Some(42),
             subnet: "10.250.0.0/24".into(),
+            gateway: Some("10.250.0.254".into()),
             peers: vec![other.into()],
             ..Default::default()
         }))?;

@@ -91,8 +91,15 @@ fn two_hosts(kind: &str, kind2: &str) {
     hs.d1
         .ok(&["container", "create", c1, "--network", &net, "--type", kind]);
     hs.d1.ok(&["container", "create", c3, "--network", &net]);
-    hs.d2
-        .ok(&["container", "create", c2, "--network", &net, "--type", kind2]);
+    hs.d2.ok(&[
+        "container",
+        "create",
+        c2,
+        "--network",
+        &net,
+        "--type",
+        kind2,
+    ]);
     let (ip1, ip2) = (ip_of(&hs.d1, c1, &net), ip_of(&hs.d2, c2, &net));
     assert!(ip2.starts_with("10.42.0.1"), "{ip2}: from host 2's range");
     let mtu = exec_ok(&hs.d1, c1, &["cat", "/sys/class/net/eth0/mtu"]);

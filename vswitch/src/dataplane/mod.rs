@@ -28,6 +28,7 @@ use crate::switch::nat::conntrack::{CtCounters, Entry as CtEntry};
 use crate::switch::nat::{NatCounters, UplinkConfig};
 use crate::switch::security::PortGuard;
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
+use crate::wire::gro;
 use crate::wire::offload::{self, VnetHdr};
 use crate::wire::MacAddr;
 
@@ -437,8 +438,10 @@ struct Dataplane {
     /// known: malformed, unknown VNI, unknown VTEP).
     vtep: Option<Arc<crate::ports::vxlan::Vtep>>,
     vtep_counters: PortCounters,
+    /// A TSO super-frame joined from segments (`wire::gro`).
+    gro_buf: Vec<u8>,
     /// The VTEP's receive buffers (`recvmmsg`).
-    vtep_rx: crate::ports::vxlan::RxBatch,
+    vtep_rx: Option<crate::ports::vxlan::RxBatch>,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
     /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
@@ -507,7 +510,8 @@ impl Dataplane {
             uring_read_batches: 0,
             vtep: None,
             vtep_counters: PortCounters::default(),
-            vtep_rx: Default::default(),
+            gro_buf: Vec::with_capacity(FRAME_BUF),
+            vtep_rx: None,
             vtep_ready: false,
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
@@ -626,7 +630,8 @@ impl Dataplane {
             self.vtep_ready = false;
             return;
         };
-        let mut batch = std::mem::take(&mut self.vtep_rx);
+        // Taken out for the loop (the buffers stay allocated: no Default in its place).
+        let mut batch = self.vtep_rx.take().unwrap_or_default();
         let hdr = crate::switch::overlay::HEADER_LEN;
         let mut tunnels = [PortId(0); RX_BATCH];
         let mut k = 0;
@@ -684,7 +689,7 @@ impl Dataplane {
         if k > 0 {
             self.forward_tunnel_runs(&tunnels, k);
         }
-        self.vtep_rx = batch;
+        self.vtep_rx = Some(batch);
     }
 
     /// Forwards `rx_bufs[..n]`, each received on `tunnels[i]`, by runs of one tunnel.
@@ -1405,7 +1410,10 @@ impl Dataplane {
         // Group by egress port, keeping each port's frames in arrival order.
         self.txq.sort_unstable();
         let mut vanished: Option<(PortId, io::Error)> = None;
-        for &(out, slot) in &self.txq {
+        let mut next = 0;
+        while next < self.txq.len() {
+            let (out, slot) = self.txq[next];
+            next += 1;
             let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
             let frame = &buf[headroom..];
             if !self.captures.is_empty() {
@@ -1417,6 +1425,59 @@ impl Dataplane {
             else {
                 continue;
             };
+            // Plain TCP segments of one flow for a TAP with offloads (a remote stream from a
+            // tunnel or an AF_XDP port): joined back into one TSO super-frame, one write.
+            if headroom == 0 && port.headroom() > 0 && port.plain_fd().is_some() {
+                if let Some(fs) = gro::segment(frame) {
+                    let (mut end, mut last, mut ls, mut bytes) = (next, slot, fs, fs.payload);
+                    while end < self.txq.len() && self.txq[end].0 == out {
+                        let s2 = self.txq[end].1;
+                        let f2 = &self.rx_bufs[usize::from(s2)][..self.rx_lens[usize::from(s2)]];
+                        let lf =
+                            &self.rx_bufs[usize::from(last)][..self.rx_lens[usize::from(last)]];
+                        let Some(ns) = gro::segment(f2).filter(|ns| {
+                            gro::joins((frame, &fs), (lf, &ls), (f2, ns), end - next + 1, bytes)
+                        }) else {
+                            break;
+                        };
+                        (last, ls) = (s2, ns);
+                        bytes += ns.payload;
+                        end += 1;
+                    }
+                    if end > next {
+                        let run = &self.txq[next - 1..end];
+                        let frames = run.iter().map(|&(_, s)| {
+                            &self.rx_bufs[usize::from(s)][..self.rx_lens[usize::from(s)]]
+                        });
+                        if !self.captures.is_empty() {
+                            for f in frames.clone().skip(1) {
+                                self.captures.tx(out, f);
+                            }
+                        }
+                        let wire: usize = frames.clone().map(<[u8]>::len).sum();
+                        gro::write(frames, port.headroom(), &mut self.gro_buf);
+                        let sent = port.send(&self.gro_buf);
+                        let n = (end - next + 1) as u64;
+                        next = end;
+                        if let Some(c) = self.pipeline.port_counters_mut(out) {
+                            match sent {
+                                Ok(_) => {
+                                    c.tx_packets += n;
+                                    c.tx_bytes += wire as u64;
+                                }
+                                Err(e) => {
+                                    c.count_drop(DropReason::TxError);
+                                    if e.raw_os_error() == Some(libc::EBADFD) && vanished.is_none()
+                                    {
+                                        vanished = Some((out, e));
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
             let vnet = if headroom > 0 {
                 VnetHdr::parse(&buf[..headroom]).filter(VnetHdr::needs_work)
             } else {

@@ -8,6 +8,7 @@
 pub mod checksum;
 pub mod ethernet;
 pub mod flow;
+pub mod gro;
 pub mod ipv4;
 pub mod mac;
 pub mod offload;
