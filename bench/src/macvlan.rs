@@ -10,9 +10,8 @@
 use indicatif::ProgressBar;
 
 use crate::peers::{Topology, Vswitchd};
-use crate::report::record;
 use crate::sandbox::{prefix, Ns};
-use crate::scenarios::{iperf, latency, Durations};
+use crate::scenarios::{set_up, tcp_streams, udp_rtt, Durations};
 use crate::Gathered;
 
 pub const PEERS: [&str; 3] = ["kernel-macvlan", "vswitch-macvlan", "vswitch-ipvlan"];
@@ -113,44 +112,11 @@ fn build(peer: &str) -> Result<Topology, String> {
 }
 
 pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &mut Gathered) {
-    bar.set_message(format!("{stage}: {peer}: setting up"));
-    let t = match build(peer) {
-        Ok(t) => t,
-        Err(e) => {
-            g.notes.push(format!("macvlan: {peer} skipped: {e}"));
-            bar.inc(1);
-            return;
-        }
+    let Some(t) = set_up("macvlan", peer, stage, bar, g, build) else {
+        return;
     };
-    if !g.peers_run.iter().any(|p| p == peer) {
-        g.peers_run.push(peer.to_string());
-    }
-    for streams in [1, 4] {
-        bar.set_message(format!("{stage}: {peer}: TCP x{streams}"));
-        match iperf(&t, streams, d.iperf) {
-            Ok(v) => record(
-                &mut g.figures,
-                "macvlan",
-                &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
-                "Gbit/s",
-                true,
-                peer,
-                v,
-            ),
-            Err(e) => g.notes.push(format!("macvlan: {peer} TCP x{streams}: {e}")),
-        }
-    }
-    bar.set_message(format!("{stage}: {peer}: UDP round trips"));
-    match latency(&t, d.pings) {
-        Ok(v) => {
-            for (q, name) in [("p50", "UDP RTT p50"), ("p99", "UDP RTT p99")] {
-                if let Some(x) = v[q].as_f64() {
-                    record(&mut g.figures, "macvlan", name, "µs", false, peer, x);
-                }
-            }
-        }
-        Err(e) => g.notes.push(format!("macvlan: {peer} latency: {e}")),
-    }
+    tcp_streams("macvlan", peer, stage, &t, d, bar, g);
+    udp_rtt("macvlan", peer, stage, &t, d, bar, g);
     g.notes.push("macvlan: a container (10.240.0.10) reaching a server beyond the parent veth (10.240.0.1, in a segment namespace), the parent's offloads off as on a real NIC; kernel-macvlan is a macvlan device of the parent in bridge mode, vswitch-macvlan and vswitch-ipvlan (l2) serve the parent with AF_XDP in generic mode and the container with a TAP. This kernel has no ipvlan: vswitch-ipvlan has no kernel peer of its own.".into());
     bar.inc(1);
 }

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use crate::nat::conn_rate;
 use crate::peers::{kernel_dnat, vswitch_dnat, Topology};
 use crate::report::{record, Goal, Target};
-use crate::scenarios::{iperf, Durations};
+use crate::scenarios::{set_up, tcp_streams, Durations};
 use crate::Gathered;
 
 pub const PEERS: [&str; 2] = ["kernel-dnat", "vswitch-dnat"];
@@ -42,33 +42,10 @@ fn build(peer: &str) -> Result<Topology, String> {
 }
 
 pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &mut Gathered) {
-    bar.set_message(format!("{stage}: {peer}: setting up"));
-    let t = match build(peer) {
-        Ok(t) => t,
-        Err(e) => {
-            g.notes.push(format!("publish: {peer} skipped: {e}"));
-            bar.inc(1);
-            return;
-        }
+    let Some(t) = set_up("publish", peer, stage, bar, g, build) else {
+        return;
     };
-    if !g.peers_run.iter().any(|p| p == peer) {
-        g.peers_run.push(peer.to_string());
-    }
-    for streams in [1, 4] {
-        bar.set_message(format!("{stage}: {peer}: TCP x{streams}"));
-        match iperf(&t, streams, d.iperf) {
-            Ok(v) => record(
-                &mut g.figures,
-                "publish",
-                &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
-                "Gbit/s",
-                true,
-                peer,
-                v,
-            ),
-            Err(e) => g.notes.push(format!("publish: {peer} TCP x{streams}: {e}")),
-        }
-    }
+    tcp_streams("publish", peer, stage, &t, d, bar, g);
     for parallel in CONN_PARALLEL {
         bar.set_message(format!(
             "{stage}: {peer}: short TCP connections, {parallel} in flight"

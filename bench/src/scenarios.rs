@@ -261,3 +261,81 @@ pub fn scale(
     }
     Ok(())
 }
+
+/// Builds `peer` of a side-by-side scenario: its topology, or `None` after a note and a tick
+/// of the bar when it cannot be built; a peer built is listed as run.
+pub fn set_up(
+    scenario: &str,
+    peer: &str,
+    stage: &str,
+    bar: &ProgressBar,
+    g: &mut crate::Gathered,
+    build: impl FnOnce(&str) -> Result<Topology, String>,
+) -> Option<Topology> {
+    bar.set_message(format!("{stage}: {peer}: setting up"));
+    match build(peer) {
+        Ok(t) => {
+            if !g.peers_run.iter().any(|p| p == peer) {
+                g.peers_run.push(peer.to_string());
+            }
+            Some(t)
+        }
+        Err(e) => {
+            g.notes.push(format!("{scenario}: {peer} skipped: {e}"));
+            bar.inc(1);
+            None
+        }
+    }
+}
+
+/// iperf3 TCP with 1 and 4 streams, recorded as "TCP 1 stream" and "TCP 4 streams".
+pub fn tcp_streams(
+    scenario: &str,
+    peer: &str,
+    stage: &str,
+    t: &Topology,
+    d: &Durations,
+    bar: &ProgressBar,
+    g: &mut crate::Gathered,
+) {
+    for streams in [1, 4] {
+        bar.set_message(format!("{stage}: {peer}: TCP x{streams}"));
+        match iperf(t, streams, d.iperf) {
+            Ok(v) => record(
+                &mut g.figures,
+                scenario,
+                &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
+                "Gbit/s",
+                true,
+                peer,
+                v,
+            ),
+            Err(e) => g
+                .notes
+                .push(format!("{scenario}: {peer} TCP x{streams}: {e}")),
+        }
+    }
+}
+
+/// UDP round trips, recorded as "UDP RTT p50" and "UDP RTT p99".
+pub fn udp_rtt(
+    scenario: &str,
+    peer: &str,
+    stage: &str,
+    t: &Topology,
+    d: &Durations,
+    bar: &ProgressBar,
+    g: &mut crate::Gathered,
+) {
+    bar.set_message(format!("{stage}: {peer}: UDP round trips"));
+    match latency(t, d.pings) {
+        Ok(v) => {
+            for (q, name) in [("p50", "UDP RTT p50"), ("p99", "UDP RTT p99")] {
+                if let Some(x) = v[q].as_f64() {
+                    record(&mut g.figures, scenario, name, "µs", false, peer, x);
+                }
+            }
+        }
+        Err(e) => g.notes.push(format!("{scenario}: {peer} latency: {e}")),
+    }
+}

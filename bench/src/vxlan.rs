@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use crate::peers::{Topology, Vswitchd};
 use crate::report::{record, Goal, Target};
 use crate::sandbox::{prefix, Ns};
-use crate::scenarios::{iperf, latency, pps, Durations, Sink};
+use crate::scenarios::{pps, set_up, tcp_streams, udp_rtt, Durations, Sink};
 use crate::Gathered;
 
 pub const PEERS: [&str; 2] = ["kernel-vxlan", "vswitch-vxlan"];
@@ -138,37 +138,14 @@ fn build(peer: &str) -> Result<Topology, String> {
 }
 
 pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &mut Gathered) {
-    bar.set_message(format!("{stage}: {peer}: setting up"));
-    let t = match build(peer) {
-        Ok(t) => t,
-        Err(e) => {
-            g.notes.push(format!("vxlan: {peer} skipped: {e}"));
-            bar.inc(1);
-            return;
-        }
+    let Some(t) = set_up("vxlan", peer, stage, bar, g, build) else {
+        return;
     };
-    if !g.peers_run.iter().any(|p| p == peer) {
-        g.peers_run.push(peer.to_string());
-    }
     // The first frames resolve the peer's MAC across the overlay.
     let _ = t
         .client
         .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", SERVER]);
-    for streams in [1, 4] {
-        bar.set_message(format!("{stage}: {peer}: TCP x{streams}"));
-        match iperf(&t, streams, d.iperf) {
-            Ok(v) => record(
-                &mut g.figures,
-                "vxlan",
-                &format!("TCP {streams} stream{}", if streams > 1 { "s" } else { "" }),
-                "Gbit/s",
-                true,
-                peer,
-                v,
-            ),
-            Err(e) => g.notes.push(format!("vxlan: {peer} TCP x{streams}: {e}")),
-        }
-    }
+    tcp_streams("vxlan", peer, stage, &t, d, bar, g);
     bar.set_message(format!("{stage}: {peer}: 64-byte pps"));
     match pps(&t, d.pps, Sink::Interface) {
         Ok((kpps, loss)) => {
@@ -185,17 +162,7 @@ pub fn run_peer(peer: &str, stage: &str, d: &Durations, bar: &ProgressBar, g: &m
         }
         Err(e) => g.notes.push(format!("vxlan: {peer} pps: {e}")),
     }
-    bar.set_message(format!("{stage}: {peer}: UDP round trips"));
-    match latency(&t, d.pings) {
-        Ok(v) => {
-            for (q, name) in [("p50", "UDP RTT p50"), ("p99", "UDP RTT p99")] {
-                if let Some(x) = v[q].as_f64() {
-                    record(&mut g.figures, "vxlan", name, "µs", false, peer, x);
-                }
-            }
-        }
-        Err(e) => g.notes.push(format!("vxlan: {peer} latency: {e}")),
-    }
+    udp_rtt("vxlan", peer, stage, &t, d, bar, g);
     g.notes.push("vxlan: two hosts (namespaces on one underlay veth, 10.200.0.1 and .2) with a container behind each on VNI 42 (10.250.0.0/24, MTU 1450); kernel-vxlan is a vxlan device and a Linux bridge in each host with the container on a veth, vswitch-vxlan a vswitchd in each host with the container on a TAP. The underlay veth keeps its offloads (the kernel's vxlan sends GSO super-packets across it).".into());
     bar.inc(1);
 }

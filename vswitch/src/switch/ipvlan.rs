@@ -209,6 +209,13 @@ impl Pipeline {
         })
     }
 
+    /// The parent's MAC of an ipvlan network (zero for another network: never a frame's).
+    fn parent_mac_of(&self, net: NetId) -> MacAddr {
+        self.network(net)
+            .and_then(|n| n.ipvlan.as_ref())
+            .map_or(MacAddr::ZERO, |i| i.params.parent_mac)
+    }
+
     fn drop_for(&mut self, port: PortId, reason: DropReason, why: &str, actions: &mut Actions) {
         actions.note(|| Step::new("ipvlan", "drop", format!("{}: {why}", reason.name())));
         self.count(port, reason, actions);
@@ -276,10 +283,7 @@ impl Pipeline {
                     actions,
                 );
             };
-            let parent_mac = self
-                .network(net)
-                .and_then(|n| n.ipvlan.as_ref())
-                .map_or(MacAddr::ZERO, |i| i.params.parent_mac);
+            let parent_mac = self.parent_mac_of(net);
             if arp.request {
                 if arp.spa != arp.tpa {
                     write_arp_reply(&mut actions.reply, parent_mac, arp.tpa, arp.sha, arp.spa);
@@ -303,18 +307,12 @@ impl Pipeline {
             actions.out.push(port);
             return;
         }
-        let to_parent = self
-            .network(net_id)
-            .and_then(|n| n.ipvlan.as_ref())
-            .is_some_and(|i| frame[0..6] == i.params.parent_mac.0);
+        let to_parent = frame[0..6] == self.parent_mac_of(net_id).0;
         // Unicast to the parent's MAC (not a group, nor another station's in promiscuous mode).
         if is_type(frame, EtherType::IPV4) && to_parent {
             if let Some((_, dst)) = ipv4_addrs(frame) {
                 if let Some((net, port, mac)) = self.ipvlan_host(seg, dst) {
-                    let parent_mac = self
-                        .network(net)
-                        .and_then(|n| n.ipvlan.as_ref())
-                        .map_or(MacAddr::ZERO, |i| i.params.parent_mac);
+                    let parent_mac = self.parent_mac_of(net);
                     if mode == Mode::L3 {
                         if !forward_ttl(frame) {
                             return self.drop_for(
