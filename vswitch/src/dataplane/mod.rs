@@ -6,6 +6,9 @@
 //! The control thread reaches it only through a crossbeam channel plus a mio `Waker`.
 
 pub mod capture;
+mod gro;
+mod trunk;
+mod vtep;
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,7 +31,6 @@ use crate::switch::nat::conntrack::{CtCounters, Entry as CtEntry};
 use crate::switch::nat::{NatCounters, UplinkConfig};
 use crate::switch::security::PortGuard;
 use crate::switch::{Actions, DropReason, NetId, NetworkParams, Pipeline, PortCounters, PortId};
-use crate::wire::gro;
 use crate::wire::offload::{self, VnetHdr};
 use crate::wire::MacAddr;
 
@@ -449,18 +451,10 @@ struct Dataplane {
     /// Live captures (`vswitchctl capture`).
     captures: capture::Captures,
     /// macvlan parents' sockets, by their port id: which segment port each VLAN goes to.
-    trunks: std::collections::HashMap<PortId, Trunk>,
+    trunks: std::collections::HashMap<PortId, trunk::Trunk>,
     /// The conntrack table's refused-because-full count at the last tick (for the event).
     ct_refused_seen: u64,
     loop_stats: LoopStats,
-}
-
-/// A macvlan parent's socket: the networks on it by VLAN (0: untagged), and what arrived for
-/// none of them (counted as its drops).
-#[derive(Default)]
-struct Trunk {
-    vlans: Vec<(u16, PortId)>,
-    counters: PortCounters,
 }
 
 fn token(id: PortId) -> Token {
@@ -622,104 +616,6 @@ impl Dataplane {
         );
     }
 
-    /// Reads a batch of datagrams from the VTEP's socket (`recvmmsg`, GRO batches split back);
-    /// each inner frame goes through the pipeline as received on its tunnel port, runs of one
-    /// tunnel forwarded together.
-    fn service_vtep(&mut self) {
-        let Some(sock) = self.vtep.clone() else {
-            self.vtep_ready = false;
-            return;
-        };
-        // Taken out for the loop (the buffers stay allocated: no Default in its place).
-        let mut batch = self.vtep_rx.take().unwrap_or_default();
-        let hdr = crate::switch::overlay::HEADER_LEN;
-        let mut tunnels = [PortId(0); RX_BATCH];
-        let mut k = 0;
-        while k < RX_BATCH {
-            match sock.recv_batch(&mut batch) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.vtep_ready = false;
-                    break;
-                }
-                Err(e) => {
-                    // ICMP errors surface here (ECONNREFUSED from a peer without a VTEP): count,
-                    // keep reading.
-                    debug!(error = %e, "VTEP receive error");
-                    self.vtep_counters.count_drop(DropReason::TxError);
-                    continue;
-                }
-            }
-            for m in 0..batch.len() {
-                let src = batch.src(m);
-                for dg in batch.datagrams(m) {
-                    self.vtep_counters.rx_packets += 1;
-                    self.vtep_counters.rx_bytes += dg.len() as u64;
-                    let demuxed = match src {
-                        Some(src) => self.pipeline.tunnels.demux(src, dg),
-                        None => Err(DropReason::UnknownVtep),
-                    };
-                    match demuxed {
-                        Ok(tunnel) => {
-                            let inner = &dg[hdr..];
-                            self.rx_bufs[k][..inner.len()].copy_from_slice(inner);
-                            self.rx_lens[k] = inner.len();
-                            tunnels[k] = tunnel;
-                            k += 1;
-                            if k == RX_BATCH {
-                                self.forward_tunnel_runs(&tunnels, k);
-                                k = 0;
-                            }
-                        }
-                        Err(reason) => {
-                            self.vtep_counters.count_drop(reason);
-                            if let (DropReason::UnknownVtep, Some(src)) = (reason, src) {
-                                self.learn_peer(src, dg);
-                            }
-                        }
-                    }
-                }
-            }
-            if batch.len() < crate::ports::vxlan::RX_MESSAGES {
-                // Drained for now (the next readiness or round reads on).
-                self.vtep_ready = false;
-                break;
-            }
-        }
-        if k > 0 {
-            self.forward_tunnel_runs(&tunnels, k);
-        }
-        self.vtep_rx = Some(batch);
-    }
-
-    /// Forwards `rx_bufs[..n]`, each received on `tunnels[i]`, by runs of one tunnel.
-    fn forward_tunnel_runs(&mut self, tunnels: &[PortId; RX_BATCH], n: usize) {
-        let mut from = 0;
-        while from < n {
-            let mut to = from + 1;
-            while to < n && tunnels[to] == tunnels[from] {
-                to += 1;
-            }
-            self.forward_range(tunnels[from], 0, from, to);
-            from = to;
-        }
-    }
-
-    /// A datagram from `src`, not a peer: for a network that learns its
-    /// peers, the control plane is told, once per VTEP and aging tick (the datagrams until it
-    /// is a peer are dropped; a flood of them costs one event a second per source, bounded).
-    fn learn_peer(&mut self, src: Ipv4Addr, datagram: &[u8]) {
-        let Some((vni, network)) = self.pipeline.tunnels.learner(datagram) else {
-            return;
-        };
-        if self.learn_pending.len() >= LEARN_PENDING_MAX || !self.learn_pending.insert((vni, src)) {
-            return;
-        }
-        let _ = self
-            .events
-            .try_send(Event::PeerLearned { network, vtep: src });
-    }
-
     /// Damped ports whose next read is due go back to the ready queue.
     fn unpark(&mut self) {
         if self.parked.is_empty() {
@@ -859,7 +755,7 @@ impl Dataplane {
                     }
                 }
                 if res.is_ok() {
-                    self.trunks.insert(id, Trunk::default());
+                    self.trunks.insert(id, trunk::Trunk::default());
                     self.install(id, port);
                 }
                 let _ = done.send(res);
@@ -1173,60 +1069,6 @@ impl Dataplane {
         }
     }
 
-    /// Reads one batch from a parent's socket: each frame goes to the network of its VLAN,
-    /// untagged, through that network's segment port; runs of one VLAN go through the
-    /// pipeline together.
-    fn service_trunk(&mut self, id: PortId) {
-        let Some(Some(PortSlot {
-            port: Some(port), ..
-        })) = self.ports.get_mut(id.idx())
-        else {
-            return;
-        };
-        let (n, more, failure) = read_each(port.as_mut(), &mut self.rx_bufs, &mut self.rx_lens);
-        if n > 0 {
-            self.loop_stats.batches += 1;
-            self.loop_stats.frames += n as u64;
-        }
-        // Demultiplex the whole batch first (one table lookup), then forward runs of one VLAN.
-        let mut segs = [None; RX_BATCH];
-        if let Some(t) = self.trunks.get_mut(&id) {
-            for (i, seg) in segs.iter_mut().enumerate().take(n) {
-                let len = self.rx_lens[i];
-                t.counters.rx_packets += 1;
-                t.counters.rx_bytes += len as u64;
-                let frame = &self.rx_bufs[i][..len.min(FRAME_BUF)];
-                *seg = crate::switch::vlan::vlan_of(frame)
-                    .and_then(|v| t.vlans.iter().find(|(tag, _)| *tag == v).map(|(_, p)| *p));
-                if seg.is_some() {
-                    self.rx_lens[i] = crate::switch::vlan::strip(&mut self.rx_bufs[i], len);
-                } else {
-                    // Steered here, yet no network's (one just went): dropped, counted.
-                    t.counters.count_drop(DropReason::NoDestination);
-                    self.rx_lens[i] = usize::MAX;
-                }
-            }
-        }
-        let mut from = 0;
-        while from < n {
-            let Some(seg) = segs[from] else {
-                from += 1;
-                continue;
-            };
-            let mut to = from + 1;
-            while to < n && (segs[to] == Some(seg) || segs[to].is_none()) {
-                to += 1;
-            }
-            self.forward_range(seg, 0, from, to);
-            from = to;
-        }
-        if let Some(e) = failure {
-            self.mark_down(id, format!("receive failed: {e} (interface gone?)"));
-        } else if more {
-            self.enqueue(id);
-        }
-    }
-
     /// Reads one batch from `id`, forwards it, and requeues the port if it may have more.
     fn service(&mut self, id: PortId) {
         if !self.trunks.is_empty() && self.trunks.contains_key(&id) {
@@ -1414,6 +1256,15 @@ impl Dataplane {
         while next < self.txq.len() {
             let (out, slot) = self.txq[next];
             next += 1;
+            if headroom == 0 {
+                if let Some((end, failed)) = self.send_joined(next - 1) {
+                    next = end;
+                    if let (Some(e), None) = (failed, &vanished) {
+                        vanished = Some((out, e));
+                    }
+                    continue;
+                }
+            }
             let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
             let frame = &buf[headroom..];
             if !self.captures.is_empty() {
@@ -1425,59 +1276,6 @@ impl Dataplane {
             else {
                 continue;
             };
-            // Plain TCP segments of one flow for a TAP with offloads (a remote stream from a
-            // tunnel or an AF_XDP port): joined back into one TSO super-frame, one write.
-            if headroom == 0 && port.headroom() > 0 && port.plain_fd().is_some() {
-                if let Some(fs) = gro::segment(frame) {
-                    let (mut end, mut last, mut ls, mut bytes) = (next, slot, fs, fs.payload);
-                    while end < self.txq.len() && self.txq[end].0 == out {
-                        let s2 = self.txq[end].1;
-                        let f2 = &self.rx_bufs[usize::from(s2)][..self.rx_lens[usize::from(s2)]];
-                        let lf =
-                            &self.rx_bufs[usize::from(last)][..self.rx_lens[usize::from(last)]];
-                        let Some(ns) = gro::segment(f2).filter(|ns| {
-                            gro::joins((frame, &fs), (lf, &ls), (f2, ns), end - next + 1, bytes)
-                        }) else {
-                            break;
-                        };
-                        (last, ls) = (s2, ns);
-                        bytes += ns.payload;
-                        end += 1;
-                    }
-                    if end > next {
-                        let run = &self.txq[next - 1..end];
-                        let frames = run.iter().map(|&(_, s)| {
-                            &self.rx_bufs[usize::from(s)][..self.rx_lens[usize::from(s)]]
-                        });
-                        if !self.captures.is_empty() {
-                            for f in frames.clone().skip(1) {
-                                self.captures.tx(out, f);
-                            }
-                        }
-                        let wire: usize = frames.clone().map(<[u8]>::len).sum();
-                        gro::write(frames, port.headroom(), &mut self.gro_buf);
-                        let sent = port.send(&self.gro_buf);
-                        let n = (end - next + 1) as u64;
-                        next = end;
-                        if let Some(c) = self.pipeline.port_counters_mut(out) {
-                            match sent {
-                                Ok(_) => {
-                                    c.tx_packets += n;
-                                    c.tx_bytes += wire as u64;
-                                }
-                                Err(e) => {
-                                    c.count_drop(DropReason::TxError);
-                                    if e.raw_os_error() == Some(libc::EBADFD) && vanished.is_none()
-                                    {
-                                        vanished = Some((out, e));
-                                    }
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                }
-            }
             let vnet = if headroom > 0 {
                 VnetHdr::parse(&buf[..headroom]).filter(VnetHdr::needs_work)
             } else {
