@@ -1207,8 +1207,8 @@ fn print_human(reply: &Reply) {
         Reply::Vtep(None) => println!("no VTEP"),
         Reply::Vtep(Some(v)) => {
             println!(
-                "vtep {}:{} ttl {} ({}): rx {} datagrams, {} bytes",
-                v.local_ip, v.port, v.ttl, v.status, v.rx_packets, v.rx_bytes
+                "vtep {}:{} ttl {} ({}): rx {} datagrams, {} bytes; tx batching {}",
+                v.local_ip, v.port, v.ttl, v.status, v.rx_packets, v.rx_bytes, v.tx_batching
             );
             let drops: Vec<String> = v.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
             println!("  drops: {}", drops.join(" "));

@@ -415,6 +415,11 @@ pub struct VtepInfo {
     pub ttl: u8,
     /// "up", or why the socket is not bound.
     pub status: String,
+    /// How datagrams are batched: "udp-gso" (one GSO super-datagram per run of one size, the
+    /// rest by sendmmsg), or "sendmmsg" where the kernel refused UDP_SEGMENT; receives are
+    /// recvmmsg with UDP_GRO either way.
+    #[serde(default)]
+    pub tx_batching: String,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     /// Datagrams dropped before reaching a tunnel port, by reason.

@@ -38,6 +38,11 @@ pub struct Vtep {
 }
 
 impl Vtep {
+    /// Whether datagrams still leave as UDP GSO super-datagrams.
+    pub fn gso_active(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
     /// The local address a frame leaves from when sent to a remote VTEP: the transmit socket
     /// its flow hash picks (so the outer UDP source port follows the inner flow).
     pub fn source_for(&self, frame: &[u8]) -> Option<std::net::SocketAddr> {

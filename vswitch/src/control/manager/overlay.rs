@@ -404,6 +404,11 @@ impl Manager {
                 (None, Some(e)) => e.clone(),
                 (None, None) => "not bound".into(),
             },
+            tx_batching: match &self.overlay.sock {
+                Some(s) if s.gso_active() => "udp-gso".into(),
+                Some(_) => "sendmmsg".into(),
+                None => String::new(),
+            },
             rx_packets: c.rx_packets,
             rx_bytes: c.rx_bytes,
             drops,
