@@ -302,6 +302,10 @@ impl Tunnel {
                     other => other,
                 }
             }
+            // One datagram (an ACK, a lone frame): one send_to, no headers to build.
+            _ if self.ends.len() == 1 => self.vtep.tx[self.pick]
+                .send_to(&self.pending, self.dst)
+                .map(|_| ()),
             _ => send_each(sock, &self.dst, &self.pending, &self.ends),
         };
         self.pending.clear();
