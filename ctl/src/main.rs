@@ -1192,13 +1192,26 @@ fn print_human(reply: &Reply) {
                         format!("{}:{host}", r.host_ip.as_deref().unwrap_or("*")),
                         format!("{}:{cont}", r.container_ip.as_deref().unwrap_or("-")),
                         r.status.clone(),
+                        if r.relay == "listening" {
+                            format!("{} ({} active)", r.relay, r.relay_active)
+                        } else {
+                            r.relay.clone()
+                        },
                     ]
                 })
                 .collect();
             print!(
                 "{}",
                 table(
-                    &["PORT", "NETWORK", "PROTO", "HOST", "CONTAINER", "STATUS"],
+                    &[
+                        "PORT",
+                        "NETWORK",
+                        "PROTO",
+                        "HOST",
+                        "CONTAINER",
+                        "STATUS",
+                        "LOOPBACK RELAY"
+                    ],
                     &rows
                 )
             );

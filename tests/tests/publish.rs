@@ -142,6 +142,15 @@ fn published_ports_reach_containers_with_the_clients_address() {
         "nothing is active without an uplink: {ls}"
     );
     assert!(get(&w.ext, &format!("http://{UPLINK_IP}:8080/"), 2).is_none());
+    // The host's own stack needs no uplink: the loopback relay brings it in from the
+    // gateway's address.
+    assert_eq!(
+        get(&w.host, "http://127.0.0.1:8080/lo", 10).as_deref(),
+        Some("port 80\n"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(clients(&dir, "GET /lo"), vec!["10.81.0.1"]);
     // The external host gave up resolving the address nobody answered for ...
     let neigh = || {
         let out = w.ext.exec(&["ip", "neigh", "show", UPLINK_IP]);
@@ -240,6 +249,11 @@ fn published_ports_reach_containers_with_the_clients_address() {
             d.log()
         );
         assert_eq!(udp_echo(&w.ext, UPLINK_IP, 5353, "again"), "echo: again");
+        assert_eq!(
+            get(&w.host, &format!("http://127.0.0.1:9001/lo{signal}"), 10).as_deref(),
+            Some("port 7001\n"),
+            "the loopback relay after signal {signal}"
+        );
         assert_eq!(
             get(&w.ext, &format!("http://{UPLINK_IP}:9002/"), 10).as_deref(),
             Some("port 7002\n")
@@ -500,4 +514,176 @@ fn bad_publishes() {
 #[test]
 fn shared_uplink() {
     with_port_type("tap", published_ports_on_a_shared_uplink);
+}
+
+/// A TCP sink in `ns` on `port`: each connection's bytes are counted and hashed, and
+/// "BYTES SHA256" appended to `out`.
+fn sink(ns: &Netns, port: u16, out: &std::path::Path) -> Bg {
+    let code = r#"
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    c.close()
+    with open(sys.argv[2], "a") as f:
+        f.write("%d %s\n" % (n, h.hexdigest()))
+"#;
+    let bg = Bg(std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-u", "-c", code])
+        .arg(port.to_string())
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(
+        wait_until(10, || ns
+            .exec(&["bash", "-c", &format!("echo > /dev/tcp/127.0.0.1/{port}")])
+            .status
+            .success()),
+        "sink on {port} up"
+    );
+    bg
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = must("sha256sum", &[path.to_str().unwrap()]);
+    out.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// The host's own stack reaches published ports through the loopback relay: localhost and
+/// the host's address, TCP both ways (checked byte for byte) and UDP; `publish rm` closes it.
+fn loopback_relay_carries_the_hosts_own_connections() {
+    require_root();
+    let w = shared_world();
+    let d = Daemon::start_with(Some(&w.host), &[]);
+    d.ok(&["network", "create", "web", "--subnet", "10.86.0.0/24"]);
+    let c1 = Netns::new("lr");
+    d.ok(&[
+        "add-port",
+        "web",
+        "--netns",
+        &c1.name,
+        "--name",
+        "c1",
+        "--publish",
+        "8080:80",
+        "--publish",
+        "5353:53/udp",
+        "--publish",
+        "9100:9100",
+        "--publish",
+        "9200:9200",
+    ]);
+    d.ok(&["uplink", "set", &w.uplink]);
+    let dir = TempDir::new("lr");
+    let _srv = servers(&c1, &dir, &[80], 53);
+    for (url, path) in [
+        ("http://127.0.0.1:8080/l1", "GET /l1"),
+        (&format!("http://{HOST_IP}:8080/l2"), "GET /l2"),
+    ] {
+        assert_eq!(
+            get(&w.host, url, 10).as_deref(),
+            Some("port 80\n"),
+            "{url}: {}",
+            d.log()
+        );
+        assert_eq!(clients(&dir, path), vec!["10.86.0.1"], "from the gateway");
+    }
+    assert_eq!(udp_echo(&w.host, "127.0.0.1", 5353, "lo"), "echo: lo");
+    assert_eq!(clients(&dir, "UDP"), vec!["10.86.0.1"]);
+
+    // 50 MB from the container, through the relay, intact.
+    let files = TempDir::new("lrf");
+    let big = files.path("big");
+    must(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", big.display()),
+            "bs=1M",
+            "count=50",
+            "status=none",
+        ],
+    );
+    let _files_srv = Bg(std::process::Command::new("ip")
+        .args(["netns", "exec", &c1.name, "python3", "-m", "http.server"])
+        .args(["9100", "--directory", files.path("").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(wait_until(10, || c1
+        .exec(&["bash", "-c", "echo > /dev/tcp/127.0.0.1/9100"])
+        .status
+        .success()));
+    let got = files.path("got");
+    let out = w.host.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "-o",
+        got.to_str().unwrap(),
+        "http://127.0.0.1:9100/big",
+    ]);
+    assert!(
+        out.status.success(),
+        "download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(&got), sha256(&big), "50 MB down through the relay");
+    // And 50 MB to it.
+    let sums = files.path("sums");
+    let _sink = sink(&c1, 9200, &sums);
+    w.host.exec_ok(&[
+        "bash",
+        "-c",
+        &format!("cat {} > /dev/tcp/127.0.0.1/9200", big.display()),
+    ]);
+    let want = format!("{} {}", 50 << 20, sha256(&big));
+    assert!(
+        wait_until(20, || std::fs::read_to_string(&sums)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == want)),
+        "50 MB up through the relay: {:?} (want {want})",
+        std::fs::read_to_string(&sums)
+    );
+
+    let ls = d.json(&["publish", "ls"]);
+    let row = |spec: &str| {
+        ls.as_array()
+            .and_then(|r| r.iter().find(|r| r["spec"] == spec).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(row("8080:80/tcp")["relay"], "listening", "{ls}");
+    assert_eq!(row("8080:80/tcp")["relay_connections"], 2, "{ls}");
+    assert_eq!(row("5353:53/udp")["relay_connections"], 1, "{ls}");
+
+    // Unpublished: the host refuses at once.
+    d.ok(&["publish", "rm", "c1", "8080:80"]);
+    let out = w
+        .host
+        .exec(&["curl", "-sS", "--max-time", "5", "http://127.0.0.1:8080/"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn loopback_relay() {
+    with_port_type("tap", loopback_relay_carries_the_hosts_own_connections);
 }

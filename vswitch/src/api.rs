@@ -660,6 +660,15 @@ pub struct PublishInfo {
     pub container_port: u16,
     /// "active" (new flows go to the port), or why not ("no uplink", "port detached", …).
     pub status: String,
+    /// The loopback relay (the host's own stack to the port: `localhost:PORT`): "listening",
+    /// or why not.
+    #[serde(default)]
+    pub relay: String,
+    /// Connections (TCP) or sessions (UDP) the relay took for this publish, and how many run.
+    #[serde(default)]
+    pub relay_connections: u64,
+    #[serde(default)]
+    pub relay_active: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

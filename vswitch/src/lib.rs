@@ -8,6 +8,7 @@ pub mod control;
 pub mod dataplane;
 pub mod frontends;
 pub mod ports;
+pub mod relay;
 pub mod sandbox;
 pub mod state;
 pub mod switch;

@@ -7,7 +7,7 @@
 //! attach, namespace watching), `containers.rs` (containers and Docker's network modes, their
 //! namespaces and /etc/netns files), `addresses.rs` (IPAM, DHCP leases, resolv.conf upkeep) and
 //! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
-//! `publish.rs` (published ports), `overlay.rs` (the VTEP and overlay networks),
+//! `publish.rs` (published ports), `relay.rs` (the loopback relay's listeners and ports), `overlay.rs` (the VTEP and overlay networks),
 //! `host_access.rs` (the host's own interface on a network), `trace.rs` (`vswitchctl trace`),
 //! `capture.rs` (`vswitchctl capture`).
 
@@ -22,6 +22,7 @@ mod networks;
 mod overlay;
 mod ports;
 mod publish;
+mod relay;
 mod trace;
 mod uplink;
 mod views;
@@ -116,6 +117,8 @@ pub struct Manager {
     /// macvlan parents the switch serves, by interface, and why a network's is not served.
     parents: std::collections::BTreeMap<String, macvlan::ParentRt>,
     parent_errors: macvlan::ParentErrors,
+    /// The loopback relay: the host's own way to published ports.
+    relay: relay::RelayRt,
 }
 
 fn unix_now() -> u64 {
@@ -181,6 +184,7 @@ impl Manager {
             add_port_hist: Default::default(),
             parents: Default::default(),
             parent_errors: Default::default(),
+            relay: Default::default(),
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.
@@ -302,6 +306,8 @@ impl Manager {
     /// Stops the dataplane, which closes every port (their interfaces leave the namespaces).
     /// The saved state keeps them, so the next start re-creates them.
     pub fn shutdown(&mut self) {
+        // The relay's listeners close first: the host's clients are refused, not left hanging.
+        self.relay = Default::default();
         if let Some(Ok(rt)) = &mut self.uplink {
             rt.stop_neighbors();
         }

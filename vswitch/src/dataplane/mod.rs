@@ -78,6 +78,15 @@ pub enum Command {
         guard: Option<PortGuard>,
         done: Sender<io::Result<()>>,
     },
+    /// Attaches a network's loopback relay (`Pipeline::add_relay_port`): its port, and the
+    /// gateway's ports its connections use.
+    AddRelay {
+        id: PortId,
+        network: NetId,
+        port: Box<dyn Port>,
+        ports: (u16, u16),
+        done: Sender<io::Result<()>>,
+    },
     /// Hands persisted DHCP leases back to a network's server (at start-up).
     RestoreLeases {
         network: NetId,
@@ -672,11 +681,14 @@ impl Dataplane {
                 let _ = done.send(());
             }
             Command::RemoveNetwork { id, done } => {
-                let members = self
+                let (members, relay) = self
                     .pipeline
                     .network(id)
-                    .map(|n| n.members.clone())
+                    .map(|n| (n.members.clone(), n.relay.map(|r| r.port)))
                     .unwrap_or_default();
+                if let Some(r) = relay {
+                    self.remove_port(r);
+                }
                 // A segment port other ipvlan l3 networks share stays (the pipeline hands it on).
                 for p in members {
                     if !self.pipeline.segment_shared(p, id) {
@@ -725,6 +737,33 @@ impl Dataplane {
                         } else {
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                             Err(io::Error::other("network unknown to the dataplane"))
+                        }
+                    });
+                if res.is_ok() {
+                    self.install(id, port);
+                }
+                let _ = done.send(res);
+            }
+            Command::AddRelay {
+                id,
+                network,
+                port,
+                ports,
+                done,
+            } => {
+                let fd = port.raw_fd();
+                let res = self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token(id), Interest::READABLE)
+                    .and_then(|()| {
+                        if self.pipeline.add_relay_port(id, network, ports) {
+                            Ok(())
+                        } else {
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                            Err(io::Error::other(
+                                "network unknown to the dataplane, or it has a relay",
+                            ))
                         }
                     });
                 if res.is_ok() {

@@ -12,6 +12,7 @@ pub mod afxdp;
 pub mod bpf;
 pub mod packet;
 pub mod parent;
+pub mod relay;
 pub mod steer;
 pub mod tap;
 pub mod uring;

@@ -219,6 +219,8 @@ struct PortEntry {
     segment: bool,
     /// Port security: what the port may send as (`None`: anything).
     guard: Option<PortGuard>,
+    /// The loopback relay's port (`Network::relay`): it speaks as the gateway.
+    relay: bool,
     /// The port's share of its gateway's services (`--gateway-rate`).
     bucket: Bucket,
     counters: PortCounters,
@@ -279,6 +281,17 @@ pub struct Network {
     pub parent: Option<PortId>,
     /// An ipvlan network: containers behind the parent's MAC, told apart by address.
     pub ipvlan: Option<ipvlan::Ipvlan>,
+    /// The loopback relay's port: its connections to containers come from the gateway's
+    /// address, from local ports in this range, and the containers' answers go back to it.
+    pub relay: Option<RelayPort>,
+}
+
+/// Where a network's loopback relay is (`Pipeline::add_relay_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPort {
+    pub port: PortId,
+    /// The gateway's ports (TCP and UDP) the relay's connections use.
+    pub ports: (u16, u16),
 }
 
 /// The switch's forwarding state and logic.
@@ -344,6 +357,7 @@ impl Pipeline {
             gateway_rate: params.gateway_rate,
             parent: None,
             ipvlan: None,
+            relay: None,
         });
     }
 
@@ -363,6 +377,9 @@ impl Pipeline {
     /// Removes a network and every port still on it.
     pub fn remove_network(&mut self, id: NetId) {
         if let Some(net) = self.networks.get_mut(id.idx()).and_then(Option::take) {
+            if let Some(r) = net.relay {
+                self.ports[r.port.idx()] = None;
+            }
             // A segment port shared with other ipvlan l3 networks passes to one of them.
             let heir = net.parent.and_then(|seg| {
                 self.networks()
@@ -435,6 +452,7 @@ impl Pipeline {
             tunnel: false,
             segment: false,
             guard: None,
+            relay: false,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
@@ -483,6 +501,28 @@ impl Pipeline {
             tunnel: false,
             segment: true,
             guard: None,
+            relay: false,
+            bucket: Bucket::default(),
+            counters: PortCounters::default(),
+        });
+        true
+    }
+
+    /// Attaches a network's loopback relay: frames from it speak as the gateway (its MAC is
+    /// not learned, `--no-icc` does not stop them), and TCP and UDP to the gateway's address
+    /// on `ports` go to it. It is no member: floods never reach it. Returns false when the
+    /// network does not exist or has a relay already.
+    pub fn add_relay_port(&mut self, id: PortId, network: NetId, ports: (u16, u16)) -> bool {
+        let Some(net) = self.network_mut(network).filter(|n| n.relay.is_none()) else {
+            return false;
+        };
+        net.relay = Some(RelayPort { port: id, ports });
+        *slot(&mut self.ports, id.idx()) = Some(PortEntry {
+            network: Some(network),
+            tunnel: false,
+            segment: false,
+            guard: None,
+            relay: true,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
@@ -529,6 +569,7 @@ impl Pipeline {
             tunnel: true,
             segment: false,
             guard: None,
+            relay: false,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
@@ -604,6 +645,7 @@ impl Pipeline {
             tunnel: false,
             segment: false,
             guard: None,
+            relay: false,
             bucket: Bucket::default(),
             counters: PortCounters::default(),
         });
@@ -640,6 +682,9 @@ impl Pipeline {
             net.fdb.flush_port(id);
             if let Some(gw) = &mut net.gateway {
                 gw.remove_endpoint(id);
+            }
+            if net.relay.is_some_and(|r| r.port == id) {
+                net.relay = None;
             }
         }
         if entry.segment {
@@ -791,6 +836,36 @@ impl Pipeline {
             actions.drop = Some(DropReason::UnknownPort);
             return;
         };
+        if port.relay {
+            // The loopback relay speaks as the gateway, to one container: not learned, not
+            // flooded to tunnels, past `--no-icc`.
+            let dst = eth.dst();
+            match net.fdb.lookup(&dst, now) {
+                Some(out) if out != in_port => {
+                    actions.note(|| {
+                        Step::new("relay", "out", format!("from the loopback relay to {dst}"))
+                            .port(out)
+                    });
+                    actions.out.push(out);
+                }
+                _ => {
+                    actions.note(|| {
+                        Step::new(
+                            "relay",
+                            "flood",
+                            format!("{dst} not heard from lately: to the network's ports"),
+                        )
+                    });
+                    actions.flooded = true;
+                    actions.out.extend(net.members.iter().copied());
+                    if actions.out.is_empty() {
+                        counters.count_drop(DropReason::NoDestination);
+                        actions.drop = Some(DropReason::NoDestination);
+                    }
+                }
+            }
+            return;
+        }
         if net.gateway.as_ref().is_some_and(|g| g.config().mac == src) {
             // Only the switch speaks with the gateway's MAC.
             actions.note(|| Step::new("classify", "drop", "sent as the gateway's MAC"));
@@ -908,6 +983,18 @@ impl Pipeline {
                     return self.route_out(now, in_port, via, egress, dst, frame, vnet, actions);
                 }
                 Verdict::Local => {
+                    if let Some(r) = net.relay.filter(|r| to_relay(frame, r.ports)) {
+                        actions.note(|| {
+                            Step::new(
+                                "relay",
+                                "out",
+                                "to the gateway's address on a port of the loopback relay",
+                            )
+                            .port(r.port)
+                        });
+                        actions.out.push(r.port);
+                        return;
+                    }
                     let via = Via {
                         net: net_id,
                         ip: gw.config().ip,
@@ -1220,7 +1307,16 @@ fn for_the_gateway(frame: &[u8], gw: &GatewayConfig) -> bool {
         [0x08, 0x00] => {
             let dst_ip = frame.get(30..34);
             if frame[0..6] == gw.mac.0 {
+                // Its services: ICMP, DNS (UDP and TCP), DHCP. Not the containers' side of a
+                // hairpin flow or of the loopback relay's connections.
                 dst_ip == Some(&gw.ip.octets()[..])
+                    && match frame.get(23) {
+                        Some(1) => true,
+                        Some(6 | 17) => {
+                            matches!(l4_ports(frame), Some((_, 53 | 67)) | None)
+                        }
+                        _ => false,
+                    }
             } else {
                 // A broadcast DHCP request: UDP (protocol 17) to port 67.
                 frame[0..6] == [0xff; 6]
@@ -1234,6 +1330,25 @@ fn for_the_gateway(frame: &[u8], gw: &GatewayConfig) -> bool {
         }
         _ => false,
     }
+}
+
+/// The (source, destination) ports of an IPv4 TCP or UDP frame, if it has them.
+#[inline]
+fn l4_ports(frame: &[u8]) -> Option<(u16, u16)> {
+    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
+    let p = frame.get(14 + ihl..14 + ihl + 4)?;
+    Some((
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
+}
+
+/// Whether an IPv4 frame is TCP or UDP to a destination port in `lo..=hi` (the loopback
+/// relay's).
+#[inline]
+fn to_relay(frame: &[u8], (lo, hi): (u16, u16)) -> bool {
+    matches!(frame.get(23), Some(6 | 17))
+        && l4_ports(frame).is_some_and(|(_, d)| (lo..=hi).contains(&d))
 }
 
 /// What the gateway wrote in answer, for a trace: ARP suppression (an answer for another

@@ -1,7 +1,8 @@
 //! Published ports: `add-port --publish`, `publish add/rm/ls`. A published port is part of its
 //! port's configuration (saved with it); the dataplane's uplink gets the whole table after
 //! every change (`Command::SetPublished`), and a shared uplink's steering program the
-//! (protocol, port) pairs it must take from the host.
+//! (protocol, port) pairs it must take from the host. The host's own way in, the loopback
+//! relay, follows the same table (`relay.rs`).
 
 use std::collections::HashSet;
 
@@ -200,6 +201,7 @@ impl Manager {
                 continue;
             }
             for p in &cfg.publish {
+                let (relay, relay_connections, relay_active) = self.relay_info(p);
                 rows.push(PublishInfo {
                     port: cfg.name.clone(),
                     network: cfg.network.clone(),
@@ -214,6 +216,9 @@ impl Manager {
                         Ok(_) => "active".into(),
                         Err(why) => why,
                     },
+                    relay,
+                    relay_connections,
+                    relay_active,
                 });
             }
         }
@@ -253,6 +258,7 @@ impl Manager {
 
     /// Hands the dataplane (and a shared uplink's steering program) the published ports.
     pub(super) fn sync_published(&mut self) {
+        self.sync_relay();
         if !matches!(self.uplink, Some(Ok(_))) {
             return;
         }

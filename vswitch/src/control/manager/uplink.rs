@@ -196,6 +196,7 @@ impl Manager {
             .chain(uplink)
             .chain(self.tunnel_ids())
             .chain(self.parent_ids())
+            .chain(self.relay_ids())
             .collect();
         PortId(Self::free_id(used.iter()))
     }

@@ -248,6 +248,7 @@ impl Manager {
             .chain(self.uplink_port())
             .chain(self.tunnel_names())
             .chain(self.parent_port_names())
+            .chain(self.relay_port_names())
             .collect()
     }
 }
