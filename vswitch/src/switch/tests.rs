@@ -530,3 +530,95 @@ fn gateway_services_are_rate_limited_per_port() {
             .config()
     ));
 }
+
+/// The loopback relay's port speaks as the gateway: its frames reach the container (past
+/// `--no-icc`, not learned), the container's answers to the gateway's address on the relay's
+/// ports go back to it (and are not the gateway services' to rate-limit), other ports of the
+/// gateway's address do not, and floods never reach it.
+#[test]
+fn the_loopback_relay_speaks_as_the_gateway() {
+    use gateway::GatewayConfig;
+    let gw_mac = MacAddr([0x02, 0x42, 0xac, 0x11, 0, 1]);
+    let mut p = Pipeline::new();
+    p.add_network(
+        NetId(0),
+        NetworkParams {
+            gateway: Some(GatewayConfig {
+                ip: [172, 17, 0, 1].into(),
+                mac: gw_mac,
+                subnet: "172.17.0.0/16".parse().unwrap(),
+                arp_suppress: true,
+                dhcp: None,
+                dns_names: true,
+                domain: String::new(),
+                dns_forward: false,
+            }),
+            icc: false,
+            gateway_rate: 5,
+            ..params()
+        },
+    );
+    for i in 0..2 {
+        assert!(p.add_port(PortId(i), NetId(0), None));
+    }
+    assert!(p.add_relay_port(PortId(9), NetId(0), (49152, 60999)));
+    assert!(
+        !p.add_relay_port(PortId(8), NetId(0), (1, 2)),
+        "one relay a network"
+    );
+    let tcp = |src: [u8; 6], dst: [u8; 6], sip: [u8; 4], dip: [u8; 4], sp: u16, dp: u16| {
+        let b = PacketBuilder::ethernet2(src, dst)
+            .ipv4(sip, dip, 64)
+            .tcp(sp, dp, 1, 65535);
+        let mut v = Vec::new();
+        b.write(&mut v, b"data").unwrap();
+        v
+    };
+    // The container is heard from first.
+    run(&mut p, 0, 0, &udp(A, B));
+    // The relay's SYN to it.
+    let a = run(
+        &mut p,
+        0,
+        9,
+        &tcp(gw_mac.0, A, [172, 17, 0, 1], [172, 17, 0, 2], 49152, 80),
+    );
+    assert_eq!(a.out, vec![PortId(0)], "{:?}", a.drop);
+    assert_eq!(
+        p.network(NetId(0)).unwrap().fdb.lookup(&gw_mac, 0),
+        None,
+        "the gateway's MAC is not learned on the relay's port"
+    );
+    // The container's answers, many more than the gateway's services allow a second.
+    for _ in 0..20 {
+        let a = run(
+            &mut p,
+            0,
+            0,
+            &tcp(A, gw_mac.0, [172, 17, 0, 2], [172, 17, 0, 1], 80, 49152),
+        );
+        assert_eq!(a.out, vec![PortId(9)], "{:?}", a.drop);
+    }
+    // Another port of the gateway's address is not the relay's (nor a hairpin flow's here).
+    let a = run(
+        &mut p,
+        0,
+        0,
+        &tcp(A, gw_mac.0, [172, 17, 0, 2], [172, 17, 0, 1], 80, 61000),
+    );
+    assert!(a.out.is_empty());
+    assert_eq!(a.drop, Some(DropReason::NoRoute));
+    // Floods stay among the containers.
+    let a = run(&mut p, 0, 1, &udp(B, [0xff; 6]));
+    assert!(!a.out.contains(&PortId(9)), "{:?}", a.out);
+    // Gone with its port.
+    p.remove_port(PortId(9));
+    assert_eq!(p.network(NetId(0)).unwrap().relay, None);
+    let a = run(
+        &mut p,
+        0,
+        0,
+        &tcp(A, gw_mac.0, [172, 17, 0, 2], [172, 17, 0, 1], 80, 49152),
+    );
+    assert!(a.out.is_empty());
+}
