@@ -56,8 +56,9 @@ struct Cli {
     /// Scenarios to run: throughput, latency, pps, macs, scale, nat (a container to an external
     /// server through NAT: vswitch's against the kernel's, with peers of its own, kernel-nat and
     /// vswitch-nat, whatever --peers says), publish (an external client to a container's
-    /// published port: kernel-dnat against vswitch-dnat), capture (64-byte forwarding with a
-    /// live capture running, stalled or read, against none), flood (one container floods
+    /// published port: kernel-dnat against vswitch-dnat; the host itself to 127.0.0.1:
+    /// socat-relay against vswitch-relay), capture (64-byte forwarding with a live capture
+    /// running, stalled or read, against none), flood (one container floods
     /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood), macvlan (a
     /// container on a parent's segment: kernel-macvlan against vswitch-macvlan and
     /// vswitch-ipvlan), vxlan (a container on each of two hosts on one overlay: the kernel's

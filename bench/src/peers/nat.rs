@@ -199,6 +199,63 @@ pub fn vswitch_dnat() -> Result<Topology, String> {
     Ok(inbound(vswitch_nat_publishing(None, publish)?))
 }
 
+/// The loopback relay's peers: the host's own client reaching the published ports at
+/// `127.0.0.1`. `socat-relay` is the kernel's world with a plain userspace relay in the
+/// router namespace (the "host"): one `socat` (default options: 8 KiB buffers, a process
+/// per connection) per port, listening on 127.0.0.1 and connecting to the container.
+pub fn socat_relay() -> Result<Topology, String> {
+    let t = kernel_nat()?;
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut router = None;
+    for k in t._keep {
+        match k.downcast::<Ns>() {
+            Ok(ns) => router = Some(*ns),
+            Err(other) => keep.push(other),
+        }
+    }
+    let router = router.ok_or("no router namespace")?;
+    for p in PUBLISHED {
+        let relay = router.spawn(&[
+            "socat",
+            &format!("TCP-LISTEN:{p},bind=127.0.0.1,fork,reuseaddr"),
+            &format!("TCP:{NAT_CLIENT_IP}:{p}"),
+        ])?;
+        keep.push(Box::new(relay));
+    }
+    keep.push(Box::new(t.server));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Ok(loopback(router, t.client, keep))
+}
+
+/// vswitch's loopback relay: `vswitch_dnat`'s world, the client in the daemon's own ("host")
+/// namespace connecting to 127.0.0.1 on the published ports.
+pub fn vswitch_relay() -> Result<Topology, String> {
+    let publish = PUBLISHED.iter().map(|p| format!("{p}:{p}/tcp")).collect();
+    let t = vswitch_nat_publishing(None, publish)?;
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut host = None;
+    for k in t._keep {
+        match k.downcast::<Ns>() {
+            Ok(ns) => host = Some(*ns),
+            Err(other) => keep.push(other),
+        }
+    }
+    let host = host.ok_or("no host namespace")?;
+    keep.push(Box::new(t.server));
+    Ok(loopback(host, t.client, keep))
+}
+
+fn loopback(host: Ns, container: Ns, keep: Vec<Box<dyn std::any::Any>>) -> Topology {
+    Topology {
+        client: host,
+        server: container,
+        server_ip: "127.0.0.1",
+        client_ip: "127.0.0.1",
+        gateway_mac: None,
+        _keep: keep,
+    }
+}
+
 /// The NAT world turned around: the external namespace connects to the NAT's outside
 /// address, which leads to the container.
 fn inbound(t: Topology) -> Topology {

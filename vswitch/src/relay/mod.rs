@@ -43,8 +43,10 @@ use device::Device;
 /// TCP connections and UDP sessions relayed at once, all listeners together.
 pub const MAX_RELAYS: usize = 256;
 /// Each relayed TCP connection's buffers in smoltcp, each way: a window wide enough for a
-/// local path at several Gbit/s.
-const TCP_BUF: usize = 256 << 10;
+/// local path at several Gbit/s (256 KiB held one stream to 2.4 Gbit/s host to container;
+/// 512 KiB gives 8.4). Pages are touched, so resident, only as far as a connection's data
+/// goes: short connections cost a few pages.
+const TCP_BUF: usize = 512 << 10;
 /// A UDP session (one host client) ends after this long without a datagram either way.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const UDP_BUF: usize = 128 << 10;
@@ -489,27 +491,42 @@ impl Thread {
         for tok in ready {
             self.accept(tok);
         }
-        let now = self.now();
-        for n in self.nets.values_mut() {
-            n.iface.poll(now, &mut n.dev, &mut n.sockets);
-            for (h, port) in std::mem::take(&mut n.dying) {
-                n.sockets.remove(h);
-                n.used.remove(&port);
-            }
-        }
+        // smoltcp's poll and the pumps take turns until neither has anything more to do: a
+        // state smoltcp reaches in a poll (a connection opened) may let a pump move bytes
+        // that wait already, with no new event to come for them.
         let mut ended = Vec::new();
-        for (tok, c) in &mut self.conns {
-            let Some(n) = self.nets.get_mut(&c.net) else {
-                ended.push(*tok);
-                continue;
-            };
-            if !pump(c, n.sockets.get_mut::<tcp::Socket>(c.handle)) {
-                ended.push(*tok);
+        for round in 0.. {
+            let now = self.now();
+            let mut changed = false;
+            for n in self.nets.values_mut() {
+                changed |= n.iface.poll(now, &mut n.dev, &mut n.sockets)
+                    == smoltcp::iface::PollResult::SocketStateChanged;
+                for (h, port) in std::mem::take(&mut n.dying) {
+                    n.sockets.remove(h);
+                    n.used.remove(&port);
+                }
             }
-        }
-        self.pump_udp();
-        for n in self.nets.values_mut() {
-            n.iface.poll(now, &mut n.dev, &mut n.sockets);
+            if round > 0 && !changed || round == 8 {
+                break;
+            }
+            let mut moved = false;
+            for (tok, c) in &mut self.conns {
+                let Some(n) = self.nets.get_mut(&c.net) else {
+                    if !ended.contains(tok) {
+                        ended.push(*tok);
+                    }
+                    continue;
+                };
+                let (alive, m) = pump(c, n.sockets.get_mut::<tcp::Socket>(c.handle));
+                moved |= m;
+                if !alive && !ended.contains(tok) {
+                    ended.push(*tok);
+                }
+            }
+            self.pump_udp();
+            if !moved && !changed {
+                break;
+            }
         }
         for t in ended {
             self.end_conn(t);
@@ -585,6 +602,7 @@ impl Thread {
         );
         s.set_nagle_enabled(false);
         s.set_timeout(Some(TCP_TIMEOUT));
+        s.set_tsval_generator(Some(tsval));
         let remote = IpEndpoint::new(IpAddress::Ipv4(target.ip), target.port);
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(n.gw)),
@@ -751,12 +769,27 @@ impl Thread {
     }
 }
 
+/// TCP timestamps (RFC 7323) from the wall clock, in milliseconds. The relay's connections
+/// come from one address and reuse its ports long before a container's TIME_WAIT (60 s) is
+/// over; Linux takes a SYN for a port in TIME_WAIT as a new connection when its timestamp is
+/// newer (or its sequence number higher: smoltcp's are random, so half would be refused and
+/// wait a second for the SYN's retransmission). The wall clock keeps them newer across a
+/// restart of the daemon too.
+fn tsval() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u32)
+        .unwrap_or(0)
+}
+
 /// Moves what it can between the host's socket and smoltcp's, both ways, and passes each
-/// side's end on. False when the relay is over.
-fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
+/// side's end on: whether the relay goes on, and whether anything moved.
+fn pump(c: &mut Conn, s: &mut tcp::Socket) -> (bool, bool) {
     use tcp::State;
+    let mut moved = false;
     if !c.opened && !matches!(s.state(), State::SynSent | State::Closed) {
         c.opened = true;
+        moved = true;
     }
     // The host's bytes to the container.
     while !c.host_eof && s.can_send() {
@@ -772,9 +805,11 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
         match r {
             Ok(Ok(0)) => {
                 c.host_eof = true;
+                moved = true;
                 s.close();
             }
             Ok(Ok(n)) => {
+                moved = true;
                 c.counters
                     .bytes_to_container
                     .fetch_add(n as u64, Ordering::Relaxed);
@@ -784,7 +819,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
             Ok(Err(_)) => {
                 // Reset by the host's client: so is the container's side.
                 s.abort();
-                return false;
+                return (false, true);
             }
             Err(_) => break,
         }
@@ -798,6 +833,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
         match r {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => {
+                moved = true;
                 c.counters
                     .bytes_to_host
                     .fetch_add(n as u64, Ordering::Relaxed);
@@ -806,7 +842,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(_)) => {
                 s.abort();
-                return false;
+                return (false, true);
             }
             Err(_) => break,
         }
@@ -815,10 +851,12 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> bool {
     if c.opened && !c.host_shut && !s.may_recv() {
         let _ = c.stream.shutdown(Shutdown::Write);
         c.host_shut = true;
+        moved = true;
     }
-    match s.state() {
+    let alive = match s.state() {
         // Refused, reset, timed out, or closed both ways.
         State::Closed | State::TimeWait => s.can_recv(),
         _ => true,
-    }
+    };
+    (alive, moved)
 }
