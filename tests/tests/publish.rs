@@ -670,6 +670,41 @@ fn loopback_relay_carries_the_hosts_own_connections() {
     assert_eq!(row("8080:80/tcp")["relay_connections"], 2, "{ls}");
     assert_eq!(row("5353:53/udp")["relay_connections"], 1, "{ls}");
 
+    // Bounded: the relay runs 256 at once (`relay::MAX_RELAYS`, the UDP session counts) and
+    // refuses, counted, what comes past that; the host's connections held open come free.
+    let hold = Bg(std::process::Command::new("ip")
+        .args(["netns", "exec", &w.host.name, "python3", "-c"])
+        .arg(
+            "import socket, time\ncs = []\nfor _ in range(300):\n    \
+             cs.append(socket.create_connection(('127.0.0.1', 8080)))\ntime.sleep(60)\n",
+        )
+        .spawn()
+        .unwrap());
+    let relay = |spec: &str| {
+        let ls = d.json(&["publish", "ls"]);
+        ls.as_array()
+            .and_then(|r| r.iter().find(|r| r["spec"] == spec).cloned())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(20, || {
+            let r = relay("8080:80/tcp");
+            r["relay_active"] == 255 && r["relay_refused"] == 45
+        }),
+        "255 relayed beside the UDP session, 45 refused: {}",
+        relay("8080:80/tcp")
+    );
+    drop(hold);
+    assert!(
+        wait_until(20, || relay("8080:80/tcp")["relay_active"] == 0),
+        "the held connections end: {}",
+        relay("8080:80/tcp")
+    );
+    assert_eq!(
+        get(&w.host, "http://127.0.0.1:8080/after", 10).as_deref(),
+        Some("port 80\n")
+    );
+
     // Unpublished: the host refuses at once.
     d.ok(&["publish", "rm", "c1", "8080:80"]);
     let out = w

@@ -669,6 +669,9 @@ pub struct PublishInfo {
     pub relay_connections: u64,
     #[serde(default)]
     pub relay_active: u64,
+    /// Connections refused because the relay had as many as it may run (`MAX_RELAYS`).
+    #[serde(default)]
+    pub relay_refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -201,7 +201,7 @@ impl Manager {
                 continue;
             }
             for p in &cfg.publish {
-                let (relay, relay_connections, relay_active) = self.relay_info(p);
+                let (relay, [relay_connections, relay_active, relay_refused]) = self.relay_info(p);
                 rows.push(PublishInfo {
                     port: cfg.name.clone(),
                     network: cfg.network.clone(),
@@ -219,6 +219,7 @@ impl Manager {
                     relay,
                     relay_connections,
                     relay_active,
+                    relay_refused,
                 });
             }
         }

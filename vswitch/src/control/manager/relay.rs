@@ -243,9 +243,9 @@ impl Manager {
     }
 
     /// The relay's state of one publish, for `publish ls`: "listening", or why not; and its
-    /// counters (relays so far, running now).
-    pub(super) fn relay_info(&self, p: &Publish) -> (String, u64, u64) {
-        let (mut accepted, mut active) = (0, 0);
+    /// counters (relays so far, running now, refused for the bound).
+    pub(super) fn relay_info(&self, p: &Publish) -> (String, [u64; 3]) {
+        let (mut accepted, mut active, mut refused) = (0, 0, 0);
         let mut listening = 0;
         let mut why = None;
         for (key, _) in keys(p) {
@@ -253,6 +253,7 @@ impl Manager {
                 listening += 1;
                 accepted += l.counters.accepted.load(Ordering::Relaxed);
                 active += l.counters.active.load(Ordering::Relaxed);
+                refused += l.counters.refused.load(Ordering::Relaxed);
             } else if let Some(e) = self.relay.errors.get(&key) {
                 why.get_or_insert_with(|| e.clone());
             }
@@ -263,7 +264,7 @@ impl Manager {
             (0, None) => "not listening (port detached)".to_string(),
             (n, None) => format!("listening on {n} of {} ports", p.count),
         };
-        (state, accepted, active)
+        (state, [accepted, active, refused])
     }
 }
 
