@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use serde_json::Value;
 
-use crate::peers::{kernel_nat, vswitch_nat, Topology};
+use crate::peers::{kernel_nat, vswitch_nat, vswitch_nat_packet, Topology};
 use crate::report::{record, Goal, Target};
 use crate::sandbox::{wait_for, Ns};
 use crate::scenarios::{iperf, latency, pps, sink_count, sink_install, sink_remove};
@@ -20,7 +20,7 @@ use crate::scenarios::{Durations, Sink};
 use crate::Gathered;
 
 /// The scenario's peers, in the order they take turns.
-pub const PEERS: [&str; 2] = ["kernel-nat", "vswitch-nat"];
+pub const PEERS: [&str; 3] = ["kernel-nat", "vswitch-nat", "vswitch-nat-packet"];
 /// Short connections in flight at once (one at a time: bound by the round trips; several:
 /// by the CPUs), and the server's threads.
 const CONN_PARALLEL: [usize; 2] = [1, 8];
@@ -72,6 +72,7 @@ fn build(peer: &str, conntrack_max: Option<usize>) -> Result<Topology, String> {
     match peer {
         "kernel-nat" => kernel_nat(),
         "vswitch-nat" => vswitch_nat(conntrack_max),
+        "vswitch-nat-packet" => vswitch_nat_packet(),
         other => Err(format!("unknown nat peer {other}")),
     }
 }

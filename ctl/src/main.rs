@@ -253,6 +253,11 @@ enum UplinkCmd {
         /// their queues on a native attach), auto for dedicated].
         #[arg(long)]
         xdp_mode: Option<String>,
+        /// What serves IFACE: afxdp [default; a dedicated uplink falls back to a packet socket
+        /// where no XDP program attaches] or packet (a packet socket with virtio-net headers:
+        /// GSO frames both ways; dedicated mode only).
+        #[arg(long = "type")]
+        uplink_type: Option<String>,
         /// NAT ports and ICMP identifiers, LO-HI [default: 61000-65535].
         #[arg(long)]
         nat_ports: Option<String>,
@@ -640,6 +645,7 @@ fn op_of(cmd: Cmd) -> Op {
             conntrack_max,
             conntrack_per_source,
             xdp_mode,
+            uplink_type,
         }) => Op::UplinkSet(UplinkSet {
             iface,
             mode: Some(mode),
@@ -649,6 +655,7 @@ fn op_of(cmd: Cmd) -> Op {
             conntrack_max,
             conntrack_per_source,
             xdp_mode,
+            socket: uplink_type,
         }),
         Cmd::Uplink(UplinkCmd::Show) => Op::UplinkShow,
         Cmd::Uplink(UplinkCmd::Rm) => Op::UplinkRemove,

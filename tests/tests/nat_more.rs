@@ -111,11 +111,28 @@ fn egress(w: &World, name: &str, subnet: &str, containers: &[&str]) -> (Daemon, 
 // ---- 1. bulk TCP ----
 
 fn download_50mb_and_iperf3_both_ways() {
+    bulk_through(&[]);
+}
+
+/// The same through a dedicated uplink on a packet socket (`--type packet`: virtio-net
+/// headers, GSO frames both ways) instead of AF_XDP.
+fn download_50mb_and_iperf3_through_a_packet_socket() {
+    bulk_through(&["--type", "packet"]);
+}
+
+fn bulk_through(uplink: &[&str]) {
     require_root();
     let w = world();
     let (d, cs) = egress(&w, "bulk", "10.81.0.0/24", &["c"]);
     let c = &cs[0];
-    set_uplink(&d, &w);
+    set_uplink_with(&d, &w, uplink);
+    let up = d.json(&["uplink", "show"]);
+    let want_socket = if uplink.is_empty() {
+        "af_xdp"
+    } else {
+        "af_packet"
+    };
+    assert_eq!(up["socket"], want_socket, "{up}");
     let dir = TempDir::new("dl");
     write_blob(&dir.path("blob"), 50);
     let want = sha256_of(&dir.path("blob"));
@@ -163,6 +180,11 @@ fn download_50mb_and_iperf3_both_ways() {
 #[test]
 fn bulk_tcp_tap() {
     with_port_type("tap", download_50mb_and_iperf3_both_ways);
+}
+
+#[test]
+fn bulk_tcp_packet_uplink() {
+    with_port_type("tap", download_50mb_and_iperf3_through_a_packet_socket);
 }
 
 #[test]

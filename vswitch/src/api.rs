@@ -263,6 +263,10 @@ pub struct UplinkSet {
     /// "auto", "native" or "skb" (default: skb for shared, auto for dedicated).
     #[serde(default)]
     pub xdp_mode: Option<String>,
+    /// "afxdp" (the default; a dedicated uplink falls back to a packet socket where no XDP
+    /// program attaches) or "packet" (a packet socket with virtio-net headers; dedicated only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -274,9 +278,13 @@ pub struct UplinkInfo {
     pub mac: String,
     pub mtu: u16,
     pub nat_ports: String,
-    /// The XDP mode the uplink's program is attached in ("native" or "skb"), when attached.
+    /// The XDP mode the uplink's program is attached in ("native" or "skb"), when attached;
+    /// "none" on a packet socket.
     #[serde(default)]
     pub xdp_mode: String,
+    /// What serves it: "af_xdp" or "af_packet".
+    #[serde(default)]
+    pub socket: String,
     /// "up", or why the uplink is not attached.
     pub status: String,
     pub counters: crate::switch::nat::NatCounters,

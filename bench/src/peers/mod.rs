@@ -11,7 +11,10 @@ mod tap_copy;
 mod vswitchd;
 
 pub use bridge::bridge;
-pub use nat::{kernel_dnat, kernel_nat, socat_relay, vswitch_dnat, vswitch_nat, vswitch_relay};
+pub use nat::{
+    kernel_dnat, kernel_nat, socat_relay, vswitch_dnat, vswitch_nat, vswitch_nat_packet,
+    vswitch_relay,
+};
 pub use ovs::ovs;
 pub use tap_copy::tap_copy_topology;
 pub use vswitchd::{vswitch_topology, Vswitchd};

@@ -145,6 +145,12 @@ pub fn vswitch_nat(conntrack_max: Option<usize>) -> Result<Topology, String> {
     vswitch_nat_publishing(conntrack_max, vec![])
 }
 
+/// `vswitch_nat` with the uplink on a packet socket (`uplink set --type packet`: virtio-net
+/// headers, so TSO frames leave whole) instead of AF_XDP.
+pub fn vswitch_nat_packet() -> Result<Topology, String> {
+    vswitch_nat_with(None, vec![], Some("packet"))
+}
+
 /// The `publish` scenario's ports: iperf3's and the short connections'.
 pub const PUBLISHED: [u16; 2] = [5201, 7100];
 
@@ -275,6 +281,14 @@ fn vswitch_nat_publishing(
     conntrack_max: Option<usize>,
     publish: Vec<String>,
 ) -> Result<Topology, String> {
+    vswitch_nat_with(conntrack_max, publish, None)
+}
+
+fn vswitch_nat_with(
+    conntrack_max: Option<usize>,
+    publish: Vec<String>,
+    socket: Option<&str>,
+) -> Result<Topology, String> {
     use vswitch::api::{NetworkCreate, Op, PortAdd, Reply, UplinkSet};
     let p = prefix();
     let host = Ns::new(format!("{p}h"))?;
@@ -308,6 +322,7 @@ fn vswitch_nat_publishing(
         // The kernel peer has no per-source bound: neither has this side (the fill and the
         // connection rate put hundreds of thousands of flows on one container).
         conntrack_per_source: Some(0),
+        socket: socket.map(str::to_string),
         ..Default::default()
     }))?;
     let gateway_mac = match d.call(Op::ArpShow {

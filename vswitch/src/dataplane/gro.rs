@@ -1,16 +1,21 @@
-//! Plain TCP segments of one flow for a TAP with offloads (a remote stream from a tunnel or an
-//! AF_XDP port), joined back into one TSO super-frame and written once (`wire::gro`).
+//! Plain TCP segments of one flow for a TAP with offloads (a remote stream from a tunnel, an
+//! AF_XDP port or a packet-socket uplink), joined back into one TSO super-frame and written once (`wire::gro`).
 
 use super::{Dataplane, PortSlot};
 use crate::switch::DropReason;
 use crate::wire::gro;
+use crate::wire::offload::VnetHdr;
 
 impl Dataplane {
     /// Sends the run of `txq[at..]` that joins into one super-frame, when its egress port is a
     /// TAP with a virtio-net header and the run has two segments or more: the index after the
     /// run, and the send's error if it was the port's vanishing (EBADFD). `None`: nothing
     /// sent, the frame at `at` goes the usual way.
-    pub(super) fn send_joined(&mut self, at: usize) -> Option<(usize, Option<std::io::Error>)> {
+    pub(super) fn send_joined(
+        &mut self,
+        at: usize,
+        headroom: usize,
+    ) -> Option<(usize, Option<std::io::Error>)> {
         let (out, slot) = self.txq[at];
         let Some(Some(PortSlot {
             port: Some(port), ..
@@ -23,7 +28,17 @@ impl Dataplane {
         }
         let bufs = &self.rx_bufs;
         let lens = &self.rx_lens;
-        let frame_of = |s: u16| &bufs[usize::from(s)][..lens[usize::from(s)]];
+        // Frames from a port with metadata (a packet-socket uplink) join only when they carry
+        // no offload work of their own.
+        let plain = |s: u16| {
+            headroom == 0
+                || VnetHdr::parse(&bufs[usize::from(s)][..headroom])
+                    .is_some_and(|h| !h.needs_work())
+        };
+        let frame_of = |s: u16| &bufs[usize::from(s)][headroom..lens[usize::from(s)]];
+        if !plain(slot) {
+            return None;
+        }
         let first = frame_of(slot);
         let fs = gro::segment(first)?;
         let (mut end, mut last, mut ls, mut bytes) = (at + 1, slot, fs, fs.payload);
@@ -31,13 +46,14 @@ impl Dataplane {
             let s2 = self.txq[end].1;
             let f2 = frame_of(s2);
             let Some(ns) = gro::segment(f2).filter(|ns| {
-                gro::joins(
-                    (first, &fs),
-                    (frame_of(last), &ls),
-                    (f2, ns),
-                    end - at,
-                    bytes,
-                )
+                plain(s2)
+                    && gro::joins(
+                        (first, &fs),
+                        (frame_of(last), &ls),
+                        (f2, ns),
+                        end - at,
+                        bytes,
+                    )
             }) else {
                 break;
             };

@@ -1295,14 +1295,12 @@ impl Dataplane {
         while next < self.txq.len() {
             let (out, slot) = self.txq[next];
             next += 1;
-            if headroom == 0 {
-                if let Some((end, failed)) = self.send_joined(next - 1) {
-                    next = end;
-                    if let (Some(e), None) = (failed, &vanished) {
-                        vanished = Some((out, e));
-                    }
-                    continue;
+            if let Some((end, failed)) = self.send_joined(next - 1, headroom) {
+                next = end;
+                if let (Some(e), None) = (failed, &vanished) {
+                    vanished = Some((out, e));
                 }
+                continue;
             }
             let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
             let frame = &buf[headroom..];

@@ -6,7 +6,9 @@
 //! The kernel's 802.1Q tag, put aside as metadata, is put back in the frame, so the trunk
 //! demultiplexes these frames as the AF_XDP socket's.
 //!
-//! Hand-written on libc: a receive-only socket of a few calls, with no crate made for it.
+//! And `PacketPort`: an uplink on a packet socket, where AF_XDP is not wanted or cannot be.
+//!
+//! Hand-written on libc: sockets of a few calls, with no crate made for it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -53,47 +55,16 @@ pub struct GroupCopy {
 
 impl GroupCopy {
     pub fn open(ifindex: u32) -> io::Result<GroupCopy> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_ALL.to_be()),
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a socket just made and owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let one: libc::c_int = 1;
-        for opt in [PACKET_AUXDATA, PACKET_IGNORE_OUTGOING] {
-            setsockopt(&fd, libc::SOL_PACKET, opt, &one)?;
-        }
         let mut filter = group_frames_filter();
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
             filter: filter.as_mut_ptr(),
         };
-        // The filter before the bind: nothing else is let in meanwhile.
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields set below make it a bind to
-        // `ifindex` for every protocol.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL.to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = bound_socket(
+            ifindex,
+            &[PACKET_AUXDATA, PACKET_IGNORE_OUTGOING],
+            Some(&prog),
+        )?;
         Ok(GroupCopy { fd })
     }
 
@@ -156,6 +127,164 @@ impl GroupCopy {
         buf[12..14].copy_from_slice(&EtherType::VLAN.to_be_bytes());
         buf[14..16].copy_from_slice(&(aux.vlan_tci & 0x0fff).to_be_bytes());
         Ok(n + 4)
+    }
+}
+
+/// A non-blocking packet socket bound to `ifindex` for every protocol, with the `SOL_PACKET`
+/// options `opts` on and `filter` attached before the bind (nothing else is let in meanwhile).
+fn bound_socket(
+    ifindex: u32,
+    opts: &[libc::c_int],
+    filter: Option<&libc::sock_fprog>,
+) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_ALL.to_be()),
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a socket just made and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    for &opt in opts {
+        setsockopt(&fd, libc::SOL_PACKET, opt, &one)?;
+    }
+    if let Some(prog) = filter {
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)?;
+    }
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields set below make it a bind to
+    // `ifindex` for every protocol.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = ETH_P_ALL.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a sockaddr_ll of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// An uplink served by a packet socket instead of AF_XDP (`uplink set --type packet`, and
+/// the fallback of a dedicated uplink where no XDP program attaches). The interface is the
+/// switch's alone (dedicated mode): the host's stack sees the same frames but has no address
+/// there to take them for. With `PACKET_VNET_HDR` each frame comes and goes with a virtio-net
+/// header, as a TAP's do: 64 KiB GSO frames cross in one call each way, and TSO frames from
+/// containers' TAPs leave as they are (the kernel segments them, where the device cannot).
+///
+/// The socket's header is the 10-byte `virtio_net_hdr`; the dataplane's TAP ports use 12
+/// (with `num_buffers`): this port shows 12 (`headroom`), so frames pass between TAPs and the
+/// uplink untouched, and drops or adds the two bytes itself (a move of 10 bytes on receive,
+/// a two-part `writev` on send).
+pub struct PacketPort {
+    fd: OwnedFd,
+}
+
+/// `struct virtio_net_hdr`, as `PACKET_VNET_HDR` reads and writes it.
+const PACKET_VNET_HDR_LEN: usize = 10;
+const PACKET_VNET_HDR: libc::c_int = 15;
+/// The two bytes of `num_buffers` TAPs have after it.
+const PAD: usize = super::tap::VNET_HDR_LEN - PACKET_VNET_HDR_LEN;
+/// A socket buffer each way for a burst of GSO frames.
+const PACKET_SOCK_BUF: libc::c_int = 4 << 20;
+
+impl PacketPort {
+    pub fn open(ifindex: u32) -> io::Result<PacketPort> {
+        let fd = bound_socket(ifindex, &[PACKET_VNET_HDR, PACKET_IGNORE_OUTGOING], None)?;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+            // Best effort: as root the default caps may be passed.
+            let _ = setsockopt(&fd, libc::SOL_SOCKET, opt, &PACKET_SOCK_BUF);
+        }
+        Ok(PacketPort { fd })
+    }
+
+    /// One frame in two parts (header, frame), without joining them.
+    fn writev(&self, head: &[u8], frame: &[u8]) -> io::Result<usize> {
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: both iovecs point into slices alive for the call, only read by writev.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl super::Port for PacketPort {
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn headroom(&self) -> usize {
+        super::tap::VNET_HDR_LEN
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.len() < super::tap::VNET_HDR_LEN + 14 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let room = buf.len() - PAD;
+        // SAFETY: recv(2) into the live slice `buf[PAD..]`, of the length given.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf[PAD..].as_mut_ptr().cast(),
+                room,
+                libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > room || n < PACKET_VNET_HDR_LEN + 14 {
+            // Cut (longer than the buffer), or no Ethernet header.
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
+        // The header to the front, `num_buffers` (1) after it, the frame where it is.
+        buf.copy_within(PAD..PAD + PACKET_VNET_HDR_LEN, 0);
+        buf[PACKET_VNET_HDR_LEN..super::tap::VNET_HDR_LEN].copy_from_slice(&1u16.to_le_bytes());
+        Ok(n + PAD)
+    }
+
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() < super::tap::VNET_HDR_LEN {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        self.writev(
+            &buf[..PACKET_VNET_HDR_LEN],
+            &buf[super::tap::VNET_HDR_LEN..],
+        )
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<usize> {
+        self.writev(&[0; PACKET_VNET_HDR_LEN], frame)
+            .map(|n| n.saturating_sub(PACKET_VNET_HDR_LEN))
+    }
+
+    fn kind(&self) -> &'static str {
+        "af_packet"
     }
 }
 

@@ -363,6 +363,9 @@ pub struct UplinkState {
     /// native first.
     #[serde(default)]
     pub xdp_mode: Option<crate::ports::XdpMode>,
+    /// A packet socket instead of AF_XDP (`--type packet`, dedicated mode only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packet_socket: bool,
 }
 
 /// One change to the state, as appended to the journal between snapshots. Applying a change twice

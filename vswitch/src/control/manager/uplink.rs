@@ -15,8 +15,9 @@ use crate::api::{
 };
 use crate::control::host_neigh::HostNeighbors;
 use crate::dataplane::{Command, UplinkView};
+use crate::ports::packet::PacketPort;
 use crate::ports::steer::{PublishedMap, Steer};
-use crate::ports::{AfXdp, XdpConfig, XdpMode};
+use crate::ports::{AfXdp, Port, XdpConfig, XdpMode};
 use crate::sandbox::hostports;
 use crate::sandbox::netlink::Netlink;
 use crate::state::{Change, UplinkState};
@@ -238,6 +239,26 @@ impl Manager {
             None => None,
             Some(m) => Some(m.parse::<XdpMode>().map_err(invalid)?),
         };
+        let packet_socket = match req.socket.as_deref() {
+            None | Some("afxdp" | "af_xdp") => false,
+            Some("packet" | "af_packet") if mode == UplinkMode::Dedicated => true,
+            Some("packet" | "af_packet") => {
+                return Err(invalid(
+                    "--type packet serves dedicated uplinks only: a shared uplink needs its \
+                     XDP program to steer the switch's ports away from the host's stack",
+                ))
+            }
+            Some(other) => {
+                return Err(invalid(format!(
+                    "uplink socket {other:?} is not afxdp or packet"
+                )))
+            }
+        };
+        if packet_socket && xdp_mode.is_some() {
+            return Err(invalid(
+                "--xdp-mode is for AF_XDP uplinks, not --type packet",
+            ));
+        }
         let nat_ports = match &req.nat_ports {
             Some(s) => parse_ports(s)?,
             None => DEFAULT_NAT_PORTS,
@@ -305,6 +326,7 @@ impl Manager {
             auto_ip,
             auto_gateway,
             xdp_mode,
+            packet_socket,
         })
     }
 
@@ -359,13 +381,41 @@ impl Manager {
             ),
             false => None,
         };
-        let xsk = AfXdp::open_steered(&u.iface, xdp, steer)
-            .map_err(|e| internal(format!("cannot serve {} with AF_XDP: {e}", u.iface)))?;
-        let xdp_mode = xsk.mode();
-        let published = xsk
-            .published_map()
-            .transpose()
-            .map_err(|e| internal(format!("the steering program's published-ports map: {e}")))?;
+        let packet = |why: Option<String>| -> ApiResult<Box<dyn Port>> {
+            if let Some(why) = why {
+                warn!(iface = %u.iface, error = %why, "no AF_XDP on the uplink: serving it with a packet socket");
+            }
+            PacketPort::open(link.index)
+                .map(|p| Box::new(p) as Box<dyn Port>)
+                .map_err(|e| {
+                    internal(format!(
+                        "cannot serve {} with a packet socket: {e}",
+                        u.iface
+                    ))
+                })
+        };
+        let (port, xdp_mode, published): (Box<dyn Port>, &'static str, _) = if u.packet_socket {
+            (packet(None)?, "none", None)
+        } else {
+            match AfXdp::open_steered(&u.iface, xdp, steer) {
+                Ok(xsk) => {
+                    let xdp_mode = xsk.mode();
+                    let published = xsk.published_map().transpose().map_err(|e| {
+                        internal(format!("the steering program's published-ports map: {e}"))
+                    })?;
+                    (Box::new(xsk), xdp_mode, published)
+                }
+                // Dedicated: the interface is the switch's alone, a packet socket serves it
+                // as well (the fallback the issue asks for where XDP cannot attach).
+                Err(e) if !shared => (packet(Some(e.to_string()))?, "none", None),
+                Err(e) => {
+                    return Err(internal(format!(
+                        "cannot serve {} with AF_XDP: {e}",
+                        u.iface
+                    )))
+                }
+            }
+        };
         let (neigh, wants) = match shared {
             true => {
                 let (n, tx) = HostNeighbors::spawn(link.index, u.gateway, self.dp.injector())
@@ -388,7 +438,7 @@ impl Manager {
         };
         self.dp_call(|done| Command::SetUplink {
             id,
-            port: Box::new(xsk),
+            port,
             cfg,
             wants,
             done,
@@ -511,9 +561,10 @@ impl Manager {
             Some(Err(e)) => (format!("detached: {e}"), String::new(), 0),
             None => ("detached".to_string(), String::new(), 0),
         };
-        let xdp_mode = match &self.uplink {
-            Some(Ok(rt)) => rt.xdp_mode.to_string(),
-            _ => String::new(),
+        let (xdp_mode, socket) = match &self.uplink {
+            Some(Ok(rt)) if rt.xdp_mode == "none" => ("none".to_string(), "af_packet".to_string()),
+            Some(Ok(rt)) => (rt.xdp_mode.to_string(), "af_xdp".to_string()),
+            _ => (String::new(), String::new()),
         };
         Ok(Reply::Uplink(Some(UplinkInfo {
             iface: u.iface.clone(),
@@ -528,6 +579,7 @@ impl Manager {
             mtu,
             nat_ports: format!("{}-{}", u.nat_ports.0, u.nat_ports.1),
             xdp_mode,
+            socket,
             status,
             counters: view.as_ref().map(|v| v.counters).unwrap_or_default(),
             conntrack: stats(view.as_ref()),
