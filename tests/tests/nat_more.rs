@@ -182,6 +182,55 @@ fn bulk_tcp_tap() {
     with_port_type("tap", download_50mb_and_iperf3_both_ways);
 }
 
+/// Where no XDP program attaches (native mode asked on a veth whose MTU is past what XDP
+/// takes), a dedicated uplink is served by a packet socket, and says so.
+fn a_dedicated_uplink_falls_back_to_a_packet_socket() {
+    require_root();
+    let w = world();
+    let (d, cs) = egress(&w, "fb", "10.82.0.0/24", &["c"]);
+    w.host
+        .exec_ok(&["ip", "link", "set", &w.uplink, "mtu", "9000"]);
+    let peer = format!("{}p", w.host.name);
+    w.ext.exec_ok(&["ip", "link", "set", &peer, "mtu", "9000"]);
+    set_uplink_with(&d, &w, &["--xdp-mode", "native"]);
+    let up = d.json(&["uplink", "show"]);
+    assert_eq!(up["socket"], "af_packet", "{up}");
+    assert_eq!(up["xdp_mode"], "none", "{up}");
+    assert!(
+        d.log().contains("serving it with a packet socket"),
+        "a warning says why: {}",
+        d.log()
+    );
+    let dir = TempDir::new("fb");
+    write_blob(&dir.path("blob"), 5);
+    let _http = http_server(&w.ext, &dir, &dir.path("server.log"));
+    let got = dir.path("got");
+    let out = cs[0].exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("http://{SERVER}:8080/blob"),
+    ]);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256_of(&got), sha256_of(&dir.path("blob")));
+    // A shared uplink has no such fallback: its program is what keeps the host's traffic.
+    d.ok(&["uplink", "rm"]);
+    let (code, msg) = d.err(&["uplink", "set", &w.uplink, "--type", "packet"]);
+    assert_eq!(code, "invalid_argument", "{msg}");
+}
+
+#[test]
+fn packet_socket_fallback() {
+    with_port_type("tap", a_dedicated_uplink_falls_back_to_a_packet_socket);
+}
+
 #[test]
 fn bulk_tcp_packet_uplink() {
     with_port_type("tap", download_50mb_and_iperf3_through_a_packet_socket);

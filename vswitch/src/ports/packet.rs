@@ -195,6 +195,7 @@ pub struct PacketPort {
 /// `struct virtio_net_hdr`, as `PACKET_VNET_HDR` reads and writes it.
 const PACKET_VNET_HDR_LEN: usize = 10;
 const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
 /// The two bytes of `num_buffers` TAPs have after it.
 const PAD: usize = super::tap::VNET_HDR_LEN - PACKET_VNET_HDR_LEN;
 /// A socket buffer each way for a burst of GSO frames.
@@ -202,7 +203,12 @@ const PACKET_SOCK_BUF: libc::c_int = 4 << 20;
 
 impl PacketPort {
     pub fn open(ifindex: u32) -> io::Result<PacketPort> {
-        let fd = bound_socket(ifindex, &[PACKET_VNET_HDR, PACKET_IGNORE_OUTGOING], None)?;
+        // Past the qdisc, as AF_XDP's transmits are: the interface is the switch's alone.
+        let fd = bound_socket(
+            ifindex,
+            &[PACKET_VNET_HDR, PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS],
+            None,
+        )?;
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             // Best effort: as root the default caps may be passed.
             let _ = setsockopt(&fd, libc::SOL_SOCKET, opt, &PACKET_SOCK_BUF);
