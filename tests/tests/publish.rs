@@ -29,6 +29,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 socketserver.TCPServer.allow_reuse_address = True
+socketserver.TCPServer.request_queue_size = 512
 for p in sys.argv[2:]:
     s = socketserver.ThreadingTCPServer(("0.0.0.0", int(p)), H)
     threading.Thread(target=s.serve_forever, daemon=True).start()
@@ -696,7 +697,7 @@ fn loopback_relay_carries_the_hosts_own_connections() {
     );
     drop(hold);
     assert!(
-        wait_until(20, || relay("8080:80/tcp")["relay_active"] == 0),
+        wait_until(30, || relay("8080:80/tcp")["relay_active"] == 0),
         "the held connections end: {}",
         relay("8080:80/tcp")
     );

@@ -791,6 +791,21 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket) -> (bool, bool) {
         c.opened = true;
         moved = true;
     }
+    if !c.opened {
+        // Not open yet, so nothing is read from the host: a client that gives up meanwhile is
+        // seen by a peek (its end, or an error), and the attempt ends with it.
+        match c.stream.peek(&mut [0u8; 1]) {
+            Ok(0) => {
+                s.abort();
+                return (false, true);
+            }
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                s.abort();
+                return (false, true);
+            }
+            _ => {}
+        }
+    }
     // The host's bytes to the container.
     while !c.host_eof && s.can_send() {
         let r = s.send(|buf| {

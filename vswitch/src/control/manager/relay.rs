@@ -48,6 +48,12 @@ pub(super) struct RelayRt {
     errors: HashMap<Key, String>,
 }
 
+/// A CNI runtime (podman) binds the host ports of its port mappings itself, to reserve them,
+/// after the plugin has published them: the relay leaves those ports to it.
+fn runtime_holds_ports(cfg: &PortConfig) -> bool {
+    cfg.owner.as_deref().is_some_and(|o| o.starts_with("cni:"))
+}
+
 /// The listeners a publish needs: its host ports on its host address (all of the host's,
 /// `0.0.0.0`, when it names none).
 fn keys(p: &Publish) -> impl Iterator<Item = (Key, u16)> + '_ {
@@ -103,7 +109,7 @@ impl Manager {
         let mut want: HashMap<Key, Target> = HashMap::new();
         // Each network's gateway, prefix and MTU.
         let mut nets: HashMap<NetId, (Ipv4Addr, u8, u32)> = HashMap::new();
-        for cfg in &self.state.ports {
+        for cfg in self.state.ports.iter().filter(|c| !runtime_holds_ports(c)) {
             for p in &cfg.publish {
                 for (key, container) in keys(p) {
                     if let Some((t, gw, prefix)) = self.relay_target(cfg, container) {
@@ -244,7 +250,10 @@ impl Manager {
 
     /// The relay's state of one publish, for `publish ls`: "listening", or why not; and its
     /// counters (relays so far, running now, refused for the bound).
-    pub(super) fn relay_info(&self, p: &Publish) -> (String, [u64; 3]) {
+    pub(super) fn relay_info(&self, cfg: &PortConfig, p: &Publish) -> (String, [u64; 3]) {
+        if runtime_holds_ports(cfg) {
+            return ("off: the CNI runtime holds the host port".into(), [0; 3]);
+        }
         let (mut accepted, mut active, mut refused) = (0, 0, 0);
         let mut listening = 0;
         let mut why = None;
