@@ -152,12 +152,17 @@ enum PeerCmd {
     Add {
         network: String,
         ip: String,
+        /// Encrypted overlays: the peer's WireGuard public key (base64, as `wg pubkey`
+        /// prints it).
+        #[arg(long)]
+        key: Option<String>,
+        /// Encrypted overlays: where its WireGuard messages go, IPv4:PORT [default: IP on
+        /// the VTEP's WireGuard port].
+        #[arg(long)]
+        endpoint: Option<String>,
     },
     #[command(alias = "remove")]
-    Rm {
-        network: String,
-        ip: String,
-    },
+    Rm { network: String, ip: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +177,13 @@ enum VtepCmd {
         /// TTL of the outer IP header [default: 64].
         #[arg(long)]
         ttl: Option<u8>,
+        /// Encrypted overlays: the WireGuard messages' UDP port [default: 51820].
+        #[arg(long)]
+        wg_port: Option<u16>,
+        /// Encrypted overlays: this host's address inside the sessions, CIDR [default: the
+        /// VTEP's address]; a kernel peer's WireGuard interface routes it.
+        #[arg(long)]
+        tunnel_ip: Option<String>,
     },
     /// The VTEP, its counters and overlay networks.
     Show,
@@ -379,6 +391,14 @@ enum NetworkCmd {
         /// as unknown_vtep).
         #[arg(long)]
         learn_peers: bool,
+        /// Overlay networks: VXLAN between hosts only inside WireGuard sessions (keys from
+        /// `vtep show` on each host; ports' MTU 1390 by default).
+        #[arg(long)]
+        encrypted: bool,
+        /// Encrypted overlays: the WireGuard public key of the --peer before it (repeatable,
+        /// in the peers' order).
+        #[arg(long = "peer-key")]
+        peer_keys: Vec<String>,
         /// The ports' default MTU [default: 1500; overlays 1450].
         #[arg(long)]
         mtu: Option<u32>,
@@ -525,6 +545,8 @@ fn op_of(cmd: Cmd) -> Op {
             vni,
             peers,
             learn_peers,
+            encrypted,
+            peer_keys,
             mtu,
             port_security,
             no_icc,
@@ -548,6 +570,8 @@ fn op_of(cmd: Cmd) -> Op {
             vni,
             peers,
             learn_peers,
+            encrypted,
+            peer_keys,
             mtu,
             port_security: Some(port_security),
             icc: Some(!no_icc),
@@ -559,24 +583,37 @@ fn op_of(cmd: Cmd) -> Op {
             parent,
             mode,
         }),
-        Cmd::Network(NetworkCmd::Peer(PeerCmd::Add { network, ip })) => Op::NetworkPeer {
+        Cmd::Network(NetworkCmd::Peer(PeerCmd::Add {
+            network,
+            ip,
+            key,
+            endpoint,
+        })) => Op::NetworkPeer {
             network,
             ip,
             remove: false,
+            key,
+            endpoint,
         },
         Cmd::Network(NetworkCmd::Peer(PeerCmd::Rm { network, ip })) => Op::NetworkPeer {
             network,
             ip,
             remove: true,
+            key: None,
+            endpoint: None,
         },
         Cmd::Vtep(VtepCmd::Set {
             local_ip,
             port,
             ttl,
+            wg_port,
+            tunnel_ip,
         }) => Op::VtepSet(VtepSet {
             local_ip,
             port,
             ttl,
+            wg_port,
+            tunnel_ip,
         }),
         Cmd::Vtep(VtepCmd::Show) => Op::VtepShow,
         Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
@@ -1234,6 +1271,25 @@ fn print_human(reply: &Reply) {
             println!("  drops: {}", drops.join(" "));
             for (n, vni, peers) in &v.networks {
                 println!("  network {n} vni {vni}: peers {}", peers.join(" "));
+            }
+            if !v.public_key.is_empty() {
+                println!(
+                    "  wireguard port {}, tunnel address {}, public key {}",
+                    v.wg_port, v.tunnel_ip, v.public_key
+                );
+            }
+            for p in &v.wg_peers {
+                println!(
+                    "  wireguard peer {} at {} key {}: handshake {}, tx {} rx {} bad {}",
+                    p.tunnel_ip,
+                    p.endpoint,
+                    p.public_key,
+                    p.handshake_age_secs
+                        .map_or("none yet".to_string(), |s| format!("{s}s ago")),
+                    p.tx_messages,
+                    p.rx_packets,
+                    p.rx_bad
+                );
             }
         }
         Reply::Containers(cs) => {

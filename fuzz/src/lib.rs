@@ -73,6 +73,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            encrypted: false,
             icc: true,
             port_mac_limit: 8, // random source MACs from c1 reach the limit
             gateway_rate: 0,
@@ -88,6 +89,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
             vni: Some(VNI),
             overlay_mtu: Some(1450),
             learn_peers: true,
+            encrypted: false,
             icc: true,
             port_mac_limit: 0,
             gateway_rate: 0,
@@ -176,6 +178,7 @@ pub fn ipvlan_switch() -> Pipeline {
         vni: None,
         overlay_mtu: None,
         learn_peers: false,
+        encrypted: false,
         icc: true,
         port_mac_limit: 0,
         gateway_rate: 0,

@@ -45,6 +45,7 @@ fn pipeline(ports: u32, gateway: bool, fdb_limit: usize) -> Pipeline {
             vni: None,
             overlay_mtu: None,
             learn_peers: false,
+            encrypted: false,
             icc: true,
             port_mac_limit: 0,
             gateway_rate: 0,

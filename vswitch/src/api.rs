@@ -111,6 +111,13 @@ pub enum Op {
         ip: String,
         #[serde(default)]
         remove: bool,
+        /// Encrypted overlays: the peer's WireGuard public key (base64).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// Encrypted overlays: where its WireGuard messages go [default: IP on the VTEP's
+        /// WireGuard port].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
     },
     /// A container: a namespace the switch manages, in one of Docker's network modes.
     ContainerCreate(ContainerCreate),
@@ -367,6 +374,12 @@ pub struct NetworkCreate {
     /// Overlay networks: a VTEP that sends for this VNI becomes a peer (the default drops it).
     #[serde(default)]
     pub learn_peers: bool,
+    /// Overlay networks: VXLAN between VTEPs only inside WireGuard sessions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Encrypted overlays: the WireGuard public keys of `peers`, in their order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_keys: Vec<String>,
     /// The ports' default MTU [default: 1500; overlays 1450].
     #[serde(default)]
     pub mtu: Option<u32>,
@@ -414,6 +427,13 @@ pub struct VtepSet {
     pub port: Option<u16>,
     #[serde(default)]
     pub ttl: Option<u8>,
+    /// Encrypted overlays' UDP port [default: 51820].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wg_port: Option<u16>,
+    /// Encrypted overlays: this host's address inside the sessions, CIDR [default: the
+    /// VTEP's address].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -434,6 +454,31 @@ pub struct VtepInfo {
     pub drops: BTreeMap<String, u64>,
     /// Overlay networks: name, VNI, peers.
     pub networks: Vec<(String, u32, Vec<String>)>,
+    /// Encrypted overlays: this host's WireGuard public key (base64), its port and its
+    /// address inside the sessions.
+    #[serde(default)]
+    pub public_key: String,
+    #[serde(default)]
+    pub wg_port: u16,
+    #[serde(default)]
+    pub tunnel_ip: String,
+    /// Encrypted overlays' peers (one session each).
+    #[serde(default)]
+    pub wg_peers: Vec<WgPeerInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WgPeerInfo {
+    /// Its address inside the sessions (its VTEP in `fdb show`).
+    pub tunnel_ip: String,
+    pub endpoint: String,
+    pub public_key: String,
+    /// Seconds since the last handshake completed (none yet: `None`).
+    pub handshake_age_secs: Option<u64>,
+    pub tx_messages: u64,
+    pub rx_packets: u64,
+    /// Messages that did not authenticate.
+    pub rx_bad: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -14,6 +14,7 @@
 mod addresses;
 mod capture;
 mod containers;
+mod encrypted;
 mod events;
 mod host_access;
 mod macvlan;
@@ -219,6 +220,13 @@ impl Manager {
                 vni: net.vni,
                 peers: net.peers.iter().map(|p| p.to_string()).collect(),
                 learn_peers: net.learn_peers,
+                encrypted: net.encrypted,
+                // In the peers' order (a keyless peer ends the list, as on the command line).
+                peer_keys: net
+                    .peers
+                    .iter()
+                    .map_while(|p| net.peer_keys.get(p).cloned())
+                    .collect(),
                 mtu: net.mtu,
                 port_security: Some(net.port_security),
                 icc: Some(net.icc),
@@ -282,6 +290,7 @@ impl Manager {
         }
         m.sync_published();
         m.sync_parents();
+        m.sync_wg_peers();
         m.refresh_container_files();
         m.save().map_err(|e| e.message)?;
         Ok(m)
@@ -333,6 +342,7 @@ impl Manager {
             // and what the macvlan parents steer to the switch.
             self.sync_published();
             self.sync_parents();
+            self.sync_wg_peers();
         }
         if let (Some(ev), Ok(r)) = (event, &reply) {
             self.emit_change(ev, r);
@@ -382,7 +392,9 @@ impl Manager {
                 network,
                 ip,
                 remove,
-            } => self.network_peer(&network, &ip, remove),
+                key,
+                endpoint,
+            } => self.network_peer(&network, &ip, remove, key.as_deref(), endpoint.as_deref()),
             Op::ContainerCreate(req) => self.container_create(req),
             Op::ContainerList => Ok(self.container_list()),
             Op::ContainerInspect { name } => self.container_inspect(&name),

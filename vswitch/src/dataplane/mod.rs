@@ -9,6 +9,7 @@ pub mod capture;
 mod gro;
 mod trunk;
 mod vtep;
+mod wg;
 
 use std::collections::VecDeque;
 use std::io;
@@ -52,6 +53,8 @@ const EXPIRE_EVERY_MS: u64 = 1000;
 const WAKER: Token = Token(0);
 /// The VTEP's socket (port tokens are the port id plus one).
 const VTEP: Token = Token(usize::MAX);
+/// The encrypted overlays' WireGuard socket.
+const WG: Token = Token(usize::MAX - 1);
 /// Unknown VTEPs reported to the control plane per aging tick, at most (`--learn-peers`).
 const LEARN_PENDING_MAX: usize = 64;
 
@@ -162,6 +165,18 @@ pub enum Command {
         network: NetId,
         params: crate::switch::ipvlan::Params,
         done: Sender<bool>,
+    },
+    /// Sets (or with `None` clears) the encrypted overlays' WireGuard socket; `vxlan_port` is
+    /// the VXLAN port inside the sessions.
+    SetWg {
+        sock: Option<Arc<crate::ports::wg::WgSocket>>,
+        vxlan_port: u16,
+        done: Sender<io::Result<()>>,
+    },
+    /// Replaces the WireGuard sessions (one per remote host of the encrypted networks).
+    WgPeers {
+        peers: Vec<Arc<crate::ports::wg::Peer>>,
+        done: Sender<()>,
     },
     /// Sets (or with `None` clears) the VTEP's socket, read for every overlay network.
     SetVtep {
@@ -455,6 +470,14 @@ struct Dataplane {
     vtep_rx: Option<crate::ports::vxlan::RxBatch>,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
+    /// Encrypted overlays: the WireGuard socket, the sessions, the VTEP's VXLAN port (inside
+    /// the sessions), buffers for a message and its plaintext.
+    wg: Option<Arc<crate::ports::wg::WgSocket>>,
+    wg_peers: Vec<Arc<crate::ports::wg::Peer>>,
+    wg_vxlan_port: u16,
+    wg_ready: bool,
+    wg_buf: Vec<u8>,
+    wg_out: Vec<u8>,
     /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
     learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
     /// Live captures (`vswitchctl capture`).
@@ -516,6 +539,12 @@ impl Dataplane {
             gro_buf: Vec::with_capacity(FRAME_BUF),
             vtep_rx: None,
             vtep_ready: false,
+            wg: None,
+            wg_peers: Vec::new(),
+            wg_vxlan_port: crate::switch::overlay::DEFAULT_PORT,
+            wg_ready: false,
+            wg_buf: vec![0; FRAME_BUF],
+            wg_out: vec![0; FRAME_BUF],
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),
             trunks: std::collections::HashMap::new(),
@@ -535,14 +564,17 @@ impl Dataplane {
         'run: loop {
             // Busy-poll for a moment after traffic (a blocking wait costs a wake-up per burst),
             // then sleep until a port is readable or the MAC tables are due for aging.
-            let timeout =
-                if !self.ready.is_empty() || self.vtep_ready || last_work.elapsed() < BUSY_POLL {
-                    Duration::ZERO
-                } else if !self.parked.is_empty() {
-                    Duration::from_millis(1)
-                } else {
-                    Duration::from_millis(EXPIRE_EVERY_MS)
-                };
+            let timeout = if !self.ready.is_empty()
+                || self.vtep_ready
+                || self.wg_ready
+                || last_work.elapsed() < BUSY_POLL
+            {
+                Duration::ZERO
+            } else if !self.parked.is_empty() {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_millis(EXPIRE_EVERY_MS)
+            };
             self.loop_stats.rounds += 1;
             if timeout.is_zero() {
                 self.loop_stats.busy_polls += 1;
@@ -563,19 +595,26 @@ impl Dataplane {
                     self.vtep_ready = true;
                     continue;
                 }
+                if ev.token() == WG {
+                    self.wg_ready = true;
+                    continue;
+                }
                 let id = PortId((ev.token().0 - 1) as u32);
                 self.enqueue(id);
             }
             if !self.drain_commands() {
                 break;
             }
-            if !self.ready.is_empty() || self.vtep_ready {
+            if !self.ready.is_empty() || self.vtep_ready || self.wg_ready {
                 last_work = Instant::now();
             } else if timeout.is_zero() {
                 self.loop_stats.empty_polls += 1;
             }
             if self.vtep_ready {
                 self.service_vtep();
+            }
+            if self.wg_ready {
+                self.service_wg();
             }
             self.unpark();
             // Each port that is ready gets one batch per round, in turn; control commands are
@@ -616,6 +655,7 @@ impl Dataplane {
                     self.ct_refused_seen = refused;
                 }
                 self.learn_pending.clear();
+                self.wg_timers();
                 self.last_expire = now;
             }
         }
@@ -826,6 +866,39 @@ impl Dataplane {
                 done,
             } => {
                 let _ = done.send(self.pipeline.set_ipvlan(network, params));
+            }
+            Command::SetWg {
+                sock,
+                vxlan_port,
+                done,
+            } => {
+                use std::os::fd::AsRawFd;
+                if let Some(old) = self.wg.take() {
+                    let fd = old.sock.as_raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                }
+                self.wg_vxlan_port = vxlan_port;
+                let res = match sock {
+                    None => Ok(()),
+                    Some(s) => {
+                        let fd = s.sock.as_raw_fd();
+                        let r = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            WG,
+                            Interest::READABLE,
+                        );
+                        if r.is_ok() {
+                            self.wg = Some(s);
+                            self.wg_ready = true;
+                        }
+                        r
+                    }
+                };
+                let _ = done.send(res);
+            }
+            Command::WgPeers { peers, done } => {
+                self.wg_peers = peers;
+                let _ = done.send(());
             }
             Command::SetVtep { sock, done } => {
                 if let Some(old) = self.vtep.take() {
@@ -1362,6 +1435,10 @@ impl Dataplane {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     c.count_drop(DropReason::NeedsOffload);
+                }
+                // An encrypted network's tunnel to a peer without a key (`ports::wg::no_key`).
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    c.count_drop(DropReason::NoKey);
                 }
                 Err(e) => {
                     c.count_drop(DropReason::TxError);

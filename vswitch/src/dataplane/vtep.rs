@@ -82,7 +82,7 @@ impl Dataplane {
     }
 
     /// Forwards `rx_bufs[..n]`, each received on `tunnels[i]`, by runs of one tunnel.
-    fn forward_tunnel_runs(&mut self, tunnels: &[PortId; RX_BATCH], n: usize) {
+    pub(super) fn forward_tunnel_runs(&mut self, tunnels: &[PortId; RX_BATCH], n: usize) {
         let mut from = 0;
         while from < n {
             let mut to = from + 1;

@@ -17,6 +17,7 @@ pub mod steer;
 pub mod tap;
 pub mod uring;
 pub mod vxlan;
+pub mod wg;
 
 use std::io;
 use std::os::fd::RawFd;

@@ -3,6 +3,7 @@
 //! Every change is written atomically: a temp file is written and fsync'd, renamed over
 //! `state.json`, and the directory is fsync'd. A lock file keeps a second daemon out.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -94,6 +95,16 @@ pub struct NetworkConfig {
     /// Overlay networks: a datagram from a VTEP that is not a peer makes it one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub learn_peers: bool,
+    /// Overlay networks: VXLAN between VTEPs only inside WireGuard sessions (`--encrypted`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Encrypted overlays: each peer's WireGuard public key (base64), by its tunnel address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_keys: BTreeMap<Ipv4Addr, String>,
+    /// Encrypted overlays: where a peer's WireGuard messages go when that is not its tunnel
+    /// address on the WireGuard port (a kernel peer with an interface of its own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_endpoints: BTreeMap<Ipv4Addr, std::net::SocketAddrV4>,
     /// Overlay networks: static FDB entries (`fdb add`), MACs behind remote VTEPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fdb: Vec<StaticFdb>,
@@ -321,6 +332,17 @@ pub struct VtepState {
     /// TTL of the outer IP header.
     #[serde(default = "default_vxlan_ttl")]
     pub ttl: u8,
+    /// Encrypted overlays: the UDP port of the WireGuard messages.
+    #[serde(default = "default_wg_port")]
+    pub wg_port: u16,
+    /// Encrypted overlays: the address VXLAN packets come from inside the sessions
+    /// [default: `local_ip`]; a kernel peer's WireGuard interface routes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ip: Option<Ipv4Net>,
+}
+
+fn default_wg_port() -> u16 {
+    crate::ports::wg::DEFAULT_PORT
 }
 
 fn default_vxlan_port() -> u16 {
@@ -740,6 +762,9 @@ mod tests {
             peers: vec![],
             mtu: None,
             learn_peers: false,
+            encrypted: false,
+            peer_keys: BTreeMap::new(),
+            peer_endpoints: BTreeMap::new(),
             fdb: vec![],
             port_security: true,
             icc: true,

@@ -25,6 +25,7 @@ fn params() -> NetworkParams {
         vni: None,
         overlay_mtu: None,
         learn_peers: false,
+        encrypted: false,
         icc: true,
         port_mac_limit: 0,
         gateway_rate: 0,

@@ -100,6 +100,9 @@ drop_reasons! {
     BadVxlan => "bad_vxlan": "A datagram at the VTEP too short for VXLAN or without the I flag.",
     UnknownVni => "unknown_vni": "A VXLAN datagram for a VNI no overlay network has.",
     UnknownVtep => "unknown_vtep": "A VXLAN datagram from an address that is not a peer of its network.",
+    Unencrypted => "unencrypted": "A plain VXLAN datagram for an encrypted network's VNI.",
+    NoKey => "no_key": "A frame for a peer of an encrypted network that has no key: never sent in the clear.",
+    BadWireguard => "bad_wireguard": "A WireGuard message that did not authenticate (a wrong key, a replay, garbage).",
     SpoofedMac => "spoofed_mac": "Port security: a source MAC that is not the port's.",
     SpoofedIp => "spoofed_ip": "Port security: an IPv4 source address that is not the port's (DHCP from 0.0.0.0 excepted).",
     SpoofedArp => "spoofed_arp": "Port security: an ARP packet claiming another MAC or address than the port's.",
@@ -319,6 +322,8 @@ pub struct NetworkParams {
     pub overlay_mtu: Option<u32>,
     /// Overlay networks: a datagram from an unknown VTEP makes it a peer (`--learn-peers`).
     pub learn_peers: bool,
+    /// Overlay networks: VXLAN only inside WireGuard sessions (`--encrypted`).
+    pub encrypted: bool,
     /// Containers may reach each other at L2 (false: `--no-icc`).
     pub icc: bool,
     /// MACs one (non-tunnel) port may have in the network's table (0: no limit).
@@ -344,6 +349,7 @@ impl Pipeline {
         if let Some(vni) = params.vni {
             self.tunnels.add_network(vni, id);
             self.tunnels.set_learning(vni, params.learn_peers);
+            self.tunnels.set_encrypted(vni, params.encrypted);
         }
         *slot(&mut self.networks, id.idx()) = Some(Network {
             members: Vec::new(),

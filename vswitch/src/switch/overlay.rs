@@ -84,6 +84,9 @@ pub struct Tunnels {
     ports: HashMap<(u32, Ipv4Addr), PortId>,
     /// VNIs whose networks accept a datagram from an unknown VTEP as a new peer.
     learning: std::collections::HashSet<u32>,
+    /// VNIs of encrypted networks: their datagrams count only when they came out of a
+    /// WireGuard session (`demux_decrypted`), never as plain VXLAN.
+    encrypted: std::collections::HashSet<u32>,
 }
 
 impl Tunnels {
@@ -98,6 +101,19 @@ impl Tunnels {
         } else {
             self.learning.remove(&vni);
         }
+    }
+
+    /// `--encrypted`: the VNI's datagrams are taken only from WireGuard sessions.
+    pub fn set_encrypted(&mut self, vni: u32, encrypted: bool) {
+        if encrypted {
+            self.encrypted.insert(vni);
+        } else {
+            self.encrypted.remove(&vni);
+        }
+    }
+
+    pub fn is_encrypted(&self, vni: u32) -> bool {
+        self.encrypted.contains(&vni)
     }
 
     /// The network and VNI of a datagram from an unknown VTEP, if that network learns peers.
@@ -119,6 +135,7 @@ impl Tunnels {
         for v in gone {
             self.vnis.remove(&v);
             self.learning.remove(&v);
+            self.encrypted.remove(&v);
             self.ports.retain(|(pv, _), _| *pv != v);
         }
     }
@@ -144,8 +161,28 @@ impl Tunnels {
     }
 
     /// The tunnel port a datagram from `src` came in on, or why it is dropped.
+    /// The tunnel port a plain VXLAN datagram from `src` comes in on. An encrypted network's
+    /// VNI is refused here (`unencrypted`): its datagrams come out of WireGuard only.
     pub fn demux(&self, src: Ipv4Addr, datagram: &[u8]) -> Result<PortId, DropReason> {
         let vni = parse(datagram)?;
+        if self.encrypted.contains(&vni) {
+            return Err(DropReason::Unencrypted);
+        }
+        self.lookup(vni, src)
+    }
+
+    /// The tunnel port a VXLAN datagram decrypted from the WireGuard session of the peer
+    /// whose tunnel address is `src` comes in on: encrypted networks only (a plain network's
+    /// datagrams have no business inside a session).
+    pub fn demux_decrypted(&self, src: Ipv4Addr, datagram: &[u8]) -> Result<PortId, DropReason> {
+        let vni = parse(datagram)?;
+        if !self.encrypted.contains(&vni) {
+            return Err(DropReason::UnknownVni);
+        }
+        self.lookup(vni, src)
+    }
+
+    fn lookup(&self, vni: u32, src: Ipv4Addr) -> Result<PortId, DropReason> {
         if !self.vnis.contains_key(&vni) {
             return Err(DropReason::UnknownVni);
         }

@@ -212,6 +212,7 @@ mod tests {
                 vni: None,
                 overlay_mtu: None,
                 learn_peers: false,
+                encrypted: false,
                 icc: true,
                 port_mac_limit: 64,
                 gateway_rate: 0,

@@ -32,6 +32,7 @@ pub(super) fn pending(op: &Op) -> Option<Pending> {
             network,
             ip,
             remove,
+            ..
         } => p(
             if *remove {
                 "peer-removed"

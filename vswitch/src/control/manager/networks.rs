@@ -37,6 +37,24 @@ impl Manager {
             )));
         }
         let (vni, peers) = self.validate_overlay(&driver, req)?;
+        if (req.encrypted || !req.peer_keys.is_empty()) && driver != "overlay" {
+            return Err(invalid(
+                "--encrypted and --peer-key apply to --driver overlay networks only",
+            ));
+        }
+        if !req.peer_keys.is_empty() && !req.encrypted {
+            return Err(invalid("--peer-key goes with --encrypted"));
+        }
+        if req.encrypted && req.learn_peers {
+            return Err(invalid(
+                "--learn-peers and --encrypted do not go together: a peer needs its key",
+            ));
+        }
+        let peer_keys = super::encrypted::parse_peer_keys(&peers, &req.peer_keys)?;
+        for (ip, k) in &peer_keys {
+            let bytes = crate::ports::wg::parse_key(k).map_err(invalid)?;
+            self.check_peer_key(&req.name, *ip, &bytes)?;
+        }
         let (parent, mode) = self.validate_macvlan(&driver, req)?;
         let macvlan = parent.is_some();
         if macvlan && req.host_access && mode.as_deref() == Some("private") {
@@ -53,6 +71,12 @@ impl Manager {
                 )))
             }
             Some(m) => Some(m),
+            // WireGuard's overhead comes on top of VXLAN's in an encrypted overlay.
+            None if vni.is_some() && req.encrypted => Some(
+                crate::state::DEFAULT_MTU
+                    - crate::switch::overlay::OVERHEAD
+                    - crate::ports::wg::OVERHEAD,
+            ),
             None if vni.is_some() => {
                 Some(crate::state::DEFAULT_MTU - crate::switch::overlay::OVERHEAD)
             }
@@ -200,6 +224,9 @@ impl Manager {
             peers,
             mtu,
             learn_peers: req.learn_peers,
+            encrypted: req.encrypted,
+            peer_keys,
+            peer_endpoints: Default::default(),
             fdb: Vec::new(),
             port_security: req.port_security.unwrap_or(true),
             icc: req.icc.unwrap_or(true) && mode.as_deref() != Some("private"),
@@ -249,6 +276,7 @@ impl Manager {
         let params = NetworkParams {
             vni: net.vni,
             learn_peers: net.learn_peers,
+            encrypted: net.encrypted,
             icc: net.icc,
             port_mac_limit: net.port_mac_limit,
             gateway_rate: net.gateway_rate,

@@ -31,6 +31,12 @@ pub struct OverlayRt {
     pub error: Option<String>,
     /// Tunnel ports: network name and remote VTEP.
     pub tunnels: BTreeMap<PortId, (String, Ipv4Addr)>,
+    /// Encrypted overlays: the WireGuard socket, this host's private key, one session per
+    /// remote host (by its tunnel address), and the last session index handed out.
+    pub wg: Option<Arc<crate::ports::wg::WgSocket>>,
+    pub wg_key: Option<[u8; 32]>,
+    pub wg_peers: BTreeMap<Ipv4Addr, Arc<crate::ports::wg::Peer>>,
+    pub wg_index: u32,
 }
 
 impl Manager {
@@ -75,6 +81,27 @@ impl Manager {
             }
         }
         Ok((Some(vni), peers))
+    }
+
+    /// A peer has one key wherever it is a peer (one session per remote host).
+    pub(super) fn check_peer_key(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+        key: &[u8; 32],
+    ) -> ApiResult<()> {
+        let k = crate::ports::wg::encode_key(key);
+        if let Some(n) =
+            self.state.networks.iter().find(|n| {
+                n.name != network && n.peer_keys.get(&ip).is_some_and(|other| *other != k)
+            })
+        {
+            return Err(invalid(format!(
+                "peer {ip} has another key in network {:?}: one host, one key",
+                n.name
+            )));
+        }
+        Ok(())
     }
 
     fn validate_peer(&self, vtep: &VtepState, p: &str) -> ApiResult<Ipv4Addr> {
@@ -178,7 +205,15 @@ impl Manager {
             return Err(internal("network has no dataplane id"));
         };
         let id = self.free_port_id();
-        let port = Box::new(vxlan::Tunnel::new(sock, remote, vtep.port, vni));
+        let port: Box<dyn crate::ports::Port> = if net.encrypted {
+            match self.wg_tunnel(&vtep, remote, vni) {
+                Some(p) => p,
+                // No WireGuard socket: nothing may go in the clear.
+                None => return Ok(()),
+            }
+        } else {
+            Box::new(vxlan::Tunnel::new(sock, remote, vtep.port, vni))
+        };
         let ok = self.dp_call(|done| Command::AddTunnel {
             id,
             network,
@@ -256,10 +291,26 @@ impl Manager {
                 n.name
             )));
         }
+        let wg_port = req.wg_port.unwrap_or(crate::ports::wg::DEFAULT_PORT);
+        if wg_port == 0 || wg_port == port {
+            return Err(invalid(format!(
+                "--wg-port {wg_port} must be a port (1 to 65535) other than the VXLAN port"
+            )));
+        }
+        let tunnel_ip = match req.tunnel_ip.as_deref() {
+            None => None,
+            Some(t) => Some(t.trim().parse::<ipnet::Ipv4Net>().map_err(|_| {
+                invalid(format!(
+                    "invalid --tunnel-ip {t:?}: give this host's address inside the sessions, as a CIDR"
+                ))
+            })?),
+        };
         Ok(VtepState {
             local_ip,
             port,
             ttl,
+            wg_port,
+            tunnel_ip,
         })
     }
 
@@ -313,13 +364,18 @@ impl Manager {
 
     pub(super) fn vtep_set(&mut self, req: VtepSet) -> ApiResult<Reply> {
         let v = self.validate_vtep(&req)?;
-        // Re-binding the same address and port needs the old socket closed first.
-        let same = self
-            .state
-            .vtep
-            .as_ref()
-            .is_some_and(|o| o.local_ip == v.local_ip && o.port == v.port);
+        // Re-binding the same address and port needs the old socket closed first (the
+        // WireGuard one too: the tunnels hold it).
+        let same = self.state.vtep.as_ref().is_some_and(|o| {
+            o.local_ip == v.local_ip && (o.port == v.port || o.wg_port == v.wg_port)
+        });
         if same {
+            let _ = self.dp_call(|done| Command::SetWg {
+                sock: None,
+                vxlan_port: v.port,
+                done,
+            });
+            self.overlay.wg = None;
             let _ = self.dp_call(|done| Command::SetVtep { sock: None, done });
             let nets: Vec<String> = self
                 .overlay
@@ -339,8 +395,10 @@ impl Manager {
             self.state = saved;
             return Err(e);
         }
+        self.bind_wg(&v)?;
         self.install_vtep(sock)?;
-        info!(local_ip = %v.local_ip, port = v.port, "VTEP set");
+        self.sync_wg_peers();
+        info!(local_ip = %v.local_ip, port = v.port, wg_port = v.wg_port, "VTEP set");
         self.vtep_show()
     }
 
@@ -348,6 +406,9 @@ impl Manager {
     /// whose tunnels use it.
     pub(super) fn restore_vtep(&mut self, v: VtepState) {
         self.state.vtep = Some(v.clone());
+        if let Err(e) = self.bind_wg(&v) {
+            warn!(error = %e.message, "encrypted overlays' WireGuard port not restored");
+        }
         match Self::bind_vtep(&v) {
             Ok(sock) => {
                 if let Err(e) = self.install_vtep(sock) {
@@ -375,6 +436,8 @@ impl Manager {
                     DropReason::BadVxlan
                         | DropReason::UnknownVni
                         | DropReason::UnknownVtep
+                        | DropReason::Unencrypted
+                        | DropReason::BadWireguard
                         | DropReason::TxError
                 )
             })
@@ -395,6 +458,7 @@ impl Manager {
             })
             .collect();
         networks.sort();
+        let (public_key, wg_peers) = self.wg_info();
         Ok(Reply::Vtep(Some(VtepInfo {
             local_ip: v.local_ip.to_string(),
             port: v.port,
@@ -413,6 +477,10 @@ impl Manager {
             rx_bytes: c.rx_bytes,
             drops,
             networks,
+            public_key,
+            wg_port: v.wg_port,
+            tunnel_ip: super::encrypted::tunnel_ip(v).to_string(),
+            wg_peers,
         })))
     }
 
@@ -421,6 +489,8 @@ impl Manager {
         network: &str,
         ip: &str,
         remove: bool,
+        key: Option<&str>,
+        endpoint: Option<&str>,
     ) -> ApiResult<Reply> {
         let net = self.net_config(network)?.clone();
         if net.vni.is_none() {
@@ -443,11 +513,32 @@ impl Manager {
                 )));
             }
             updated.peers.retain(|p| *p != ip);
+            updated.peer_keys.remove(&ip);
+            updated.peer_endpoints.remove(&ip);
         } else {
             if updated.peers.contains(&ip) {
                 return Err(invalid(format!(
                     "{ip} is already a peer of network {network:?}"
                 )));
+            }
+            if (key.is_some() || endpoint.is_some()) && !net.encrypted {
+                return Err(invalid(format!(
+                    "--key and --endpoint are for encrypted overlays; network {network:?} is not one"
+                )));
+            }
+            if let Some(k) = key {
+                let k = crate::ports::wg::parse_key(k).map_err(invalid)?;
+                self.check_peer_key(network, ip, &k)?;
+                updated
+                    .peer_keys
+                    .insert(ip, crate::ports::wg::encode_key(&k));
+            }
+            if let Some(e) = endpoint {
+                let e: std::net::SocketAddrV4 = e
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid --endpoint {e:?}: give IPv4:PORT")))?;
+                updated.peer_endpoints.insert(ip, e);
             }
             updated.peers.push(ip);
         }
@@ -471,7 +562,7 @@ impl Manager {
             warn!(%network, %vtep, "not learning another peer: the network has {MAX_LEARNED_PEERS}");
             return;
         }
-        match self.network_peer(network, &vtep.to_string(), false) {
+        match self.network_peer(network, &vtep.to_string(), false, None, None) {
             Ok(_) => info!(%network, %vtep, "peer learned"),
             Err(e) => warn!(%network, %vtep, error = %e.message, "peer not learned"),
         }

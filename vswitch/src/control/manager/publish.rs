@@ -201,7 +201,8 @@ impl Manager {
                 continue;
             }
             for p in &cfg.publish {
-                let (relay, [relay_connections, relay_active, relay_refused]) = self.relay_info(p);
+                let (relay, [relay_connections, relay_active, relay_refused]) =
+                    self.relay_info(cfg, p);
                 rows.push(PublishInfo {
                     port: cfg.name.clone(),
                     network: cfg.network.clone(),
