@@ -21,26 +21,17 @@ struct Hosts {
 }
 
 fn hosts() -> Hosts {
-    let h1 = Netns::new("u1");
-    let h2 = Netns::new("u2");
-    let (a, b) = (unique("ua"), unique("ub"));
-    must(
-        "ip",
-        &[
-            "link", "add", &a, "netns", &h1.name, "type", "veth", "peer", "name", &b, "netns",
-            &h2.name,
-        ],
-    );
-    for (ns, dev, ip) in [(&h1, &a, H1), (&h2, &b, H2)] {
-        ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
-        ns.exec_ok(&["ip", "link", "set", dev, "up"]);
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    }
-    let d1 = Daemon::start_keeping_mounts(&h1, &[]);
-    let d2 = Daemon::start_keeping_mounts(&h2, &[]);
+    let u = common::underlay::underlay("u", H1, H2);
+    let d1 = Daemon::start_keeping_mounts(&u.h1, &[]);
+    let d2 = Daemon::start_keeping_mounts(&u.h2, &[]);
     d1.ok(&["vtep", "set", "--local-ip", H1]);
     d2.ok(&["vtep", "set", "--local-ip", H2]);
-    Hosts { d1, d2, h1, h2 }
+    Hosts {
+        d1,
+        d2,
+        h1: u.h1,
+        h2: u.h2,
+    }
 }
 
 fn overlay(d: &Daemon, name: &str, vni: &str, range: &str, peer: &str) {

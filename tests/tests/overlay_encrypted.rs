@@ -20,31 +20,17 @@ struct Hosts {
 }
 
 fn hosts() -> Hosts {
-    let h1 = Netns::new("w1");
-    let h2 = Netns::new("w2");
-    let (a, b) = (unique("wa"), unique("wb"));
-    must(
-        "ip",
-        &[
-            "link", "add", &a, "netns", &h1.name, "type", "veth", "peer", "name", &b, "netns",
-            &h2.name,
-        ],
-    );
-    for (ns, dev, ip) in [(&h1, &a, H1), (&h2, &b, H2)] {
-        ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
-        ns.exec_ok(&["ip", "link", "set", dev, "up"]);
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-    }
-    let d1 = Daemon::start_keeping_mounts(&h1, &[]);
-    let d2 = Daemon::start_keeping_mounts(&h2, &[]);
+    let u = common::underlay::underlay("w", H1, H2);
+    let d1 = Daemon::start_keeping_mounts(&u.h1, &[]);
+    let d2 = Daemon::start_keeping_mounts(&u.h2, &[]);
     d1.ok(&["vtep", "set", "--local-ip", H1]);
     d2.ok(&["vtep", "set", "--local-ip", H2]);
     Hosts {
         d1,
         d2,
-        h1,
-        _h2: h2,
-        dev1: a,
+        h1: u.h1,
+        _h2: u.h2,
+        dev1: u.dev1,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod containers;
 pub mod egress;
 pub mod runtimes;
 pub mod segment;
+pub mod underlay;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
