@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-25}
-TARGETS=(pipeline nat control_request dhcp dns offload vxlan trace ipvlan)
+TARGETS=(pipeline nat control_request dhcp dns offload vxlan trace ipvlan wireguard)
 if [ $# -gt 0 ]; then TARGETS=("$@"); fi
 
 # CI machines are fresh: a nightly toolchain and cargo-fuzz may be missing.

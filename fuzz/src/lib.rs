@@ -524,7 +524,48 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vxlan", vxlan),
     ("trace", trace),
     ("ipvlan", ipvlan),
+    ("wireguard", wireguard),
 ];
+
+/// `wireguard`: the first byte picks what the rest is — a message from a peer, taken by a
+/// WireGuard session (`ports::wg::Peer::receive`: handshakes, cookies, transport data under
+/// keys it does not have), or a decrypted packet, read for its VXLAN payload and handed to an
+/// encrypted network's demux and the pipeline. None may panic.
+pub fn wireguard(data: &[u8]) {
+    use std::sync::OnceLock;
+    use vswitch::ports::wg;
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    if sel & 1 == 0 {
+        static PEER: OnceLock<(wg::Peer, wg::WgSocket)> = OnceLock::new();
+        let (peer, sock) = PEER.get_or_init(|| {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("a loopback socket");
+            let _ = sock.set_nonblocking(true);
+            let peer = wg::Peer::new(
+                &[1; 32],
+                wg::public_of(&[2; 32]),
+                1,
+                Ipv4Addr::new(10, 0, 0, 2),
+                std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            );
+            (peer, wg::WgSocket { sock })
+        });
+        let mut out = vec![0u8; 65536 + 64];
+        let _ = peer.receive(sock, Ipv4Addr::LOCALHOST, rest, &mut out, |p, src| {
+            std::hint::black_box((p.len(), src));
+        });
+        return;
+    }
+    let mut run = Run::new(UplinkMode::Dedicated);
+    run.p.tunnels.set_encrypted(VNI, true);
+    if let Some(dg) = wg::vxlan_payload(rest, overlay::DEFAULT_PORT) {
+        let src = Ipv4Addr::new(rest[12], rest[13], rest[14], rest[15]);
+        if let Ok(port) = run.p.tunnels.demux_decrypted(src, dg) {
+            run.frame(port, None, &dg[overlay::HEADER_LEN..]);
+        }
+    }
+}
 
 /// Runs `target` on every file named on the command line (directories: every file in them).
 pub fn replay_main(target: Target) {
