@@ -13,10 +13,12 @@
 //! counted per listener (`Counters`).
 
 pub mod device;
+mod tcp_relay;
+mod udp_relay;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,15 +27,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, UdpSocket};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::socket::{tcp, udp};
-use smoltcp::storage::PacketMetadata;
+use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant};
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use tcp_relay::{pump, Conn};
 use tracing::{debug, warn};
+use udp_relay::Session;
 
 use crate::state::publish::Proto;
 use crate::switch::NetId;
@@ -212,33 +215,6 @@ struct Listener {
     key: Key,
     sock: Sock,
     target: Target,
-    counters: Arc<Counters>,
-}
-
-/// One relayed TCP connection: the host's socket and smoltcp's.
-struct Conn {
-    net: NetId,
-    handle: SocketHandle,
-    port: u16,
-    stream: TcpStream,
-    counters: Arc<Counters>,
-    /// The container answered (the connection opened).
-    opened: bool,
-    /// The host's side sent its FIN (smoltcp's was asked to close).
-    host_eof: bool,
-    /// The container's FIN was passed on to the host.
-    host_shut: bool,
-}
-
-/// One host client's UDP session with a container.
-struct Session {
-    net: NetId,
-    handle: SocketHandle,
-    port: u16,
-    listener: Token,
-    client: SocketAddr,
-    to: IpEndpoint,
-    last: StdInstant,
     counters: Arc<Counters>,
 }
 
@@ -579,299 +555,4 @@ impl Thread {
             }
         }
     }
-
-    fn open_conn(&mut self, mut stream: TcpStream, target: Target, counters: Arc<Counters>) {
-        if self.relays() >= MAX_RELAYS {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            debug!("relay: refused, {MAX_RELAYS} relays running");
-            return;
-        }
-        let tok = self.token();
-        let Some(n) = self.nets.get_mut(&target.net) else {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(port) = n.take_port() else {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; TCP_BUF]),
-            tcp::SocketBuffer::new(vec![0; TCP_BUF]),
-        );
-        s.set_nagle_enabled(false);
-        s.set_timeout(Some(TCP_TIMEOUT));
-        s.set_tsval_generator(Some(tsval));
-        let remote = IpEndpoint::new(IpAddress::Ipv4(target.ip), target.port);
-        let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(n.gw)),
-            port,
-        };
-        if let Err(e) = s.connect(n.iface.context(), remote, local) {
-            debug!(error = ?e, "relay: connect");
-            n.used.remove(&port);
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE)
-        {
-            debug!(error = %e, "relay: stream not polled");
-            n.used.remove(&port);
-            return;
-        }
-        let handle = n.sockets.add(s);
-        counters.accepted.fetch_add(1, Ordering::Relaxed);
-        counters.active.fetch_add(1, Ordering::Relaxed);
-        self.conns.insert(
-            tok,
-            Conn {
-                net: target.net,
-                handle,
-                port,
-                stream,
-                counters,
-                opened: false,
-                host_eof: false,
-                host_shut: false,
-            },
-        );
-    }
-
-    fn end_conn(&mut self, tok: Token) {
-        let Some(mut c) = self.conns.remove(&tok) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut c.stream);
-        c.counters.active.fetch_sub(1, Ordering::Relaxed);
-        if !c.opened {
-            c.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(n) = self.nets.get_mut(&c.net) {
-            // Reset if still open; freed after the next poll sent the reset.
-            let s = n.sockets.get_mut::<tcp::Socket>(c.handle);
-            if s.is_active() {
-                s.abort();
-            }
-            n.dying.push((c.handle, c.port));
-        }
-    }
-
-    /// A datagram from a host client, in `self.scratch[..len]`, to its session (a new one if
-    /// it has none).
-    fn datagram(
-        &mut self,
-        listener: Token,
-        client: SocketAddr,
-        len: usize,
-        target: Target,
-        counters: Arc<Counters>,
-    ) {
-        let key = (listener, client);
-        if !self.sessions.contains_key(&key) {
-            if self.relays() >= MAX_RELAYS {
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let Some(n) = self.nets.get_mut(&target.net) else {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let Some(port) = n.take_port() else {
-                counters.refused.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let mut s = udp::Socket::new(
-                udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUF]),
-                udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; UDP_PACKETS], vec![0; UDP_BUF]),
-            );
-            if s.bind(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(n.gw)),
-                port,
-            })
-            .is_err()
-            {
-                n.used.remove(&port);
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let handle = n.sockets.add(s);
-            counters.accepted.fetch_add(1, Ordering::Relaxed);
-            counters.active.fetch_add(1, Ordering::Relaxed);
-            self.sessions.insert(
-                key,
-                Session {
-                    net: target.net,
-                    handle,
-                    port,
-                    listener,
-                    client,
-                    to: IpEndpoint::new(IpAddress::Ipv4(target.ip), target.port),
-                    last: StdInstant::now(),
-                    counters,
-                },
-            );
-        }
-        let Some(sess) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let Some(n) = self.nets.get_mut(&sess.net) else {
-            return;
-        };
-        sess.last = StdInstant::now();
-        let s = n.sockets.get_mut::<udp::Socket>(sess.handle);
-        if s.send_slice(&self.scratch[..len], sess.to).is_ok() {
-            sess.counters
-                .bytes_to_container
-                .fetch_add(len as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Containers' answers to UDP sessions, back to their host clients.
-    fn pump_udp(&mut self) {
-        for sess in self.sessions.values_mut() {
-            let (Some(n), Some(l)) = (
-                self.nets.get_mut(&sess.net),
-                self.listeners.get(&sess.listener),
-            ) else {
-                continue;
-            };
-            let Sock::Udp(out) = &l.sock else {
-                continue;
-            };
-            let s = n.sockets.get_mut::<udp::Socket>(sess.handle);
-            while let Ok((data, meta)) = s.recv() {
-                if meta.endpoint != sess.to {
-                    continue;
-                }
-                sess.last = StdInstant::now();
-                if out.send_to(data, sess.client).is_ok() {
-                    sess.counters
-                        .bytes_to_host
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn end_session(&mut self, key: (Token, SocketAddr)) {
-        let Some(s) = self.sessions.remove(&key) else {
-            return;
-        };
-        s.counters.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(n) = self.nets.get_mut(&s.net) {
-            n.sockets.remove(s.handle);
-            n.used.remove(&s.port);
-        }
-    }
-}
-
-/// TCP timestamps (RFC 7323) from the wall clock, in milliseconds. The relay's connections
-/// come from one address and reuse its ports long before a container's TIME_WAIT (60 s) is
-/// over; Linux takes a SYN for a port in TIME_WAIT as a new connection when its timestamp is
-/// newer (or its sequence number higher: smoltcp's are random, so half would be refused and
-/// wait a second for the SYN's retransmission). The wall clock keeps them newer across a
-/// restart of the daemon too.
-fn tsval() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u32)
-        .unwrap_or(0)
-}
-
-/// Moves what it can between the host's socket and smoltcp's, both ways, and passes each
-/// side's end on: whether the relay goes on, and whether anything moved.
-fn pump(c: &mut Conn, s: &mut tcp::Socket) -> (bool, bool) {
-    use tcp::State;
-    let mut moved = false;
-    if !c.opened && !matches!(s.state(), State::SynSent | State::Closed) {
-        c.opened = true;
-        moved = true;
-    }
-    if !c.opened {
-        // Not open yet, so nothing is read from the host: a client that gives up meanwhile is
-        // seen by a peek (its end, or an error), and the attempt ends with it.
-        match c.stream.peek(&mut [0u8; 1]) {
-            Ok(0) => {
-                s.abort();
-                return (false, true);
-            }
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
-                s.abort();
-                return (false, true);
-            }
-            _ => {}
-        }
-    }
-    // The host's bytes to the container.
-    while !c.host_eof && s.can_send() {
-        let r = s.send(|buf| {
-            if buf.is_empty() {
-                return (0, Err(io::ErrorKind::WouldBlock.into()));
-            }
-            match c.stream.read(buf) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
-            }
-        });
-        match r {
-            Ok(Ok(0)) => {
-                c.host_eof = true;
-                moved = true;
-                s.close();
-            }
-            Ok(Ok(n)) => {
-                moved = true;
-                c.counters
-                    .bytes_to_container
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => {
-                // Reset by the host's client: so is the container's side.
-                s.abort();
-                return (false, true);
-            }
-            Err(_) => break,
-        }
-    }
-    // The container's bytes to the host.
-    while s.can_recv() {
-        let r = s.recv(|buf| match c.stream.write(buf) {
-            Ok(n) => (n, Ok(n)),
-            Err(e) => (0, Err(e)),
-        });
-        match r {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => {
-                moved = true;
-                c.counters
-                    .bytes_to_host
-                    .fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => {
-                s.abort();
-                return (false, true);
-            }
-            Err(_) => break,
-        }
-    }
-    // The container is done sending and all it sent is the host's: pass its FIN on.
-    if c.opened && !c.host_shut && !s.may_recv() {
-        let _ = c.stream.shutdown(Shutdown::Write);
-        c.host_shut = true;
-        moved = true;
-    }
-    let alive = match s.state() {
-        // Refused, reset, timed out, or closed both ways.
-        State::Closed | State::TimeWait => s.can_recv(),
-        _ => true,
-    };
-    (alive, moved)
 }
