@@ -13,9 +13,11 @@ set -euo pipefail
 # runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
 # machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
 # keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
+# wireguard-go and wg (wireguard-tools) are the kernel-side WireGuard peer of the encrypted
+# overlays' interop test.
 PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
-  podman runc conmon containernetworking-plugins docker.io)
+  podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2

@@ -467,7 +467,7 @@ struct Dataplane {
     /// A TSO super-frame joined from segments (`wire::gro`).
     gro_buf: Vec<u8>,
     /// The VTEP's receive buffers (`recvmmsg`).
-    vtep_rx: Option<crate::ports::vxlan::RxBatch>,
+    vtep_rx: Option<crate::ports::udp_batch::RxBatch>,
     /// The VTEP's socket may have datagrams waiting.
     vtep_ready: bool,
     /// Encrypted overlays: the WireGuard socket, the sessions, the VTEP's VXLAN port (inside
@@ -476,7 +476,7 @@ struct Dataplane {
     wg_peers: Vec<Arc<crate::ports::wg::Peer>>,
     wg_vxlan_port: u16,
     wg_ready: bool,
-    wg_buf: Vec<u8>,
+    wg_rx: Option<Box<crate::ports::udp_batch::RxBatch>>,
     wg_out: Vec<u8>,
     /// Unknown VTEPs the control plane was told of since the last aging tick (`--learn-peers`).
     learn_pending: std::collections::HashSet<(u32, Ipv4Addr)>,
@@ -543,7 +543,7 @@ impl Dataplane {
             wg_peers: Vec::new(),
             wg_vxlan_port: crate::switch::overlay::DEFAULT_PORT,
             wg_ready: false,
-            wg_buf: vec![0; FRAME_BUF],
+            wg_rx: None,
             wg_out: vec![0; FRAME_BUF],
             learn_pending: std::collections::HashSet::new(),
             captures: capture::Captures::default(),

@@ -69,7 +69,7 @@ impl Dataplane {
                     }
                 }
             }
-            if batch.len() < crate::ports::vxlan::RX_MESSAGES {
+            if batch.len() < crate::ports::udp_batch::RX_MESSAGES {
                 // Drained for now (the next readiness or round reads on).
                 self.vtep_ready = false;
                 break;

@@ -18,13 +18,14 @@ impl Dataplane {
             self.wg_ready = false;
             return;
         };
-        let mut buf = std::mem::take(&mut self.wg_buf);
+        let mut batch = self.wg_rx.take().unwrap_or_default();
         let mut out = std::mem::take(&mut self.wg_out);
         let mut tunnels = [PortId(0); RX_BATCH];
         let mut k = 0;
-        for _ in 0..RX_BATCH {
-            let (n, src) = match sock.sock.recv_from(&mut buf) {
-                Ok(r) => r,
+        // Messages up to a batch of frames: a GRO message holds several.
+        'read: while k < RX_BATCH {
+            match sock.recv_batch(&mut batch) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wg_ready = false;
                     break;
@@ -34,44 +35,62 @@ impl Dataplane {
                     self.vtep_counters.count_drop(DropReason::TxError);
                     continue;
                 }
-            };
-            self.vtep_counters.rx_packets += 1;
-            self.vtep_counters.rx_bytes += n as u64;
-            let (Some(peer), SocketAddr::V4(from)) = (wg::peer_of(&self.wg_peers, src), src) else {
-                self.vtep_counters.count_drop(DropReason::UnknownVtep);
-                continue;
-            };
-            let tunnels_of = &self.pipeline.tunnels;
-            let (rx_bufs, rx_lens) = (&mut self.rx_bufs, &mut self.rx_lens);
-            let port = self.wg_vxlan_port;
-            let mut got: Option<Result<PortId, DropReason>> = None;
-            let res = peer.receive(&sock, *from.ip(), &buf[..n], &mut out, |packet, inner| {
-                got = Some(match wg::vxlan_payload(packet, port) {
-                    None => Err(DropReason::BadVxlan),
-                    Some(dg) => tunnels_of.demux_decrypted(inner, dg).inspect(|_| {
-                        let frame = &dg[overlay::HEADER_LEN..];
-                        rx_bufs[k][..frame.len()].copy_from_slice(frame);
-                        rx_lens[k] = frame.len();
-                    }),
-                });
-            });
-            if res.is_err() {
-                self.vtep_counters.count_drop(DropReason::BadWireguard);
-                continue;
             }
-            match got {
-                Some(Ok(t)) => {
-                    tunnels[k] = t;
-                    k += 1;
+            for m in 0..batch.len() {
+                let src = batch.src_addr(m);
+                for dg in batch.datagrams(m) {
+                    self.vtep_counters.rx_packets += 1;
+                    self.vtep_counters.rx_bytes += dg.len() as u64;
+                    if k == RX_BATCH {
+                        // The frames so far go first; the rest of this message after them.
+                        self.forward_tunnel_runs(&tunnels, k);
+                        k = 0;
+                    }
+                    let Some(from) = src else {
+                        self.vtep_counters.count_drop(DropReason::UnknownVtep);
+                        continue;
+                    };
+                    let Some(peer) = wg::peer_of(&self.wg_peers, SocketAddr::V4(from)) else {
+                        self.vtep_counters.count_drop(DropReason::UnknownVtep);
+                        continue;
+                    };
+                    let tunnels_of = &self.pipeline.tunnels;
+                    let (rx_bufs, rx_lens) = (&mut self.rx_bufs, &mut self.rx_lens);
+                    let port = self.wg_vxlan_port;
+                    let mut got: Option<Result<PortId, DropReason>> = None;
+                    let res = peer.receive(&sock, *from.ip(), dg, &mut out, |packet, inner| {
+                        got = Some(match wg::vxlan_payload(packet, port) {
+                            None => Err(DropReason::BadVxlan),
+                            Some(v) => tunnels_of.demux_decrypted(inner, v).inspect(|_| {
+                                let frame = &v[overlay::HEADER_LEN..];
+                                rx_bufs[k][..frame.len()].copy_from_slice(frame);
+                                rx_lens[k] = frame.len();
+                            }),
+                        });
+                    });
+                    if res.is_err() {
+                        self.vtep_counters.count_drop(DropReason::BadWireguard);
+                        continue;
+                    }
+                    match got {
+                        Some(Ok(t)) => {
+                            tunnels[k] = t;
+                            k += 1;
+                        }
+                        Some(Err(reason)) => self.vtep_counters.count_drop(reason),
+                        None => {}
+                    }
                 }
-                Some(Err(reason)) => self.vtep_counters.count_drop(reason),
-                None => {}
+            }
+            if batch.len() < crate::ports::udp_batch::RX_MESSAGES {
+                self.wg_ready = false;
+                break 'read;
             }
         }
         if k > 0 {
             self.forward_tunnel_runs(&tunnels, k);
         }
-        self.wg_buf = buf;
+        self.wg_rx = Some(batch);
         self.wg_out = out;
     }
 

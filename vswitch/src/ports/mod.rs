@@ -15,6 +15,7 @@ pub mod parent;
 pub mod relay;
 pub mod steer;
 pub mod tap;
+pub mod udp_batch;
 pub mod uring;
 pub mod vxlan;
 pub mod wg;

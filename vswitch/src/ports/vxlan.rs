@@ -4,12 +4,9 @@
 //! shared socket. The outer IP header is the kernel's: DF set (IP_PMTUDISC_DO: a datagram over
 //! the path MTU is refused, never fragmented), TTL as configured, UDP checksum computed.
 //!
-//! Batched both ways, as userspace tunnels must be to reach multi-Gbit/s: a tunnel keeps the
-//! datagrams of one dataplane batch and sends them at `flush` as one UDP GSO super-datagram
-//! (`UDP_SEGMENT`: the kernel cuts it, or a veth carries it whole) when they are of one size, or
-//! with one `sendmmsg` otherwise; the receive socket has `UDP_GRO` on and is read with
-//! `recvmmsg`, each coalesced datagram split back by its segment size (`RxBatch`). Both are
-//! hand-written on libc: no crate offers the GSO/GRO control messages.
+//! Batched both ways (`udp_batch`): a tunnel keeps the datagrams of one dataplane batch and
+//! sends them at `flush` as one UDP GSO super-datagram when they are of one size, or with one
+//! `sendmmsg` otherwise; the receive socket has `UDP_GRO` on and is read with `recvmmsg`.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -17,6 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::udp_batch::{self, RxBatch, TxQueue};
 use super::Port;
 use crate::switch::overlay;
 
@@ -57,18 +55,7 @@ pub fn bind(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<Arc<Vtep>> {
     let tx = (0..TX_SOCKETS)
         .map(|_| socket(local, 0, ttl))
         .collect::<io::Result<Vec<_>>>()?;
-    // Coalesced receives where the kernel has them (5.0+); without, one datagram each.
-    let one: libc::c_int = 1;
-    // SAFETY: the fd is the socket's; `one` is a c_int that outlives the call.
-    let _ = unsafe {
-        libc::setsockopt(
-            rx.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_GRO,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    udp_batch::enable_gro(rx.as_raw_fd());
     Ok(Arc::new(Vtep {
         rx,
         tx,
@@ -96,145 +83,14 @@ fn socket(local: Ipv4Addr, port: u16, ttl: u8) -> io::Result<UdpSocket> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // Room for bursts: one datagram per frame of a TCP window is read at a time. FORCE (root)
-    // goes past net.core.{r,w}mem_max; without the privilege the plain option is capped there.
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let size: libc::c_int = SOCKET_BUFFER;
-        for opt in [force, plain] {
-            // SAFETY: as above, with `size`, a c_int that outlives the call.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-        }
-    }
+    udp_batch::set_buffers(sock.as_raw_fd(), SOCKET_BUFFER);
     Ok(sock)
 }
 
-const UDP_SEGMENT: libc::c_int = 103;
-const UDP_GRO: libc::c_int = 104;
-/// Segments the kernel takes in one GSO send (UDP_MAX_SEGMENTS), and the bytes.
-const GSO_MAX_SEGMENTS: usize = 64;
-const GSO_MAX_BYTES: usize = 60 * 1024;
-/// Messages one `recvmmsg` reads.
-pub const RX_MESSAGES: usize = 8;
-const RX_BUF: usize = 65536;
-
-/// What one `recvmmsg` read: each message's bytes, its source and its GRO segment size.
-pub struct RxBatch {
-    bufs: Vec<Box<[u8]>>,
-    lens: [usize; RX_MESSAGES],
-    srcs: [Option<Ipv4Addr>; RX_MESSAGES],
-    segs: [usize; RX_MESSAGES],
-    count: usize,
-}
-
-impl Default for RxBatch {
-    fn default() -> Self {
-        RxBatch {
-            bufs: (0..RX_MESSAGES)
-                .map(|_| vec![0u8; RX_BUF].into_boxed_slice())
-                .collect(),
-            lens: [0; RX_MESSAGES],
-            srcs: [None; RX_MESSAGES],
-            segs: [0; RX_MESSAGES],
-            count: 0,
-        }
-    }
-}
-
-impl RxBatch {
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Message `i`'s source VTEP (IPv4).
-    pub fn src(&self, i: usize) -> Option<Ipv4Addr> {
-        self.srcs[i]
-    }
-
-    /// Message `i`'s datagrams: one, or a GRO batch cut back at its segment size.
-    pub fn datagrams(&self, i: usize) -> impl Iterator<Item = &[u8]> {
-        let data = &self.bufs[i][..self.lens[i]];
-        let seg = match self.segs[i] {
-            0 => data.len().max(1),
-            s => s,
-        };
-        data.chunks(seg)
-    }
-}
-
 impl Vtep {
-    /// Reads up to `RX_MESSAGES` messages (each maybe a GRO batch) into `batch`; returns how
-    /// many, `WouldBlock` when there are none.
+    /// Reads up to a batch of messages (each maybe a GRO batch) into `batch`.
     pub fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
-        batch.count = 0;
-        // SAFETY: all-zero sockaddr_in, iovec, mmsghdr and control buffers are valid values;
-        // the pointers set below point into `batch` and these arrays, alive for the call.
-        let mut names: [libc::sockaddr_in; RX_MESSAGES] = unsafe { std::mem::zeroed() };
-        let mut iovs: [libc::iovec; RX_MESSAGES] = unsafe { std::mem::zeroed() };
-        let mut controls = [[0u64; 8]; RX_MESSAGES];
-        let mut msgs: [libc::mmsghdr; RX_MESSAGES] = unsafe { std::mem::zeroed() };
-        for i in 0..RX_MESSAGES {
-            iovs[i].iov_base = batch.bufs[i].as_mut_ptr().cast();
-            iovs[i].iov_len = batch.bufs[i].len();
-            let h = &mut msgs[i].msg_hdr;
-            h.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_iov = &mut iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = controls[i].as_mut_ptr().cast();
-            h.msg_controllen = std::mem::size_of_val(&controls[i]);
-        }
-        // SAFETY: `msgs` describes RX_MESSAGES valid buffers (above).
-        let n = unsafe {
-            libc::recvmmsg(
-                self.rx.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                RX_MESSAGES as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for i in 0..n {
-            let h = &msgs[i].msg_hdr;
-            batch.lens[i] = (msgs[i].msg_len as usize).min(batch.bufs[i].len());
-            batch.srcs[i] = (names[i].sin_family == libc::AF_INET as u16)
-                .then(|| Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr)));
-            batch.segs[i] = 0;
-            // SAFETY: CMSG_* walk the control buffer the kernel filled, within its length.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(h);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                        let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                        batch.segs[i] = usize::try_from(v).unwrap_or(0);
-                    }
-                    c = libc::CMSG_NXTHDR(h, c);
-                }
-            }
-        }
-        batch.count = n;
-        Ok(n)
+        udp_batch::recv_batch(self.rx.as_raw_fd(), batch)
     }
 }
 
@@ -243,10 +99,9 @@ pub struct Tunnel {
     vtep: Arc<Vtep>,
     dst: SocketAddrV4,
     header: [u8; overlay::HEADER_LEN],
-    /// The datagrams (VXLAN header and frame, back to back) waiting for `flush`, from one
-    /// transmit socket (`pick`); `ends[i]` is where datagram `i` ends.
-    pending: Vec<u8>,
-    ends: Vec<usize>,
+    /// The datagrams (VXLAN header and frame) waiting for `flush`, from one transmit socket
+    /// (`pick`).
+    queue: TxQueue,
     pick: usize,
 }
 
@@ -256,151 +111,14 @@ impl Tunnel {
             vtep,
             dst: SocketAddrV4::new(remote, port),
             header: overlay::header(vni),
-            pending: Vec::with_capacity(GSO_MAX_BYTES + 2048),
-            ends: Vec::with_capacity(GSO_MAX_SEGMENTS),
+            queue: TxQueue::default(),
             pick: 0,
         }
     }
 
-    /// Whether the pending datagrams can go as one GSO send: every one of the first's size but
-    /// the last, which may be shorter.
-    fn uniform(&self) -> Option<usize> {
-        let first = *self.ends.first()?;
-        let mut prev = 0;
-        for (i, &end) in self.ends.iter().enumerate() {
-            let len = end - prev;
-            let last = i + 1 == self.ends.len();
-            if len > first || (!last && len != first) {
-                return None;
-            }
-            prev = end;
-        }
-        Some(first)
-    }
-
     fn send_pending(&mut self) -> io::Result<()> {
-        if self.ends.is_empty() {
-            return Ok(());
-        }
         let sock = self.vtep.tx[self.pick].as_raw_fd();
-        let result = match self.uniform() {
-            Some(seg) if self.ends.len() > 1 && self.vtep.gso.load(Ordering::Relaxed) => {
-                match send_gso(sock, &self.dst, &self.pending, seg) {
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP | libc::EIO)
-                        ) =>
-                    {
-                        // No UDP GSO here (or not on this route): datagram by datagram from now.
-                        self.vtep.gso.store(false, Ordering::Relaxed);
-                        send_each(sock, &self.dst, &self.pending, &self.ends)
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        send_each(sock, &self.dst, &self.pending, &self.ends)
-                    }
-                    other => other,
-                }
-            }
-            // One datagram (an ACK, a lone frame): one send_to, no headers to build.
-            _ if self.ends.len() == 1 => self.vtep.tx[self.pick]
-                .send_to(&self.pending, self.dst)
-                .map(|_| ()),
-            _ => send_each(sock, &self.dst, &self.pending, &self.ends),
-        };
-        self.pending.clear();
-        self.ends.clear();
-        result
-    }
-}
-
-fn sockaddr(dst: &SocketAddrV4) -> libc::sockaddr_in {
-    // SAFETY: an all-zero sockaddr_in is valid; its fields are set below.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as u16;
-    sa.sin_port = dst.port().to_be();
-    sa.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
-    sa
-}
-
-/// `data` as datagrams of `seg` bytes (the last maybe shorter) in one sendmsg.
-fn send_gso(sock: RawFd, dst: &SocketAddrV4, data: &[u8], seg: usize) -> io::Result<()> {
-    let mut sa = sockaddr(dst);
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: an all-zero msghdr is valid; its pointers are set to live values below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE of a u16 fits `control` (32 bytes); CMSG_FIRSTHDR of a msghdr whose
-    // control buffer is that large is non-null, and the u16 is written inside it.
-    unsafe {
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
-    }
-    // SAFETY: `msg` points at `sa`, `iov` (into `data`) and `control`, alive for the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The datagrams of `data` (ending at `ends`) with one sendmmsg (more if it stops short).
-fn send_each(sock: RawFd, dst: &SocketAddrV4, data: &[u8], ends: &[usize]) -> io::Result<()> {
-    let mut sa = sockaddr(dst);
-    let mut iovs = Vec::with_capacity(ends.len());
-    let mut start = 0;
-    for &end in ends {
-        iovs.push(libc::iovec {
-            iov_base: data[start..end].as_ptr() as *mut libc::c_void,
-            iov_len: end - start,
-        });
-        start = end;
-    }
-    // SAFETY: all-zero mmsghdrs are valid; each is pointed at `sa` and one iovec below.
-    let mut msgs: Vec<libc::mmsghdr> = (0..ends.len())
-        .map(|_| unsafe { std::mem::zeroed() })
-        .collect();
-    for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
-        m.msg_hdr.msg_name = (&mut sa as *mut libc::sockaddr_in).cast();
-        m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        m.msg_hdr.msg_iov = iov;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    let mut done = 0;
-    let mut first_err = None;
-    while done < msgs.len() {
-        // SAFETY: `msgs[done..]` are valid headers pointing at live buffers (above).
-        let n = unsafe {
-            libc::sendmmsg(
-                sock,
-                msgs[done..].as_mut_ptr(),
-                (msgs.len() - done) as u32,
-                0,
-            )
-        };
-        if n <= 0 {
-            // This datagram is refused (too big for the path, buffer full): skip it.
-            first_err.get_or_insert_with(io::Error::last_os_error);
-            done += 1;
-        } else {
-            done += n as usize;
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(()),
+        self.queue.flush(sock, &self.dst, &self.vtep.gso)
     }
 }
 
@@ -428,29 +146,13 @@ impl Port for Tunnel {
         let pick = overlay::flow_hash(frame) as usize % self.vtep.tx.len();
         let len = overlay::HEADER_LEN + frame.len();
         let mut sent = Ok(());
-        if !self.ends.is_empty() {
-            let first = self.ends[0];
-            let last = self.ends[self.ends.len() - 1]
-                - self
-                    .ends
-                    .get(self.ends.len().wrapping_sub(2))
-                    .copied()
-                    .unwrap_or(0);
-            let fits = pick == self.pick
-                && self.ends.len() < GSO_MAX_SEGMENTS
-                && self.pending.len() + len <= GSO_MAX_BYTES
-                && len <= first
-                && (self.ends.len() == 1 || last == first);
-            if !fits {
-                sent = self.send_pending();
-            }
+        if !self.queue.is_empty() && (pick != self.pick || !self.queue.fits(len)) {
+            sent = self.send_pending();
         }
-        if self.ends.is_empty() {
+        if self.queue.is_empty() {
             self.pick = pick;
         }
-        self.pending.extend_from_slice(&self.header);
-        self.pending.extend_from_slice(frame);
-        self.ends.push(self.pending.len());
+        self.queue.push(&[&self.header, frame]);
         sent.map(|()| frame.len())
     }
 

@@ -21,12 +21,13 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+use super::udp_batch::{self, RxBatch, TxQueue};
 use super::Port;
 use crate::switch::overlay;
 use crate::wire::checksum::checksum;
@@ -38,7 +39,10 @@ pub const DEFAULT_PORT: u16 = 51820;
 /// ports default to the underlay MTU minus VXLAN's 50 and this.
 pub const OVERHEAD: u32 = 60;
 /// Room for a message: the largest inner packet plus WireGuard's header and tag.
+#[cfg(test)]
 const BUF: usize = 65536 + 64;
+/// Room for a handshake message (initiation 148 bytes, response 92, cookie 64).
+const HANDSHAKE_ROOM: usize = 148;
 /// The VXLAN packets' TTL inside the sessions.
 const INNER_TTL: u8 = 64;
 
@@ -69,15 +73,35 @@ pub fn public_of(private: &[u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*private)).to_bytes()
 }
 
-/// The encrypted overlays' socket on the VTEP's address.
+/// The encrypted overlays' socket on the VTEP's address: read in batches (`recvmmsg`, with
+/// `UDP_GRO`), each tunnel's messages of a dataplane batch sent together (UDP GSO or
+/// `sendmmsg`, as the VXLAN socket's).
 pub struct WgSocket {
     pub sock: UdpSocket,
+    /// The kernel takes `UDP_SEGMENT` (cleared when it refuses it).
+    pub gso: AtomicBool,
+}
+
+impl WgSocket {
+    pub fn new(sock: UdpSocket) -> WgSocket {
+        WgSocket {
+            sock,
+            gso: AtomicBool::new(true),
+        }
+    }
+
+    /// Reads up to a batch of messages (each maybe a GRO batch) into `batch`.
+    pub fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
+        udp_batch::recv_batch(self.sock.as_raw_fd(), batch)
+    }
 }
 
 pub fn bind(local: Ipv4Addr, port: u16) -> io::Result<Arc<WgSocket>> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, port))?;
     sock.set_nonblocking(true)?;
-    Ok(Arc::new(WgSocket { sock }))
+    udp_batch::set_buffers(sock.as_raw_fd(), 4 << 20);
+    udp_batch::enable_gro(sock.as_raw_fd());
+    Ok(Arc::new(WgSocket::new(sock)))
 }
 
 /// A peer's counters, read by `vtep show`.
@@ -144,6 +168,37 @@ impl Peer {
             TunnResult::Err(e) => Err(io::Error::other(format!("{e:?}"))),
             _ => Ok(()),
         }
+    }
+
+    /// Encrypts one IP packet into `queue` (or, with no session yet, keeps it and queues a
+    /// handshake initiation instead).
+    pub fn encrypt_into(&self, packet: &[u8], queue: &mut TxQueue) -> io::Result<()> {
+        // A transport message: its 16-byte header, the packet padded to 16, the 16-byte tag.
+        let room = Self::message_len(packet.len());
+        let mut failed = None;
+        let mut t = self.tunn();
+        queue.push_with(room.max(HANDSHAKE_ROOM), |dst| {
+            match t.encapsulate(packet, dst) {
+                TunnResult::WriteToNetwork(msg) => msg.len(),
+                TunnResult::Err(e) => {
+                    failed = Some(e);
+                    0
+                }
+                _ => 0,
+            }
+        });
+        match failed {
+            Some(e) => Err(io::Error::other(format!("{e:?}"))),
+            None => {
+                self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// The length of the transport message that carries a packet of `len` bytes.
+    pub fn message_len(len: usize) -> usize {
+        len.div_ceil(16) * 16 + 32
     }
 
     /// Runs the session's timers: handshake retries, keepalives, rekeying.
@@ -224,7 +279,8 @@ pub struct Tunnel {
     port: u16,
     vni: u32,
     packet: Vec<u8>,
-    out: Vec<u8>,
+    /// The messages of one dataplane batch, sent at `flush`.
+    queue: TxQueue,
 }
 
 impl Tunnel {
@@ -245,7 +301,7 @@ impl Tunnel {
             port,
             vni,
             packet: Vec::with_capacity(2048),
-            out: vec![0; BUF],
+            queue: TxQueue::default(),
         }
     }
 }
@@ -309,8 +365,24 @@ impl Port for Tunnel {
             self.vni,
             frame,
         );
-        peer.send(&self.sock, &self.packet, &mut self.out)?;
-        Ok(frame.len())
+        let mut sent = Ok(());
+        if !self.queue.fits(Peer::message_len(self.packet.len())) {
+            sent = self
+                .queue
+                .flush(self.sock.sock.as_raw_fd(), &peer.endpoint, &self.sock.gso);
+        }
+        peer.encrypt_into(&self.packet, &mut self.queue)?;
+        sent.map(|()| frame.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.peer {
+            Some(peer) => {
+                self.queue
+                    .flush(self.sock.sock.as_raw_fd(), &peer.endpoint, &self.sock.gso)
+            }
+            None => Ok(()),
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -372,7 +444,7 @@ mod tests {
             (SocketAddr::V4(a), SocketAddr::V4(b)) => (a, b),
             _ => unreachable!(),
         };
-        let (wa, wb) = (WgSocket { sock: sa }, WgSocket { sock: sb });
+        let (wa, wb) = (WgSocket::new(sa), WgSocket::new(sb));
         let pa = Peer::new(&ka, public_of(&kb), 1, Ipv4Addr::new(10, 0, 0, 2), ab);
         let pb = Peer::new(&kb, public_of(&ka), 2, Ipv4Addr::new(10, 0, 0, 1), aa);
         let mut packet = Vec::new();
@@ -416,7 +488,7 @@ mod tests {
             ab,
         );
         let sc = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let wc = WgSocket { sock: sc };
+        let wc = WgSocket::new(sc);
         pc.send(&wc, &packet, &mut out).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let mut delivered = 0;
