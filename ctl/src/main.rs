@@ -788,6 +788,9 @@ fn print_network(n: &NetworkInfo) {
     if let Some(vni) = n.vni {
         println!("  vni:        {vni}");
         println!("  peers:      {}", n.peers.join(" "));
+        if n.encrypted {
+            println!("  encrypted:  WireGuard");
+        }
     }
     println!(
         "  ports:      {}",

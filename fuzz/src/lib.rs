@@ -549,7 +549,7 @@ pub fn wireguard(data: &[u8]) {
                 Ipv4Addr::new(10, 0, 0, 2),
                 std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
             );
-            (peer, wg::WgSocket { sock })
+            (peer, wg::WgSocket::new(sock))
         });
         let mut out = vec![0u8; 65536 + 64];
         let _ = peer.receive(sock, Ipv4Addr::LOCALHOST, rest, &mut out, |p, src| {

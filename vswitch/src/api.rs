@@ -777,6 +777,9 @@ pub struct NetworkInfo {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// An overlay whose frames travel inside WireGuard (`--encrypted`).
+    #[serde(default)]
+    pub encrypted: bool,
     /// Port security on the network's ports (unless a port opts out).
     #[serde(default)]
     pub port_security: bool,

@@ -428,6 +428,7 @@ impl Manager {
             ports,
             vni: n.vni,
             peers: n.peers.iter().map(|p| p.to_string()).collect(),
+            encrypted: n.encrypted,
             port_security: n.port_security,
             icc: n.icc,
             host_access: self.host_access_info(n),

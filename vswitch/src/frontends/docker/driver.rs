@@ -20,6 +20,8 @@ const OPTIONS: &[&str] = &[
     "driver",
     "vni",
     "peers",
+    "encrypted",
+    "peer-keys",
     "learn-peers",
     "mtu",
     "internal",
@@ -136,6 +138,17 @@ impl Plugin {
                 }
                 "peers" => {
                     req.peers = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                // `--opt encrypted` comes with an empty value, as Docker's own overlay takes it.
+                "encrypted" => req.encrypted = v.is_empty() || flag(k, v)?,
+                // The peers' WireGuard keys, in the order of `peers`.
+                "peer-keys" => {
+                    req.peer_keys = v
                         .split(',')
                         .map(str::trim)
                         .filter(|p| !p.is_empty())
