@@ -193,8 +193,12 @@ impl Drop for TempDir {
     }
 }
 
+/// A fresh directory of this run's own (one per call: two daemons of one topology never
+/// share one).
 pub fn temp_dir(tag: &str) -> TempDir {
-    let p = std::env::temp_dir().join(format!("{}-{tag}", prefix()));
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("{}-{tag}{n}", prefix()));
     let _ = std::fs::remove_dir_all(&p);
     live(|l| l.dirs.push(p.clone()));
     std::fs::create_dir_all(&p).unwrap();

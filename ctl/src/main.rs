@@ -1283,13 +1283,14 @@ fn print_human(reply: &Reply) {
             }
             for p in &v.wg_peers {
                 println!(
-                    "  wireguard peer {} at {} key {}: handshake {}, tx {} rx {} bad {}",
+                    "  wireguard peer {} at {} key {}: handshake {}, tx {} queued {} rx {} bad {}",
                     p.tunnel_ip,
                     p.endpoint,
                     p.public_key,
                     p.handshake_age_secs
                         .map_or("none yet".to_string(), |s| format!("{s}s ago")),
                     p.tx_messages,
+                    p.queued,
                     p.rx_packets,
                     p.rx_bad
                 );

@@ -200,10 +200,25 @@ fn two_vswitchd_hosts_on_an_encrypted_overlay() {
             .unwrap_or(0.0);
         assert!(bps > 1e6, "iperf3 moved data (reverse={reverse}): {bps}");
     }
+    // Every datagram is a WireGuard message: type 1 to 4, then three zero bytes.
+    let odd = must(
+        "tcpdump",
+        &[
+            "-nn",
+            "-r",
+            file.to_str().unwrap(),
+            "udp and (udp[8] < 1 or udp[8] > 4 or udp[9:2] != 0 or udp[11] != 0)",
+        ],
+    );
+    assert!(odd.trim().is_empty(), "not WireGuard messages: {odd}");
     let v = hs.d1.json(&["vtep", "show"]);
     let peer = &v["wg_peers"][0];
     assert_eq!(peer["tunnel_ip"], H2, "{v}");
     assert!(peer["handshake_age_secs"].is_u64(), "a session: {v}");
+    assert!(
+        peer["queued"].as_u64().unwrap_or(0) >= 1,
+        "the first ping waited for the handshake, counted: {v}"
+    );
 
     // Plain VXLAN for the encrypted VNI: dropped, counted.
     let before = vtep_drops(&hs.d1, "unencrypted");
@@ -270,6 +285,21 @@ fn bad_encrypted_overlays_are_clear_errors() {
     assert!(m.contains("overlay"), "{m}");
     let nets = hs.d1.json(&["network", "ls"]).to_string();
     assert!(!nets.contains("x1") && !nets.contains("x2"), "{nets}");
+
+    // A key file others may read: refused, and the VTEP stays as it was.
+    let before = hs.d1.json(&["vtep", "show"]);
+    let key_file = hs.d1.state_dir.join("wireguard.key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (c, m) = hs
+        .d1
+        .err(&["vtep", "set", "--local-ip", H1, "--wg-port", "51821"]);
+    assert_eq!(c, "invalid_argument", "{m}");
+    assert!(m.contains("chmod 600"), "{m}");
+    let after = hs.d1.json(&["vtep", "show"]);
+    assert_eq!(after["wg_port"], before["wg_port"], "{after}");
+    assert_eq!(after["public_key"], before["public_key"], "{after}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// A `wireguard-go` interface of ours in a namespace; stopped by PID (SIGTERM, so it removes

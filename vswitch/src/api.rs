@@ -476,6 +476,9 @@ pub struct WgPeerInfo {
     /// Seconds since the last handshake completed (none yet: `None`).
     pub handshake_age_secs: Option<u64>,
     pub tx_messages: u64,
+    /// Packets that waited for a handshake before they could leave.
+    #[serde(default)]
+    pub queued: u64,
     pub rx_packets: u64,
     /// Messages that did not authenticate.
     pub rx_bad: u64,

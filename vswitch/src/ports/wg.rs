@@ -41,6 +41,8 @@ pub const OVERHEAD: u32 = 60;
 /// Room for a message: the largest inner packet plus WireGuard's header and tag.
 #[cfg(test)]
 const BUF: usize = 65536 + 64;
+/// A transport (data) message's type.
+const MSG_TRANSPORT: u8 = 4;
 /// Room for a handshake message (initiation 148 bytes, response 92, cookie 64).
 const HANDSHAKE_ROOM: usize = 148;
 /// The VXLAN packets' TTL inside the sessions.
@@ -108,6 +110,9 @@ pub fn bind(local: Ipv4Addr, port: u16) -> io::Result<Arc<WgSocket>> {
 #[derive(Debug, Default)]
 pub struct PeerCounters {
     pub tx_packets: AtomicU64,
+    /// Packets that waited for a handshake (boringtun keeps up to 256 of them per session;
+    /// past that, a packet waiting is dropped).
+    pub queued: AtomicU64,
     pub rx_packets: AtomicU64,
     /// Messages that did not authenticate or made no sense.
     pub rx_bad: AtomicU64,
@@ -176,10 +181,14 @@ impl Peer {
         // A transport message: its 16-byte header, the packet padded to 16, the 16-byte tag.
         let room = Self::message_len(packet.len());
         let mut failed = None;
+        let mut kind = None;
         let mut t = self.tunn();
         queue.push_with(room.max(HANDSHAKE_ROOM), |dst| {
             match t.encapsulate(packet, dst) {
-                TunnResult::WriteToNetwork(msg) => msg.len(),
+                TunnResult::WriteToNetwork(msg) => {
+                    kind = msg.first().copied();
+                    msg.len()
+                }
                 TunnResult::Err(e) => {
                     failed = Some(e);
                     0
@@ -190,7 +199,12 @@ impl Peer {
         match failed {
             Some(e) => Err(io::Error::other(format!("{e:?}"))),
             None => {
-                self.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                let counter = match kind {
+                    Some(MSG_TRANSPORT) => &self.counters.tx_packets,
+                    // A handshake went instead (or none was due yet): the packet waits.
+                    _ => &self.counters.queued,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
         }

@@ -222,6 +222,7 @@ impl Manager {
                 public_key: wg::encode_key(&p.public),
                 handshake_age_secs: p.handshake_age(),
                 tx_messages: p.counters.tx_packets.load(Ordering::Relaxed),
+                queued: p.counters.queued.load(Ordering::Relaxed),
                 rx_packets: p.counters.rx_packets.load(Ordering::Relaxed),
                 rx_bad: p.counters.rx_bad.load(Ordering::Relaxed),
             })

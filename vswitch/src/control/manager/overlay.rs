@@ -364,6 +364,9 @@ impl Manager {
 
     pub(super) fn vtep_set(&mut self, req: VtepSet) -> ApiResult<Reply> {
         let v = self.validate_vtep(&req)?;
+        // The key first: a key file that cannot serve (others may read it, it is not a key)
+        // refuses the change before anything is torn down.
+        super::encrypted::load_or_create_key(self.store.dir()).map_err(invalid)?;
         // Re-binding the same address and port needs the old socket closed first (the
         // WireGuard one too: the tunnels hold it).
         let same = self.state.vtep.as_ref().is_some_and(|o| {
