@@ -14,10 +14,12 @@ set -euo pipefail
 # machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
 # keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
 # wireguard-go and wg (wireguard-tools) are the kernel-side WireGuard peer of the encrypted
-# overlays' interop test.
+# overlays' interop test. protoc (protobuf-compiler) builds etcd-client's gRPC code; etcd
+# (etcd-server) is the cluster store the cluster tests start.
 PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
-  podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools)
+  podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools
+  protobuf-compiler etcd-server)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2

@@ -6,6 +6,7 @@
 //! clients get an error and are disconnected; other clients are unaffected.
 
 pub mod auth;
+pub mod cluster;
 pub mod dns_forward;
 pub mod events;
 pub mod host_neigh;
