@@ -62,6 +62,9 @@ enum Cmd {
     /// The VXLAN tunnel endpoint of overlay networks.
     #[command(subcommand)]
     Vtep(VtepCmd),
+    /// The cluster store (`vswitchd --store etcd://…`) and its nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Host ports of the uplink that lead to a port (`docker run -p`).
     #[command(subcommand)]
     Publish(PublishCmd),
@@ -163,6 +166,12 @@ enum PeerCmd {
     },
     #[command(alias = "remove")]
     Rm { network: String, ip: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// The store, this node's session and the nodes registered (with their VTEPs).
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -616,6 +625,7 @@ fn op_of(cmd: Cmd) -> Op {
             tunnel_ip,
         }),
         Cmd::Vtep(VtepCmd::Show) => Op::VtepShow,
+        Cmd::Cluster(ClusterCmd::Show) => Op::ClusterShow,
         Cmd::Network(NetworkCmd::Ls) => Op::NetworkList,
         Cmd::Network(NetworkCmd::Inspect { name }) => Op::NetworkInspect { name },
         Cmd::Network(NetworkCmd::Rm { name, force }) => Op::NetworkRemove { name, force },
@@ -1264,6 +1274,32 @@ fn print_human(reply: &Reply) {
             );
         }
         Reply::Container(c) => print_container(c),
+        Reply::Cluster(c) if !c.configured => {
+            println!("no cluster store: a single host (vswitchd --store etcd://HOST:PORT)")
+        }
+        Reply::Cluster(c) => {
+            println!(
+                "store {} prefix {}: node {}, {} for {}s, lease ttl {}s",
+                c.store, c.prefix, c.node, c.status, c.status_secs, c.ttl_secs
+            );
+            let rows: Vec<Vec<String>> = c
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        format!("{}{}", n.name, if n.local { " *" } else { "" }),
+                        n.vtep.clone().unwrap_or_else(|| "-".into()),
+                        n.health.clone(),
+                        n.endpoints.to_string(),
+                        n.version.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["NODE", "VTEP", "HEALTH", "ENDPOINTS", "VERSION"], &rows)
+            );
+        }
         Reply::Vtep(None) => println!("no VTEP"),
         Reply::Vtep(Some(v)) => {
             println!(

@@ -124,6 +124,7 @@ pub fn switch(mode: UplinkMode) -> Pipeline {
         vswitch::wire::MacAddr([0x02, 0x42, 0x0a, 0x05, 0x00, 0x63]),
         TUNNEL,
         Some(Ipv4Addr::new(10, 5, 0, 99)),
+        &["remote".to_string()],
     );
     p.set_uplink(
         UPLINK,

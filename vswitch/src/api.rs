@@ -105,6 +105,8 @@ pub enum Op {
     /// The VXLAN tunnel endpoint of overlay networks.
     VtepSet(VtepSet),
     VtepShow,
+    /// The cluster store and the nodes it lists.
+    ClusterShow,
     /// Adds or removes a remote VTEP of an overlay network.
     NetworkPeer {
         network: String,
@@ -467,6 +469,45 @@ pub struct VtepInfo {
     pub wg_peers: Vec<WgPeerInfo>,
 }
 
+/// `cluster show`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterInfo {
+    /// Whether a store is configured (`--store`); without one the switch is a single host.
+    pub configured: bool,
+    #[serde(default)]
+    pub store: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// This node's name.
+    #[serde(default)]
+    pub node: String,
+    /// "connected", or "unavailable: why".
+    #[serde(default)]
+    pub status: String,
+    /// Seconds in that status.
+    #[serde(default)]
+    pub status_secs: u64,
+    #[serde(default)]
+    pub ttl_secs: u64,
+    #[serde(default)]
+    pub nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterNode {
+    pub name: String,
+    #[serde(default)]
+    pub vtep: Option<String>,
+    #[serde(default)]
+    pub version: String,
+    /// Registered under a live lease ("up"): a node whose lease expired is not listed.
+    pub health: String,
+    /// Its endpoints on overlay networks, as the store has them.
+    pub endpoints: usize,
+    /// This node.
+    pub local: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WgPeerInfo {
     /// Its address inside the sessions (its VTEP in `fdb show`).
@@ -570,6 +611,7 @@ pub enum Reply {
     Container(ContainerInfo),
     Containers(Vec<ContainerInfo>),
     Vtep(Option<VtepInfo>),
+    Cluster(ClusterInfo),
     Published(Vec<PublishInfo>),
     Trace(TraceInfo),
     CaptureStarted(CaptureInfo),
@@ -977,6 +1019,8 @@ pub enum ErrorCode {
     ContainerInUse,
     Busy,
     PermissionDenied,
+    /// The cluster store cannot be reached: a change to cluster objects cannot be made now.
+    StoreUnavailable,
     Internal,
 }
 

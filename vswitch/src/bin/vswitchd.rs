@@ -79,6 +79,36 @@ struct Args {
     /// (/etc/docker/plugins/NAME.spec holding unix://PATH). Overrides `[docker] socket`.
     #[arg(long, env = "VSWITCH_DOCKER_SOCKET", value_name = "PATH")]
     docker_socket: Option<PathBuf>,
+    /// The cluster store, `etcd://HOST:PORT[,HOST:PORT…]`: overlay networks, their addresses
+    /// and endpoints agree across the hosts using it. Overrides `[store] url`.
+    #[arg(long, env = "VSWITCH_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// The store's key prefix [default: /vswitch].
+    #[arg(long, env = "VSWITCH_STORE_PREFIX", value_name = "PREFIX")]
+    store_prefix: Option<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, env = "VSWITCH_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// The lease of this node's keys, in seconds [default: 10].
+    #[arg(long, env = "VSWITCH_STORE_TTL", value_name = "SECS")]
+    store_ttl: Option<u64>,
+    /// TLS to the store: the CA's certificate, this client's certificate and key (PEM).
+    #[arg(long, value_name = "PEM")]
+    store_ca: Option<PathBuf>,
+    #[arg(long, value_name = "PEM")]
+    store_cert: Option<PathBuf>,
+    #[arg(long, value_name = "PEM")]
+    store_key: Option<PathBuf>,
+    /// The store's user and password (the password best from the environment).
+    #[arg(long, env = "VSWITCH_STORE_USER", value_name = "USER")]
+    store_user: Option<String>,
+    #[arg(
+        long,
+        env = "VSWITCH_STORE_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    store_password: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -198,6 +228,37 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(vswitch::frontends::docker::DEFAULT_SOCKET))
     });
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
+    let mut config = config;
+    if let Some(url) = &args.store {
+        config.store.get_or_insert_with(Default::default).url = url.clone();
+    }
+    if let Some(s) = &mut config.store {
+        let or = |a: &Option<String>, b: &mut Option<String>| {
+            if a.is_some() {
+                *b = a.clone();
+            }
+        };
+        or(&args.store_prefix, &mut s.prefix);
+        or(&args.node_name, &mut s.node);
+        or(&args.store_user, &mut s.user);
+        or(&args.store_password, &mut s.password);
+        for (a, b) in [
+            (&args.store_ca, &mut s.ca),
+            (&args.store_cert, &mut s.cert),
+            (&args.store_key, &mut s.key),
+        ] {
+            if a.is_some() {
+                *b = a.clone();
+            }
+        }
+        if args.store_ttl.is_some() {
+            s.ttl_secs = args.store_ttl;
+        }
+        if let Err(e) = s.validate() {
+            eprintln!("vswitchd: --store: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut uplink = config.uplink.clone();
     if let Some(iface) = &args.uplink {
         uplink.get_or_insert_with(Default::default).iface = iface.clone();
@@ -265,6 +326,7 @@ fn run(
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
+    let cluster_cfg = config.store.clone();
     let listener = bind_socket(socket, &policy)?;
     // Bounded: a flood of DHCP/DNS from containers is shed (counted as `overloaded`), not queued
     // without limit.
@@ -298,7 +360,28 @@ fn run(
     // Always running: the upstreams it asks can come and go with the resolv.conf.
     let forwarder = Forwarder::spawn(upstreams, manager.injector())
         .map_err(|e| format!("cannot start DNS forwarder: {e}"))?;
+    let (cluster_tx, cluster_rx) = crossbeam_channel::unbounded();
+    if let Some(sc) = &cluster_cfg {
+        let c = control::cluster::Cluster::start(sc, cluster_tx)?;
+        info!(store = %sc.url, node = %c.node, "cluster store configured");
+        manager.attach_cluster(c);
+    }
     let manager = Arc::new(Mutex::new(manager));
+    if cluster_cfg.is_some() {
+        // What the store's watch sees is applied in order, under the manager's lock.
+        let manager = manager.clone();
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || {
+                for ev in cluster_rx {
+                    manager
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_cluster(ev);
+                }
+            })
+            .map_err(|e| format!("cannot start the cluster thread: {e}"))?;
+    }
     if let Some(addr) = metrics {
         if let Err(e) = control::metrics::serve(addr, manager.clone()) {
             let _ = std::fs::remove_file(socket);

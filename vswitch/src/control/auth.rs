@@ -27,6 +27,7 @@ pub fn access_of(op: &Op) -> Access {
         | Op::ConntrackShow { .. }
         | Op::ConntrackStats
         | Op::VtepShow
+        | Op::ClusterShow
         | Op::ContainerList
         | Op::ContainerInspect { .. }
         | Op::PublishList

@@ -13,6 +13,7 @@
 
 mod addresses;
 mod capture;
+mod cluster;
 mod containers;
 mod encrypted;
 mod events;
@@ -120,6 +121,10 @@ pub struct Manager {
     parent_errors: macvlan::ParentErrors,
     /// The loopback relay: the host's own way to published ports.
     relay: relay::RelayRt,
+    /// The cluster store, when one is configured (`--store`).
+    cluster: Option<cluster::ClusterRt>,
+    /// Applying what the store says (a network it has): not put back into it.
+    cluster_applying: bool,
 }
 
 fn unix_now() -> u64 {
@@ -186,6 +191,8 @@ impl Manager {
             parents: Default::default(),
             parent_errors: Default::default(),
             relay: Default::default(),
+            cluster: None,
+            cluster_applying: false,
         };
         let saved = saved.unwrap_or_default();
         // The VTEP before the overlay networks whose tunnels use its socket.
@@ -388,6 +395,7 @@ impl Manager {
             Op::ConntrackFlush { network } => self.conntrack_flush(network.as_deref()),
             Op::VtepSet(req) => self.vtep_set(req),
             Op::VtepShow => self.vtep_show(),
+            Op::ClusterShow => self.cluster_show(),
             Op::NetworkPeer {
                 network,
                 ip,

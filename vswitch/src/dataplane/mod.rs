@@ -208,6 +208,8 @@ pub enum Command {
         mac: MacAddr,
         port: Option<PortId>,
         ip: Option<Ipv4Addr>,
+        /// Names the embedded DNS answers with `ip` (a remote container's).
+        names: Vec<String>,
         done: Sender<bool>,
     },
     /// Runs a frame through a copy of the pipeline with a recorder (`vswitchctl trace`): the
@@ -948,12 +950,13 @@ impl Dataplane {
                 mac,
                 port,
                 ip,
+                names,
                 done,
             } => {
                 let ok = match port {
-                    Some(port) => self.pipeline.fdb_pin(network, mac, port, ip),
+                    Some(port) => self.pipeline.fdb_pin(network, mac, port, ip, &names),
                     None => {
-                        self.pipeline.fdb_unpin(network, mac, ip);
+                        self.pipeline.fdb_unpin(network, mac, ip, &names);
                         true
                     }
                 };

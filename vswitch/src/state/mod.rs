@@ -108,6 +108,11 @@ pub struct NetworkConfig {
     /// Overlay networks: static FDB entries (`fdb add`), MACs behind remote VTEPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fdb: Vec<StaticFdb>,
+    /// Overlay networks in the cluster store: the peers that are there because a node has
+    /// endpoints on the network (kept in step with the store, kept here for a restart
+    /// without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_peers: Vec<Ipv4Addr>,
     /// Port security on the network's ports (each may send only as itself).
     #[serde(default = "yes")]
     pub port_security: bool,
@@ -147,6 +152,12 @@ pub struct StaticFdb {
     pub vtep: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
+    /// The names the embedded DNS answers with `ip` (a container on another host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Installed from the cluster store (an endpoint of another node), not by `fdb add`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
 }
 
 impl NetworkConfig {
@@ -511,6 +522,9 @@ pub struct ConfigFile {
     /// Docker's remote network and IPAM driver.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// The cluster store (`--store`): none, a single host.
+    #[serde(default)]
+    pub store: Option<crate::control::cluster::StoreConfig>,
 }
 
 /// `[docker]`: the Docker plugin (`--docker-plugin`, `--docker-socket`).
@@ -766,6 +780,7 @@ mod tests {
             peer_keys: BTreeMap::new(),
             peer_endpoints: BTreeMap::new(),
             fdb: vec![],
+            cluster_peers: vec![],
             port_security: true,
             icc: true,
             host_access: false,

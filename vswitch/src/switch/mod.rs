@@ -613,6 +613,7 @@ impl Pipeline {
         mac: MacAddr,
         port: PortId,
         ip: Option<std::net::Ipv4Addr>,
+        names: &[String],
     ) -> bool {
         let on_net = self
             .ports
@@ -624,17 +625,23 @@ impl Pipeline {
         };
         n.fdb.pin(mac, port);
         if let (Some(gw), Some(ip)) = (&mut n.gateway, ip) {
-            gw.set_static_neighbor(ip, mac, port);
+            gw.set_static_neighbor(ip, mac, port, names);
         }
         true
     }
 
     /// Removes a static FDB entry (and its ARP suppression entry).
-    pub fn fdb_unpin(&mut self, net: NetId, mac: MacAddr, ip: Option<std::net::Ipv4Addr>) {
+    pub fn fdb_unpin(
+        &mut self,
+        net: NetId,
+        mac: MacAddr,
+        ip: Option<std::net::Ipv4Addr>,
+        names: &[String],
+    ) {
         if let Some(n) = self.network_mut(net) {
             n.fdb.unpin(&mac);
             if let (Some(gw), Some(ip)) = (&mut n.gateway, ip) {
-                gw.remove_static_neighbor(ip, mac);
+                gw.remove_static_neighbor(ip, mac, names);
             }
         }
     }

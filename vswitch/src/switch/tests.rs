@@ -347,9 +347,9 @@ fn overlay_static_entries_and_too_big_frames() {
     assert!(p.add_tunnel(PortId(10), NetId(0), 42, r1, true));
     assert!(p.add_tunnel(PortId(11), NetId(0), 42, r2, false));
     let ip_c: std::net::Ipv4Addr = "172.17.0.4".parse().unwrap();
-    assert!(p.fdb_pin(NetId(0), MacAddr(C), PortId(11), Some(ip_c)));
+    assert!(p.fdb_pin(NetId(0), MacAddr(C), PortId(11), Some(ip_c), &[]));
     assert!(
-        !p.fdb_pin(NetId(0), MacAddr(D), PortId(5), None),
+        !p.fdb_pin(NetId(0), MacAddr(D), PortId(5), None, &[]),
         "no such port"
     );
 
@@ -434,7 +434,7 @@ fn overlay_static_entries_and_too_big_frames() {
     ok[16..18].copy_from_slice(&1450u16.to_be_bytes());
     assert_eq!(run(&mut p, 5, 0, &ok).out, vec![PortId(11)]);
 
-    p.fdb_unpin(NetId(0), MacAddr(C), Some(ip_c));
+    p.fdb_unpin(NetId(0), MacAddr(C), Some(ip_c), &[]);
     let a = run(&mut p, 6, 0, &udp(A, C));
     assert!(a.flooded, "C unknown once its entry is gone");
     assert!(

@@ -50,6 +50,14 @@ pub struct Cluster {
     pub ttl: u64,
     tx: mpsc::UnboundedSender<Req>,
     status: Arc<Mutex<Status>>,
+    owned: Owned,
+}
+
+/// This node's keys and values, put under every new lease.
+type Owned = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Cluster {
@@ -65,12 +73,13 @@ impl Cluster {
         let keys = Keys {
             prefix: cfg.prefix(),
         };
+        let owned = Owned::default();
         let session = Session {
             cfg: cfg.clone(),
             endpoints,
             prefix: keys.prefix.clone(),
             ttl: cfg.ttl(),
-            owned: BTreeMap::new(),
+            owned: owned.clone(),
             events,
             status: status.clone(),
         };
@@ -88,11 +97,12 @@ impl Cluster {
             ttl: cfg.ttl(),
             tx,
             status,
+            owned,
         })
     }
 
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.status).clone()
     }
 
     fn call<T>(&self, make: impl FnOnce(Done<T>) -> Req) -> Result<T, String> {
@@ -111,16 +121,21 @@ impl Cluster {
             .map_err(|_| "the cluster store did not answer in time".to_string())?
     }
 
-    pub fn put_owned(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+    /// Puts a key of this node's (under its lease): now when the store is there, else when it
+    /// comes back (the error says it is not there now).
+    pub fn publish(&self, key: String, value: Vec<u8>) -> Result<(), String> {
+        lock(&self.owned).insert(key.clone(), value.clone());
         self.call(|d| Req::PutOwned(key, value, d))
+    }
+
+    /// Takes a key of this node's away (now, or from what is put when the store comes back).
+    pub fn unpublish(&self, key: String) -> Result<(), String> {
+        lock(&self.owned).remove(&key);
+        self.call(|d| Req::DeleteOwned(key, d))
     }
 
     pub fn claim_owned(&self, key: String, value: Vec<u8>) -> Result<bool, String> {
         self.call(|d| Req::ClaimOwned(key, value, d))
-    }
-
-    pub fn delete_owned(&self, key: String) -> Result<(), String> {
-        self.call(|d| Req::DeleteOwned(key, d))
     }
 
     pub fn create(&self, key: String, value: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
@@ -137,8 +152,7 @@ struct Session {
     endpoints: Vec<String>,
     prefix: String,
     ttl: u64,
-    /// This node's keys and values: put under every new lease.
-    owned: BTreeMap<String, Vec<u8>>,
+    owned: Owned,
     events: Sender<ClusterEvent>,
     status: Arc<Mutex<Status>>,
 }
@@ -148,7 +162,7 @@ type Ended = String;
 
 impl Session {
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        f(&mut lock(&self.status));
     }
 
     fn options(&self) -> Result<ConnectOptions, String> {
@@ -224,7 +238,11 @@ impl Session {
     }
 
     /// One connected session, until it ends.
-    async fn session(&mut self, mut client: Client, rx: &mut mpsc::UnboundedReceiver<Req>) -> Ended {
+    async fn session(
+        &mut self,
+        mut client: Client,
+        rx: &mut mpsc::UnboundedReceiver<Req>,
+    ) -> Ended {
         let lease = match client.lease_grant(self.ttl as i64, None).await {
             Ok(l) => l.id(),
             Err(e) => return format!("lease grant: {e}"),
@@ -236,7 +254,11 @@ impl Session {
         // This node's keys again, under the new lease; one another node took meanwhile (an
         // address, after our lease expired) stays theirs.
         let mut lost = Vec::new();
-        for (k, val) in &self.owned {
+        let owned: Vec<(String, Vec<u8>)> = lock(&self.owned)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, val) in &owned {
             match claim(&mut client, k, val, lease).await {
                 Ok(true) => {}
                 Ok(false) => lost.push(k.clone()),
@@ -245,10 +267,13 @@ impl Session {
         }
         for k in lost {
             warn!(key = %k, "taken by another node while the store was away: no longer this node's");
-            self.owned.remove(&k);
+            lock(&self.owned).remove(&k);
         }
         let snap = match client
-            .get(self.prefix.clone() + "/", Some(GetOptions::new().with_prefix()))
+            .get(
+                self.prefix.clone() + "/",
+                Some(GetOptions::new().with_prefix()),
+            )
             .await
         {
             Ok(r) => r,
@@ -275,7 +300,10 @@ impl Session {
             Err(e) => return format!("watch: {e}"),
         };
         let _ = self.events.send(ClusterEvent::Snapshot(kvs));
-        info!(lease = format!("{lease:x}"), revision, "cluster store connected");
+        info!(
+            lease = format!("{lease:x}"),
+            revision, "cluster store connected"
+        );
         self.set_status(|s| {
             s.connected = true;
             s.since = Some(Instant::now());
@@ -331,29 +359,27 @@ impl Session {
         let with_lease = || Some(PutOptions::new().with_lease(lease));
         match r {
             Req::PutOwned(k, v, done) => {
-                let res = client.put(k.clone(), v.clone(), with_lease()).await;
-                if res.is_ok() {
-                    self.owned.insert(k, v);
-                }
+                let res = client.put(k, v, with_lease()).await;
                 let _ = done.send(res.map(|_| ()).map_err(|e| e.to_string()));
             }
             Req::ClaimOwned(k, v, done) => {
                 let res = claim(client, &k, &v, lease).await;
                 if res == Ok(true) {
-                    self.owned.insert(k, v);
+                    lock(&self.owned).insert(k, v);
                 }
                 let _ = done.send(res);
             }
             Req::DeleteOwned(k, done) => {
-                let res = client.delete(k.clone(), None).await;
-                if res.is_ok() {
-                    self.owned.remove(&k);
-                }
+                let res = client.delete(k, None).await;
                 let _ = done.send(res.map(|_| ()).map_err(|e| e.to_string()));
             }
             Req::Create(k, v, done) => {
                 let txn = Txn::new()
-                    .when(vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                    .when(vec![Compare::create_revision(
+                        k.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
                     .and_then(vec![TxnOp::put(k.clone(), v, None)])
                     .or_else(vec![TxnOp::get(k, None)]);
                 let res = match client.txn(txn).await {

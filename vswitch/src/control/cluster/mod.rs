@@ -106,9 +106,7 @@ impl StoreConfig {
         self.endpoints()?;
         let node = self.node_name();
         if node.is_empty() || node.contains('/') || node.len() > 64 {
-            return Err(format!(
-                "node name {node:?}: 1 to 64 characters, no '/'"
-            ));
+            return Err(format!("node name {node:?}: 1 to 64 characters, no '/'"));
         }
         if self.cert.is_some() != self.key.is_some() {
             return Err("store TLS: --store-cert and --store-key go together".into());
@@ -145,6 +143,9 @@ pub struct NodeInfo {
 pub struct EndpointInfo {
     pub node: String,
     pub network: String,
+    /// The network's VNI (a node installs endpoints of its own network of that name and VNI).
+    #[serde(default)]
+    pub vni: Option<u32>,
     pub mac: String,
     pub ip: Option<Ipv4Addr>,
     /// The names the embedded DNS answers for it.
@@ -215,16 +216,20 @@ mod tests {
             vec!["http://10.0.0.1:2379", "http://etcd2:2379"]
         );
         assert!(c.validate().is_ok());
-        for bad in ["http://x:1", "etcd://", "etcd://host", "etcd://host:0", "etcd://:1"] {
+        for bad in [
+            "http://x:1",
+            "etcd://",
+            "etcd://host",
+            "etcd://host:0",
+            "etcd://:1",
+        ] {
             let c = StoreConfig {
                 url: bad.into(),
                 ..Default::default()
             };
             assert!(c.endpoints().is_err(), "{bad}");
         }
-        let k = Keys {
-            prefix: c.prefix(),
-        };
+        let k = Keys { prefix: c.prefix() };
         assert_eq!(k.node("a"), "/vswitch/nodes/a");
         assert_eq!(
             k.parse("/vswitch/endpoints/ov/02:42:0a:00:00:02"),

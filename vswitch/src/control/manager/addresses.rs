@@ -70,6 +70,8 @@ impl Manager {
         used.extend([net.gateway, net.subnet.network(), net.subnet.broadcast()]);
         used.extend(net.aux_addresses.iter().copied());
         used.extend(self.remote_addresses(net).into_iter().map(|(ip, _, _)| ip));
+        // Addresses other nodes claimed in the cluster store.
+        used.extend(self.cluster_claimed(&net.name));
         let taken = |ip: Ipv4Addr| used.contains(&ip);
         let (start, end) = (u32::from(pool.network()), u32::from(pool.broadcast()));
         (start..=end)

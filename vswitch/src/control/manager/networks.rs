@@ -228,6 +228,7 @@ impl Manager {
             peer_keys,
             peer_endpoints: Default::default(),
             fdb: Vec::new(),
+            cluster_peers: Vec::new(),
             port_security: req.port_security.unwrap_or(true),
             icc: req.icc.unwrap_or(true) && mode.as_deref() != Some("private"),
             host_access: req.host_access,
@@ -315,6 +316,8 @@ impl Manager {
 
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> ApiResult<Reply> {
         let cfg = self.validate_network(&req)?;
+        // With a cluster store an overlay is the cluster's: in the store first.
+        self.cluster_create_network(&req)?;
         let id = self.attach_network(&cfg)?;
         if let Err(e) = self.attach_parent(&cfg, id, false) {
             self.nets.remove(&cfg.name);
@@ -369,6 +372,8 @@ impl Manager {
                 ),
             ));
         }
+        // A cluster overlay leaves the store first (and so every node without ports on it).
+        self.cluster_remove_network(name)?;
         let saved = self.state.clone();
         let change = Change::NetworkRemove(name.to_string());
         self.state.apply(&change);
@@ -384,6 +389,13 @@ impl Manager {
                 Self::remove_resolv_of(p, net);
             }
             self.forget_port(p);
+        }
+        if let Some(net) = &net {
+            if net.vni.is_some() {
+                for p in saved.ports.iter().filter(|p| p.network == name) {
+                    self.cluster_forget_port_of(p);
+                }
+            }
         }
         self.leases.retain(|l| l.network != name);
         self.save_leases();

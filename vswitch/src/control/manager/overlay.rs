@@ -150,7 +150,7 @@ impl Manager {
     /// Makes the tunnel to `remote` on `net` what the configuration wants: a peer that floods
     /// reach, a tunnel only static entries point at, or none; and puts the static entries
     /// behind it in place when it is new.
-    fn sync_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr) -> ApiResult<()> {
+    pub(super) fn sync_tunnel(&mut self, net: &NetworkConfig, remote: Ipv4Addr) -> ApiResult<()> {
         let flood = net.peers.contains(&remote);
         let wanted = flood || net.fdb.iter().any(|e| e.vtep == remote);
         match (self.tunnel_to(&net.name, remote), wanted) {
@@ -170,7 +170,7 @@ impl Manager {
     }
 
     /// Puts a static FDB entry in the dataplane (or takes it out).
-    fn install_static(
+    pub(super) fn install_static(
         &mut self,
         net: &NetworkConfig,
         e: &StaticFdb,
@@ -181,12 +181,13 @@ impl Manager {
         else {
             return Ok(()); // no VTEP socket yet: installed when the tunnels come
         };
-        let (mac, ip) = (e.mac, e.ip);
+        let (mac, ip, names) = (e.mac, e.ip, e.names.clone());
         let ok = self.dp_call(|done| Command::FdbStatic {
             network,
             mac,
             port: (!remove).then_some(port),
             ip,
+            names,
             done,
         })?;
         if !ok {
@@ -401,6 +402,11 @@ impl Manager {
         self.bind_wg(&v)?;
         self.install_vtep(sock)?;
         self.sync_wg_peers();
+        self.cluster_publish_node();
+        let ports = self.state.ports.clone();
+        for p in &ports {
+            self.cluster_publish_port(p);
+        }
         info!(local_ip = %v.local_ip, port = v.port, wg_port = v.wg_port, "VTEP set");
         self.vtep_show()
     }
@@ -585,7 +591,7 @@ impl Manager {
     }
 
     /// Replaces an overlay network's configuration (its static entries or peers), recorded.
-    fn record_network(&mut self, updated: &NetworkConfig) -> ApiResult<()> {
+    pub(super) fn record_network(&mut self, updated: &NetworkConfig) -> ApiResult<()> {
         let saved = self.state.clone();
         if let Some(n) = self
             .state
@@ -691,7 +697,13 @@ impl Manager {
                 Some(ip)
             }
         };
-        let entry = StaticFdb { mac, vtep, ip };
+        let entry = StaticFdb {
+            mac,
+            vtep,
+            ip,
+            names: Vec::new(),
+            cluster: false,
+        };
         let mut updated = net.clone();
         updated.fdb.push(entry.clone());
         self.record_network(&updated)?;

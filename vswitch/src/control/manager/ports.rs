@@ -271,7 +271,7 @@ impl Manager {
 
     /// What the gateway should know about a port: its MAC, address and DNS names (port name,
     /// the namespace's name when it has one, aliases).
-    fn endpoint(cfg: &PortConfig) -> Endpoint {
+    pub(super) fn endpoint(cfg: &PortConfig) -> Endpoint {
         let mut names = vec![cfg.name.to_ascii_lowercase()];
         if let Ok(NetnsSpec::Name(ns)) = NetnsSpec::parse(&cfg.netns) {
             names.push(ns.to_ascii_lowercase());
@@ -521,9 +521,31 @@ impl Manager {
 
     pub(super) fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
         let t0 = Instant::now();
-        let cfg = self.validate_port(&req)?;
+        self.cluster_required(&req.network)?;
+        let mut cfg = self.validate_port(&req)?;
+        // A cluster overlay's address is claimed in the store: another node may hold it.
+        let mut tries = 0;
+        while !self.cluster_claim(&cfg)? {
+            tries += 1;
+            if req.ip.is_some() || tries >= 32 {
+                return Err(ApiError::new(
+                    ErrorCode::AddressInUse,
+                    format!(
+                        "{} is held by another node of the cluster",
+                        cfg.ip.map(|i| i.addr().to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
+            cfg = self.validate_port(&req)?;
+        }
         let t_valid = t0.elapsed();
-        let rt = self.attach_port(&cfg, false)?;
+        let rt = match self.attach_port(&cfg, false) {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.cluster_forget_port(&cfg);
+                return Err(e);
+            }
+        };
         let t_attach = t0.elapsed();
         let id = rt
             .id
@@ -538,6 +560,7 @@ impl Manager {
         }
         let t_saved = t0.elapsed();
         self.write_resolv(&cfg);
+        self.cluster_publish_port(&cfg);
         info!(port = %cfg.name, network = %cfg.network, netns = %cfg.netns, ifname = %cfg.ifname,
             validate_us = t_valid.as_micros() as u64,
             attach_us = (t_attach - t_valid).as_micros() as u64,
@@ -585,6 +608,7 @@ impl Manager {
         }
         if let Some(port) = saved.ports.iter().find(|p| p.name == name) {
             self.forget_port(port);
+            self.cluster_forget_port(port);
         }
         self.refresh_container_files();
         info!(port = %name, "port deleted");

@@ -258,7 +258,14 @@ impl Gateway {
 
     /// A static neighbour behind another port (`fdb add … --ip` on an overlay: a container on
     /// a remote VTEP), answered for by ARP suppression before any traffic.
-    pub fn set_static_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, port: PortId) {
+    pub fn set_static_neighbor(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        port: PortId,
+        names: &[String],
+    ) {
+        self.dns.add_records(names, ip);
         self.neighbors.insert(
             ip,
             Neighbor {
@@ -271,7 +278,8 @@ impl Gateway {
     }
 
     /// Forgets a static neighbour set by `set_static_neighbor` (not a port's own address).
-    pub fn remove_static_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+    pub fn remove_static_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, names: &[String]) {
+        self.dns.remove_records(names, ip);
         let own = self.endpoints.values().any(|e| e.ip == Some(ip));
         if !own && self.neighbors.get(&ip).is_some_and(|n| n.mac == mac) {
             self.neighbors.remove(&ip);

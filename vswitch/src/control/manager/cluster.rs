@@ -1,0 +1,571 @@
+//! The cluster store's control side (`--store etcd://…`): this node registered with its VTEP,
+//! overlay networks created in the store and appearing on every node, addresses claimed by
+//! transaction, this node's endpoints published, and the other nodes' endpoints installed as
+//! static FDB entries with their addresses and names (so ARP suppression, IPAM and the embedded
+//! DNS know them before any traffic) while the peers of each overlay follow the nodes with
+//! endpoints on it. Without a store none of this runs.
+//!
+//! What the store installs is marked (`StaticFdb::cluster`, `NetworkConfig::cluster_peers`) and
+//! persisted like the rest, so a host restarted without the store still reaches what it knew.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use tracing::{info, warn};
+
+use super::{ApiResult, Manager, PortConfig};
+use crate::api::{ApiError, ClusterInfo, ClusterNode, ErrorCode, NetworkCreate, Reply};
+use crate::control::cluster::{Claim, Cluster, ClusterEvent, EndpointInfo, NodeInfo};
+use crate::state::{NetworkConfig, StaticFdb};
+use crate::wire::MacAddr;
+
+/// What the manager knows of the store.
+pub struct ClusterRt {
+    pub handle: Cluster,
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Every node's endpoints, by network and MAC.
+    pub endpoints: BTreeMap<(String, String), EndpointInfo>,
+    /// Address claims, by network and address.
+    pub claims: BTreeMap<(String, Ipv4Addr), Claim>,
+    pub networks: BTreeMap<String, NetworkCreate>,
+}
+
+fn unavailable(e: String) -> ApiError {
+    ApiError::new(ErrorCode::StoreUnavailable, e)
+}
+
+/// The request that makes `n` again (what the store keeps of an overlay network: its settings,
+/// not this host's peers or entries).
+pub fn request_of(n: &NetworkConfig) -> NetworkCreate {
+    NetworkCreate {
+        name: n.name.clone(),
+        subnet: n.subnet.to_string(),
+        gateway: Some(n.gateway.to_string()),
+        driver: Some(n.driver.clone()),
+        vni: n.vni,
+        encrypted: n.encrypted,
+        mtu: n.mtu,
+        dhcp: Some(n.dhcp),
+        dns: Some(n.dns),
+        domain: n.domain.clone(),
+        internal: n.internal,
+        icc: Some(n.icc),
+        port_security: Some(n.port_security),
+        aux_addresses: n.aux_addresses.iter().map(|a| a.to_string()).collect(),
+        ..NetworkCreate::default()
+    }
+}
+
+impl Manager {
+    /// Joins the cluster: registers this node and publishes its overlay endpoints (now, or
+    /// when the store comes).
+    pub fn attach_cluster(&mut self, handle: Cluster) {
+        self.cluster = Some(ClusterRt {
+            handle,
+            nodes: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            networks: BTreeMap::new(),
+        });
+        self.cluster_publish_node();
+        let ports: Vec<PortConfig> = self.state.ports.clone();
+        for p in &ports {
+            self.cluster_publish_port(p);
+            if let (Some(c), Some(ip)) = (&self.cluster, p.ip) {
+                if self.is_overlay(&p.network) {
+                    let key = c.handle.keys.claim(&p.network, ip.addr());
+                    let claim = Claim {
+                        node: c.handle.node.clone(),
+                        port: p.name.clone(),
+                    };
+                    // Kept from before the restart: renewed under the new lease.
+                    let _ = c.handle.claim_owned(key, json(&claim));
+                }
+            }
+        }
+    }
+
+    fn is_overlay(&self, network: &str) -> bool {
+        self.state
+            .networks
+            .iter()
+            .any(|n| n.name == network && n.vni.is_some())
+    }
+
+    /// This node's entry: its name, VTEP and WireGuard key.
+    pub(super) fn cluster_publish_node(&self) {
+        let Some(c) = &self.cluster else { return };
+        let vtep = self.state.vtep.as_ref();
+        let (public, _) = self.wg_info();
+        let info = NodeInfo {
+            name: c.handle.node.clone(),
+            vtep: vtep.map(|v| v.local_ip),
+            public_key: (!public.is_empty()).then_some(public),
+            tunnel_ip: vtep.map(super::encrypted::tunnel_ip),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let _ = c
+            .handle
+            .publish(c.handle.keys.node(&info.name), json(&info));
+    }
+
+    fn endpoint_of(&self, p: &PortConfig) -> Option<EndpointInfo> {
+        let c = self.cluster.as_ref()?;
+        let net = self.state.networks.iter().find(|n| n.name == p.network)?;
+        net.vni?;
+        let vtep = self.state.vtep.as_ref()?;
+        let ep = Self::endpoint(p);
+        Some(EndpointInfo {
+            node: c.handle.node.clone(),
+            network: p.network.clone(),
+            vni: net.vni,
+            mac: p.mac.to_string(),
+            ip: ep.ip,
+            names: ep.names,
+            vtep: vtep.local_ip,
+        })
+    }
+
+    /// Publishes a port of an overlay network as this node's endpoint.
+    pub(super) fn cluster_publish_port(&self, p: &PortConfig) {
+        let (Some(c), Some(ep)) = (&self.cluster, self.endpoint_of(p)) else {
+            return;
+        };
+        let key = c.handle.keys.endpoint(&ep.network, &ep.mac);
+        if let Err(e) = c.handle.publish(key, json(&ep)) {
+            warn!(port = %p.name, error = %e, "endpoint not published yet (it will be when the store is back)");
+        }
+    }
+
+    /// Takes a deleted port's endpoint and address claim out of the store.
+    pub(super) fn cluster_forget_port(&self, p: &PortConfig) {
+        if self.is_overlay(&p.network) {
+            self.cluster_forget_port_of(p);
+        }
+    }
+
+    /// As `cluster_forget_port`, for a port of an overlay network already gone from the state.
+    pub(super) fn cluster_forget_port_of(&self, p: &PortConfig) {
+        let Some(c) = &self.cluster else { return };
+        let _ = c
+            .handle
+            .unpublish(c.handle.keys.endpoint(&p.network, &p.mac.to_string()));
+        if let Some(ip) = p.ip {
+            let _ = c
+                .handle
+                .unpublish(c.handle.keys.claim(&p.network, ip.addr()));
+        }
+    }
+
+    /// Addresses of `network` other nodes hold (IPAM skips them).
+    pub(super) fn cluster_claimed(&self, network: &str) -> Vec<Ipv4Addr> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        c.claims
+            .iter()
+            .filter(|((n, _), cl)| n == network && cl.node != c.handle.node)
+            .map(|((_, ip), _)| *ip)
+            .collect()
+    }
+
+    /// Claims a new port's address in the store (an overlay network with a store): Ok(true)
+    /// when it is this port's now, Ok(false) when another node holds it (the claim is known
+    /// from then on, so IPAM moves past it).
+    pub(super) fn cluster_claim(&mut self, p: &PortConfig) -> ApiResult<bool> {
+        let (Some(c), Some(ip)) = (&mut self.cluster, p.ip) else {
+            return Ok(true);
+        };
+        if !self
+            .state
+            .networks
+            .iter()
+            .any(|n| n.name == p.network && n.vni.is_some())
+        {
+            return Ok(true);
+        }
+        let claim = Claim {
+            node: c.handle.node.clone(),
+            port: p.name.clone(),
+        };
+        let key = c.handle.keys.claim(&p.network, ip.addr());
+        let ours = c
+            .handle
+            .claim_owned(key, json(&claim))
+            .map_err(unavailable)?;
+        if !ours {
+            c.claims.insert(
+                (p.network.clone(), ip.addr()),
+                Claim {
+                    node: "another node".into(),
+                    port: String::new(),
+                },
+            );
+        }
+        Ok(ours)
+    }
+
+    /// A new overlay network goes into the store (before it is made here); one the store has
+    /// already with the same settings is this one.
+    pub(super) fn cluster_create_network(&mut self, req: &NetworkCreate) -> ApiResult<()> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        if self.cluster_applying || req.driver.as_deref() != Some("overlay") {
+            return Ok(());
+        }
+        let cfg = self.validate_network(req)?;
+        let mine = request_of(&cfg);
+        let key = c.handle.keys.network(&cfg.name);
+        match c.handle.create(key, json(&mine)).map_err(unavailable)? {
+            None => Ok(()),
+            Some(there) => match serde_json::from_slice::<NetworkCreate>(&there) {
+                Ok(t) if t == mine => Ok(()),
+                _ => Err(ApiError::new(
+                    ErrorCode::NetworkExists,
+                    format!(
+                        "network {:?} exists in the cluster store with other settings",
+                        cfg.name
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// A removed overlay network leaves the store (so it goes from every node that has no
+    /// ports on it).
+    pub(super) fn cluster_remove_network(&mut self, name: &str) -> ApiResult<()> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        if self.cluster_applying || !self.is_overlay(name) || !c.networks.contains_key(name) {
+            return Ok(());
+        }
+        c.handle
+            .delete(c.handle.keys.network(name))
+            .map_err(unavailable)
+    }
+
+    /// `cluster show`.
+    pub(super) fn cluster_show(&self) -> ApiResult<Reply> {
+        let Some(c) = &self.cluster else {
+            return Ok(Reply::Cluster(ClusterInfo::default()));
+        };
+        let st = c.handle.status();
+        let nodes = c
+            .nodes
+            .values()
+            .map(|n| ClusterNode {
+                name: n.name.clone(),
+                vtep: n.vtep.map(|v| v.to_string()),
+                version: n.version.clone(),
+                health: "up".into(),
+                endpoints: c.endpoints.values().filter(|e| e.node == n.name).count(),
+                local: n.name == c.handle.node,
+            })
+            .collect();
+        Ok(Reply::Cluster(ClusterInfo {
+            configured: true,
+            store: st.endpoint_list.join(","),
+            prefix: c.handle.keys.prefix.clone(),
+            node: c.handle.node.clone(),
+            status: if st.connected {
+                "connected".into()
+            } else {
+                format!(
+                    "unavailable: {}",
+                    st.error.unwrap_or_else(|| "not connected yet".into())
+                )
+            },
+            status_secs: st.since.map_or(0, |s| s.elapsed().as_secs()),
+            ttl_secs: c.handle.ttl,
+            nodes,
+        }))
+    }
+
+    /// What the store's watch saw.
+    pub fn on_cluster(&mut self, ev: ClusterEvent) {
+        if self.cluster.is_none() {
+            return;
+        }
+        match ev {
+            ClusterEvent::Snapshot(kvs) => {
+                if let Some(c) = &mut self.cluster {
+                    c.nodes.clear();
+                    c.endpoints.clear();
+                    c.claims.clear();
+                    c.networks.clear();
+                }
+                for (k, v) in kvs {
+                    self.cluster_cache(&k, Some(&v));
+                }
+                let nets: Vec<NetworkCreate> = self
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.networks.values().cloned().collect())
+                    .unwrap_or_default();
+                for n in nets {
+                    self.cluster_network_appeared(n);
+                }
+                self.cluster_reconcile();
+            }
+            ClusterEvent::Put(k, v) => {
+                let kind = self.cluster_cache(&k, Some(&v));
+                match kind {
+                    Some(Kind::Network(name)) => {
+                        if let Some(n) = self
+                            .cluster
+                            .as_ref()
+                            .and_then(|c| c.networks.get(&name).cloned())
+                        {
+                            self.cluster_network_appeared(n);
+                            self.cluster_reconcile();
+                        }
+                    }
+                    Some(Kind::Endpoint | Kind::Node) => self.cluster_reconcile(),
+                    _ => {}
+                }
+            }
+            ClusterEvent::Delete(k) => match self.cluster_cache(&k, None) {
+                Some(Kind::Network(name)) => self.cluster_network_gone(&name),
+                Some(Kind::Endpoint | Kind::Node) => self.cluster_reconcile(),
+                _ => {}
+            },
+            ClusterEvent::Lost(_) => {}
+        }
+    }
+
+    /// Updates the caches with a key's new value (or its removal); what kind of key it was.
+    fn cluster_cache(&mut self, key: &str, value: Option<&[u8]>) -> Option<Kind> {
+        let c = self.cluster.as_mut()?;
+        let (kind, rest) = c.handle.keys.parse(key)?;
+        match kind {
+            "nodes" => {
+                match value.and_then(|v| serde_json::from_slice::<NodeInfo>(v).ok()) {
+                    Some(n) => c.nodes.insert(rest.to_string(), n),
+                    None => c.nodes.remove(rest),
+                };
+                Some(Kind::Node)
+            }
+            "networks" => {
+                match value.and_then(|v| serde_json::from_slice::<NetworkCreate>(v).ok()) {
+                    Some(n) => c.networks.insert(rest.to_string(), n),
+                    None => c.networks.remove(rest),
+                };
+                Some(Kind::Network(rest.to_string()))
+            }
+            "ipam" => {
+                let (net, ip) = rest.split_once('/')?;
+                let ip: Ipv4Addr = ip.parse().ok()?;
+                match value.and_then(|v| serde_json::from_slice::<Claim>(v).ok()) {
+                    Some(cl) => c.claims.insert((net.to_string(), ip), cl),
+                    None => c.claims.remove(&(net.to_string(), ip)),
+                };
+                Some(Kind::Claim)
+            }
+            "endpoints" => {
+                let (net, mac) = rest.split_once('/')?;
+                let k = (net.to_string(), mac.to_string());
+                match value.and_then(|v| serde_json::from_slice::<EndpointInfo>(v).ok()) {
+                    Some(e) => c.endpoints.insert(k, e),
+                    None => c.endpoints.remove(&k),
+                };
+                Some(Kind::Endpoint)
+            }
+            _ => None,
+        }
+    }
+
+    /// A network the store has: made here when this node has none of that name.
+    fn cluster_network_appeared(&mut self, req: NetworkCreate) {
+        if self.state.networks.iter().any(|n| n.name == req.name) {
+            return;
+        }
+        self.cluster_applying = true;
+        let name = req.name.clone();
+        match self.handle(crate::api::Op::NetworkCreate(req)) {
+            Ok(_) => info!(network = %name, "network created from the cluster store"),
+            Err(e) => {
+                warn!(network = %name, error = %e.message, "the cluster store's network cannot be made here")
+            }
+        }
+        self.cluster_applying = false;
+    }
+
+    /// A network gone from the store: gone here too unless this node has ports on it.
+    fn cluster_network_gone(&mut self, name: &str) {
+        if !self.is_overlay(name) {
+            return;
+        }
+        self.cluster_applying = true;
+        match self.handle(crate::api::Op::NetworkRemove {
+            name: name.to_string(),
+            force: false,
+        }) {
+            Ok(_) => info!(network = %name, "network removed: it left the cluster store"),
+            Err(e) => {
+                warn!(network = %name, error = %e.message, "network left the cluster store but is kept here")
+            }
+        }
+        self.cluster_applying = false;
+    }
+
+    /// Brings every overlay network's store-installed entries and peers in step with the other
+    /// nodes' endpoints.
+    fn cluster_reconcile(&mut self) {
+        let Some(c) = &self.cluster else { return };
+        let me = c.handle.node.clone();
+        let own_vtep = self.state.vtep.as_ref().map(|v| v.local_ip);
+        let keys: BTreeMap<Ipv4Addr, String> = c
+            .nodes
+            .values()
+            .filter_map(|n| Some((n.vtep?, n.public_key.clone()?)))
+            .collect();
+        // Per network: the entries and peers the store wants here.
+        let mut want: BTreeMap<String, Vec<StaticFdb>> = BTreeMap::new();
+        for e in c.endpoints.values() {
+            if e.node == me || Some(e.vtep) == own_vtep {
+                continue;
+            }
+            let Some(net) = self.state.networks.iter().find(|n| n.name == e.network) else {
+                continue;
+            };
+            if net.vni.is_none() || (e.vni.is_some() && e.vni != net.vni) {
+                continue;
+            }
+            let Ok(mac) = e.mac.parse::<MacAddr>() else {
+                continue;
+            };
+            if self
+                .state
+                .ports
+                .iter()
+                .any(|p| p.network == net.name && p.mac == mac)
+            {
+                continue;
+            }
+            want.entry(e.network.clone()).or_default().push(StaticFdb {
+                mac,
+                vtep: e.vtep,
+                ip: e.ip.filter(|ip| net.subnet.contains(ip)),
+                names: e.names.clone(),
+                cluster: true,
+            });
+        }
+        let nets: Vec<NetworkConfig> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| n.vni.is_some())
+            .cloned()
+            .collect();
+        for net in nets {
+            let wanted = want.remove(&net.name).unwrap_or_default();
+            if let Err(e) = self.cluster_apply(&net, wanted, &keys) {
+                warn!(network = %net.name, error = %e.message, "cluster endpoints not installed");
+            }
+        }
+    }
+
+    /// Makes network `net`'s store-installed entries `wanted` (and its store-added peers their
+    /// VTEPs).
+    fn cluster_apply(
+        &mut self,
+        net: &NetworkConfig,
+        wanted: Vec<StaticFdb>,
+        keys: &BTreeMap<Ipv4Addr, String>,
+    ) -> ApiResult<()> {
+        let have: Vec<StaticFdb> = net.fdb.iter().filter(|e| e.cluster).cloned().collect();
+        let mut peers: Vec<Ipv4Addr> = wanted.iter().map(|e| e.vtep).collect();
+        peers.sort();
+        peers.dedup();
+        if have == wanted && net.cluster_peers == peers {
+            return Ok(());
+        }
+        let mut updated = net.clone();
+        // Entries: by hand-made ones' side, never over them.
+        updated.fdb.retain(|e| !e.cluster);
+        let manual: Vec<MacAddr> = updated.fdb.iter().map(|e| e.mac).collect();
+        for e in &wanted {
+            if !manual.contains(&e.mac)
+                && !updated.fdb.iter().any(|x| x.ip.is_some() && x.ip == e.ip)
+            {
+                updated.fdb.push(e.clone());
+            }
+        }
+        // Peers: the store's come and go; configured ones stay.
+        let old_cluster: Vec<Ipv4Addr> = net.cluster_peers.clone();
+        updated
+            .peers
+            .retain(|p| !old_cluster.contains(p) || peers.contains(p));
+        for p in &peers {
+            if !updated.peers.contains(p) {
+                updated.peers.push(*p);
+                updated.cluster_peers.push(*p);
+            }
+        }
+        updated.cluster_peers.retain(|p| peers.contains(p));
+        if updated.encrypted {
+            for p in &peers {
+                if let Some(k) = keys.get(p) {
+                    updated.peer_keys.entry(*p).or_insert_with(|| k.clone());
+                }
+            }
+        }
+        self.record_network(&updated)?;
+        // The dataplane: old entries out, tunnels to every VTEP involved in step, new ones in.
+        for e in &have {
+            self.install_static(&updated, e, true)?;
+        }
+        let mut vteps: Vec<Ipv4Addr> = have
+            .iter()
+            .map(|e| e.vtep)
+            .chain(peers.iter().copied())
+            .chain(old_cluster.iter().copied())
+            .collect();
+        vteps.sort();
+        vteps.dedup();
+        if updated.encrypted {
+            self.sync_wg_peers();
+        }
+        for v in vteps {
+            self.sync_tunnel(&updated, v)?;
+        }
+        for e in updated.fdb.iter().filter(|e| e.cluster) {
+            self.install_static(&updated, e, false)?;
+        }
+        info!(network = %net.name, entries = wanted.len(), peers = peers.len(), "cluster endpoints installed");
+        Ok(())
+    }
+
+    /// Whether a request must be refused because the network is in the cluster and the store
+    /// is not there (a new port's address cannot be claimed).
+    pub(super) fn cluster_required(&self, network: &str) -> ApiResult<()> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        if !self.is_overlay(network) {
+            return Ok(());
+        }
+        let st = c.handle.status();
+        if st.connected {
+            return Ok(());
+        }
+        Err(unavailable(format!(
+            "network {network:?} is an overlay of the cluster and the store is unavailable ({}): \
+             its addresses cannot be claimed now",
+            st.error.unwrap_or_default()
+        )))
+    }
+}
+
+enum Kind {
+    Node,
+    Network(String),
+    Claim,
+    Endpoint,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
