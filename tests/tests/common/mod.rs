@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod containers;
 pub mod egress;
+pub mod etcd;
 pub mod runtimes;
 pub mod segment;
 pub mod underlay;

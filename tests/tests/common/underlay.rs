@@ -34,3 +34,41 @@ pub fn underlay(tag: &str, ip1: &str, ip2: &str) -> Underlay {
         dev2: b,
     }
 }
+
+/// Hosts on one underlay segment: a hub namespace with a bridge (`hub_ip`, where a test puts
+/// a store such as etcd), and a veth from it to each host (`ips`).
+pub struct Star {
+    pub hub: Netns,
+    pub hosts: Vec<Netns>,
+    /// Each host's end of its veth.
+    pub devs: Vec<String>,
+}
+
+pub fn star(tag: &str, hub_ip: &str, ips: &[&str]) -> Star {
+    let hub = Netns::new(&format!("{tag}h"));
+    hub.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+    hub.exec_ok(&["ip", "addr", "add", &format!("{hub_ip}/24"), "dev", "br0"]);
+    hub.exec_ok(&["ip", "link", "set", "br0", "up"]);
+    hub.exec_ok(&["ip", "link", "set", "lo", "up"]);
+    let mut hosts = Vec::new();
+    let mut devs = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let h = Netns::new(&format!("{tag}{i}"));
+        let (a, b) = (unique(&format!("{tag}p")), unique(&format!("{tag}q")));
+        must(
+            "ip",
+            &[
+                "link", "add", &a, "netns", &hub.name, "type", "veth", "peer", "name", &b, "netns",
+                &h.name,
+            ],
+        );
+        hub.exec_ok(&["ip", "link", "set", &a, "master", "br0"]);
+        hub.exec_ok(&["ip", "link", "set", &a, "up"]);
+        h.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &b]);
+        h.exec_ok(&["ip", "link", "set", &b, "up"]);
+        h.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        hosts.push(h);
+        devs.push(b);
+    }
+    Star { hub, hosts, devs }
+}

@@ -128,6 +128,15 @@ fn main() -> ExitCode {
         .clone()
         .or(config.daemon.log_level.clone())
         .unwrap_or_else(|| "info".into());
+    // The store's gRPC stack (h2, tower, hyper, tonic) is chatty at debug: quiet unless asked.
+    let level = if ["h2", "tower", "hyper", "tonic"]
+        .iter()
+        .any(|c| level.contains(c))
+    {
+        level
+    } else {
+        format!("{level},h2=info,tower=info,hyper=info,hyper_util=info,tonic=info")
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(&level) {
         Ok(f) => f,
         Err(e) => {

@@ -125,13 +125,24 @@ impl Cluster {
     /// comes back (the error says it is not there now).
     pub fn publish(&self, key: String, value: Vec<u8>) -> Result<(), String> {
         lock(&self.owned).insert(key.clone(), value.clone());
-        self.call(|d| Req::PutOwned(key, value, d))
+        self.send_owned(|d| Req::PutOwned(key, value, d))
     }
 
     /// Takes a key of this node's away (now, or from what is put when the store comes back).
     pub fn unpublish(&self, key: String) -> Result<(), String> {
         lock(&self.owned).remove(&key);
-        self.call(|d| Req::DeleteOwned(key, d))
+        self.send_owned(|d| Req::DeleteOwned(key, d))
+    }
+
+    /// A change to this node's keys: always handed to the session, in order (one that starts
+    /// meanwhile puts what the map holds, then serves this), waited for only while connected.
+    fn send_owned(&self, make: impl FnOnce(Done<()>) -> Req) -> Result<(), String> {
+        if self.status().connected {
+            return self.call(make);
+        }
+        let (done, _wait) = std::sync::mpsc::sync_channel(1);
+        let _ = self.tx.send(make(done));
+        Err("the cluster store is unavailable: it gets this when it is back".into())
     }
 
     pub fn claim_owned(&self, key: String, value: Vec<u8>) -> Result<bool, String> {

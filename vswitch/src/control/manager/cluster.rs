@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use tracing::{info, warn};
 
 use super::{ApiResult, Manager, PortConfig};
-use crate::api::{ApiError, ClusterInfo, ClusterNode, ErrorCode, NetworkCreate, Reply};
+use crate::api::{ApiError, ClusterInfo, ClusterNode, ErrorCode, NetworkCreate, PortAdd, Reply};
 use crate::control::cluster::{Claim, Cluster, ClusterEvent, EndpointInfo, NodeInfo};
 use crate::state::{NetworkConfig, StaticFdb};
 use crate::wire::MacAddr;
@@ -203,6 +203,28 @@ impl Manager {
             );
         }
         Ok(ours)
+    }
+
+    /// `validate_port`, and on a cluster overlay the address claimed in the store (another
+    /// node may hold it: IPAM moves on, a requested `--ip` is refused).
+    pub(super) fn validate_claimed(&mut self, req: &PortAdd) -> ApiResult<PortConfig> {
+        self.cluster_required(&req.network)?;
+        let mut cfg = self.validate_port(req)?;
+        let mut tries = 0;
+        while !self.cluster_claim(&cfg)? {
+            tries += 1;
+            if req.ip.is_some() || tries >= 32 {
+                return Err(ApiError::new(
+                    ErrorCode::AddressInUse,
+                    format!(
+                        "{} is held by another node of the cluster",
+                        cfg.ip.map(|i| i.addr().to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
+            cfg = self.validate_port(req)?;
+        }
+        Ok(cfg)
     }
 
     /// A new overlay network goes into the store (before it is made here); one the store has

@@ -274,7 +274,15 @@ impl Manager {
                     publish: if i == 0 { req.publish.clone() } else { vec![] },
                     ..Default::default()
                 };
-                let mut cfg = self.validate_port(&add)?;
+                let mut cfg = match self.validate_claimed(&add) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        for p in &ports {
+                            self.cluster_forget_port(p);
+                        }
+                        return Err(e);
+                    }
+                };
                 cfg.container = Some(name.clone());
                 ports.push(cfg);
             }
@@ -282,12 +290,15 @@ impl Manager {
         let mut container = container;
         container.aliases = ports.first().map(|p| p.aliases.clone()).unwrap_or_default();
         if has_own_ns {
-            named_netns::create(&name).map_err(|e| {
-                internal(format!(
+            if let Err(e) = named_netns::create(&name) {
+                for p in &ports {
+                    self.cluster_forget_port(p);
+                }
+                return Err(internal(format!(
                     "cannot create network namespace {name:?} ({}): {e}",
                     named_netns::path(&name).display()
-                ))
-            })?;
+                )));
+            }
         }
         // Attach the interfaces (each in `self.ports` at once: the next one's dataplane id is
         // chosen among those); on a failure, take back what was made.
@@ -302,6 +313,9 @@ impl Manager {
                         let _ = crate::sandbox::delete_veth(h);
                     }
                 }
+            }
+            for p in ports {
+                m.cluster_forget_port(p);
             }
             if has_own_ns {
                 let _ = named_netns::delete(&name);
@@ -331,6 +345,9 @@ impl Manager {
             return Err(e);
         }
         self.refresh_container_files();
+        for p in &ports {
+            self.cluster_publish_port(p);
+        }
         info!(container = %name, mode = %what, interfaces = ports.len(), "container created");
         self.container_inspect(&name)
     }

@@ -521,23 +521,7 @@ impl Manager {
 
     pub(super) fn port_add(&mut self, req: PortAdd) -> ApiResult<Reply> {
         let t0 = Instant::now();
-        self.cluster_required(&req.network)?;
-        let mut cfg = self.validate_port(&req)?;
-        // A cluster overlay's address is claimed in the store: another node may hold it.
-        let mut tries = 0;
-        while !self.cluster_claim(&cfg)? {
-            tries += 1;
-            if req.ip.is_some() || tries >= 32 {
-                return Err(ApiError::new(
-                    ErrorCode::AddressInUse,
-                    format!(
-                        "{} is held by another node of the cluster",
-                        cfg.ip.map(|i| i.addr().to_string()).unwrap_or_default()
-                    ),
-                ));
-            }
-            cfg = self.validate_port(&req)?;
-        }
+        let cfg = self.validate_claimed(&req)?;
         let t_valid = t0.elapsed();
         let rt = match self.attach_port(&cfg, false) {
             Ok(rt) => rt,
@@ -608,7 +592,6 @@ impl Manager {
         }
         if let Some(port) = saved.ports.iter().find(|p| p.name == name) {
             self.forget_port(port);
-            self.cluster_forget_port(port);
         }
         self.refresh_container_files();
         info!(port = %name, "port deleted");
@@ -617,6 +600,7 @@ impl Manager {
 
     /// Cleans up what a port leaves outside the state: its veth, leases and resolv.conf entry.
     pub(super) fn forget_port(&mut self, port: &PortConfig) {
+        self.cluster_forget_port(port);
         if let Some(host) = &port.host_ifname {
             if let Err(e) = sandbox::delete_veth(host) {
                 warn!(port = %port.name, veth = %host, error = %e, "cannot delete veth");

@@ -1,0 +1,347 @@
+//! The cluster store: hosts (namespaces on one underlay bridge) each running vswitchd with
+//! `--store` pointing at one real etcd (Debian's etcd-server) in the underlay's hub namespace.
+//! No `--peer` anywhere: networks, addresses, endpoints and peers come from the store.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::containers::*;
+use common::etcd::Etcd;
+use common::underlay::{star, Star};
+use common::*;
+use serde_json::Value;
+
+/// Daemons first, then etcd, then the namespaces (fields drop in order).
+struct Cluster {
+    d: Vec<Daemon>,
+    etcd: Etcd,
+    net: Star,
+    ips: Vec<String>,
+}
+
+fn cluster(tag: &str, third: u8, hosts: usize) -> Cluster {
+    let ips: Vec<String> = (1..=hosts)
+        .map(|i| format!("192.168.{third}.{i}"))
+        .collect();
+    let hub = format!("192.168.{third}.254");
+    let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let net = star(tag, &hub, &refs);
+    let etcd = Etcd::start(&net.hub, &hub);
+    let url = etcd.url();
+    let mut d = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let name = format!("n{i}");
+        let dm = Daemon::start_keeping_mounts(
+            &net.hosts[i],
+            &["--store", &url, "--node-name", &name, "--store-ttl", "3"],
+        );
+        dm.ok(&["vtep", "set", "--local-ip", ip]);
+        d.push(dm);
+    }
+    Cluster { d, etcd, net, ips }
+}
+
+fn nodes(d: &Daemon) -> Vec<Value> {
+    d.json(&["cluster", "show"])["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The static entries of `net` as (address, VTEP).
+fn static_entries(d: &Daemon, net: &str) -> Vec<(String, String)> {
+    let v = d.json(&["fdb", "show", net]);
+    v[0]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["static"] == true)
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap_or("").to_string(),
+                e["vtep"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn has_entry(d: &Daemon, net: &str, ip: &str, vtep: &str) -> bool {
+    static_entries(d, net)
+        .iter()
+        .any(|(i, v)| i == ip && v == vtep)
+}
+
+fn has_network(d: &Daemon, net: &str) -> bool {
+    d.json(&["network", "ls"])
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n["name"] == net))
+}
+
+fn capture(ns: &Netns, dev: &str, file: &std::path::Path) -> Bg {
+    let b = Bg(Command::new("ip")
+        .args(["netns", "exec", &ns.name, "tcpdump", "-nn", "-U", "-i", dev])
+        .args(["-w"])
+        .arg(file)
+        .arg("udp port 4789")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    b
+}
+
+fn read_capture(file: &std::path::Path, filter: &str) -> String {
+    must("tcpdump", &["-nn", "-r", file.to_str().unwrap(), filter])
+}
+
+#[test]
+fn three_hosts_share_overlays_through_etcd() {
+    require_root();
+    let mut c = cluster("cs", 236, 3);
+    assert!(
+        wait_until(15, || nodes(&c.d[0]).len() == 3
+            && nodes(&c.d[0]).iter().all(|n| n["vtep"].is_string())),
+        "every node registered with its VTEP: {}",
+        c.d[0].json(&["cluster", "show"])
+    );
+    let show = c.d[0].json(&["cluster", "show"]);
+    assert_eq!(show["status"], "connected", "{show}");
+    assert_eq!(show["node"], "n0");
+
+    // A network created on host 0 appears on 1 and 2.
+    c.d[0].ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "300",
+        "--subnet",
+        "10.30.0.0/24",
+    ]);
+    for d in &c.d[1..] {
+        assert!(
+            wait_until(10, || has_network(d, "ov")),
+            "the network reaches every host: {}",
+            d.log()
+        );
+    }
+    let names = Names::new(&["b", "c"]);
+    let (b, cc) = (names.get(0), names.get(1));
+    c.d[1].ok(&["container", "create", b, "--network", "ov"]);
+    c.d[2].ok(&["container", "create", cc, "--network", "ov"]);
+    let (ip_b, ip_c) = (ip_of(&c.d[1], b, "ov"), ip_of(&c.d[2], cc, "ov"));
+    assert_ne!(ip_b, ip_c, "one address each");
+    // Host 0 lists both endpoints with their VTEPs before any traffic; B knows C's, C B's.
+    assert!(
+        wait_until(10, || has_entry(&c.d[0], "ov", &ip_b, &c.ips[1])
+            && has_entry(&c.d[0], "ov", &ip_c, &c.ips[2])
+            && has_entry(&c.d[1], "ov", &ip_c, &c.ips[2])
+            && has_entry(&c.d[2], "ov", &ip_b, &c.ips[1])),
+        "remote endpoints installed: {} {}",
+        c.d[0].json(&["fdb", "show", "ov"]),
+        c.d[0].json(&["network", "inspect", "ov"])
+    );
+
+    // B and C talk (by address and by name) and nothing is flooded: host 0 gets no datagram,
+    // and no inner broadcast crosses the underlay.
+    let dir = TempDir::new("csc");
+    let (f0, f1) = (dir.path("h0.pcap"), dir.path("h1.pcap"));
+    let d0 = capture(&c.net.hosts[0], &c.net.devs[0], &f0);
+    let d1 = capture(&c.net.hosts[1], &c.net.devs[1], &f1);
+    assert!(exec_ok(&c.d[1], b, &["ping", "-c3", "-i0.2", "-W2", &ip_c]).contains("3 received"));
+    assert!(
+        exec(&c.d[2], cc, &["ping", "-c1", "-W2", b])
+            .status
+            .success(),
+        "{cc} resolves {b} (on another host) by name"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop((d0, d1));
+    let at0 = read_capture(&f0, "");
+    assert!(at0.trim().is_empty(), "nothing flooded to host 0: {at0}");
+    let bcast = read_capture(&f1, "udp[16:4] = 0xffffffff and udp[20:2] = 0xffff");
+    assert!(bcast.trim().is_empty(), "no broadcast crossed: {bcast}");
+    let all = read_capture(&f1, "");
+    assert!(!all.trim().is_empty(), "the exchange was captured");
+
+    // 60 add-ports at once, 20 on each host: never the same address twice.
+    let mut handles = Vec::new();
+    let mut spaces = Vec::new();
+    for (i, d) in c.d.iter().enumerate() {
+        let ns = Netns::new(&format!("cp{i}"));
+        for j in 0..20 {
+            let sock = d.socket.clone();
+            let ns = ns.name.clone();
+            handles.push(std::thread::spawn(move || {
+                let out = Command::new(bin("vswitchctl"))
+                    .arg("--socket")
+                    .arg(&sock)
+                    .args(["--json", "add-port", "ov", "--netns", &ns])
+                    .args(["--ifname", &format!("e{j}"), "--type", "tap"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "add-port: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                v["ip"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            }));
+        }
+        spaces.push(ns);
+    }
+    let mut got: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    got.push(ip_b.clone());
+    got.push(ip_c.clone());
+    let n = got.len();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), n, "62 ports, 62 addresses: {got:?}");
+
+    // Host 2 killed: after its lease, the others forget its endpoints and its addresses are
+    // free again.
+    c.d[2].stop_with(9);
+    assert!(
+        wait_until(20, || !nodes(&c.d[0]).iter().any(|n| n["name"] == "n2")
+            && !static_entries(&c.d[0], "ov")
+                .iter()
+                .any(|(_, v)| *v == c.ips[2])
+            && !static_entries(&c.d[1], "ov")
+                .iter()
+                .any(|(_, v)| *v == c.ips[2])),
+        "host 2's endpoints leave with its lease: {:?}",
+        static_entries(&c.d[0], "ov")
+    );
+    let claims = c
+        .etcd
+        .ctl(&["get", "--prefix", "--keys-only", "/vswitch/ipam/ov/"]);
+    assert!(
+        !claims
+            .lines()
+            .any(|l| l.trim() == format!("/vswitch/ipam/ov/{ip_c}")),
+        "host 2's address is free: {claims}"
+    );
+    assert_eq!(
+        claims.lines().filter(|l| !l.trim().is_empty()).count(),
+        41,
+        "hosts 0 and 1 keep their 41 addresses, host 2's 21 are free: {claims}"
+    );
+    // Restarted, it comes back with its ports, and B reaches C again.
+    c.d[2].restart();
+    assert!(
+        wait_until(20, || has_entry(&c.d[1], "ov", &ip_c, &c.ips[2])),
+        "host 2's endpoints are back: {:?}",
+        static_entries(&c.d[1], "ov")
+    );
+    assert!(wait_until(10, || exec(
+        &c.d[1],
+        b,
+        &["ping", "-c1", "-W1", &ip_c]
+    )
+    .status
+    .success()));
+    drop(spaces);
+}
+
+#[test]
+fn traffic_survives_a_store_outage_and_changes_wait_for_it() {
+    require_root();
+    let mut c = cluster("co", 235, 2);
+    c.d[0].ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "301",
+        "--subnet",
+        "10.31.0.0/24",
+    ]);
+    assert!(wait_until(10, || has_network(&c.d[1], "ov")));
+    let names = Names::new(&["x", "y", "z"]);
+    let (x, y, z) = (names.get(0), names.get(1), names.get(2));
+    c.d[0].ok(&["container", "create", x, "--network", "ov"]);
+    c.d[1].ok(&["container", "create", y, "--network", "ov"]);
+    let ip_y = ip_of(&c.d[1], y, "ov");
+    assert!(wait_until(10, || exec(
+        &c.d[0],
+        x,
+        &["ping", "-c1", "-W1", &ip_y]
+    )
+    .status
+    .success()));
+
+    c.etcd.stop();
+    assert!(
+        wait_until(15, || c.d[0].json(&["cluster", "show"])["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable"))),
+        "the outage is seen"
+    );
+    // Known traffic goes on, a new port of the cluster's overlay is refused clearly.
+    assert!(exec_ok(&c.d[0], x, &["ping", "-c3", "-i0.2", "-W2", &ip_y]).contains("3 received"));
+    let (code, msg) = c.d[0].err(&["container", "create", z, "--network", "ov"]);
+    assert_eq!(code, "store_unavailable", "{msg}");
+    assert!(
+        !c.d[0].json(&["container", "ls"]).to_string().contains(z),
+        "nothing was made"
+    );
+
+    c.etcd.restart();
+    assert!(
+        wait_until(20, || c.d[0].json(&["cluster", "show"])["status"]
+            == "connected"),
+        "reconnected: {}",
+        c.d[0].log()
+    );
+    c.d[0].ok(&["container", "create", z, "--network", "ov"]);
+    let ip_z = ip_of(&c.d[0], z, "ov");
+    assert!(
+        wait_until(15, || has_entry(&c.d[1], "ov", &ip_z, &c.ips[0])),
+        "the new container is known on the other host: {:?}\n{}\n{}",
+        static_entries(&c.d[1], "ov"),
+        c.d[1].log(),
+        c.etcd.ctl(&["get", "--prefix", "/vswitch/"])
+    );
+    assert!(exec(&c.d[1], y, &["ping", "-c1", "-W2", &ip_z])
+        .status
+        .success());
+    // Both nodes are registered again after the outage.
+    assert!(wait_until(15, || nodes(&c.d[1]).len() == 2));
+}
+
+#[test]
+fn without_a_store_there_is_no_cluster() {
+    require_root();
+    let d = Daemon::start();
+    let v = d.json(&["cluster", "show"]);
+    assert_eq!(v["configured"], false, "{v}");
+    let out = Command::new(bin("vswitchd"))
+        .args([
+            "--store",
+            "http://127.0.0.1:2379",
+            "--socket",
+            "/nonexistent/x.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad store URL is refused at start"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd://"));
+}
