@@ -345,3 +345,65 @@ fn without_a_store_there_is_no_cluster() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("etcd://"));
 }
+
+/// An encrypted overlay of the cluster: the nodes' WireGuard keys come from the store (no
+/// `--peer-key`), and what crosses the underlay is WireGuard only.
+#[test]
+fn encrypted_overlays_learn_keys_from_the_store() {
+    require_root();
+    let c = cluster("ce", 234, 2);
+    c.d[0].ok(&[
+        "network",
+        "create",
+        "sec",
+        "--driver",
+        "overlay",
+        "--vni",
+        "302",
+        "--subnet",
+        "10.32.0.0/24",
+        "--encrypted",
+    ]);
+    assert!(wait_until(10, || has_network(&c.d[1], "sec")));
+    let names = Names::new(&["p", "q"]);
+    let (p, q) = (names.get(0), names.get(1));
+    c.d[0].ok(&["container", "create", p, "--network", "sec"]);
+    c.d[1].ok(&["container", "create", q, "--network", "sec"]);
+    let ip_q = ip_of(&c.d[1], q, "sec");
+    let dir = TempDir::new("cec");
+    let file = dir.path("u.pcap");
+    let dump = Bg(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.net.hosts[0].name,
+            "tcpdump",
+            "-nn",
+            "-U",
+            "-i",
+        ])
+        .arg(&c.net.devs[0])
+        .arg("-w")
+        .arg(&file)
+        .arg("udp")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        wait_until(15, || exec(&c.d[0], p, &["ping", "-c1", "-W1", &ip_q])
+            .status
+            .success()),
+        "an encrypted session from the store's keys: {}",
+        c.d[0].json(&["vtep", "show"])
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(dump);
+    let v = c.d[0].json(&["vtep", "show"]);
+    let k1 = c.d[1].json(&["vtep", "show"])["public_key"].clone();
+    assert_eq!(v["wg_peers"][0]["public_key"], k1, "{v}");
+    let text = read_capture(&file, "");
+    assert!(!text.contains(".4789:"), "no plain VXLAN: {text}");
+    assert!(text.contains(".51820:"), "WireGuard: {text}");
+}
