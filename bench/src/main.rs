@@ -14,6 +14,7 @@
 //! run inside the namespaces, and `sys.rs` the generator's syscalls.
 
 mod capture;
+mod cluster;
 mod flood;
 mod macvlan;
 mod nat;
@@ -62,11 +63,13 @@ struct Cli {
     /// random MACs, DNS or ARP while its neighbours run iperf3, against no flood), macvlan (a
     /// container on a parent's segment: kernel-macvlan against vswitch-macvlan and
     /// vswitch-ipvlan), vxlan (a container on each of two hosts on one overlay: the kernel's
-    /// vxlan and bridge against vswitch's overlay).
+    /// vxlan and bridge against vswitch's overlay, and encrypted: wireguard-go with the kernel's
+    /// vxlan against vswitch's --encrypted), cluster (add-port with an etcd store, and how soon
+    /// the other host has the entry, against no store).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood,macvlan,vxlan"
+        default_value = "throughput,latency,pps,macs,scale,nat,publish,capture,flood,macvlan,vxlan,cluster"
     )]
     scenarios: Vec<String>,
     /// Peers of the traffic scenarios: bridge, ovs, tap-copy (the TAP-to-TAP copy loop: the
@@ -298,6 +301,11 @@ fn main() {
         } else {
             0
         }
+        + if want("cluster") {
+            cluster::steps(rounds)
+        } else {
+            0
+        }
         + if want("scale") {
             ["tap", "afxdp"]
                 .iter()
@@ -349,6 +357,11 @@ fn main() {
                 vxlan::run_peer(peer, &stage, &d, &bar, &mut gathered);
             }
         }
+        if want("cluster") {
+            for peer in cluster::PEERS {
+                cluster::run_peer(peer, &stage, &bar, &mut gathered);
+            }
+        }
     }
     if want("pps") || want("macs") {
         gathered.notes.push("pps, macs: the generator sends 64-byte frames with sendmmsg on an AF_PACKET socket that bypasses the qdisc; \"forwarded\" counts them at the server's interface (an nftables ingress rule counts and drops them), so it measures the switch (with AF_XDP ports, the veth's XDP receive into the switch runs on the generator's CPU, inside its sendmmsg: on 2 CPUs that figure is bounded by both CPUs together); \"into a socket\" counts what a receiver process reads with recvmmsg, which on 2 CPUs competes with the generator and a userspace switch for the CPUs; \"loss\" is frames the generator handed over that never arrived (a full TAP or veth XDP queue refuses frames with ENOBUFS instead, which slows the generator and is not loss)".into());
@@ -372,6 +385,7 @@ fn main() {
             capture::targets(),
             flood::targets(),
             vxlan::targets(),
+            cluster::targets(),
         ]
         .concat(),
         &gathered.notes,

@@ -16,6 +16,11 @@ pub struct Vswitchd {
 
 impl Vswitchd {
     pub fn start(host: Option<&Ns>) -> Result<Vswitchd, String> {
+        Self::start_with(host, &[])
+    }
+
+    /// As `start`, with more arguments for vswitchd.
+    pub fn start_with(host: Option<&Ns>, extra: &[&str]) -> Result<Vswitchd, String> {
         let dir = temp_dir("vswitchd");
         let socket = dir.0.join("sock");
         let bin = sibling("vswitchd");
@@ -40,6 +45,7 @@ impl Vswitchd {
                 .arg("--state-dir")
                 .arg(dir.0.join("state"))
                 .args(["--log-level", "warn"])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
