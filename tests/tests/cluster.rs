@@ -21,13 +21,26 @@ struct Cluster {
 }
 
 fn cluster(tag: &str, third: u8, hosts: usize) -> Cluster {
+    cluster_of(tag, third, hosts, 1)
+}
+
+/// `hosts` vswitchd hosts and an etcd of `members` members in the hub namespace.
+fn cluster_of(tag: &str, third: u8, hosts: usize, members: usize) -> Cluster {
     let ips: Vec<String> = (1..=hosts)
         .map(|i| format!("192.168.{third}.{i}"))
         .collect();
     let hub = format!("192.168.{third}.254");
     let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
     let net = star(tag, &hub, &refs);
-    let etcd = Etcd::start(&net.hub, &hub);
+    let mut store_ips = vec![hub.clone()];
+    for m in 1..members {
+        let ip = format!("192.168.{third}.{}", 250 + m);
+        net.hub
+            .exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "br0"]);
+        store_ips.push(ip);
+    }
+    let store_refs: Vec<&str> = store_ips.iter().map(String::as_str).collect();
+    let etcd = Etcd::start_members(&net.hub, &store_refs);
     let url = etcd.url();
     let mut d = Vec::new();
     for (i, ip) in ips.iter().enumerate() {
@@ -89,8 +102,17 @@ fn capture(ns: &Netns, dev: &str, file: &std::path::Path) -> Bg {
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    capture_ready(file);
     b
+}
+
+/// Waits until tcpdump has opened its file (it writes the header once it captures).
+fn capture_ready(file: &std::path::Path) {
+    assert!(
+        wait_until(10, || std::fs::metadata(file).is_ok_and(|m| m.len() >= 24)),
+        "tcpdump started"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
 }
 
 fn read_capture(file: &std::path::Path, filter: &str) -> String {
@@ -390,7 +412,7 @@ fn encrypted_overlays_learn_keys_from_the_store() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    capture_ready(&file);
     assert!(
         wait_until(15, || exec(&c.d[0], p, &["ping", "-c1", "-W1", &ip_q])
             .status
@@ -398,6 +420,7 @@ fn encrypted_overlays_learn_keys_from_the_store() {
         "an encrypted session from the store's keys: {}",
         c.d[0].json(&["vtep", "show"])
     );
+    assert!(exec_ok(&c.d[0], p, &["ping", "-c3", "-i0.2", "-W2", &ip_q]).contains("3 received"));
     std::thread::sleep(std::time::Duration::from_millis(300));
     drop(dump);
     let v = c.d[0].json(&["vtep", "show"]);
@@ -406,4 +429,82 @@ fn encrypted_overlays_learn_keys_from_the_store() {
     let text = read_capture(&file, "");
     assert!(!text.contains(".4789:"), "no plain VXLAN: {text}");
     assert!(text.contains(".51820:"), "WireGuard: {text}");
+}
+
+/// A three-member etcd: one member down changes nothing; two down (no quorum) and the nodes
+/// serve what they know and refuse new ports of the cluster's overlays; back, and changes go
+/// through again.
+#[test]
+fn a_three_member_store_loses_its_quorum_and_recovers() {
+    require_root();
+    let mut c = cluster_of("cq", 233, 2, 3);
+    c.d[0].ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "303",
+        "--subnet",
+        "10.33.0.0/24",
+    ]);
+    assert!(wait_until(10, || has_network(&c.d[1], "ov")));
+    let names = Names::new(&["m", "n", "o", "r"]);
+    let (m, n, o, r) = (names.get(0), names.get(1), names.get(2), names.get(3));
+    c.d[0].ok(&["container", "create", m, "--network", "ov"]);
+    c.d[1].ok(&["container", "create", n, "--network", "ov"]);
+    let ip_n = ip_of(&c.d[1], n, "ov");
+    assert!(wait_until(10, || exec(
+        &c.d[0],
+        m,
+        &["ping", "-c1", "-W1", &ip_n]
+    )
+    .status
+    .success()));
+    // One member down: a quorum is left; a new port goes through and reaches the other host
+    // (the client may need a moment to move off the stopped member).
+    c.etcd.stop_member(0);
+    assert!(
+        wait_until(20, || c.d[0]
+            .ctl(&["container", "create", o, "--network", "ov"])
+            .status
+            .success()),
+        "one member down changes nothing: {}",
+        c.d[0].json(&["cluster", "show"])
+    );
+    let ip_o = ip_of(&c.d[0], o, "ov");
+    assert!(
+        wait_until(15, || has_entry(&c.d[1], "ov", &ip_o, &c.ips[0])),
+        "{:?}",
+        static_entries(&c.d[1], "ov")
+    );
+    // Two down: no quorum.
+    c.etcd.stop_member(1);
+    assert!(
+        wait_until(20, || c.d[0].json(&["cluster", "show"])["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable"))),
+        "without a quorum the store is unavailable: {}",
+        c.d[0].json(&["cluster", "show"])
+    );
+    assert!(exec_ok(&c.d[0], m, &["ping", "-c3", "-i0.2", "-W2", &ip_n]).contains("3 received"));
+    let (code, msg) = c.d[0].err(&["container", "create", r, "--network", "ov"]);
+    assert_eq!(code, "store_unavailable", "{msg}");
+    // Back.
+    c.etcd.start_member(0);
+    c.etcd.start_member(1);
+    assert!(
+        wait_until(40, || c.d[0].json(&["cluster", "show"])["status"]
+            == "connected"),
+        "reconnected: {}",
+        c.d[0].json(&["cluster", "show"])
+    );
+    c.d[0].ok(&["container", "create", r, "--network", "ov"]);
+    let ip_r = ip_of(&c.d[0], r, "ov");
+    assert!(
+        wait_until(20, || has_entry(&c.d[1], "ov", &ip_r, &c.ips[0])),
+        "{:?}",
+        static_entries(&c.d[1], "ov")
+    );
 }

@@ -1,20 +1,30 @@
-//! A private etcd (Debian's etcd-server) in a test's namespace: its own data dir, stopped by
-//! PID on drop.
+//! A private etcd (Debian's etcd-server) in a test's namespace: one member or a cluster of
+//! several (each on an address of its own), its own data dirs, stopped by PID on drop.
 
 use std::process::{Child, Command, Stdio};
 
 use super::*;
 
-pub struct Etcd {
+struct Member {
     child: Option<Child>,
+    ip: String,
+}
+
+pub struct Etcd {
+    members: Vec<Member>,
     ns: String,
-    pub ip: String,
+    token: String,
     dir: TempDir,
 }
 
 impl Etcd {
     /// One member listening on `ip`:2379 in `ns`.
     pub fn start(ns: &Netns, ip: &str) -> Etcd {
+        Etcd::start_members(ns, &[ip])
+    }
+
+    /// A cluster of one member per address (all addresses of `ns`).
+    pub fn start_members(ns: &Netns, ips: &[&str]) -> Etcd {
         assert!(
             sh("sh", &["-c", "command -v etcd && command -v etcdctl"])
                 .status
@@ -22,22 +32,45 @@ impl Etcd {
             "etcd is not installed (scripts/deps.sh installs etcd-server)"
         );
         let mut e = Etcd {
-            child: None,
+            members: ips
+                .iter()
+                .map(|ip| Member {
+                    child: None,
+                    ip: ip.to_string(),
+                })
+                .collect(),
             ns: ns.name.clone(),
-            ip: ip.to_string(),
+            token: unique("etcd"),
             dir: TempDir::new("etcd"),
         };
-        e.spawn();
+        for i in 0..ips.len() {
+            e.spawn(i);
+        }
+        assert!(
+            wait_until(30, || e.healthy()),
+            "etcd did not come up:\n{}",
+            e.log()
+        );
         e
     }
 
-    fn spawn(&mut self) {
-        let client = format!("http://{}:2379", self.ip);
-        let peer = format!("http://{}:2380", self.ip);
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("m{i}=http://{}:2380", m.ip))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let ip = self.members[i].ip.clone();
+        let client = format!("http://{ip}:2379");
+        let peer = format!("http://{ip}:2380");
         let log = std::fs::File::options()
             .create(true)
             .append(true)
-            .open(self.dir.path("etcd.log"))
+            .open(self.dir.path(&format!("etcd{i}.log")))
             .unwrap();
         let child = Command::new("ip")
             .args([
@@ -46,10 +79,10 @@ impl Etcd {
                 &self.ns,
                 "etcd",
                 "--name",
-                "m1",
-                "--data-dir",
+                &format!("m{i}"),
             ])
-            .arg(self.dir.path("data"))
+            .arg("--data-dir")
+            .arg(self.dir.path(&format!("data{i}")))
             .args([
                 "--listen-client-urls",
                 &client,
@@ -62,22 +95,26 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("m1={peer}")])
+            .args(["--initial-cluster", &self.initial_cluster()])
+            .args(["--initial-cluster-token", &self.token])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start etcd");
-        self.child = Some(child);
-        assert!(
-            wait_until(20, || self.healthy()),
-            "etcd did not come up:\n{}",
-            self.log()
-        );
+        self.members[i].child = Some(child);
     }
 
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://{}:2379", m.ip))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether the cluster answers (a quorum of its members is up).
     pub fn healthy(&self) -> bool {
-        let ep = format!("http://{}:2379", self.ip);
         sh(
             "ip",
             &[
@@ -86,50 +123,85 @@ impl Etcd {
                 &self.ns,
                 "etcdctl",
                 "--endpoints",
-                &ep,
-                "endpoint",
-                "health",
+                &self.endpoints(),
+                "--command-timeout=2s",
+                "put",
+                "/health-check",
+                "ok",
             ],
         )
         .status
         .success()
     }
 
+    /// `etcd://…` with every member.
     pub fn url(&self) -> String {
-        format!("etcd://{}:2379", self.ip)
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}:2379", m.ip))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
     }
 
-    /// `etcdctl ARGS` against this member.
+    /// `etcdctl ARGS` against the cluster.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let ep = format!("http://{}:2379", self.ip);
+        let ep = self.endpoints();
         let mut a = vec!["netns", "exec", &self.ns, "etcdctl", "--endpoints", &ep];
         a.extend_from_slice(args);
         must("ip", &a)
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("etcd.log")).unwrap_or_default()
+        (0..self.members.len())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path(&format!("etcd{i}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
-    /// Stops it (SIGTERM by PID), keeping its data.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    /// Stops member `i` (SIGTERM by PID), keeping its data.
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
             let _ = sh("kill", &["-TERM", &c.id().to_string()]);
             let _ = c.wait();
         }
     }
 
+    pub fn start_member(&mut self, i: usize) {
+        self.stop_member(i);
+        self.spawn(i);
+    }
+
+    /// Stops every member.
+    pub fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
+    }
+
+    /// Starts every member again, on its data, and waits for the cluster.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        assert!(
+            wait_until(30, || self.healthy()),
+            "etcd did not come back:\n{}",
+            self.log()
+        );
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
