@@ -508,3 +508,67 @@ fn a_three_member_store_loses_its_quorum_and_recovers() {
         static_entries(&c.d[1], "ov")
     );
 }
+
+/// A store with authentication: the user and password are passed through; a wrong password
+/// leaves the node unconnected, saying why.
+#[test]
+fn the_store_user_and_password_are_passed_through() {
+    require_root();
+    let net = star("ca", "192.168.232.254", &["192.168.232.1", "192.168.232.2"]);
+    let etcd = Etcd::start(&net.hub, "192.168.232.254");
+    etcd.ctl(&["user", "add", "root", "--new-user-password=s3cret"]);
+    etcd.ctl(&["auth", "enable"]);
+    let url = etcd.url();
+    // A user needs a password: refused at start, clearly.
+    let out = Command::new(bin("vswitchd"))
+        .args([
+            "--store",
+            &url,
+            "--store-user",
+            "root",
+            "--socket",
+            "/nonexistent/x.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    let with_pw = |pw: &str, name: &str, host: &Netns| {
+        Daemon::start_keeping_mounts(
+            host,
+            &[
+                "--store",
+                &url,
+                "--node-name",
+                name,
+                "--store-user",
+                "root",
+                "--store-password",
+                pw,
+            ],
+        )
+    };
+    let ok = with_pw("s3cret", "a", &net.hosts[0]);
+    let bad = with_pw("wrong", "b", &net.hosts[1]);
+    assert!(
+        wait_until(15, || ok.json(&["cluster", "show"])["status"]
+            == "connected"),
+        "{}",
+        ok.json(&["cluster", "show"])
+    );
+    ok.ok(&["vtep", "set", "--local-ip", "192.168.232.1"]);
+    assert!(wait_until(10, || nodes(&ok)
+        .iter()
+        .any(|n| n["name"] == "a")));
+    let v = bad.json(&["cluster", "show"]);
+    assert!(
+        v["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable")),
+        "a wrong password is not let in: {v}"
+    );
+    assert!(
+        !nodes(&ok).iter().any(|n| n["name"] == "b"),
+        "the refused node is not registered"
+    );
+}
