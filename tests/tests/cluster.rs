@@ -321,6 +321,17 @@ fn traffic_survives_a_store_outage_and_changes_wait_for_it() {
         !c.d[0].json(&["container", "ls"]).to_string().contains(z),
         "nothing was made"
     );
+    // A host restarted while the store is away starts from its state dir and still reaches
+    // what it knew.
+    c.d[0].stop_with(9);
+    c.d[0].restart();
+    assert!(
+        wait_until(15, || exec(&c.d[0], x, &["ping", "-c1", "-W1", &ip_y])
+            .status
+            .success()),
+        "restarted without the store, the known endpoint is reachable: {:?}",
+        static_entries(&c.d[0], "ov")
+    );
 
     c.etcd.restart();
     assert!(
@@ -476,8 +487,10 @@ fn a_three_member_store_loses_its_quorum_and_recovers() {
     let ip_o = ip_of(&c.d[0], o, "ov");
     assert!(
         wait_until(15, || has_entry(&c.d[1], "ov", &ip_o, &c.ips[0])),
-        "{:?}",
-        static_entries(&c.d[1], "ov")
+        "{:?}\n{}\n{}",
+        static_entries(&c.d[1], "ov"),
+        c.d[0].log(),
+        c.d[1].log()
     );
     // Two down: no quorum.
     c.etcd.stop_member(1);
@@ -570,5 +583,73 @@ fn the_store_user_and_password_are_passed_through() {
     assert!(
         !nodes(&ok).iter().any(|n| n["name"] == "b"),
         "the refused node is not registered"
+    );
+}
+
+/// A store that speaks TLS and wants client certificates: the CA, certificate and key are
+/// passed through; without a client certificate the node is not let in.
+#[test]
+fn the_store_over_tls_with_client_certificates() {
+    require_root();
+    let net = star("ct", "192.168.231.254", &["192.168.231.1", "192.168.231.2"]);
+    let certs = TempDir::new("ctls");
+    let tls = common::etcd::Tls::make(&certs, "192.168.231.254");
+    let etcd = Etcd::start_tls(&net.hub, "192.168.231.254", tls.clone());
+    let url = etcd.url();
+    let (ca, cert, key) = (
+        tls.ca.display().to_string(),
+        tls.client_cert.display().to_string(),
+        tls.client_key.display().to_string(),
+    );
+    let ok = Daemon::start_keeping_mounts(
+        &net.hosts[0],
+        &[
+            "--store",
+            &url,
+            "--node-name",
+            "a",
+            "--store-ca",
+            &ca,
+            "--store-cert",
+            &cert,
+            "--store-key",
+            &key,
+        ],
+    );
+    let no_cert = Daemon::start_keeping_mounts(
+        &net.hosts[1],
+        &["--store", &url, "--node-name", "b", "--store-ca", &ca],
+    );
+    assert!(
+        wait_until(15, || ok.json(&["cluster", "show"])["status"]
+            == "connected"),
+        "{}",
+        ok.json(&["cluster", "show"])
+    );
+    assert!(ok.json(&["cluster", "show"])["store"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("https://")));
+    ok.ok(&["vtep", "set", "--local-ip", "192.168.231.1"]);
+    ok.ok(&[
+        "network",
+        "create",
+        "ov",
+        "--driver",
+        "overlay",
+        "--vni",
+        "304",
+        "--subnet",
+        "10.34.0.0/24",
+    ]);
+    assert!(etcd
+        .ctl(&["get", "/vswitch/networks/ov"])
+        .contains("10.34.0.0/24"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let v = no_cert.json(&["cluster", "show"]);
+    assert!(
+        v["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("unavailable")),
+        "no client certificate, no session: {v}"
     );
 }

@@ -1,6 +1,7 @@
 //! A private etcd (Debian's etcd-server) in a test's namespace: one member or a cluster of
 //! several (each on an address of its own), its own data dirs, stopped by PID on drop.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::*;
@@ -15,6 +16,50 @@ pub struct Etcd {
     ns: String,
     token: String,
     dir: TempDir,
+    /// Client TLS: the CA, the server's certificate and key, and a client's certificate and
+    /// key (for etcdctl) — the members then demand client certificates.
+    tls: Option<Tls>,
+}
+
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    /// A CA, a server certificate for `ip` and a client certificate, made with openssl in
+    /// `dir`.
+    pub fn make(dir: &TempDir, ip: &str) -> Tls {
+        let p = |n: &str| dir.path(n).display().to_string();
+        let script = format!(
+            "set -e; cd {d}
+             openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -keyout ca.key -out ca.crt -days 2 -subj /CN=vswitch-test-ca 2>/dev/null
+             for who in server client; do
+               openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                 -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+             done
+             printf 'subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n' > server.ext
+             printf 'extendedKeyUsage=clientAuth\n' > client.ext
+             for who in server client; do
+               openssl x509 -req -in $who.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                 -out $who.crt -days 2 -extfile $who.ext 2>/dev/null
+             done",
+            d = dir.0.display()
+        );
+        must("sh", &["-c", &script]);
+        Tls {
+            ca: PathBuf::from(p("ca.crt")),
+            server_cert: PathBuf::from(p("server.crt")),
+            server_key: PathBuf::from(p("server.key")),
+            client_cert: PathBuf::from(p("client.crt")),
+            client_key: PathBuf::from(p("client.key")),
+        }
+    }
 }
 
 impl Etcd {
@@ -25,6 +70,15 @@ impl Etcd {
 
     /// A cluster of one member per address (all addresses of `ns`).
     pub fn start_members(ns: &Netns, ips: &[&str]) -> Etcd {
+        Etcd::start_with(ns, ips, None)
+    }
+
+    /// One member on `ip` that speaks TLS to clients and wants their certificates.
+    pub fn start_tls(ns: &Netns, ip: &str, tls: Tls) -> Etcd {
+        Etcd::start_with(ns, &[ip], Some(tls))
+    }
+
+    fn start_with(ns: &Netns, ips: &[&str], tls: Option<Tls>) -> Etcd {
         assert!(
             sh("sh", &["-c", "command -v etcd && command -v etcdctl"])
                 .status
@@ -42,6 +96,7 @@ impl Etcd {
             ns: ns.name.clone(),
             token: unique("etcd"),
             dir: TempDir::new("etcd"),
+            tls,
         };
         for i in 0..ips.len() {
             e.spawn(i);
@@ -65,7 +120,7 @@ impl Etcd {
 
     fn spawn(&mut self, i: usize) {
         let ip = self.members[i].ip.clone();
-        let client = format!("http://{ip}:2379");
+        let client = format!("{}://{ip}:2379", self.scheme());
         let peer = format!("http://{ip}:2380");
         let log = std::fs::File::options()
             .create(true)
@@ -97,6 +152,17 @@ impl Etcd {
             ])
             .args(["--initial-cluster", &self.initial_cluster()])
             .args(["--initial-cluster-token", &self.token])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--cert-file".into(),
+                    t.server_cert.display().to_string(),
+                    "--key-file".into(),
+                    t.server_key.display().to_string(),
+                    "--trusted-ca-file".into(),
+                    t.ca.display().to_string(),
+                    "--client-cert-auth".into(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -105,33 +171,44 @@ impl Etcd {
         self.members[i].child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// etcdctl's TLS flags.
+    fn ctl_tls(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("--cacert={}", t.ca.display()),
+                    format!("--cert={}", t.client_cert.display()),
+                    format!("--key={}", t.client_key.display()),
+                ]
+            })
+            .collect()
+    }
+
     fn endpoints(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("http://{}:2379", m.ip))
+            .map(|m| format!("{}://{}:2379", self.scheme(), m.ip))
             .collect::<Vec<_>>()
             .join(",")
     }
 
     /// Whether the cluster answers (a quorum of its members is up).
     pub fn healthy(&self) -> bool {
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.ns,
-                "etcdctl",
-                "--endpoints",
-                &self.endpoints(),
-                "--command-timeout=2s",
-                "put",
-                "/health-check",
-                "ok",
-            ],
-        )
-        .status
-        .success()
+        let ep = self.endpoints();
+        let tls = self.ctl_tls();
+        let mut a = vec!["netns", "exec", &self.ns, "etcdctl", "--endpoints", &ep];
+        a.extend(tls.iter().map(String::as_str));
+        a.extend(["--command-timeout=2s", "put", "/health-check", "ok"]);
+        sh("ip", &a).status.success()
     }
 
     /// `etcd://…` with every member.
@@ -147,7 +224,9 @@ impl Etcd {
     /// `etcdctl ARGS` against the cluster.
     pub fn ctl(&self, args: &[&str]) -> String {
         let ep = self.endpoints();
+        let tls = self.ctl_tls();
         let mut a = vec!["netns", "exec", &self.ns, "etcdctl", "--endpoints", &ep];
+        a.extend(tls.iter().map(String::as_str));
         a.extend_from_slice(args);
         must("ip", &a)
     }

@@ -80,6 +80,7 @@ impl Cluster {
             prefix: keys.prefix.clone(),
             ttl: cfg.ttl(),
             owned: owned.clone(),
+            retry: Default::default(),
             events,
             status: status.clone(),
         };
@@ -164,6 +165,9 @@ struct Session {
     prefix: String,
     ttl: u64,
     owned: Owned,
+    /// Keys of this node's whose put or delete failed in a session (a leader election, a
+    /// member going): tried again at every keep-alive tick until the store takes them.
+    retry: std::collections::BTreeSet<String>,
     events: Sender<ClusterEvent>,
     status: Arc<Mutex<Status>>,
 }
@@ -280,6 +284,8 @@ impl Session {
             warn!(key = %k, "taken by another node while the store was away: no longer this node's");
             lock(&self.owned).remove(&k);
         }
+        // What failed before is in the map (or not) and was just put: nothing to retry.
+        self.retry.clear();
         let snap = match client
             .get(
                 self.prefix.clone() + "/",
@@ -337,6 +343,7 @@ impl Session {
                     if let Err(e) = keeper.keep_alive().await {
                         return format!("keep-alive: {e}");
                     }
+                    self.retry_owned(&mut client, lease).await;
                 }
                 m = kas.message() => match m {
                     Ok(Some(r)) if r.ttl() > 0 => last_ack = Instant::now(),
@@ -366,11 +373,37 @@ impl Session {
         }
     }
 
+    /// Puts (or deletes) again what failed: the owned map says which.
+    async fn retry_owned(&mut self, client: &mut Client, lease: i64) {
+        let keys: Vec<String> = self.retry.iter().cloned().collect();
+        for k in keys {
+            let value = lock(&self.owned).get(&k).cloned();
+            let res = match value {
+                Some(v) => client
+                    .put(k.clone(), v, Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .map(|_| ()),
+                None => client.delete(k.clone(), None).await.map(|_| ()),
+            };
+            match res {
+                Ok(()) => {
+                    self.retry.remove(&k);
+                }
+                Err(e) => {
+                    warn!(key = %k, error = %e, "the store did not take a change yet; trying again")
+                }
+            }
+        }
+    }
+
     async fn serve(&mut self, client: &mut Client, lease: i64, r: Req) {
         let with_lease = || Some(PutOptions::new().with_lease(lease));
         match r {
             Req::PutOwned(k, v, done) => {
-                let res = client.put(k, v, with_lease()).await;
+                let res = client.put(k.clone(), v, with_lease()).await;
+                if res.is_err() {
+                    self.retry.insert(k);
+                }
                 let _ = done.send(res.map(|_| ()).map_err(|e| e.to_string()));
             }
             Req::ClaimOwned(k, v, done) => {
@@ -381,7 +414,10 @@ impl Session {
                 let _ = done.send(res);
             }
             Req::DeleteOwned(k, done) => {
-                let res = client.delete(k, None).await;
+                let res = client.delete(k.clone(), None).await;
+                if res.is_err() {
+                    self.retry.insert(k);
+                }
                 let _ = done.send(res.map(|_| ()).map_err(|e| e.to_string()));
             }
             Req::Create(k, v, done) => {
