@@ -204,18 +204,30 @@ impl Session {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Req>) {
         let mut backoff = Duration::from_millis(250);
         let mut logged = false;
+        // One member at a time: a session stays on the member it reached (any member forwards
+        // to the leader) and moves to the next when that one fails. (A client balanced over
+        // every member keeps sending some calls to a stopped one, each failing.)
+        let mut next = 0usize;
         loop {
+            let ep = self.endpoints[next % self.endpoints.len()].clone();
             let ended = match self.options() {
                 Err(e) => Err(e),
-                Ok(o) => match Client::connect(&self.endpoints, Some(o)).await {
-                    Err(e) => Err(format!("cannot reach {}: {e}", self.endpoints.join(","))),
+                Ok(o) => match Client::connect([ep.as_str()], Some(o)).await {
+                    Err(e) => Err(format!("cannot reach {ep}: {e}")),
                     Ok(client) => {
-                        backoff = Duration::from_millis(250);
-                        logged = false;
-                        Ok(self.session(client, &mut rx).await)
+                        let since = Instant::now();
+                        let why = self.session(client, &mut rx).await;
+                        if since.elapsed() > Duration::from_secs(self.ttl) {
+                            backoff = Duration::from_millis(250);
+                            logged = false;
+                        }
+                        Ok(why)
                     }
                 },
             };
+            next += 1;
+            // The other members are tried at once; the backoff is for a round of them all.
+            let round_done = next % self.endpoints.len() == 0;
             let why = match ended {
                 Ok(why) => {
                     warn!(reason = %why, "cluster store lost: local traffic goes on, cluster changes fail until it is back");
@@ -236,6 +248,9 @@ impl Session {
                 s.error = Some(why);
                 s.lease = 0;
             });
+            if !round_done {
+                continue;
+            }
             // Requests meanwhile are refused at once (the handle checks `connected`); any that
             // raced in are answered here.
             let until = tokio::time::Instant::now() + backoff;
