@@ -227,7 +227,7 @@ impl Session {
             };
             next += 1;
             // The other members are tried at once; the backoff is for a round of them all.
-            let round_done = next % self.endpoints.len() == 0;
+            let round_done = next.is_multiple_of(self.endpoints.len());
             let why = match ended {
                 Ok(why) => {
                     warn!(reason = %why, "cluster store lost: local traffic goes on, cluster changes fail until it is back");
