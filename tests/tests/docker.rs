@@ -443,7 +443,8 @@ fn docker_networks_containers_and_restarts() {
 }
 
 /// `--opt encrypted` on an overlay through the plugin: a `docker run` container on host 1
-/// reaches a container of a second vswitchd host over WireGuard.
+/// reaches a container of a second vswitchd host over WireGuard. Host 1's vswitchd has a
+/// cluster store: the plugin tells dockerd its networks reach across hosts.
 #[test]
 fn docker_encrypted_overlay() {
     require_root();
@@ -453,8 +454,23 @@ fn docker_encrypted_overlay() {
     let plugin_dir = TempDir::new("dkp");
     let plugin_sock = plugin_dir.path("vswitch.sock");
     let sock = plugin_sock.display().to_string();
-    let d1 = Daemon::start_keeping_mounts(&u.h1, &["--docker-plugin", "--docker-socket", &sock]);
+    let etcd = common::etcd::Etcd::start(&u.h2, H2);
+    let url = etcd.url();
+    let d1 = Daemon::start_keeping_mounts(
+        &u.h1,
+        &[
+            "--docker-plugin",
+            "--docker-socket",
+            &sock,
+            "--store",
+            &url,
+            "--node-name",
+            "d1",
+        ],
+    );
     let d2 = Daemon::start_keeping_mounts(&u.h2, &[]);
+    assert!(wait_until(15, || d1.json(&["cluster", "show"])["status"]
+        == "connected"));
     d1.ok(&["vtep", "set", "--local-ip", H1]);
     d2.ok(&["vtep", "set", "--local-ip", H2]);
     let key = |d: &Daemon| {
@@ -515,6 +531,12 @@ fn docker_encrypted_overlay() {
         &keys,
         "enc",
     ]);
+    assert!(
+        d1.log()
+            .contains("scope=\"local\" connectivity_scope=\"global\""),
+        "with a store the driver's networks reach across hosts: {}",
+        d1.log()
+    );
     let nets = docker_networks(&d1);
     assert_eq!(nets.len(), 1, "{nets:?}");
     assert_eq!(nets[0]["driver"], "overlay");
@@ -576,4 +598,5 @@ fn docker_encrypted_overlay() {
     dk.ok(&["rm", "-f", "e1"]);
     dk.ok(&["network", "rm", "enc"]);
     assert!(docker_networks(&d1).is_empty(), "networks left");
+    drop(etcd);
 }

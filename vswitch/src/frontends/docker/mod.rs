@@ -105,6 +105,18 @@ pub fn unlink(socket: &Path) {
     let _ = std::fs::remove_file(socket);
 }
 
+/// What the driver answers to GetCapabilities. With a cluster store its networks reach across
+/// hosts: `ConnectivityScope` global. The data scope stays local: dockerd keeps a
+/// global-scope driver's networks in its swarm store and refuses them outside swarm mode
+/// ("This node is not a swarm manager", seen with dockerd 20.10), while the switch's own store
+/// already makes them agree across hosts.
+pub fn capabilities(clustered: bool) -> Value {
+    json!({
+        "Scope": "local",
+        "ConnectivityScope": if clustered { "global" } else { "local" },
+    })
+}
+
 impl Plugin {
     fn answer(&self, mut req: tiny_http::Request) {
         let path = req.url().split('?').next().unwrap_or("").to_string();
@@ -158,7 +170,13 @@ impl Plugin {
         Some(match call {
             "Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
             "NetworkDriver.GetCapabilities" => {
-                Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
+                let clustered = matches!(
+                    self.call(Op::ClusterShow),
+                    Ok(Reply::Cluster(c)) if c.configured
+                );
+                let caps = capabilities(clustered);
+                info!(scope = %caps["Scope"], connectivity_scope = %caps["ConnectivityScope"], "Docker plugin capabilities");
+                Ok(caps)
             }
             "NetworkDriver.CreateNetwork" => decode(body).and_then(|r| self.create_network(r)),
             "NetworkDriver.DeleteNetwork" => decode(body).and_then(|r| self.delete_network(r)),
@@ -267,4 +285,16 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// The first 12 characters of a Docker ID (as `docker ps` shows it).
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::capabilities;
+
+    #[test]
+    fn a_cluster_store_makes_the_connectivity_global_and_the_data_local() {
+        assert_eq!(capabilities(false)["ConnectivityScope"], "local");
+        assert_eq!(capabilities(true)["ConnectivityScope"], "global");
+        assert_eq!(capabilities(true)["Scope"], "local");
+    }
 }
