@@ -155,28 +155,7 @@ fn two_hosts(kind: &str, kind2: &str) {
         sha256_in(&hs.d2, c2, blob.to_str().unwrap())
     );
     // iperf3 TCP both ways.
-    let _iperf = Bg(Command::new(bin("vswitchctl"))
-        .arg("--socket")
-        .arg(&hs.d2.socket)
-        .args(["container", "exec", c2, "--", "iperf3", "-s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    for reverse in [false, true] {
-        let mut args = vec!["iperf3", "-c", ip2.as_str(), "-t", "2", "-J"];
-        if reverse {
-            args.push("-R");
-        }
-        let ok = wait_until(10, || exec(&hs.d1, c1, &args).status.success());
-        assert!(ok, "iperf3 reverse={reverse}");
-        let v: serde_json::Value =
-            serde_json::from_str(&exec_ok(&hs.d1, c1, &args)).expect("iperf3 JSON");
-        let bps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap();
-        assert!(bps > 1e6, "iperf3 moved data (reverse={reverse}): {bps}");
-    }
+    iperf_both_ways(&hs.d1, c1, &hs.d2, c2, &ip2);
     // The datagrams went as UDP GSO super-datagrams (the veth underlay takes them), with no
     // fall-back to one send each.
     for d in [&hs.d1, &hs.d2] {

@@ -170,33 +170,7 @@ fn two_vswitchd_hosts_on_an_encrypted_overlay() {
         "only WireGuard messages"
     );
     // iperf3 TCP both ways (after the capture: its volume need not be kept).
-    let _iperf = Bg(Command::new(bin("vswitchctl"))
-        .arg("--socket")
-        .arg(&hs.d2.socket)
-        .args(["container", "exec", c2, "--", "iperf3", "-s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    for reverse in [false, true] {
-        let mut args = vec!["iperf3", "-c", ip2.as_str(), "-t", "2", "-J"];
-        if reverse {
-            args.push("-R");
-        }
-        // A run may start before the server listens (or meet the last one's end): tried again
-        // for a while, each run's JSON kept for the message.
-        let mut last = String::new();
-        let moved = wait_until(15, || {
-            let o = exec(&hs.d1, c1, &args);
-            last = String::from_utf8_lossy(&o.stdout).into_owned();
-            let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-            let bps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .unwrap_or(0.0);
-            o.status.success() && bps > 1e6
-        });
-        assert!(moved, "iperf3 moved data (reverse={reverse}): {last}");
-    }
+    iperf_both_ways(&hs.d1, c1, &hs.d2, c2, &ip2);
     // Every datagram is a WireGuard message: type 1 to 4, then three zero bytes.
     let odd = must(
         "tcpdump",

@@ -101,3 +101,34 @@ pub fn links(d: &Daemon, c: &str) -> Vec<String> {
         .map(|s| s.trim().split('@').next().unwrap().to_string())
         .collect()
 }
+
+/// iperf3 TCP both ways from container `c1` of `d1` to a server in container `c2` of `d2` at
+/// `ip2`: each way must move data (over 1 Mbit/s). A run may start before the server listens
+/// (or meet the last one's end): tried again for a while, each run's JSON kept for the message.
+pub fn iperf_both_ways(d1: &Daemon, c1: &str, d2: &Daemon, c2: &str, ip2: &str) {
+    let _server = Bg(Command::new(bin("vswitchctl"))
+        .arg("--socket")
+        .arg(&d2.socket)
+        .args(["container", "exec", c2, "--", "iperf3", "-s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    for reverse in [false, true] {
+        let mut args = vec!["iperf3", "-c", ip2, "-t", "2", "-J"];
+        if reverse {
+            args.push("-R");
+        }
+        let mut last = String::new();
+        let moved = wait_until(15, || {
+            let o = exec(d1, c1, &args);
+            last = String::from_utf8_lossy(&o.stdout).into_owned();
+            let v: Value = serde_json::from_str(&last).unwrap_or_default();
+            let bps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            o.status.success() && bps > 1e6
+        });
+        assert!(moved, "iperf3 moved data (reverse={reverse}): {last}");
+    }
+}
