@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 # The peers and the traffic tools (nft counts frames at the receiver's interface).
-BENCH_PACKAGES=(iperf3 openvswitch-switch ethtool nftables socat wireguard-go wireguard-tools etcd-server)
+BENCH_PACKAGES=(iperf3 openvswitch-switch ethtool nftables socat wireguard-go wireguard-tools etcd-server etcd-client)
 missing=()
 for p in "${BENCH_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,11 +15,12 @@ set -euo pipefail
 # keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
 # wireguard-go and wg (wireguard-tools) are the kernel-side WireGuard peer of the encrypted
 # overlays' interop test. protoc (protobuf-compiler) builds etcd-client's gRPC code; etcd
-# (etcd-server) is the cluster store the cluster tests start.
+# (etcd-server) is the cluster store the cluster tests start, etcdctl (etcd-client) how they
+# check and change it, openssl how the TLS test makes its certificates.
 PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
   libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
   podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools
-  protobuf-compiler etcd-server)
+  protobuf-compiler etcd-server etcd-client openssl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "vswitch: run this as root (it creates TAP devices and network namespaces)" >&2
