@@ -9,11 +9,15 @@
 //! `views.rs` (show, fdb, stats, arp and lease tables), `uplink.rs` (the uplink and conntrack),
 //! `publish.rs` (published ports), `relay.rs` (the loopback relay's listeners and ports), `overlay.rs` (the VTEP and overlay networks),
 //! `host_access.rs` (the host's own interface on a network), `trace.rs` (`vswitchctl trace`),
-//! `capture.rs` (`vswitchctl capture`).
+//! `capture.rs` (`vswitchctl capture`), `encrypted.rs` (WireGuard keys and sessions),
+//! `cluster.rs` (what this node puts in the cluster store: itself, its endpoints, address
+//! claims, networks; `cluster show`) and `cluster_watch.rs` (what the store's watch says,
+//! applied here).
 
 mod addresses;
 mod capture;
 mod cluster;
+mod cluster_watch;
 mod containers;
 mod encrypted;
 mod events;

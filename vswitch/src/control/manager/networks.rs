@@ -317,7 +317,7 @@ impl Manager {
     pub(super) fn network_create(&mut self, req: NetworkCreate) -> ApiResult<Reply> {
         let cfg = self.validate_network(&req)?;
         // With a cluster store an overlay is the cluster's: in the store first.
-        self.cluster_create_network(&req)?;
+        self.cluster_create_network(&cfg)?;
         let id = self.attach_network(&cfg)?;
         if let Err(e) = self.attach_parent(&cfg, id, false) {
             self.nets.remove(&cfg.name);
