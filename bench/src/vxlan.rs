@@ -88,6 +88,26 @@ fn underlay() -> Result<(Ns, Ns), String> {
     Ok((a, b))
 }
 
+/// A Linux bridge in `host` joining its `vx0` and a veth to the container `ns` (`eth0`, `ip`,
+/// `mtu`): the kernel peers' side of a host.
+fn bridge_container(host: &Ns, ns: &Ns, ip: &str, mtu: &str) -> Result<(), String> {
+    host.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+    host.exec(&[
+        "ip", "link", "add", "v0", "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns",
+        &ns.0,
+    ])?;
+    for dev in ["vx0", "v0"] {
+        host.exec(&["ip", "link", "set", dev, "master", "br0"])?;
+        host.exec(&["ip", "link", "set", dev, "up"])?;
+    }
+    host.exec(&["ip", "link", "set", "br0", "up"])?;
+    ns.exec(&["ip", "link", "set", "eth0", "mtu", mtu])?;
+    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    ns.exec(&["ip", "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
 fn kernel_vxlan() -> Result<Topology, String> {
     let (a, b) = underlay()?;
     let p = prefix();
@@ -101,20 +121,7 @@ fn kernel_vxlan() -> Result<Topology, String> {
             "ip", "link", "add", "vx0", "type", "vxlan", "id", VNI, "local", me, "remote", other,
             "dstport", "4789",
         ])?;
-        host.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
-        host.exec(&[
-            "ip", "link", "add", "v0", "mtu", "1450", "type", "veth", "peer", "name", "eth0",
-            "netns", &ns.0,
-        ])?;
-        for dev in ["vx0", "v0"] {
-            host.exec(&["ip", "link", "set", dev, "master", "br0"])?;
-            host.exec(&["ip", "link", "set", dev, "up"])?;
-        }
-        host.exec(&["ip", "link", "set", "br0", "up"])?;
-        ns.exec(&["ip", "link", "set", "eth0", "mtu", "1450"])?;
-        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        bridge_container(host, ns, ip, "1450")?;
     }
     Ok(Topology::new(
         client,
@@ -243,30 +250,7 @@ fn wireguard_go_vxlan() -> Result<Topology, String> {
             other_t, "dstport", "4789",
         ])?;
         host.exec(&["ip", "link", "set", "vx0", "mtu", ENCRYPTED_MTU])?;
-        host.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
-        host.exec(&[
-            "ip",
-            "link",
-            "add",
-            "v0",
-            "mtu",
-            ENCRYPTED_MTU,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &ns.0,
-        ])?;
-        for dev in ["vx0", "v0"] {
-            host.exec(&["ip", "link", "set", dev, "master", "br0"])?;
-            host.exec(&["ip", "link", "set", dev, "up"])?;
-        }
-        host.exec(&["ip", "link", "set", "br0", "up"])?;
-        ns.exec(&["ip", "link", "set", "eth0", "mtu", ENCRYPTED_MTU])?;
-        ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        bridge_container(host, ns, ip, ENCRYPTED_MTU)?;
     }
     keep.push(Box::new(keys));
     keep.push(Box::new(a));
