@@ -55,6 +55,22 @@ fn cluster_of(tag: &str, third: u8, hosts: usize, members: usize) -> Cluster {
     Cluster { d, etcd, net, ips }
 }
 
+/// An overlay network created on host 0, and seen by every other host through the store.
+fn cluster_overlay(c: &Cluster, name: &str, vni: &str, subnet: &str, extra: &[&str]) {
+    let mut args = vec![
+        "network", "create", name, "--driver", "overlay", "--vni", vni, "--subnet", subnet,
+    ];
+    args.extend_from_slice(extra);
+    c.d[0].ok(&args);
+    for d in &c.d[1..] {
+        assert!(
+            wait_until(10, || has_network(d, name)),
+            "the network reaches every host: {}",
+            d.log()
+        );
+    }
+}
+
 fn nodes(d: &Daemon) -> Vec<Value> {
     d.json(&["cluster", "show"])["nodes"]
         .as_array()
@@ -134,24 +150,7 @@ fn three_hosts_share_overlays_through_etcd() {
     assert_eq!(show["node"], "n0");
 
     // A network created on host 0 appears on 1 and 2.
-    c.d[0].ok(&[
-        "network",
-        "create",
-        "ov",
-        "--driver",
-        "overlay",
-        "--vni",
-        "300",
-        "--subnet",
-        "10.30.0.0/24",
-    ]);
-    for d in &c.d[1..] {
-        assert!(
-            wait_until(10, || has_network(d, "ov")),
-            "the network reaches every host: {}",
-            d.log()
-        );
-    }
+    cluster_overlay(&c, "ov", "300", "10.30.0.0/24", &[]);
     let names = Names::new(&["b", "c"]);
     let (b, cc) = (names.get(0), names.get(1));
     c.d[1].ok(&["container", "create", b, "--network", "ov"]);
@@ -281,18 +280,7 @@ fn three_hosts_share_overlays_through_etcd() {
 fn traffic_survives_a_store_outage_and_changes_wait_for_it() {
     require_root();
     let mut c = cluster("co", 235, 2);
-    c.d[0].ok(&[
-        "network",
-        "create",
-        "ov",
-        "--driver",
-        "overlay",
-        "--vni",
-        "301",
-        "--subnet",
-        "10.31.0.0/24",
-    ]);
-    assert!(wait_until(10, || has_network(&c.d[1], "ov")));
+    cluster_overlay(&c, "ov", "301", "10.31.0.0/24", &[]);
     let names = Names::new(&["x", "y", "z"]);
     let (x, y, z) = (names.get(0), names.get(1), names.get(2));
     c.d[0].ok(&["container", "create", x, "--network", "ov"]);
@@ -385,19 +373,7 @@ fn without_a_store_there_is_no_cluster() {
 fn encrypted_overlays_learn_keys_from_the_store() {
     require_root();
     let c = cluster("ce", 234, 2);
-    c.d[0].ok(&[
-        "network",
-        "create",
-        "sec",
-        "--driver",
-        "overlay",
-        "--vni",
-        "302",
-        "--subnet",
-        "10.32.0.0/24",
-        "--encrypted",
-    ]);
-    assert!(wait_until(10, || has_network(&c.d[1], "sec")));
+    cluster_overlay(&c, "sec", "302", "10.32.0.0/24", &["--encrypted"]);
     let names = Names::new(&["p", "q"]);
     let (p, q) = (names.get(0), names.get(1));
     c.d[0].ok(&["container", "create", p, "--network", "sec"]);
@@ -449,18 +425,7 @@ fn encrypted_overlays_learn_keys_from_the_store() {
 fn a_three_member_store_loses_its_quorum_and_recovers() {
     require_root();
     let mut c = cluster_of("cq", 233, 2, 3);
-    c.d[0].ok(&[
-        "network",
-        "create",
-        "ov",
-        "--driver",
-        "overlay",
-        "--vni",
-        "303",
-        "--subnet",
-        "10.33.0.0/24",
-    ]);
-    assert!(wait_until(10, || has_network(&c.d[1], "ov")));
+    cluster_overlay(&c, "ov", "303", "10.33.0.0/24", &[]);
     let names = Names::new(&["m", "n", "o", "r"]);
     let (m, n, o, r) = (names.get(0), names.get(1), names.get(2), names.get(3));
     c.d[0].ok(&["container", "create", m, "--network", "ov"]);

@@ -184,14 +184,7 @@ impl Manager {
                 cluster: true,
             });
         }
-        let nets: Vec<NetworkConfig> = self
-            .state
-            .networks
-            .iter()
-            .filter(|n| n.vni.is_some())
-            .cloned()
-            .collect();
-        for net in nets {
+        for net in self.overlay_networks() {
             let wanted = want.remove(&net.name).unwrap_or_default();
             if let Err(e) = self.cluster_apply(&net, wanted, &keys) {
                 warn!(network = %net.name, error = %e.message, "cluster endpoints not installed");

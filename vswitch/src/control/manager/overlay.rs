@@ -350,17 +350,20 @@ impl Manager {
         .map_err(|e| internal(format!("dataplane: cannot poll the VTEP socket: {e}")))?;
         self.overlay.sock = Some(sock);
         self.overlay.error = None;
-        let overlays: Vec<NetworkConfig> = self
-            .state
+        for n in &self.overlay_networks() {
+            self.attach_tunnels(n);
+        }
+        Ok(())
+    }
+
+    /// The overlay networks' configs (a copy: the caller may change the state meanwhile).
+    pub(super) fn overlay_networks(&self) -> Vec<NetworkConfig> {
+        self.state
             .networks
             .iter()
             .filter(|n| n.vni.is_some())
             .cloned()
-            .collect();
-        for n in &overlays {
-            self.attach_tunnels(n);
-        }
-        Ok(())
+            .collect()
     }
 
     pub(super) fn vtep_set(&mut self, req: VtepSet) -> ApiResult<Reply> {
