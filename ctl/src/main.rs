@@ -841,8 +841,8 @@ fn print_port(p: &PortInfo, indent: &str) {
     if let Some(h) = &p.host_ifname {
         match &p.xdp {
             Some(x) => println!(
-                "{indent}    afxdp: veth {h}  mode: {}  rings: {}  frame: {}  frames: {} rx-in-kernel, {} tx-free, {} tx-in-flight, {} lost",
-                x.mode, x.ring_size, x.frame_size, x.rx_frames_in_kernel, x.tx_frames_free, x.tx_frames_in_flight, x.frames_lost
+                "{indent}    afxdp: veth {h}  mode: {}  rings: {}  frame: {}  chunk: {}  frames: {} ({} rx-in-kernel of fill target {}, {} free, {} tx-in-flight, {} lost)",
+                x.mode, x.ring_size, x.frame_size, x.chunk, x.frames, x.rx_frames_in_kernel, x.fill_target, x.frames_free, x.tx_frames_in_flight, x.frames_lost
             ),
             None => println!("{indent}    afxdp: veth {h}"),
         }

@@ -1,36 +1,34 @@
-//! AF_XDP ports: an XDP socket bound to the host end of a veth pair (xsk-rs over libxdp).
+//! AF_XDP ports: an XDP socket bound to the host end of a veth pair.
 //!
-//! The UMEM is split in two halves: `ring_size` frames belong to the receive side (they sit in
-//! the fill ring or in the kernel until a frame arrives on the rx ring, and go straight back to
-//! the fill ring once copied out), `ring_size` frames to the transmit side (a free list, then the
-//! tx ring, then back through the completion ring). Every descriptor is always in exactly one of
-//! those places; `XdpStatus` shows where, so a leak is visible (and tested).
+//! Every socket's frames come from the daemon's one pool (`ports::umem`: shared UMEM chunks,
+//! each socket with its own fill and completion rings); the sockets and rings are ours
+//! (`ports::xsk`, on the raw syscalls). A port holds frames in four places: the fill ring and
+//! the kernel (`fill_target` of them, adapted to the traffic: a few while idle, up to the ring
+//! size while busy), the rx ring until the dataplane copies them out, its stash of free frames,
+//! and the tx ring until completion. `XdpStatus` shows where each is, checked against the pool's
+//! owner table, so a leak is visible (and tested).
 //!
 //! Binding is copy mode (veth has no zero-copy): native (driver) XDP first, generic (SKB) mode
 //! when the driver refuses. The XDP program that steers frames into the socket is our own
 //! (`SharedXdp`, sixteen instructions loaded once per process with `bpf(2)` and attached to every
-//! port's veth over rtnetlink), not libxdp's:
-//! libxdp 1.6 keeps one BPF map fd open per socket it ever created (`xsk_release_xdp_prog` never
-//! closes `refcnt_map_fd`), which a daemon adding and deleting ports for months cannot afford,
-//! and its dispatcher wants bpffs and pins objects there. xsk-rs is used with
-//! `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD` for what it is good at: the UMEM and the rings. Frames are bigger than a UMEM frame only if the container end of the
-//! veth sends TSO/GSO frames, so its offloads are turned off when the port is created
-//! (`sandbox::disable_offloads`); frames from TAP ports with GSO are segmented in software by
-//! the dataplane before they reach `send_frame` (`headroom() == 0`).
+//! port's veth over rtnetlink), not libxdp's: libxdp 1.6 keeps one BPF map fd open per socket it
+//! ever created, which a daemon adding and deleting ports for months cannot afford, and its
+//! dispatcher wants bpffs and pins objects there. Frames are bigger than a UMEM frame only if
+//! the container end of the veth sends TSO/GSO frames, so its offloads are turned off when the
+//! port is created (`sandbox::disable_offloads`); frames from TAP ports with GSO are segmented in
+//! software by the dataplane before they reach `send_frame` (`headroom() == 0`).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
-};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
 use super::bpf::{self, insn};
 use super::parent;
 use super::steer::{self, Steer, SteerProg};
+use super::umem::{JoinError, Share};
+use super::xsk::{Desc, UmemSource, XskSocket};
 use super::Port;
 use crate::sandbox::netlink::Netlink;
 
@@ -107,11 +105,6 @@ impl XdpConfig {
     pub fn max_frame(&self) -> u32 {
         self.frame_size - XDP_HEADROOM
     }
-
-    /// Bytes of UMEM the port pins.
-    pub fn umem_bytes(&self) -> u64 {
-        2 * u64::from(self.ring_size) * u64::from(self.frame_size)
-    }
 }
 
 /// Where a port's UMEM frames are, and the kernel's counters for the socket.
@@ -121,15 +114,23 @@ pub struct XdpStatus {
     pub mode: String,
     pub ring_size: u32,
     pub frame_size: u32,
+    /// The pool chunk (shared UMEM) the port's frames come from.
+    pub chunk: u32,
+    /// Frames the port holds (the pool's owner table says so).
     pub frames: u32,
+    /// Frames it keeps with the kernel for receiving now (grows while busy, up to the ring
+    /// size; shrinks back while idle).
+    pub fill_target: u32,
     /// Receive frames the kernel holds (fill ring, or filled and not yet consumed).
     pub rx_frames_in_kernel: u32,
-    /// Transmit frames free for the next send.
-    pub tx_frames_free: u32,
+    /// Free frames the port keeps for its next sends and refills.
+    pub frames_free: u32,
     /// Transmit frames handed to the kernel and not completed yet.
     pub tx_frames_in_flight: u32,
     /// Frames in none of those places (must be 0).
     pub frames_lost: u32,
+    /// Times the port wanted more frames than its chunk could spare.
+    pub pool_short: u64,
     pub rx_dropped: u64,
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty: u64,
@@ -141,8 +142,8 @@ pub struct XdpStatus {
 pub enum AfXdpError {
     #[error("invalid AF_XDP settings: {0}")]
     Config(String),
-    #[error("cannot create the UMEM ({0}): out of locked memory? try a smaller --ring-size")]
-    Umem(String),
+    #[error("{0}")]
+    Pool(String),
     #[error(
         "cannot bind an AF_XDP socket to {ifname:?} in {mode} mode ({reason}){}",
         bind_hint(reason)
@@ -175,39 +176,45 @@ const RX_BATCH: usize = 64;
 const TX_BATCH: usize = 64;
 /// Wake-ups per flush at most: copy mode sends 32 frames per `sendto`.
 const MAX_KICKS: usize = 64;
+/// Frames an idle port keeps with the kernel (its reserve in the pool).
+pub const FILL_MIN: u32 = 16;
+/// Free frames a port keeps at most; past that, half go back to the pool.
+const STASH_KEEP: usize = 2 * TX_BATCH;
+/// Refills that found the kernel with most of its frames unused before the fill level halves.
+const IDLE_REFILLS: u32 = 256;
 
-/// An AF_XDP socket on queue 0 of `ifname`, with its own UMEM.
+/// An AF_XDP socket on queue 0 of `ifname`, its frames from the daemon's pool.
 pub struct AfXdp {
     ifname: String,
     mode: &'static str,
     cfg: XdpConfig,
-    // Queues before the UMEM: fields drop in order, and the socket goes before its memory.
-    rx: RxQueue,
-    tx: TxQueue,
-    fill: FillQueue,
-    comp: CompQueue,
-    umem: Umem,
+    /// `Some` until the port is dropped (then released before its frames are taken back).
+    sock: Option<XskSocket>,
+    share: Option<Share>,
     /// Received descriptors not yet handed out by `recv`.
-    rx_descs: Vec<FrameDesc>,
+    rx_descs: Vec<Desc>,
     rx_pos: usize,
     rx_n: usize,
-    /// Receive frames copied out, to go back on the fill ring.
-    fill_back: Vec<FrameDesc>,
     rx_in_kernel: u32,
-    tx_free: Vec<FrameDesc>,
+    fill_target: u32,
+    idle_refills: u32,
+    /// Free frames of this port (copied-out receives, completed sends, borrowed ones).
+    stash: Vec<u64>,
     /// Written, not on the tx ring yet.
-    tx_pending: Vec<FrameDesc>,
+    tx_pending: Vec<Desc>,
     tx_in_flight: u32,
-    comp_buf: Vec<FrameDesc>,
+    comp_buf: Vec<u64>,
+    give_buf: Vec<u64>,
+    pool_short: u64,
     /// Last: detached and closed after the socket is gone.
     prog: XdpProg,
 }
 
 impl AfXdp {
-    /// Creates the UMEM, binds a socket to queue 0 of `ifname` (in the calling thread's
-    /// namespace) and fills the fill ring.
+    /// Binds a socket to queue 0 of `ifname` (in the calling thread's namespace), its frames
+    /// from the daemon's pool, and fills its fill ring.
     pub fn open(ifname: &str, cfg: XdpConfig) -> Result<AfXdp, AfXdpError> {
-        Self::open_steered(ifname, cfg, None)
+        Self::open_with(ifname, cfg, None)
     }
 
     /// As `open`, but with `steer` only what it describes goes to the socket (a shared
@@ -268,8 +275,8 @@ impl AfXdp {
             match prog.attach(index, flags) {
                 Ok(()) => {
                     // The socket, then its entry in the program's map: frames flow from here.
-                    let mut port = Self::bind(ifname, cfg, mode, prog)?;
-                    let fd = port.rx.fd().as_raw_fd();
+                    let mut port = Self::bind(ifname, index, cfg, mode, prog)?;
+                    let fd = port.raw_fd();
                     port.prog.insert(fd).map_err(|source| AfXdpError::Program {
                         what: "map update",
                         source,
@@ -298,83 +305,57 @@ impl AfXdp {
 
     fn bind(
         ifname: &str,
+        index: u32,
         cfg: XdpConfig,
         mode: &'static str,
         prog: XdpProg,
     ) -> Result<AfXdp, AfXdpError> {
-        let bad = |e: String| AfXdpError::Config(e);
-        let ring = QueueSize::new(cfg.ring_size).map_err(|e| bad(e.to_string()))?;
-        let umem_cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(cfg.frame_size).map_err(|e| bad(e.to_string()))?)
-            .fill_queue_size(ring)
-            .comp_queue_size(ring)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        let frames = 2 * cfg.ring_size;
-        let (umem, mut descs) = Umem::new(
-            umem_cfg,
-            frames.try_into().map_err(|_| bad("no frames".into()))?,
-            false,
-        )
-        .map_err(|e| AfXdpError::Umem(e.to_string()))?;
-        let sock_cfg = SocketConfig::builder()
-            .rx_queue_size(ring)
-            .tx_queue_size(ring)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .xdp_flags(XdpFlags::empty())
-            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-            .build();
-        let iface: Interface = ifname
-            .parse()
-            .map_err(|_| bad(format!("interface name {ifname:?} has a NUL byte")))?;
-        // SAFETY: the UMEM was just created and is used by this one socket only; xsk-rs keeps
-        // it alive (a clone sits in the socket) for as long as any queue exists.
-        let (tx, rx, fq_cq) =
-            unsafe { xsk_rs::Socket::new(sock_cfg, &umem, &iface, 0) }.map_err(|e| {
-                AfXdpError::Bind {
-                    ifname: ifname.to_string(),
-                    mode,
-                    reason: match std::error::Error::source(&e) {
-                        Some(cause) => format!("{e}: {cause}"),
-                        None => e.to_string(),
-                    },
-                }
-            })?;
-        let (mut fill, comp) = fq_cq.ok_or_else(|| AfXdpError::Bind {
+        let bind_err = |e: io::Error| AfXdpError::Bind {
             ifname: ifname.to_string(),
             mode,
-            reason: "the UMEM came without fill and completion rings".into(),
+            reason: e.to_string(),
+        };
+        let (share, sock) = Share::join(cfg.frame_size, FILL_MIN, |umem: UmemSource| {
+            XskSocket::bind(index, cfg.ring_size, umem)
+        })
+        .map_err(|e| match e {
+            JoinError::Bind(e) => bind_err(e),
+            other => AfXdpError::Pool(other.to_string()),
         })?;
-        let tx_free = descs.split_off(cfg.ring_size as usize);
-        // SAFETY: the descriptors are the first half of this UMEM's frames, owned by nobody else.
-        let filled = unsafe { fill.produce(&descs) };
-        if filled != descs.len() {
-            return Err(AfXdpError::Bind {
-                ifname: ifname.to_string(),
-                mode,
-                reason: format!("fill ring took {filled} of {} frames", descs.len()),
-            });
-        }
-        Ok(AfXdp {
+        let mut port = AfXdp {
             ifname: ifname.to_string(),
             mode,
             cfg,
-            rx,
-            tx,
-            fill,
-            comp,
-            umem,
-            rx_descs: vec![FrameDesc::default(); RX_BATCH],
+            sock: Some(sock),
+            share: Some(share),
+            rx_descs: vec![
+                Desc {
+                    addr: 0,
+                    len: 0,
+                    options: 0
+                };
+                RX_BATCH
+            ],
             rx_pos: 0,
             rx_n: 0,
-            fill_back: Vec::with_capacity(RX_BATCH),
-            rx_in_kernel: cfg.ring_size,
-            tx_free,
+            rx_in_kernel: 0,
+            fill_target: FILL_MIN.min(cfg.ring_size),
+            idle_refills: 0,
+            stash: Vec::with_capacity(2 * STASH_KEEP),
             tx_pending: Vec::with_capacity(TX_BATCH),
             tx_in_flight: 0,
-            comp_buf: vec![FrameDesc::default(); cfg.ring_size as usize],
+            comp_buf: vec![0; cfg.ring_size as usize],
+            give_buf: Vec::with_capacity(2 * STASH_KEEP),
+            pool_short: 0,
             prog,
-        })
+        };
+        port.refill();
+        if port.rx_in_kernel == 0 {
+            return Err(AfXdpError::Pool(
+                "the AF_XDP frame pool gave this port no frame to receive into".into(),
+            ));
+        }
+        Ok(port)
     }
 
     pub fn ifname(&self) -> &str {
@@ -402,77 +383,150 @@ impl AfXdp {
         }
     }
 
-    /// Puts copied-out receive frames back on the fill ring.
-    fn refill(&mut self) {
-        if self.fill_back.is_empty() {
+    /// Frames the port holds beyond its fill ring, ring and stash bounds (fill and tx rings
+    /// both full): it borrows no more.
+    fn max_frames(&self) -> usize {
+        2 * self.cfg.ring_size as usize + STASH_KEEP
+    }
+
+    fn held(&self) -> usize {
+        self.rx_in_kernel as usize
+            + (self.rx_n - self.rx_pos)
+            + self.stash.len()
+            + self.tx_pending.len()
+            + self.tx_in_flight as usize
+    }
+
+    /// Borrows up to `n` frames into the stash (at least a batch, to lock the pool seldom).
+    fn borrow(&mut self, n: usize) {
+        let (Some(share), room) = (&self.share, self.max_frames().saturating_sub(self.held()))
+        else {
+            return;
+        };
+        let want = n.max(32).min(room);
+        if want == 0 {
             return;
         }
-        // SAFETY: the descriptors came off this socket's rx ring and their data was copied
-        // out; nothing refers to those frames any more.
-        let n = unsafe { self.fill.produce(&self.fill_back) };
-        // The fill ring holds every receive frame, so it always has room; all or nothing.
-        if n == self.fill_back.len() {
-            self.rx_in_kernel += n as u32;
-            self.fill_back.clear();
-        }
-        if self.fill.needs_wakeup() {
-            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        if share.take(want, &mut self.stash) < n.min(want) {
+            self.pool_short += 1;
         }
     }
 
-    /// Takes completed transmit frames back into the free list.
+    /// Brings the fill ring up to `fill_target` frames, adapting the target: doubled when the
+    /// kernel was down to a quarter of it, halved after many refills that found it mostly
+    /// unused.
+    fn refill(&mut self) {
+        let Some(sock) = self.sock.as_mut() else {
+            return;
+        };
+        let unused = sock.fill_outstanding();
+        if unused < self.fill_target / 4 && self.fill_target < self.cfg.ring_size {
+            self.fill_target = (self.fill_target * 2).min(self.cfg.ring_size);
+            self.idle_refills = 0;
+        } else if unused >= self.fill_target / 4 * 3 && self.fill_target > FILL_MIN {
+            self.idle_refills += 1;
+            if self.idle_refills >= IDLE_REFILLS {
+                self.fill_target /= 2;
+                self.idle_refills = 0;
+            }
+        }
+        let want = self.fill_target.saturating_sub(self.rx_in_kernel) as usize;
+        if want > 0 {
+            if self.stash.len() < want {
+                self.borrow(want - self.stash.len());
+            }
+            let k = want.min(self.stash.len());
+            let from = self.stash.len() - k;
+            let Some(sock) = self.sock.as_mut() else {
+                return;
+            };
+            let n = sock.fill(&self.stash[from..]);
+            self.stash.drain(from..from + n);
+            self.rx_in_kernel += n as u32;
+        }
+        self.trim();
+    }
+
+    /// Gives half the stash back to the pool when it holds more than `STASH_KEEP`.
+    fn trim(&mut self) {
+        if self.stash.len() <= STASH_KEEP {
+            return;
+        }
+        if let Some(share) = &self.share {
+            self.give_buf.extend(self.stash.drain(STASH_KEEP / 2..));
+            share.give(&mut self.give_buf);
+        }
+    }
+
+    /// Takes completed transmit frames back into the stash.
     fn reclaim(&mut self) {
-        // SAFETY: completions return descriptors of this UMEM that we put on the tx ring.
-        let n = unsafe { self.comp.consume(&mut self.comp_buf) };
-        self.tx_free.extend_from_slice(&self.comp_buf[..n]);
+        let Some(sock) = self.sock.as_mut() else {
+            return;
+        };
+        let n = sock.completed(&mut self.comp_buf);
+        self.stash.extend_from_slice(&self.comp_buf[..n]);
         self.tx_in_flight = self.tx_in_flight.saturating_sub(n as u32);
     }
 
     /// Puts written frames on the tx ring and wakes the kernel until it has taken them all
     /// (copy mode transmits a bounded batch per `sendto`).
     fn flush_tx(&mut self) -> io::Result<()> {
+        let Some(sock) = self.sock.as_mut() else {
+            return Ok(());
+        };
         if !self.tx_pending.is_empty() {
-            // SAFETY: the pending descriptors are free frames of this UMEM we just wrote.
-            let n = unsafe { self.tx.produce(&self.tx_pending) };
-            // The tx ring is as large as the transmit half of the UMEM: never short of room.
-            if n == self.tx_pending.len() {
-                self.tx_in_flight += n as u32;
-                self.tx_pending.clear();
-            }
+            let n = sock.transmit(&self.tx_pending);
+            self.tx_in_flight += n as u32;
+            self.tx_pending.drain(..n);
         }
         let mut kicks = 0;
-        while self.tx.needs_wakeup()
-            && self.tx.nb_free_exact() < self.cfg.ring_size
-            && kicks < MAX_KICKS
-        {
-            kick(self.tx.fd().as_raw_fd())?;
+        while sock.tx_waiting() && kicks < MAX_KICKS {
+            sock.kick()?;
             kicks += 1;
         }
         self.reclaim();
+        self.trim();
         Ok(())
     }
 
     /// Where the frames are and what the kernel counted, for `show`/`port stats`.
     pub fn status(&mut self) -> XdpStatus {
         self.reclaim();
-        let stats = self.rx.fd().xdp_statistics().unwrap_or_default();
-        let frames = 2 * self.cfg.ring_size;
-        let rx_held = (self.rx_n - self.rx_pos + self.fill_back.len()) as u32;
-        let tx_free = (self.tx_free.len() + self.tx_pending.len()) as u32;
-        let accounted = self.rx_in_kernel + rx_held + tx_free + self.tx_in_flight;
+        let stats = self
+            .sock
+            .as_ref()
+            .map(XskSocket::statistics)
+            .unwrap_or_default();
+        let (chunk, frames) = self
+            .share
+            .as_ref()
+            .map_or((0, 0), |s| (s.chunk_number(), s.owned()));
         XdpStatus {
             mode: self.mode.to_string(),
             ring_size: self.cfg.ring_size,
             frame_size: self.cfg.frame_size,
+            chunk,
             frames,
+            fill_target: self.fill_target,
             rx_frames_in_kernel: self.rx_in_kernel,
-            tx_frames_free: tx_free,
+            frames_free: (self.stash.len() + self.tx_pending.len()) as u32,
             tx_frames_in_flight: self.tx_in_flight,
-            frames_lost: frames.abs_diff(accounted),
-            rx_dropped: stats.rx_dropped(),
-            rx_ring_full: stats.rx_ring_full(),
-            rx_fill_ring_empty: stats.rx_fill_ring_empty_descs(),
-            tx_invalid: stats.tx_invalid_descs(),
+            frames_lost: frames.abs_diff(self.held() as u32),
+            pool_short: self.pool_short,
+            rx_dropped: stats.rx_dropped,
+            rx_ring_full: stats.rx_ring_full,
+            rx_fill_ring_empty: stats.rx_fill_ring_empty,
+            tx_invalid: stats.tx_invalid,
+        }
+    }
+}
+
+impl Drop for AfXdp {
+    fn drop(&mut self) {
+        // The socket is released before its frames go back to the pool (and before `prog`,
+        // a field, detaches the program).
+        if let (Some(sock), Some(share)) = (self.sock.take(), self.share.take()) {
+            share.leave(sock);
         }
     }
 }
@@ -503,43 +557,18 @@ fn errno_in(msg: &str) -> Option<i32> {
     msg[start..end].parse().ok()
 }
 
-/// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: tells the kernel to transmit from the tx ring. EAGAIN
-/// and EBUSY mean "call again", ENOBUFS a full socket buffer: not errors here. ENXIO (the
-/// socket is no longer bound: the veth vanished) and others are.
-fn kick(fd: RawFd) -> io::Result<()> {
-    // SAFETY: a zero-length sendto with null buffers on a socket fd we own; the kernel reads
-    // nothing from userspace.
-    let rc = unsafe {
-        libc::sendto(
-            fd,
-            std::ptr::null(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
-        )
-    };
-    if rc >= 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Ok(()),
-        Some(libc::ENXIO) => Err(io::Error::from_raw_os_error(libc::EBADFD)),
-        _ => Err(e),
-    }
-}
-
 impl Port for AfXdp {
     fn raw_fd(&self) -> RawFd {
-        self.rx.fd().as_raw_fd()
+        self.sock.as_ref().map_or(-1, XskSocket::fd)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.rx_pos == self.rx_n {
             self.refill();
-            // SAFETY: `rx_descs` is scratch space; consume overwrites the entries it returns.
-            let n = unsafe { self.rx.consume(&mut self.rx_descs) };
+            let Some(sock) = self.sock.as_mut() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            let n = sock.recv(&mut self.rx_descs);
             self.rx_in_kernel = self.rx_in_kernel.saturating_sub(n as u32);
             self.rx_pos = 0;
             self.rx_n = n;
@@ -549,11 +578,18 @@ impl Port for AfXdp {
         }
         let desc = self.rx_descs[self.rx_pos];
         self.rx_pos += 1;
-        self.fill_back.push(desc);
-        // SAFETY: the descriptor was just taken off this socket's rx ring: the kernel has
-        // finished writing the frame and will not touch it until it is back on the fill ring.
-        let data = unsafe { self.umem.data(&desc) };
-        let frame = data.contents();
+        let fs = u64::from(self.cfg.frame_size);
+        // The frame is free again once copied out (aligned mode: its base is the address
+        // rounded down to the frame size).
+        self.stash.push(desc.addr / fs * fs);
+        let Some(frame) = self
+            .share
+            .as_ref()
+            .and_then(|s| s.data(desc.addr, desc.len as usize))
+        else {
+            // A descriptor outside its frame: the kernel never gives one; counted as a runt.
+            return Ok(0);
+        };
         let n = frame.len().min(buf.len());
         buf[..n].copy_from_slice(&frame[..n]);
         Ok(frame.len())
@@ -570,28 +606,39 @@ impl Port for AfXdp {
                 "frame larger than a UMEM frame",
             ));
         }
-        if self.tx_free.is_empty() {
+        let ring = self.cfg.ring_size as usize;
+        if self.tx_pending.len() + self.tx_in_flight as usize >= ring {
             self.flush_tx()?;
-        }
-        let Some(mut desc) = self.tx_free.pop() else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        {
-            // SAFETY: the descriptor is a free transmit frame of this UMEM: not on any ring,
-            // so the kernel does not read it while we write.
-            let mut data = unsafe { self.umem.data_mut(&mut desc) };
-            let mut cur = data.cursor();
-            cur.set_pos(0);
-            use std::io::Write;
-            if cur.write_all(frame).is_err() {
-                self.tx_free.push(desc);
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "frame larger than a UMEM frame",
-                ));
+            if self.tx_pending.len() + self.tx_in_flight as usize >= ring {
+                return Err(io::ErrorKind::WouldBlock.into());
             }
         }
-        self.tx_pending.push(desc);
+        if self.stash.is_empty() {
+            self.reclaim();
+        }
+        if self.stash.is_empty() {
+            self.borrow(TX_BATCH);
+        }
+        let Some(addr) = self.stash.pop() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let Some(data) = self
+            .share
+            .as_mut()
+            .and_then(|s| s.data_mut(addr, frame.len()))
+        else {
+            self.stash.push(addr);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame larger than a UMEM frame",
+            ));
+        };
+        data.copy_from_slice(frame);
+        self.tx_pending.push(Desc {
+            addr,
+            len: frame.len() as u32,
+            options: 0,
+        });
         if self.tx_pending.len() >= TX_BATCH {
             self.flush_tx()?;
         }
@@ -615,8 +662,7 @@ const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
 pub const XDP_FLAGS_SKB_MODE: u32 = 2;
 pub const XDP_FLAGS_DRV_MODE: u32 = 4;
 
-/// AF_XDP ports a daemon can have at once: slots in the shared program's maps (each port also
-/// pins its UMEM, 4 MiB by default).
+/// AF_XDP ports a daemon can have at once: slots in the shared program's maps.
 const MAX_XDP_PORTS: u32 = 4096;
 
 /// The XDP program every AF_XDP port of this process shares, with its two maps: a hash from the
@@ -829,7 +875,6 @@ mod tests {
             assert!(c.validate().is_err(), "frame {frame}");
         }
         assert_eq!(XdpConfig::default().max_frame(), 1792);
-        assert_eq!(XdpConfig::default().umem_bytes(), 4 << 20);
         assert_eq!("skb".parse::<XdpMode>(), Ok(XdpMode::Skb));
         assert!("turbo".parse::<XdpMode>().is_err());
     }

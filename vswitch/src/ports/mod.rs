@@ -16,9 +16,11 @@ pub mod relay;
 pub mod steer;
 pub mod tap;
 pub mod udp_batch;
+pub mod umem;
 pub mod uring;
 pub mod vxlan;
 pub mod wg;
+pub mod xsk;
 
 use std::io;
 use std::os::fd::RawFd;
