@@ -567,5 +567,5 @@ fn run_scale(quick: bool, peers: &[String], bar: &ProgressBar, gathered: &mut Ga
             gathered.notes.push(format!("scale ({port_type}): {e}"));
         }
     }
-    gathered.notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call); AF_XDP ports up to 100 (each pins a 4 MiB UMEM, counted in RSS)".into());
+    gathered.notes.push("scale: vswitch only, one namespace per port (add-port through the API, timed per call; the peers have no comparable call); AF_XDP ports' frames from the daemon's shared pool (its chunks counted in RSS)".into());
 }

@@ -1039,6 +1039,24 @@ fn print_human(reply: &Reply) {
                     "moved with read/write, one per frame (io_uring off or unavailable)".into()
                 }
             );
+            let pool = &d.afxdp_pool;
+            if !pool.chunks.is_empty() {
+                println!(
+                    "  afxdp frames: {} in {} chunk(s) ({} MiB), {} free; chunks of {}, at most {}",
+                    pool.frames,
+                    pool.chunks.len(),
+                    pool.bytes >> 20,
+                    pool.free,
+                    pool.chunk_frames,
+                    pool.max_frames
+                );
+                for c in &pool.chunks {
+                    println!(
+                        "    chunk {}: {} frames of {} bytes, {} free, {} held by {} port(s) (reserve {})",
+                        c.chunk, c.frames, c.frame_size, c.free, c.held, c.ports, c.reserved
+                    );
+                }
+            }
             if let Some(dns) = &d.dns {
                 let from = match &dns.resolv_conf {
                     Some(p) => format!("from {p}"),

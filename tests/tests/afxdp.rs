@@ -58,6 +58,32 @@ fn assert_frames_home(d: &Daemon, name: &str) {
     );
 }
 
+/// The daemon's frame pool agrees with its ports: in every chunk free + held = frames, and the
+/// frames the chunks say are held are exactly those the ports say they hold (none held by a
+/// port that went, none counted twice). Returns the pool.
+fn assert_pool_home(d: &Daemon) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(10, || {
+        let show = d.json(&["show"]);
+        last = show["daemon"]["afxdp_pool"].clone();
+        let chunks = last["chunks"].as_array().cloned().unwrap_or_default();
+        let consistent = chunks.iter().all(|c| {
+            c["free"].as_u64().unwrap() + c["held"].as_u64().unwrap()
+                == c["frames"].as_u64().unwrap()
+        });
+        let held: u64 = chunks.iter().map(|c| c["held"].as_u64().unwrap()).sum();
+        let by_ports: u64 = show["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["xdp"]["frames"].as_u64())
+            .sum();
+        consistent && held == by_ports
+    });
+    assert!(ok, "pool and ports disagree: {last}");
+    last
+}
+
 fn check_iperf(v: &Value, what: &str) -> f64 {
     let sent = v["end"]["sum_sent"]["bytes"].as_f64().unwrap();
     let got = v["end"]["sum_received"]["bytes"].as_f64().unwrap();
@@ -212,6 +238,9 @@ fn frames_return_to_their_rings_under_load_and_churn() {
     for p in ["a", "b"] {
         assert_frames_home(&d, p);
     }
+    // Across all ports: the churned port's frames all went back to the pool.
+    let pool = assert_pool_home(&d);
+    assert_eq!(pool["chunks"].as_array().unwrap().len(), 1, "{pool}");
     // And the ports still forward afterwards.
     assert!(a.ping("10.91.3.3", 2));
     assert!(b.ping("10.91.3.2", 2));
@@ -235,6 +264,28 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The daemon's resident memory but its code: the RSS of every mapping except the executable's
+/// and the shared libraries' files.
+fn data_rss_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut total, mut code) = (0, false);
+    for l in smaps.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 5 && f[0].contains('-') && !f[0].ends_with(':') {
+            code = f.get(5).is_some_and(|p| {
+                p.starts_with('/') && (p.ends_with("/vswitchd") || p.contains(".so"))
+            });
+        } else if let (Some(v), false) = (l.strip_prefix("Rss:"), code) {
+            total += v
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// BPF maps and programs the daemon holds open (while it has AF_XDP ports: the one XDP program
@@ -572,4 +623,122 @@ fn ports_share_one_xdp_program_and_a_freed_slot_serves_the_next_port() {
         ns[1].ping("10.91.8.1", 2),
         "a port after that loads it again"
     );
+}
+
+/// 200 AF_XDP ports: their frames come from one or two shared chunks, not a UMEM each, so the
+/// daemon stays small (the targets: 32 MiB at 100 ports, 64 MiB at 1000); every port
+/// pings its neighbour; once they are all gone the pool is empty.
+#[test]
+fn two_hundred_afxdp_ports_share_the_pool_and_each_pings_its_neighbour() {
+    let d = daemon("10.91.9");
+    let n = 200;
+    let nss: Vec<Netns> = (0..n).map(|i| Netns::new(&format!("p{i}"))).collect();
+    let rss0 = data_rss_kib(d.pid());
+    for (i, ns) in nss.iter().enumerate() {
+        add_afxdp(&d, ns, &format!("p{i}"), &[]);
+    }
+    for i in 0..n {
+        let next = format!("10.91.9.{}", 2 + (i + 1) % n);
+        assert!(
+            nss[i].ping(&next, 1),
+            "p{i} cannot ping its neighbour {next}"
+        );
+    }
+    let rss = data_rss_kib(d.pid());
+    let pool = assert_pool_home(&d);
+    eprintln!(
+        "{n} AF_XDP ports: RSS {rss0} -> {} KiB, pool {} frames in {} chunk(s)",
+        rss,
+        pool["frames"],
+        pool["chunks"].as_array().unwrap().len()
+    );
+    assert!(
+        pool["chunks"].as_array().unwrap().len() <= 2,
+        "200 idle ports fit in two chunks: {pool}"
+    );
+    // The target for 100 ports (32 MiB), at 200, without the code (a test build's debug
+    // binary alone is 22 MiB of it; the release build's whole RSS is in vswitch-bench).
+    assert!(rss < 32 * 1024, "RSS {rss} KiB with {n} AF_XDP ports");
+    for i in 0..n {
+        d.ok(&["del-port", &format!("p{i}")]);
+    }
+    let pool = d.json(&["show"])["daemon"]["afxdp_pool"].clone();
+    assert_eq!(
+        pool["frames"], 0,
+        "chunks left after every port went: {pool}"
+    );
+}
+
+/// A pool that may not grow refuses the port that would need more, with a message saying what
+/// to change; the ports it has keep working, and a freed reserve serves the next port.
+#[test]
+fn a_full_frame_pool_refuses_a_port_clearly_and_recovers() {
+    require_root();
+    set_port_type("afxdp");
+    let d = Daemon::start_with_config(
+        None,
+        "[daemon]\nafxdp_frames = 256\nafxdp_max_frames = 256\n",
+    );
+    d.ok(&["network", "create", "net", "--subnet", "10.91.10.0/24"]);
+    // One chunk of 256 frames: ports join until their reserves (and the frames they hold) use
+    // it up; the next is refused.
+    let nss: Vec<Netns> = (0..41).map(|i| Netns::new(&format!("f{i}"))).collect();
+    let mut refused = None;
+    for (i, ns) in nss.iter().enumerate() {
+        let name = format!("f{i}");
+        let out = d.ctl(&[
+            "add-port", "net", "--netns", &ns.name, "--name", &name, "--type", "afxdp",
+        ]);
+        if !out.status.success() {
+            refused = Some((i, String::from_utf8_lossy(&out.stderr).to_string()));
+            break;
+        }
+    }
+    let (n, err) = refused.expect("a 256-frame pool took 41 ports");
+    assert!(n >= 8, "only {n} ports fit in 256 frames");
+    assert!(
+        err.contains("frame pool is full") && err.contains("afxdp_max_frames"),
+        "{err}"
+    );
+    assert_eq!(
+        nss[n].links(),
+        vec!["lo".to_string()],
+        "nothing left of the refused port"
+    );
+    assert!(nss[0].ping("10.91.10.3", 2));
+    assert_pool_home(&d);
+    d.ok(&["del-port", "f1"]);
+    let name = format!("f{n}");
+    add_afxdp(&d, &nss[n], &name, &[]);
+    assert!(nss[n].ping("10.91.10.2", 2));
+    assert_frames_home(&d, &name);
+}
+
+/// Pool sizes that cannot work stop the daemon at start with the reason.
+#[test]
+fn bad_pool_settings_stop_the_daemon_with_the_reason() {
+    require_root();
+    let dir = TempDir::new("pool");
+    for (toml, says) in [
+        ("afxdp_frames = 1000", "power of two"),
+        (
+            "afxdp_frames = 4096\nafxdp_max_frames = 1024",
+            "smaller than",
+        ),
+    ] {
+        let config = dir.path("vswitchd.toml");
+        std::fs::write(&config, format!("[daemon]\n{toml}\n")).unwrap();
+        let out = std::process::Command::new(bin("vswitchd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(dir.path("s.sock"))
+            .arg("--state-dir")
+            .arg(dir.path("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: {err}");
+    }
 }

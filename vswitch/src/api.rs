@@ -924,6 +924,9 @@ pub struct DaemonInfo {
     /// frames waiting last time is read this way).
     #[serde(default)]
     pub io_uring_read_batches: u64,
+    /// The AF_XDP ports' frames: the pool's chunks (shared UMEMs) and where their frames are.
+    #[serde(default)]
+    pub afxdp_pool: crate::ports::umem::PoolStatus,
     /// The DNS forwarder: where its upstream resolvers come from and what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsInfo>,

@@ -6,8 +6,9 @@ use std::process::{Command, Stdio};
 use super::{veth_pair_topology, Topology, CLIENT_IP, SERVER_IP};
 use crate::sandbox::{prefix, run, temp_dir, wait_for, Ns, Proc};
 
-/// Open vSwitch with the userspace (`netdev`) datapath, its db and daemon started here with
-/// their own run dir, inside the switch namespace; stopped (by PID) afterwards.
+/// Open vSwitch with the userspace (`netdev`) datapath and userspace TSO, its db and daemon
+/// started here with their own run dir, inside the switch namespace; stopped (by PID)
+/// afterwards.
 pub fn ovs() -> Result<Topology, String> {
     let schema = ["/usr/share/openvswitch/vswitch.ovsschema"]
         .into_iter()
@@ -54,6 +55,16 @@ pub fn ovs() -> Result<Topology, String> {
         run("ovs-vsctl", &a)
     };
     vsctl(&["--no-wait", "init"])?;
+    // OVS at its best for TCP between veths: userspace TSO (read at ovs-vswitchd's start), the
+    // endpoints' offloads left on. Measured here (OVS 3.1): 3.6 Gbit/s one stream, against
+    // 0.44 with every offload off (what this peer used to run with).
+    vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:userspace-tso-enable=true",
+    ])?;
     let mut c = Command::new("ip");
     c.args([
         "netns",
@@ -87,19 +98,6 @@ pub fn ovs() -> Result<Topology, String> {
         vsctl(&["add-port", "br0", v])?;
     }
     sw.exec(&["ip", "link", "set", "br0", "up"]).ok();
-    // The netdev datapath reads the veths with AF_PACKET and cannot take TSO/GSO or
-    // checksum-pending frames: make the endpoints send plain ones so TCP runs fairly.
-    for (ns, ifs) in [
-        (&client, vec!["eth0"]),
-        (&server, vec!["eth0"]),
-        (&sw, vec!["v1", "v2"]),
-    ] {
-        for i in ifs {
-            let _ = ns.exec(&[
-                "ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ]);
-        }
-    }
     Ok(Topology {
         client,
         server,

@@ -237,6 +237,12 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from(vswitch::frontends::docker::DEFAULT_SOCKET))
     });
     let io_uring = !args.no_io_uring && config.daemon.io_uring.unwrap_or(true);
+    if let Err(e) =
+        vswitch::ports::umem::configure(config.daemon.afxdp_frames, config.daemon.afxdp_max_frames)
+    {
+        eprintln!("vswitchd: [daemon] {e}");
+        return ExitCode::from(2);
+    }
     let mut config = config;
     if let Some(url) = &args.store {
         config.store.get_or_insert_with(Default::default).url = url.clone();

@@ -78,7 +78,12 @@ impl Default for XdpConfig {
     }
 }
 
-pub const DEFAULT_RING_SIZE: u32 = 1024;
+/// Ring entries of a container's port: 256 keeps a thousand ports' rings at 24 MiB (the rings
+/// are the kernel's pages, mapped into the daemon) and is more than a TCP stream through copy
+/// mode fills.
+pub const DEFAULT_RING_SIZE: u32 = 256;
+/// Ring entries of a socket that carries many containers' traffic (an uplink, a parent).
+pub const WIDE_RING_SIZE: u32 = 1024;
 pub const DEFAULT_FRAME_SIZE: u32 = 2048;
 /// Room the kernel keeps ahead of the packet in every frame (`XDP_PACKET_HEADROOM`).
 pub const XDP_HEADROOM: u32 = 256;
@@ -176,12 +181,15 @@ const RX_BATCH: usize = 64;
 const TX_BATCH: usize = 64;
 /// Wake-ups per flush at most: copy mode sends 32 frames per `sendto`.
 const MAX_KICKS: usize = 64;
-/// Frames an idle port keeps with the kernel (its reserve in the pool).
-pub const FILL_MIN: u32 = 16;
-/// Free frames a port keeps at most; past that, half go back to the pool.
+/// Frames an idle port keeps with the kernel (with `BORROW_MIN`, its reserve in the pool): enough for ARP and
+/// pings; a busy port's fill level doubles at each refill that finds the kernel short.
+pub const FILL_MIN: u32 = 8;
+/// Free frames a port keeps at most; past that, all but `TX_BATCH` go back to the pool.
 const STASH_KEEP: usize = 2 * TX_BATCH;
+/// Frames borrowed from the pool at least at a time.
+const BORROW_MIN: usize = 4;
 /// Refills that found the kernel with most of its frames unused before the fill level halves.
-const IDLE_REFILLS: u32 = 256;
+const IDLE_REFILLS: u32 = 32;
 
 /// An AF_XDP socket on queue 0 of `ifname`, its frames from the daemon's pool.
 pub struct AfXdp {
@@ -315,7 +323,8 @@ impl AfXdp {
             mode,
             reason: e.to_string(),
         };
-        let (share, sock) = Share::join(cfg.frame_size, FILL_MIN, |umem: UmemSource| {
+        let reserve = FILL_MIN + BORROW_MIN as u32;
+        let (share, sock) = Share::join(cfg.frame_size, reserve, |umem: UmemSource| {
             XskSocket::bind(index, cfg.ring_size, umem)
         })
         .map_err(|e| match e {
@@ -403,7 +412,7 @@ impl AfXdp {
         else {
             return;
         };
-        let want = n.max(32).min(room);
+        let want = n.max(BORROW_MIN).min(room);
         if want == 0 {
             return;
         }
@@ -420,14 +429,22 @@ impl AfXdp {
             return;
         };
         let unused = sock.fill_outstanding();
-        if unused < self.fill_target / 4 && self.fill_target < self.cfg.ring_size {
+        let kept_full = self.rx_in_kernel >= self.fill_target / 2;
+        if kept_full && unused < self.fill_target / 4 && self.fill_target < self.cfg.ring_size {
             self.fill_target = (self.fill_target * 2).min(self.cfg.ring_size);
             self.idle_refills = 0;
         } else if unused >= self.fill_target / 4 * 3 && self.fill_target > FILL_MIN {
             self.idle_refills += 1;
             if self.idle_refills >= IDLE_REFILLS {
+                // Idle: the frames the kernel no longer gets, and the spare ones, go back.
                 self.fill_target /= 2;
                 self.idle_refills = 0;
+                if self.stash.len() > BORROW_MIN {
+                    if let Some(share) = &self.share {
+                        self.give_buf.extend(self.stash.drain(BORROW_MIN..));
+                        share.give(&mut self.give_buf);
+                    }
+                }
             }
         }
         let want = self.fill_target.saturating_sub(self.rx_in_kernel) as usize;
@@ -447,13 +464,13 @@ impl AfXdp {
         self.trim();
     }
 
-    /// Gives half the stash back to the pool when it holds more than `STASH_KEEP`.
+    /// Gives frames back to the pool when the stash holds more than `STASH_KEEP`.
     fn trim(&mut self) {
         if self.stash.len() <= STASH_KEEP {
             return;
         }
         if let Some(share) = &self.share {
-            self.give_buf.extend(self.stash.drain(STASH_KEEP / 2..));
+            self.give_buf.extend(self.stash.drain(TX_BATCH..));
             share.give(&mut self.give_buf);
         }
     }
@@ -617,7 +634,7 @@ impl Port for AfXdp {
             self.reclaim();
         }
         if self.stash.is_empty() {
-            self.borrow(TX_BATCH);
+            self.borrow(BORROW_MIN);
         }
         let Some(addr) = self.stash.pop() else {
             return Err(io::ErrorKind::WouldBlock.into());

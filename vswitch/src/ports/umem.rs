@@ -171,8 +171,12 @@ impl Chunk {
         })
     }
 
+    /// Whether a port with `reserve` fits: the reserves stay within their share of the chunk,
+    /// and the free frames cover every member's unmet reserve and the newcomer's (busy ports may
+    /// have borrowed the rest).
     fn admits(&self, inner: &Inner, reserve: u32) -> bool {
         inner.reserved + reserve <= self.frames / ADMIT_DEN * ADMIT_NUM
+            && inner.free.len() as u32 >= inner.unmet_reserve(0) + reserve
     }
 }
 

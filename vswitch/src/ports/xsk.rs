@@ -290,8 +290,20 @@ impl XskSocket {
             libc::XDP_UMEM_PGOFF_COMPLETION_RING,
             false,
         )?;
-        let rx = Ring::map(fdr, &off.rx, ring_size, libc::XDP_PGOFF_RX_RING as u64, false)?;
-        let tx = Ring::map(fdr, &off.tx, ring_size, libc::XDP_PGOFF_TX_RING as u64, true)?;
+        let rx = Ring::map(
+            fdr,
+            &off.rx,
+            ring_size,
+            libc::XDP_PGOFF_RX_RING as u64,
+            false,
+        )?;
+        let tx = Ring::map(
+            fdr,
+            &off.tx,
+            ring_size,
+            libc::XDP_PGOFF_TX_RING as u64,
+            true,
+        )?;
         let (flags, shared) = match umem {
             UmemSource::Register { .. } => (libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP, 0),
             UmemSource::Share(other) => (libc::XDP_SHARED_UMEM, other as u32),

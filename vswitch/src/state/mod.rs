@@ -493,6 +493,13 @@ pub struct DaemonConfig {
     /// Batch TAP reads and writes through io_uring where the kernel allows it [default: true].
     #[serde(default)]
     pub io_uring: Option<bool>,
+    /// Frames in each chunk of the AF_XDP frame pool (one shared UMEM each) [default: 4096].
+    #[serde(default)]
+    pub afxdp_frames: Option<u32>,
+    /// Frames of all chunks together at most; an AF_XDP port that would need more is refused
+    /// [default: 262144].
+    #[serde(default)]
+    pub afxdp_max_frames: Option<u32>,
     /// Members of this group (besides root) may change things over the control socket; the
     /// socket is created with this group and mode 0660.
     #[serde(default)]

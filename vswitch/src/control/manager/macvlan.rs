@@ -290,6 +290,7 @@ impl Manager {
         // queues when a native program comes, cutting the host off for a moment).
         let cfg = XdpConfig {
             mode: XdpMode::Skb,
+            ring_size: crate::ports::afxdp::WIDE_RING_SIZE,
             ..XdpConfig::default()
         };
         let mut opened = Err(invalid("not tried"));

@@ -364,6 +364,7 @@ impl Manager {
             } else {
                 XdpMode::Auto
             }),
+            ring_size: crate::ports::afxdp::WIDE_RING_SIZE,
             ..XdpConfig::default()
         };
         let steer = shared.then_some(Steer {

@@ -33,6 +33,7 @@ impl Manager {
                 ports_lost: snap.ports_lost,
                 io_uring: snap.io_uring,
                 io_uring_read_batches: snap.io_uring_read_batches,
+                afxdp_pool: crate::ports::umem::status(),
                 dns: self.dns_info(),
             },
             networks: self.network_infos(),
