@@ -742,3 +742,96 @@ fn bad_pool_settings_stop_the_daemon_with_the_reason() {
         assert!(err.contains(says), "{toml}: {err}");
     }
 }
+
+/// Frames between AF_XDP ports of one pool chunk cross by descriptor: the ingress port lends
+/// the received frame in place, the egress port puts that same frame on its tx ring. Nothing is
+/// copied for a unicast frame; a broadcast to three ports is copied for two of them and passed
+/// by descriptor to the third.
+#[test]
+fn afxdp_to_afxdp_frames_cross_by_descriptor_and_a_flood_copies_all_but_one() {
+    let d = daemon("10.91.11");
+    let names = ["a", "b", "c", "e"];
+    let nss: Vec<Netns> = names.iter().map(|n| Netns::new(n)).collect();
+    for (ns, name) in nss.iter().zip(names) {
+        // No IPv6: its router solicitations and DAD would be frames of their own in the count.
+        for k in ["all", "default"] {
+            ns.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+            ]);
+        }
+        add_afxdp(&d, ns, name, &[]);
+    }
+    let xdp = |p: &str, k: &str| d.port(p)["xdp"][k].as_u64().unwrap();
+    // Every port known to the switch before counting (ARP answered by the gateway).
+    for ns in &nss[1..] {
+        assert!(ns.ping("10.91.11.2", 1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A flood: 50 broadcast pings from a reach b, c and e.
+    let before: Vec<(u64, u64)> = names[1..]
+        .iter()
+        .map(|p| (xdp(p, "tx_by_descriptor"), xdp(p, "tx_copied")))
+        .collect();
+    let a_rx_copied = xdp("a", "rx_copied");
+    let _ = nss[0].exec(&[
+        "ping",
+        "-b",
+        "-c",
+        "50",
+        "-i",
+        "0.01",
+        "-W",
+        "1",
+        "10.91.11.255",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut by_desc, mut copied) = (0, 0);
+    for (p, (d0, c0)) in names[1..].iter().zip(&before) {
+        by_desc += xdp(p, "tx_by_descriptor") - d0;
+        copied += xdp(p, "tx_copied") - c0;
+    }
+    assert!(
+        by_desc >= 50,
+        "{by_desc} flooded frames passed by descriptor"
+    );
+    assert_eq!(
+        copied,
+        2 * by_desc,
+        "a flood to 3 ports copies for 2 of them"
+    );
+
+    // Unicast both ways: requests a -> b and replies b -> a, none copied.
+    let (b0, bc0) = (xdp("b", "tx_by_descriptor"), xdp("b", "tx_copied"));
+    let (a0, ac0) = (xdp("a", "tx_by_descriptor"), xdp("a", "tx_copied"));
+    assert!(nss[0]
+        .exec(&[
+            "ping",
+            "-c",
+            "200",
+            "-i",
+            "0.002",
+            "-s",
+            "1000",
+            "-q",
+            "10.91.11.3"
+        ])
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(xdp("b", "tx_by_descriptor") - b0 >= 200);
+    assert!(xdp("a", "tx_by_descriptor") - a0 >= 200);
+    assert_eq!(xdp("b", "tx_copied"), bc0, "unicast to b was copied");
+    assert_eq!(xdp("a", "tx_copied"), ac0, "unicast to a was copied");
+    assert_eq!(
+        xdp("a", "rx_copied"),
+        a_rx_copied,
+        "a's frames were copied out"
+    );
+    for p in names {
+        assert_frames_home(&d, p);
+    }
+    assert_pool_home(&d);
+}

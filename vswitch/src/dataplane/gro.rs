@@ -28,6 +28,7 @@ impl Dataplane {
         }
         let bufs = &self.rx_bufs;
         let lens = &self.rx_lens;
+        let loans = &self.rx_loans;
         // Frames from a port with metadata (a packet-socket uplink) join only when they carry
         // no offload work of their own.
         let plain = |s: u16| {
@@ -35,7 +36,11 @@ impl Dataplane {
                 || VnetHdr::parse(&bufs[usize::from(s)][..headroom])
                     .is_some_and(|h| !h.needs_work())
         };
-        let frame_of = |s: u16| &bufs[usize::from(s)][headroom..lens[usize::from(s)]];
+        // A lent frame (from an AF_XDP port: no metadata) is read in place.
+        let frame_of = |s: u16| match &loans[usize::from(s)] {
+            Some(loan) => loan.bytes(),
+            None => &bufs[usize::from(s)][headroom..lens[usize::from(s)]],
+        };
         if !plain(slot) {
             return None;
         }

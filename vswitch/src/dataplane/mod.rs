@@ -24,6 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use crate::ports::umem::Loan;
 use crate::ports::uring::Uring;
 use crate::ports::Port;
 use crate::switch::fdb::{FdbCounters, FdbEntry};
@@ -444,6 +445,13 @@ struct Dataplane {
     parked: Vec<PortId>,
     rx_bufs: Vec<Box<[u8]>>,
     rx_lens: [usize; RX_BATCH],
+    /// Frames of this batch lent in place by an AF_XDP port (slot `i` is `rx_loans[i]` when
+    /// `Some`, else `rx_bufs[i]`).
+    rx_loans: Vec<Option<Loan>>,
+    /// Loans handed back at the end of a batch.
+    loans_back: Vec<Loan>,
+    /// Egress ports each slot still goes to in this batch (the last one may take the loan).
+    slot_uses: [u16; RX_BATCH],
     /// (egress port, frame slot) pairs of the current batch.
     txq: Vec<(PortId, u16)>,
     /// Where software segmentation writes each segment.
@@ -515,6 +523,9 @@ impl Dataplane {
                 .map(|_| vec![0u8; FRAME_BUF].into_boxed_slice())
                 .collect(),
             rx_lens: [0; RX_BATCH],
+            rx_loans: (0..RX_BATCH).map(|_| None).collect(),
+            loans_back: Vec::with_capacity(RX_BATCH),
+            slot_uses: [0; RX_BATCH],
             txq: Vec::with_capacity(RX_BATCH * 4),
             seg_buf: vec![0u8; FRAME_BUF].into_boxed_slice(),
             uring: if io_uring {
@@ -1223,8 +1234,10 @@ impl Dataplane {
                 }
             }
         }
+        let lent = port.lends();
         let (n, more, failure) = match batched {
             Some(r) => r,
+            None if lent => read_loans(port.as_mut(), &mut self.rx_loans, &mut self.rx_lens),
             None => read_each(port.as_mut(), &mut self.rx_bufs, &mut self.rx_lens),
         };
         *last_batch = n;
@@ -1240,6 +1253,9 @@ impl Dataplane {
                 .port_counters(id)
                 .map_or(0, |c| c.abuse_drops());
             self.forward(id, headroom, n);
+            if lent {
+                self.end_loans(id, n);
+            }
             let abused = self
                 .pipeline
                 .port_counters(id)
@@ -1309,7 +1325,11 @@ impl Dataplane {
                 }
                 continue;
             }
-            let (meta, frame) = self.rx_bufs[i][..len].split_at_mut(headroom);
+            let buf = match self.rx_loans[i].as_mut() {
+                Some(loan) => loan.bytes_mut(),
+                None => &mut self.rx_bufs[i][..len],
+            };
+            let (meta, frame) = buf.split_at_mut(headroom);
             let vnet = if headroom > 0 {
                 VnetHdr::parse(meta)
             } else {
@@ -1327,6 +1347,7 @@ impl Dataplane {
             for out in &self.actions.out {
                 self.txq.push((*out, i as u16));
             }
+            self.slot_uses[i] = self.actions.out.len() as u16;
             if !self.actions.reply.is_empty() {
                 // A DHCPACK waits for its lease to be saved (see `Event::Lease`).
                 let lease = self.actions.events.iter_mut().find_map(|e| match e {
@@ -1372,23 +1393,51 @@ impl Dataplane {
             let (out, slot) = self.txq[next];
             next += 1;
             if let Some((end, failed)) = self.send_joined(next - 1, headroom) {
+                for &(_, s) in &self.txq[next - 1..end] {
+                    let s = usize::from(s);
+                    self.slot_uses[s] = self.slot_uses[s].saturating_sub(1);
+                }
                 next = end;
                 if let (Some(e), None) = (failed, &vanished) {
                     vanished = Some((out, e));
                 }
                 continue;
             }
-            let buf = &self.rx_bufs[usize::from(slot)][..self.rx_lens[usize::from(slot)]];
-            let frame = &buf[headroom..];
-            if !self.captures.is_empty() {
-                self.captures.tx(out, frame);
-            }
+            let s = usize::from(slot);
+            self.slot_uses[s] = self.slot_uses[s].saturating_sub(1);
             let Some(Some(PortSlot {
                 port: Some(port), ..
             })) = self.ports.get_mut(out.idx())
             else {
                 continue;
             };
+            if self.slot_uses[s] == 0 && port.lends() {
+                // The frame's last egress, an AF_XDP port: by descriptor, without a copy, when
+                // it shares the frame's chunk.
+                if let Some(loan) = self.rx_loans[s].take() {
+                    if !self.captures.is_empty() {
+                        self.captures.tx(out, loan.bytes());
+                    }
+                    match port.send_loan(loan) {
+                        Ok(n) => {
+                            if let Some(c) = self.pipeline.port_counters_mut(out) {
+                                c.tx_packets += 1;
+                                c.tx_bytes += n as u64;
+                            }
+                            continue;
+                        }
+                        Err(loan) => self.rx_loans[s] = Some(loan),
+                    }
+                }
+            }
+            let buf = match &self.rx_loans[s] {
+                Some(loan) => loan.bytes(),
+                None => &self.rx_bufs[s][..self.rx_lens[s]],
+            };
+            let frame = &buf[headroom..];
+            if !self.captures.is_empty() {
+                self.captures.tx(out, frame);
+            }
             let vnet = if headroom > 0 {
                 VnetHdr::parse(&buf[..headroom]).filter(VnetHdr::needs_work)
             } else {
@@ -1397,7 +1446,11 @@ impl Dataplane {
             let sent = if port.headroom() == headroom {
                 // Same metadata on both sides: pass the buffer through (GSO frames included),
                 // a TAP's in one io_uring call for the whole batch (below).
-                if let (Some(fd), true) = (port.plain_fd(), self.uring.is_some()) {
+                if let (Some(fd), true, true) = (
+                    port.plain_fd(),
+                    self.uring.is_some(),
+                    self.rx_loans[s].is_none(),
+                ) {
                     self.txw.push((fd, slot));
                     self.txw_port.push(out);
                     continue;
@@ -1515,6 +1568,20 @@ impl Dataplane {
         }
     }
 
+    /// Hands the batch's loans that were not sent on by descriptor back to their port.
+    fn end_loans(&mut self, id: PortId, n: usize) {
+        self.loans_back
+            .extend(self.rx_loans[..n].iter_mut().filter_map(Option::take));
+        if let Some(Some(PortSlot {
+            port: Some(port), ..
+        })) = self.ports.get_mut(id.idx())
+        {
+            port.end_loans(&mut self.loans_back);
+        }
+        // A port gone meanwhile took its frames back when it went.
+        self.loans_back.clear();
+    }
+
     /// Sends the gateway's answer back out of the port the question came from. Gateway replies
     /// are the slow path: one write each, not batched.
     fn send_reply(&mut self, port_id: PortId) {
@@ -1630,6 +1697,36 @@ fn read_batched(
         }
     }
     Ok((n, more, failure))
+}
+
+/// Borrows up to a batch of frames from a port that lends them in place, one `recv_loan` each:
+/// (frames, whether the port may have more, the error that ended the port if any).
+fn read_loans(
+    port: &mut dyn Port,
+    loans: &mut [Option<Loan>],
+    lens: &mut [usize; RX_BATCH],
+) -> (usize, bool, Option<io::Error>) {
+    let mut n = 0;
+    while n < RX_BATCH {
+        match port.recv_loan() {
+            Ok(loan) => {
+                lens[n] = loan.len();
+                loans[n] = Some(loan);
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (n, false, None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::InvalidData
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return (n, false, Some(e)),
+        }
+    }
+    (n, true, None)
 }
 
 /// Reads up to a batch of frames from a port, one `recv` each: (frames, whether the port may

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::bpf::{self, insn};
 use super::parent;
 use super::steer::{self, Steer, SteerProg};
-use super::umem::{JoinError, Share};
+use super::umem::{JoinError, Loan, Share};
 use super::xsk::{Desc, UmemSource, XskSocket};
 use super::Port;
 use crate::sandbox::netlink::Netlink;
@@ -136,6 +136,15 @@ pub struct XdpStatus {
     pub frames_lost: u32,
     /// Times the port wanted more frames than its chunk could spare.
     pub pool_short: u64,
+    /// Received frames lent to the dataplane in place (not copied out).
+    pub rx_lent: u64,
+    /// Received frames copied out (a trunk's, a parent's).
+    pub rx_copied: u64,
+    /// Frames sent by descriptor: received by another AF_XDP port of the same chunk and put
+    /// on this port's tx ring as they were, without a copy.
+    pub tx_by_descriptor: u64,
+    /// Frames copied into a frame of this port's to be sent.
+    pub tx_copied: u64,
     pub rx_dropped: u64,
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty: u64,
@@ -187,7 +196,7 @@ pub const FILL_MIN: u32 = 8;
 /// Free frames a port keeps at most; past that, all but `TX_BATCH` go back to the pool.
 const STASH_KEEP: usize = 2 * TX_BATCH;
 /// Frames borrowed from the pool at least at a time.
-const BORROW_MIN: usize = 4;
+const BORROW_MIN: usize = 2;
 /// Refills that found the kernel with most of its frames unused before the fill level halves.
 const IDLE_REFILLS: u32 = 32;
 
@@ -213,7 +222,13 @@ pub struct AfXdp {
     tx_in_flight: u32,
     comp_buf: Vec<u64>,
     give_buf: Vec<u64>,
+    /// Received frames lent to the dataplane and not yet handed back or sent on.
+    lent: u32,
     pool_short: u64,
+    rx_lent: u64,
+    rx_copied: u64,
+    tx_by_descriptor: u64,
+    tx_copied: u64,
     /// Last: detached and closed after the socket is gone.
     prog: XdpProg,
 }
@@ -343,19 +358,25 @@ impl AfXdp {
                     len: 0,
                     options: 0
                 };
-                RX_BATCH
+                RX_BATCH.min(cfg.ring_size as usize)
             ],
             rx_pos: 0,
             rx_n: 0,
             rx_in_kernel: 0,
             fill_target: FILL_MIN.min(cfg.ring_size),
             idle_refills: 0,
-            stash: Vec::with_capacity(2 * STASH_KEEP),
-            tx_pending: Vec::with_capacity(TX_BATCH),
+            // Grown as the traffic needs: a thousand idle ports keep their buffers small.
+            stash: Vec::new(),
+            tx_pending: Vec::new(),
             tx_in_flight: 0,
-            comp_buf: vec![0; cfg.ring_size as usize],
-            give_buf: Vec::with_capacity(2 * STASH_KEEP),
+            comp_buf: vec![0; TX_BATCH],
+            give_buf: Vec::new(),
+            lent: 0,
             pool_short: 0,
+            rx_lent: 0,
+            rx_copied: 0,
+            tx_by_descriptor: 0,
+            tx_copied: 0,
             prog,
         };
         port.refill();
@@ -401,6 +422,7 @@ impl AfXdp {
     fn held(&self) -> usize {
         self.rx_in_kernel as usize
             + (self.rx_n - self.rx_pos)
+            + self.lent as usize
             + self.stash.len()
             + self.tx_pending.len()
             + self.tx_in_flight as usize
@@ -480,9 +502,14 @@ impl AfXdp {
         let Some(sock) = self.sock.as_mut() else {
             return;
         };
-        let n = sock.completed(&mut self.comp_buf);
-        self.stash.extend_from_slice(&self.comp_buf[..n]);
-        self.tx_in_flight = self.tx_in_flight.saturating_sub(n as u32);
+        loop {
+            let n = sock.completed(&mut self.comp_buf);
+            self.stash.extend_from_slice(&self.comp_buf[..n]);
+            self.tx_in_flight = self.tx_in_flight.saturating_sub(n as u32);
+            if n < self.comp_buf.len() {
+                break;
+            }
+        }
     }
 
     /// Puts written frames on the tx ring and wakes the kernel until it has taken them all
@@ -504,6 +531,27 @@ impl AfXdp {
         self.reclaim();
         self.trim();
         Ok(())
+    }
+
+    /// The next received descriptor, refilling and reading the rx ring when the last batch is
+    /// used up.
+    fn next_desc(&mut self) -> io::Result<Desc> {
+        if self.rx_pos == self.rx_n {
+            self.refill();
+            let Some(sock) = self.sock.as_mut() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            let n = sock.recv(&mut self.rx_descs);
+            self.rx_in_kernel = self.rx_in_kernel.saturating_sub(n as u32);
+            self.rx_pos = 0;
+            self.rx_n = n;
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        let desc = self.rx_descs[self.rx_pos];
+        self.rx_pos += 1;
+        Ok(desc)
     }
 
     /// Where the frames are and what the kernel counted, for `show`/`port stats`.
@@ -530,6 +578,10 @@ impl AfXdp {
             tx_frames_in_flight: self.tx_in_flight,
             frames_lost: frames.abs_diff(self.held() as u32),
             pool_short: self.pool_short,
+            rx_lent: self.rx_lent,
+            rx_copied: self.rx_copied,
+            tx_by_descriptor: self.tx_by_descriptor,
+            tx_copied: self.tx_copied,
             rx_dropped: stats.rx_dropped,
             rx_ring_full: stats.rx_ring_full,
             rx_fill_ring_empty: stats.rx_fill_ring_empty,
@@ -580,25 +632,12 @@ impl Port for AfXdp {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.rx_pos == self.rx_n {
-            self.refill();
-            let Some(sock) = self.sock.as_mut() else {
-                return Err(io::ErrorKind::WouldBlock.into());
-            };
-            let n = sock.recv(&mut self.rx_descs);
-            self.rx_in_kernel = self.rx_in_kernel.saturating_sub(n as u32);
-            self.rx_pos = 0;
-            self.rx_n = n;
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-        }
-        let desc = self.rx_descs[self.rx_pos];
-        self.rx_pos += 1;
+        let desc = self.next_desc()?;
         let fs = u64::from(self.cfg.frame_size);
         // The frame is free again once copied out (aligned mode: its base is the address
         // rounded down to the frame size).
         self.stash.push(desc.addr / fs * fs);
+        self.rx_copied += 1;
         let Some(frame) = self
             .share
             .as_ref()
@@ -610,6 +649,66 @@ impl Port for AfXdp {
         let n = frame.len().min(buf.len());
         buf[..n].copy_from_slice(&frame[..n]);
         Ok(frame.len())
+    }
+
+    fn lends(&self) -> bool {
+        true
+    }
+
+    fn recv_loan(&mut self) -> io::Result<Loan> {
+        let desc = self.next_desc()?;
+        let loan = self
+            .share
+            .as_ref()
+            .and_then(|s| s.lend(desc.addr, desc.len as usize));
+        match loan {
+            Some(loan) => {
+                self.lent += 1;
+                self.rx_lent += 1;
+                Ok(loan)
+            }
+            None => {
+                // Outside its frame (the kernel never gives one): the frame is free again.
+                let fs = u64::from(self.cfg.frame_size);
+                self.stash.push(desc.addr / fs * fs);
+                Err(io::Error::from(io::ErrorKind::InvalidData))
+            }
+        }
+    }
+
+    fn end_loans(&mut self, returned: &mut Vec<Loan>) {
+        let fs = u64::from(self.cfg.frame_size);
+        self.stash
+            .extend(returned.drain(..).map(|l| l.addr() / fs * fs));
+        // The rest went out by descriptor from other ports: theirs now.
+        self.lent = 0;
+    }
+
+    fn send_loan(&mut self, loan: Loan) -> Result<usize, Loan> {
+        let ring = self.cfg.ring_size as usize;
+        if self.tx_pending.len() + self.tx_in_flight as usize >= ring {
+            if self.flush_tx().is_err()
+                || self.tx_pending.len() + self.tx_in_flight as usize >= ring
+            {
+                return Err(loan);
+            }
+        }
+        match &self.share {
+            Some(share) if share.adopt(&loan) => {}
+            _ => return Err(loan),
+        }
+        let len = loan.len();
+        self.tx_pending.push(Desc {
+            addr: loan.addr(),
+            len: len as u32,
+            options: 0,
+        });
+        self.tx_by_descriptor += 1;
+        if self.tx_pending.len() >= TX_BATCH {
+            // A failure here is the port's vanishing: `flush` reports it.
+            let _ = self.flush_tx();
+        }
+        Ok(len)
     }
 
     fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -651,6 +750,7 @@ impl Port for AfXdp {
             ));
         };
         data.copy_from_slice(frame);
+        self.tx_copied += 1;
         self.tx_pending.push(Desc {
             addr,
             len: frame.len() as u32,

@@ -63,6 +63,24 @@ pub trait Port: Send {
     }
     /// What kind of port this is, for `show`.
     fn kind(&self) -> &'static str;
+    /// Whether `recv_loan` lends received frames in place (AF_XDP).
+    fn lends(&self) -> bool {
+        false
+    }
+    /// Receives one frame without copying it: a loan of it, in place in the UMEM.
+    fn recv_loan(&mut self) -> io::Result<umem::Loan> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Takes back the loans of the last `recv_loan`s that were not sent on (and forgets the
+    /// ones that were: another port holds those now).
+    fn end_loans(&mut self, returned: &mut Vec<umem::Loan>) {
+        returned.clear();
+    }
+    /// Sends a frame lent by another port by its descriptor, without a copy; `Err` gives the
+    /// loan back when this port cannot (another chunk, not an AF_XDP port, a full ring).
+    fn send_loan(&mut self, loan: umem::Loan) -> Result<usize, umem::Loan> {
+        Err(loan)
+    }
     /// AF_XDP ports: the mode, the rings and where every UMEM frame is.
     fn xdp_status(&mut self) -> Option<XdpStatus> {
         None

@@ -19,6 +19,7 @@
 //! afresh on its next socket.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,8 @@ pub const DEFAULT_CHUNK_FRAMES: u32 = 4096;
 pub const DEFAULT_MAX_FRAMES: u32 = 262_144;
 /// A chunk takes new ports while their reserves add up to at most this share of its frames; the
 /// rest is what busy ports borrow.
-const ADMIT_NUM: u32 = 3;
-const ADMIT_DEN: u32 = 4;
+const ADMIT_NUM: u32 = 7;
+const ADMIT_DEN: u32 = 8;
 /// Owner-table value of a free frame.
 const FREE: u32 = 0;
 
@@ -49,7 +50,6 @@ static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
 
 /// The live chunks (a chunk lives while a port holds it).
 static CHUNKS: Mutex<Vec<Weak<Chunk>>> = Mutex::new(Vec::new());
-static NEXT_MEMBER: Mutex<u32> = Mutex::new(1);
 static NEXT_CHUNK: Mutex<u32> = Mutex::new(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,29 +93,18 @@ pub enum JoinError {
 }
 
 struct Member {
-    id: u32,
+    /// Index in the chunk's counts; `slot + 1` marks its frames in the owner table.
+    slot: u32,
     fd: i32,
     reserve: u32,
-    owned: u32,
 }
 
 struct Inner {
     free: Vec<u32>,
-    /// Frame index to the member holding it (`FREE` when in `free`).
-    owner: Vec<u32>,
     members: Vec<Member>,
+    /// Member slots not in use.
+    free_slots: Vec<u32>,
     reserved: u32,
-}
-
-impl Inner {
-    /// Frames the members below their reserve may still claim.
-    fn unmet_reserve(&self, except: u32) -> u32 {
-        self.members
-            .iter()
-            .filter(|m| m.id != except)
-            .map(|m| m.reserve.saturating_sub(m.owned))
-            .sum()
-    }
 }
 
 /// One registered UMEM: `frames` frames of `frame_size` bytes.
@@ -126,6 +115,12 @@ pub struct Chunk {
     frame_size: u32,
     frames: u32,
     inner: Mutex<Inner>,
+    /// Frame index to `slot + 1` of the member holding it (`FREE` when in the free list).
+    /// Atomic, not under the lock: a frame forwarded by descriptor changes hands in the
+    /// dataplane's hot path (`Loan`).
+    owner: Box<[AtomicU32]>,
+    /// Frames each member slot holds.
+    counts: Box<[AtomicU32]>,
 }
 
 // SAFETY: the memory is owned by the chunk and only reached through `Share`'s bounds-checked
@@ -164,11 +159,27 @@ impl Chunk {
             frames,
             inner: Mutex::new(Inner {
                 free: (0..frames).rev().collect(),
-                owner: vec![FREE; frames as usize],
                 members: Vec::new(),
+                // Every member reserves a frame at least: never more members than frames.
+                free_slots: (0..frames).rev().collect(),
                 reserved: 0,
             }),
+            owner: (0..frames).map(|_| AtomicU32::new(FREE)).collect(),
+            counts: (0..frames).map(|_| AtomicU32::new(0)).collect(),
         })
+    }
+
+    /// Frames the members below their reserve may still claim.
+    fn unmet_reserve(&self, inner: &Inner, except: u32) -> u32 {
+        inner
+            .members
+            .iter()
+            .filter(|m| m.slot != except)
+            .map(|m| {
+                m.reserve
+                    .saturating_sub(self.counts[m.slot as usize].load(Relaxed))
+            })
+            .sum()
     }
 
     /// Whether a port with `reserve` fits: the reserves stay within their share of the chunk,
@@ -176,7 +187,7 @@ impl Chunk {
     /// have borrowed the rest).
     fn admits(&self, inner: &Inner, reserve: u32) -> bool {
         inner.reserved + reserve <= self.frames / ADMIT_DEN * ADMIT_NUM
-            && inner.free.len() as u32 >= inner.unmet_reserve(0) + reserve
+            && inner.free.len() as u32 >= self.unmet_reserve(inner, u32::MAX) + reserve
     }
 }
 
@@ -190,7 +201,7 @@ impl Drop for Chunk {
 /// A port's membership of a chunk.
 pub struct Share {
     chunk: Arc<Chunk>,
-    id: u32,
+    slot: u32,
 }
 
 impl Share {
@@ -201,11 +212,6 @@ impl Share {
         reserve: u32,
         mut bind: impl FnMut(UmemSource) -> io::Result<XskSocket>,
     ) -> Result<(Share, XskSocket), JoinError> {
-        let id = {
-            let mut n = lock(&NEXT_MEMBER);
-            *n = n.checked_add(1).unwrap_or(1);
-            *n
-        };
         let mut chunks = lock(&CHUNKS);
         chunks.retain(|w| w.strong_count() > 0);
         let live: Vec<Arc<Chunk>> = chunks.iter().filter_map(Weak::upgrade).collect();
@@ -217,21 +223,10 @@ impl Share {
             }
             match Self::bind_in(chunk, &mut inner, &mut bind) {
                 Ok(sock) => {
-                    inner.members.push(Member {
-                        id,
-                        fd: sock.fd(),
-                        reserve,
-                        owned: 0,
-                    });
-                    inner.reserved += reserve;
+                    let slot = Self::enrol(&mut inner, &sock, reserve);
                     drop(inner);
-                    return Ok((
-                        Share {
-                            chunk: chunk.clone(),
-                            id,
-                        },
-                        sock,
-                    ));
+                    let chunk = chunk.clone();
+                    return Ok((Share { chunk, slot }, sock));
                 }
                 // Every member's device gone: the chunk takes no one until they leave.
                 Err(None) => continue,
@@ -262,16 +257,22 @@ impl Share {
                 ))
             }
         };
-        inner.members.push(Member {
-            id,
-            fd: sock.fd(),
-            reserve,
-            owned: 0,
-        });
-        inner.reserved += reserve;
+        let slot = Self::enrol(&mut inner, &sock, reserve);
         drop(inner);
         chunks.push(Arc::downgrade(&chunk));
-        Ok((Share { chunk, id }, sock))
+        Ok((Share { chunk, slot }, sock))
+    }
+
+    fn enrol(inner: &mut Inner, sock: &XskSocket, reserve: u32) -> u32 {
+        // `admits` keeps the members fewer than the frames, so a slot is always free.
+        let slot = inner.free_slots.pop().unwrap_or(0);
+        inner.members.push(Member {
+            slot,
+            fd: sock.fd(),
+            reserve,
+        });
+        inner.reserved += reserve;
+        slot
     }
 
     /// Binds in `chunk`: registers its memory when it has no member, else shares from the first
@@ -307,48 +308,74 @@ impl Share {
     /// Takes up to `n` free frames into `out` (their addresses): always while this port is
     /// below its reserve, beyond it only from what the other ports' reserves leave.
     pub fn take(&self, n: usize, out: &mut Vec<u64>) -> usize {
-        let mut inner = lock(&self.chunk.inner);
-        let Some(pos) = inner.members.iter().position(|m| m.id == self.id) else {
+        let c = &*self.chunk;
+        let mut inner = lock(&c.inner);
+        let Some(m) = inner.members.iter().find(|m| m.slot == self.slot) else {
             return 0;
         };
-        let (owned, reserve) = (inner.members[pos].owned, inner.members[pos].reserve);
-        let below = reserve.saturating_sub(owned) as usize;
-        let spare = (inner.free.len()).saturating_sub(inner.unmet_reserve(self.id) as usize);
+        let owned = c.counts[self.slot as usize].load(Relaxed);
+        let below = m.reserve.saturating_sub(owned) as usize;
+        let spare = inner
+            .free
+            .len()
+            .saturating_sub(c.unmet_reserve(&inner, self.slot) as usize);
         let n = n.min(below.max(spare)).min(inner.free.len());
         for _ in 0..n {
             let Some(f) = inner.free.pop() else { break };
-            inner.owner[f as usize] = self.id;
-            out.push(u64::from(f) * u64::from(self.chunk.frame_size));
+            c.owner[f as usize].store(self.slot + 1, Relaxed);
+            out.push(u64::from(f) * u64::from(c.frame_size));
         }
-        inner.members[pos].owned += n as u32;
+        c.counts[self.slot as usize].fetch_add(n as u32, Relaxed);
         n
     }
 
     /// Gives the frames in `addrs` back to the chunk (and empties `addrs`).
     pub fn give(&self, addrs: &mut Vec<u64>) {
-        let mut inner = lock(&self.chunk.inner);
+        let c = &*self.chunk;
+        let mut inner = lock(&c.inner);
         let mut n = 0;
         for a in addrs.drain(..) {
-            let f = (a / u64::from(self.chunk.frame_size)) as usize;
-            if inner.owner.get(f) == Some(&self.id) {
-                inner.owner[f] = FREE;
+            let f = (a / u64::from(c.frame_size)) as usize;
+            if c.owner.get(f).map(|o| o.load(Relaxed)) == Some(self.slot + 1) {
+                c.owner[f].store(FREE, Relaxed);
                 inner.free.push(f as u32);
                 n += 1;
             }
         }
-        if let Some(m) = inner.members.iter_mut().find(|m| m.id == self.id) {
-            m.owned -= n;
-        }
+        c.counts[self.slot as usize].fetch_sub(n, Relaxed);
     }
 
     /// Frames this port holds, as the owner table says.
     pub fn owned(&self) -> u32 {
-        let inner = lock(&self.chunk.inner);
-        inner
-            .members
-            .iter()
-            .find(|m| m.id == self.id)
-            .map_or(0, |m| m.owned)
+        self.chunk.counts[self.slot as usize].load(Relaxed)
+    }
+
+    /// Lends the received frame at `addr` (`len` bytes from there) to the dataplane; `None`
+    /// when the descriptor is not inside one frame of this chunk.
+    pub fn lend(&self, addr: u64, len: usize) -> Option<Loan> {
+        let (start, len) = self.bounds(addr, len)?;
+        Some(Loan {
+            // SAFETY: `bounds` keeps the range inside the chunk's mapping.
+            data: unsafe { self.chunk.mem.add(start) },
+            addr,
+            len: len as u32,
+            chunk: self.chunk.number,
+            from: self.slot,
+        })
+    }
+
+    /// Takes a frame lent by another port of this chunk as this port's (it is going on this
+    /// port's tx ring); `false` when the loan is of another chunk.
+    pub fn adopt(&self, loan: &Loan) -> bool {
+        let c = &*self.chunk;
+        if loan.chunk != c.number {
+            return false;
+        }
+        let f = (loan.addr / u64::from(c.frame_size)) as usize;
+        c.owner[f].store(self.slot + 1, Relaxed);
+        c.counts[loan.from as usize].fetch_sub(1, Relaxed);
+        c.counts[self.slot as usize].fetch_add(1, Relaxed);
+        true
     }
 
     /// The bytes of the frame at `addr` (a descriptor's address and length), if they are
@@ -379,20 +406,62 @@ impl Share {
     /// Leaves the chunk: releases the socket (no frame of it is touched by the kernel after
     /// that) and takes back every frame this port held, wherever it was.
     pub fn leave(self, sock: XskSocket) {
-        let mut inner = lock(&self.chunk.inner);
+        let c = &*self.chunk;
+        let mut inner = lock(&c.inner);
         drop(sock);
-        if let Some(pos) = inner.members.iter().position(|m| m.id == self.id) {
+        if let Some(pos) = inner.members.iter().position(|m| m.slot == self.slot) {
             let m = inner.members.swap_remove(pos);
             inner.reserved -= m.reserve;
         }
-        let mut freed = Vec::new();
-        for (f, o) in inner.owner.iter_mut().enumerate() {
-            if *o == self.id {
-                *o = FREE;
-                freed.push(f as u32);
+        let mine = self.slot + 1;
+        for (f, o) in c.owner.iter().enumerate() {
+            if o.load(Relaxed) == mine {
+                o.store(FREE, Relaxed);
+                inner.free.push(f as u32);
             }
         }
-        inner.free.extend(freed);
+        c.counts[self.slot as usize].store(0, Relaxed);
+        inner.free_slots.push(self.slot);
+    }
+}
+
+/// A received frame lent by its port to the dataplane, read and changed in place in the UMEM,
+/// then either sent by descriptor from another AF_XDP port of the same chunk (`Port::send_loan`)
+/// or handed back to its port (`Port::end_loans`). One loan per frame: the frame is off the rx
+/// ring and not yet on any other, so nothing else reads or writes it meanwhile.
+pub struct Loan {
+    data: *mut u8,
+    addr: u64,
+    len: u32,
+    chunk: u32,
+    from: u32,
+}
+
+// SAFETY: a loan is the one handle to its frame (see above); the chunk's memory outlives it (the
+// lending port holds the chunk, and loans end within the batch that made them).
+unsafe impl Send for Loan {}
+
+impl Loan {
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `lend` checked the range; the loan is the frame's one handle.
+        unsafe { std::slice::from_raw_parts(self.data, self.len as usize) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `bytes`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len as usize) }
     }
 }
 
@@ -435,7 +504,7 @@ pub fn status() -> PoolStatus {
     };
     for c in &live {
         let inner = lock(&c.inner);
-        let held = inner.owner.iter().filter(|&&o| o != FREE).count() as u32;
+        let held = c.owner.iter().filter(|o| o.load(Relaxed) != FREE).count() as u32;
         st.frames += c.frames;
         st.free += inner.free.len() as u32;
         st.bytes += c.len as u64;
