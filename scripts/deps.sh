@@ -7,9 +7,9 @@ set -euo pipefail
 # arping, sysctl (procps), modprobe (kmod), python3 (raw frames in tests), DHCP clients
 # (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), a real DNS server for
 # the tests to forward to (dnsmasq-base: the binary without a system service), iperf3 and curl (TCP
-# through software segmentation), and a C toolchain for crates that build C. AF_XDP ports use
-# xsk-rs, which builds libxdp/libbpf from source: libelf, zlib, clang/llvm (the BPF program),
-# m4, gcc-multilib and libpcap headers. ethtool lets tests check the veths' offloads. The
+# through software segmentation), and a C toolchain for crates that build C (AF_XDP needs no C
+# library: its sockets and rings are the switch's own, ports/xsk.rs). ethtool lets tests check
+# the veths' offloads. The
 # runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
 # machine's hybrid cgroups) on an image made from busybox-static (which replaces busybox and
 # keeps `busybox udhcpc`), and a private dockerd (docker.io: Docker's remote-driver tests).
@@ -18,7 +18,7 @@ set -euo pipefail
 # (etcd-server) is the cluster store the cluster tests start, etcdctl (etcd-client) how they
 # check and change it, openssl how the TLS test makes its certificates.
 PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
-  libelf-dev zlib1g-dev clang llvm m4 gcc-multilib libpcap-dev make ethtool
+  make ethtool
   podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools
   protobuf-compiler etcd-server etcd-client openssl)
 

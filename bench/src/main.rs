@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use peers::{bridge, ovs, tap_copy_topology, vswitch_topology};
+use peers::{bridge, ovs, ovs_afxdp, tap_copy_topology, vswitch_topology};
 use report::{machine, record, report, Figure};
 use sandbox::wait_for;
 use scenarios::{iperf, latency, mac_scale, pps, scale, scale_counts, Durations, Sink};
@@ -414,6 +414,7 @@ fn run_peer(
     let topo = match peer {
         "bridge" => bridge(),
         "ovs" => ovs(),
+        "ovs-afxdp" => ovs_afxdp(),
         "tap-copy" => tap_copy_topology(),
         "vswitch-tap" => vswitch_topology("tap"),
         "vswitch-afxdp" => vswitch_topology("afxdp"),

@@ -239,6 +239,10 @@ pub fn report(
                 .then_some(("vswitch-tap", "tap-copy")),
         )
         .chain(
+            (peers.iter().any(|p| p == "vswitch-afxdp") && peers.iter().any(|p| p == "ovs-afxdp"))
+                .then_some(("vswitch-afxdp", "ovs-afxdp")),
+        )
+        .chain(
             (peers.iter().any(|p| p == "vswitch-nat") && peers.iter().any(|p| p == "kernel-nat"))
                 .then_some(("vswitch-nat", "kernel-nat")),
         )

@@ -15,7 +15,7 @@ pub use nat::{
     kernel_dnat, kernel_nat, socat_relay, vswitch_dnat, vswitch_nat, vswitch_nat_packet,
     vswitch_relay,
 };
-pub use ovs::ovs;
+pub use ovs::{ovs, ovs_afxdp};
 pub use tap_copy::tap_copy_topology;
 pub use vswitchd::{vswitch_topology, Vswitchd};
 

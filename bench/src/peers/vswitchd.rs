@@ -101,6 +101,9 @@ pub fn vswitch_topology(port_type: &str) -> Result<Topology, String> {
         subnet: "10.250.0.0/24".into(),
         gateway: Some("10.250.0.254".into()),
         fdb_limit: Some(131_072),
+        // As the peers' tables: no per-port share of it (the macs scenario's 100 000 MACs
+        // come from one port).
+        port_mac_limit: Some(0),
         ..Default::default()
     }))?;
     let client = Ns::new(format!("{p}c"))?;
@@ -111,6 +114,9 @@ pub fn vswitch_topology(port_type: &str) -> Result<Topology, String> {
             netns: ns.0.clone(),
             ip: Some(ip.into()),
             kind: Some(port_type.into()),
+            // The client sends as 100 000 MACs in the macs scenario, as a router container
+            // would (`--no-port-security`); the peers check no source either.
+            port_security: (ip == CLIENT_IP).then_some(false),
             ..Default::default()
         }))?;
     }
