@@ -637,12 +637,9 @@ fn two_hundred_afxdp_ports_share_the_pool_and_each_pings_its_neighbour() {
     for (i, ns) in nss.iter().enumerate() {
         add_afxdp(&d, ns, &format!("p{i}"), &[]);
     }
-    for i in 0..n {
+    for (i, ns) in nss.iter().enumerate() {
         let next = format!("10.91.9.{}", 2 + (i + 1) % n);
-        assert!(
-            nss[i].ping(&next, 1),
-            "p{i} cannot ping its neighbour {next}"
-        );
+        assert!(ns.ping(&next, 1), "p{i} cannot ping its neighbour {next}");
     }
     let rss = data_rss_kib(d.pid());
     let pool = assert_pool_home(&d);

@@ -686,12 +686,11 @@ impl Port for AfXdp {
 
     fn send_loan(&mut self, loan: Loan) -> Result<usize, Loan> {
         let ring = self.cfg.ring_size as usize;
-        if self.tx_pending.len() + self.tx_in_flight as usize >= ring {
-            if self.flush_tx().is_err()
-                || self.tx_pending.len() + self.tx_in_flight as usize >= ring
-            {
-                return Err(loan);
-            }
+        if self.tx_pending.len() + self.tx_in_flight as usize >= ring
+            && (self.flush_tx().is_err()
+                || self.tx_pending.len() + self.tx_in_flight as usize >= ring)
+        {
+            return Err(loan);
         }
         match &self.share {
             Some(share) if share.adopt(&loan) => {}
