@@ -513,6 +513,29 @@ impl Daemon {
     pub fn show_stable(&self) -> Value {
         let mut v = self.json(&["show"]);
         v["daemon"]["uptime_secs"] = Value::Null;
+        // The frame pool's chunks are made afresh by a restart, their free frames move.
+        v["daemon"]["afxdp_pool"] = Value::Null;
+        // Where an AF_XDP port's frames are and how they moved changes with every frame.
+        if let Some(ports) = v["ports"].as_array_mut() {
+            for p in ports {
+                if let Some(x) = p.get_mut("xdp").and_then(Value::as_object_mut) {
+                    for k in [
+                        "frames",
+                        "fill_target",
+                        "rx_frames_in_kernel",
+                        "frames_free",
+                        "tx_frames_in_flight",
+                        "pool_short",
+                        "rx_lent",
+                        "rx_copied",
+                        "tx_by_descriptor",
+                        "tx_copied",
+                    ] {
+                        x.remove(k);
+                    }
+                }
+            }
+        }
         v
     }
 

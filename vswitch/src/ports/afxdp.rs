@@ -197,8 +197,10 @@ pub const FILL_MIN: u32 = 8;
 const STASH_KEEP: usize = 2 * TX_BATCH;
 /// Frames borrowed from the pool at least at a time.
 const BORROW_MIN: usize = 2;
-/// Refills that found the kernel with most of its frames unused before the fill level halves.
-const IDLE_REFILLS: u32 = 32;
+/// Refills in a window; a window that received fewer than half the fill level halves it.
+/// (Counted per refill, not per empty poll alone: a busy-polled TCP stream refills between
+/// every two bursts and must not look idle.)
+const DECAY_WINDOW: u32 = 1024;
 
 /// An AF_XDP socket on queue 0 of `ifname`, its frames from the daemon's pool.
 pub struct AfXdp {
@@ -214,7 +216,12 @@ pub struct AfXdp {
     rx_n: usize,
     rx_in_kernel: u32,
     fill_target: u32,
-    idle_refills: u32,
+    /// The lowest fill level (the idle port's): `FILL_MIN` for a container's port, a quarter of
+    /// the ring for a wide one (an uplink, a parent: bursts from many peers arrive at once).
+    fill_min: u32,
+    /// Refills and frames received in the current decay window.
+    window_refills: u32,
+    window_frames: u32,
     /// Free frames of this port (copied-out receives, completed sends, borrowed ones).
     stash: Vec<u64>,
     /// Written, not on the tx ring yet.
@@ -338,7 +345,12 @@ impl AfXdp {
             mode,
             reason: e.to_string(),
         };
-        let reserve = FILL_MIN + BORROW_MIN as u32;
+        let fill_min = if cfg.ring_size >= WIDE_RING_SIZE {
+            cfg.ring_size / 4
+        } else {
+            FILL_MIN.min(cfg.ring_size)
+        };
+        let reserve = fill_min + BORROW_MIN as u32;
         let (share, sock) = Share::join(cfg.frame_size, reserve, |umem: UmemSource| {
             XskSocket::bind(index, cfg.ring_size, umem)
         })
@@ -363,8 +375,10 @@ impl AfXdp {
             rx_pos: 0,
             rx_n: 0,
             rx_in_kernel: 0,
-            fill_target: FILL_MIN.min(cfg.ring_size),
-            idle_refills: 0,
+            fill_target: fill_min,
+            fill_min,
+            window_refills: 0,
+            window_frames: 0,
             // Grown as the traffic needs: a thousand idle ports keep their buffers small.
             stash: Vec::new(),
             tx_pending: Vec::new(),
@@ -444,23 +458,24 @@ impl AfXdp {
     }
 
     /// Brings the fill ring up to `fill_target` frames, adapting the target: doubled when the
-    /// kernel was down to a quarter of it, halved after many refills that found it mostly
-    /// unused.
+    /// kernel was down to a quarter of it, halved after a window of refills that received less
+    /// than half of it.
     fn refill(&mut self) {
         let Some(sock) = self.sock.as_mut() else {
             return;
         };
         let unused = sock.fill_outstanding();
-        let kept_full = self.rx_in_kernel >= self.fill_target / 2;
-        if kept_full && unused < self.fill_target / 4 && self.fill_target < self.cfg.ring_size {
+        let received = self.rx_lent + self.rx_copied > 0;
+        if received && unused < self.fill_target / 4 && self.fill_target < self.cfg.ring_size {
             self.fill_target = (self.fill_target * 2).min(self.cfg.ring_size);
-            self.idle_refills = 0;
-        } else if unused >= self.fill_target / 4 * 3 && self.fill_target > FILL_MIN {
-            self.idle_refills += 1;
-            if self.idle_refills >= IDLE_REFILLS {
+            self.window_refills = 0;
+            self.window_frames = 0;
+        }
+        self.window_refills += 1;
+        if self.window_refills >= DECAY_WINDOW {
+            if self.window_frames < self.fill_target / 2 && self.fill_target > self.fill_min {
                 // Idle: the frames the kernel no longer gets, and the spare ones, go back.
-                self.fill_target /= 2;
-                self.idle_refills = 0;
+                self.fill_target = (self.fill_target / 2).max(self.fill_min);
                 if self.stash.len() > BORROW_MIN {
                     if let Some(share) = &self.share {
                         self.give_buf.extend(self.stash.drain(BORROW_MIN..));
@@ -468,6 +483,8 @@ impl AfXdp {
                     }
                 }
             }
+            self.window_refills = 0;
+            self.window_frames = 0;
         }
         let want = self.fill_target.saturating_sub(self.rx_in_kernel) as usize;
         if want > 0 {
@@ -543,6 +560,7 @@ impl AfXdp {
             };
             let n = sock.recv(&mut self.rx_descs);
             self.rx_in_kernel = self.rx_in_kernel.saturating_sub(n as u32);
+            self.window_frames = self.window_frames.saturating_add(n as u32);
             self.rx_pos = 0;
             self.rx_n = n;
             if n == 0 {
