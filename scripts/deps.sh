@@ -7,7 +7,8 @@ set -euo pipefail
 # arping, sysctl (procps), modprobe (kmod), python3 (raw frames in tests), DHCP clients
 # (busybox udhcpc, isc-dhcp-client dhclient), dig/nslookup (dnsutils), a real DNS server for
 # the tests to forward to (dnsmasq-base: the binary without a system service), iperf3 and curl (TCP
-# through software segmentation), and a C toolchain for crates that build C (AF_XDP needs no C
+# through software segmentation), a C and C++ toolchain for crates that build them (g++: the
+# fuzz targets' libFuzzer; AF_XDP needs no C
 # library: its sockets and rings are the switch's own, ports/xsk.rs). ethtool lets tests check
 # the veths' offloads. The
 # runtimes' tests run a private podman (CNI backend, runc with cgroupfs: crun refuses this
@@ -17,7 +18,7 @@ set -euo pipefail
 # overlays' interop test. protoc (protobuf-compiler) builds etcd-client's gRPC code; etcd
 # (etcd-server) is the cluster store the cluster tests start, etcdctl (etcd-client) how they
 # check and change it, openssl how the TLS test makes its certificates.
-PACKAGES=(iproute2 iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
+PACKAGES=(iproute2 g++ iputils-ping iputils-arping procps kmod python3 busybox-static isc-dhcp-client dnsutils dnsmasq-base iperf3 tcpdump socat gcc pkg-config ca-certificates curl
   make ethtool
   podman runc conmon containernetworking-plugins docker.io wireguard-go wireguard-tools
   protobuf-compiler etcd-server etcd-client openssl)

@@ -20,6 +20,7 @@ pub mod umem;
 pub mod uring;
 pub mod vxlan;
 pub mod wg;
+pub mod xdp_prog;
 pub mod xsk;
 
 use std::io;
